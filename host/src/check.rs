@@ -1,0 +1,50 @@
+//! `lookout check FILE.wasm`: loads a watcher exactly as the daemon would,
+//! prints its manifest and runs `configure`.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::config::Settings;
+use crate::daemon::load_watcher;
+use crate::plugin::Runtime;
+use crate::watcher_config::{kind_name, show};
+
+/// Loads and configures the watcher at `path` and describes it.
+///
+/// # Errors
+/// Anything that would stop the daemon from running this watcher.
+pub fn check(path: &Path, settings: &Settings) -> Result<String> {
+    let runtime = Runtime::new(settings.cache_dir.as_deref(), settings.limits)?;
+    let watcher = load_watcher(&runtime, path, settings)?;
+    let m = &watcher.manifest;
+    let mut out = String::new();
+    let _ = writeln!(out, "{} {} ({})", m.name, m.version, path.display());
+    let _ = writeln!(out, "  signal: {}", m.description);
+    let _ = writeln!(out, "  config:");
+    for key in &m.config {
+        let _ = writeln!(
+            out,
+            "    {} ({}, default {}): {}",
+            key.name,
+            kind_name(key.kind),
+            show(&key.default),
+            key.description
+        );
+    }
+    let needs = &m.needs;
+    let _ = writeln!(out, "  reads INFO fields: {}", list(&needs.info_fields));
+    let _ = writeln!(out, "  reads INFO sections: {}", list(&needs.info_sections));
+    let _ = writeln!(out, "  reads SLOWLOG: {}", if needs.slowlog { "yes" } else { "no" });
+    let _ = writeln!(out, "ok: configured");
+    Ok(out)
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}

@@ -1,0 +1,175 @@
+//! The `lookout` command: parses flags, sets up logging and hands over to
+//! the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use lookout::config::{LogFormat, Overrides, Settings, parse_seconds};
+use lookout::{Daemon, RunMode};
+
+/// Redis watcher host: polls Redis and runs WebAssembly watcher components.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Watch a Redis and publish what the watchers report.
+    Run(RunArgs),
+    /// Load a watcher as the daemon would, print its manifest, configure it.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// Optional lookout.toml.
+    #[arg(long, short = 'c', env = "LOOKOUT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Compiled-watcher cache folder [default: $XDG_CACHE_HOME/lookout].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Watched Redis [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Seconds between polls, fractions allowed [default: 5].
+    #[arg(long, env = "POLL_INTERVAL", value_parser = parse_seconds)]
+    poll_interval: Option<f64>,
+    /// Folder of NAME.wasm watchers and NAME.toml settings [default: ./plugins].
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+    /// `service` field of every envelope [default: redis].
+    #[arg(long)]
+    service: Option<String>,
+    /// Print envelopes as JSON lines on stdout instead of publishing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Poll once, publish, exit.
+    #[arg(long)]
+    once: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The watcher component.
+    file: PathBuf,
+    /// Settings for it (as NAME.toml beside the .wasm would give).
+    #[arg(long = "watcher-config")]
+    watcher_config: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check(args) => check(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lookout: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn disabled() -> bool {
+    std::env::var("LOG_SIDECAR_DISABLED")
+        .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "on"))
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    if disabled() {
+        return Ok(());
+    }
+    let overrides = Overrides {
+        redis_url: args.redis_url,
+        poll_interval: args.poll_interval,
+        plugins: args.plugins,
+        cache_dir: args.common.cache_dir,
+        service: args.service,
+        log_format: args.common.log_format,
+    };
+    let settings = Settings::load(args.common.config.as_deref(), overrides)?;
+    init_logging(settings.log_format);
+    let mode = RunMode {
+        dry_run: args.dry_run,
+        once: args.once,
+    };
+    let daemon = Daemon::start(settings, mode)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        daemon.run(mode, shutdown).await
+    })
+}
+
+fn check(args: CheckArgs) -> Result<()> {
+    let overrides = Overrides {
+        cache_dir: args.common.cache_dir,
+        log_format: args.common.log_format,
+        ..Overrides::default()
+    };
+    let mut settings = Settings::load(args.common.config.as_deref(), overrides)?;
+    init_logging(settings.log_format);
+    if let Some(path) = args.watcher_config {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let name = args
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        settings.watchers.insert(name, table);
+        settings.config_path = Some(path);
+    }
+    let report = lookout::check::check(&args.file, &settings)?;
+    print!("{report}");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOOKOUT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutdown signal received");
+    })
+}

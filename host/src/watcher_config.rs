@@ -1,0 +1,172 @@
+//! A watcher's settings: manifest defaults, then `NAME.toml` beside the
+//! `.wasm`, then `[watchers.NAME]` of `lookout.toml`, each checked against
+//! the keys and types the manifest declares.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::plugin::bindings::lookout::watcher::types::{
+    ConfigKey, Manifest, Setting, Value, ValueKind,
+};
+
+/// One layer of settings and the file it came from, for error messages.
+pub struct Layer<'a> {
+    /// File the table was read from.
+    pub origin: String,
+    /// The settings.
+    pub table: &'a toml::Table,
+}
+
+/// Reads `NAME.toml` beside a watcher, if present.
+///
+/// # Errors
+/// The file exists but cannot be read or is not valid TOML.
+pub fn read_side_file(wasm: &Path) -> Result<Option<(String, toml::Table)>> {
+    let path = wasm.with_extension("toml");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end())
+    })?;
+    Ok(Some((path.display().to_string(), table)))
+}
+
+/// Merges defaults and layers (later layers win) into the settings handed to
+/// `configure`.
+///
+/// # Errors
+/// A key the manifest does not declare, or a value of the wrong type; the
+/// message names the file, the key and what was expected.
+pub fn resolve(manifest: &Manifest, layers: &[Layer<'_>]) -> Result<Vec<Setting>> {
+    let mut settings: Vec<Setting> = manifest
+        .config
+        .iter()
+        .map(|k| Setting {
+            name: k.name.clone(),
+            value: k.default.clone(),
+        })
+        .collect();
+    for layer in layers {
+        for (key, raw) in layer.table {
+            let Some(index) = manifest.config.iter().position(|k| &k.name == key) else {
+                let known: Vec<&str> = manifest.config.iter().map(|k| k.name.as_str()).collect();
+                bail!(
+                    "{}: unknown key `{key}` for watcher {} (it accepts: {})",
+                    layer.origin,
+                    manifest.name,
+                    if known.is_empty() {
+                        "no keys".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+            };
+            let declared = &manifest.config[index];
+            settings[index].value = convert(declared, raw).with_context(|| {
+                format!(
+                    "{}: key `{key}` of watcher {}",
+                    layer.origin, manifest.name
+                )
+            })?;
+        }
+    }
+    Ok(settings)
+}
+
+fn convert(key: &ConfigKey, raw: &toml::Value) -> Result<Value> {
+    Ok(match (key.kind, raw) {
+        (ValueKind::Text, toml::Value::String(s)) => Value::Text(s.clone()),
+        (ValueKind::Integer, toml::Value::Integer(n)) => Value::Integer(*n),
+        (ValueKind::Float, toml::Value::Float(x)) => Value::Float(*x),
+        #[expect(clippy::cast_precision_loss, reason = "config integers are small")]
+        (ValueKind::Float, toml::Value::Integer(n)) => Value::Float(*n as f64),
+        (ValueKind::Boolean, toml::Value::Boolean(b)) => Value::Boolean(*b),
+        (kind, other) => bail!(
+            "expected {}, got {} {other:?}",
+            kind_name(kind),
+            other.type_str()
+        ),
+    })
+}
+
+/// Human name of a value kind.
+pub fn kind_name(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::Text => "a string",
+        ValueKind::Integer => "an integer",
+        ValueKind::Float => "a number",
+        ValueKind::Boolean => "a boolean",
+    }
+}
+
+/// A value as TOML-ish text, for manifests printed to people.
+pub fn show(value: &Value) -> String {
+    match value {
+        Value::Text(s) => format!("{s:?}"),
+        Value::Integer(n) => n.to_string(),
+        Value::Float(x) => x.to_string(),
+        Value::Boolean(b) => b.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::bindings::lookout::watcher::types::Needs;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "client-delta".into(),
+            version: "0.1.0".into(),
+            description: "d".into(),
+            config: vec![ConfigKey {
+                name: "threshold".into(),
+                kind: ValueKind::Integer,
+                default: Value::Integer(5),
+                description: "x".into(),
+            }],
+            needs: Needs {
+                info_fields: vec![],
+                info_sections: vec![],
+                slowlog: false,
+            },
+        }
+    }
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn defaults_then_layers() {
+        let m = manifest();
+        let s = resolve(&m, &[]).unwrap();
+        assert!(matches!(s[0].value, Value::Integer(5)));
+        let side = table("threshold = 7");
+        let main = table("threshold = 9");
+        let layers = [
+            Layer { origin: "a.toml".into(), table: &side },
+            Layer { origin: "lookout.toml".into(), table: &main },
+        ];
+        let s = resolve(&m, &layers).unwrap();
+        assert!(matches!(s[0].value, Value::Integer(9)));
+    }
+
+    #[test]
+    fn unknown_key_and_wrong_type_are_named() {
+        let m = manifest();
+        let bad = table("treshold = 7");
+        let err = resolve(&m, &[Layer { origin: "p/client-delta.toml".into(), table: &bad }])
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("p/client-delta.toml") && text.contains("treshold"), "{text}");
+        assert!(text.contains("threshold"), "{text}");
+        let bad = table("threshold = 'high'");
+        let err = resolve(&m, &[Layer { origin: "f.toml".into(), table: &bad }]).unwrap_err();
+        assert!(format!("{err:#}").contains("expected an integer"), "{err:#}");
+    }
+}
