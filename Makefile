@@ -1,0 +1,81 @@
+# Lookout: the one entry point. `make run` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+WATCHERS := slowlog client-delta memory-pressure
+FIXTURES := wrong-world future-version panicker looper
+WASM_TARGET := wasm32-wasip2
+CARGO ?= cargo
+
+.PHONY: build plugins plugins-component fixtures run test test-unit test-plugins lint bench deps toolchain redis cargo-component clean
+
+## Install what is missing: wasm targets, redis-server.
+deps: toolchain redis
+
+toolchain:
+	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) \
+		|| rustup target add $(WASM_TARGET) wasm32-wasip1
+
+redis:
+	@command -v redis-server >/dev/null || { \
+		echo "installing redis-server from Debian packages"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+cargo-component:
+	@command -v cargo-component >/dev/null || $(CARGO) install --locked cargo-component
+
+## The host binary.
+build: toolchain plugins
+	$(CARGO) build --release -p lookout
+
+## Watchers as plugins/NAME.wasm (plain cargo, wasm32-wasip2).
+plugins: toolchain
+	cd plugins && $(CARGO) build --release --target $(WASM_TARGET)
+	@for w in $(WATCHERS); do \
+		cp plugins/target/$(WASM_TARGET)/release/$${w//-/_}.wasm plugins/$$w.wasm; \
+	done
+	@ls -l plugins/*.wasm
+
+## The same watchers built with cargo-component (proves both toolchains work).
+plugins-component: toolchain cargo-component
+	cd plugins && for w in $(WATCHERS); do $(CARGO) component build --release -p $$w || exit 1; done
+
+## Test-only watcher components under tests/fixtures.
+fixtures: toolchain
+	cd tests/fixtures && $(CARGO) build --release --target $(WASM_TARGET)
+	@for f in $(FIXTURES); do \
+		cp tests/fixtures/target/$(WASM_TARGET)/release/$${f//-/_}.wasm tests/fixtures/$$f.wasm; \
+	done
+
+## Run the daemon on REDIS_URL, or on a throwaway local redis-server.
+run: deps build
+	host/scripts/run-local
+
+## Unit tests (host and watchers) and integration tests against real redis-servers.
+test: deps plugins fixtures plugins-component test-plugins
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else $(CARGO) test --workspace; fi
+
+test-plugins:
+	cd plugins && $(CARGO) test
+
+lint: toolchain
+	$(CARGO) fmt --all --check
+	cd plugins && $(CARGO) fmt --all --check
+	cd tests/fixtures && $(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd plugins && $(CARGO) clippy --all-targets -- -D warnings
+	cd plugins && $(CARGO) clippy --target $(WASM_TARGET) -- -D warnings
+	cd tests/fixtures && $(CARGO) clippy --target $(WASM_TARGET) -- -D warnings
+
+## Benchmarks against a real local redis-server.
+bench: deps plugins
+	$(CARGO) bench -p lookout --bench bench
+
+clean:
+	$(CARGO) clean
+	cd plugins && $(CARGO) clean
+	cd tests/fixtures && $(CARGO) clean
+	rm -f plugins/*.wasm tests/fixtures/*.wasm
