@@ -1,1 +1,9 @@
-//! x
+//! Integration tests: the real `lookout` binary against real redis-servers
+//! started on free ports, with the real watcher components.
+
+mod support;
+
+mod resilience;
+mod smoke;
+mod startup;
+mod watchers;

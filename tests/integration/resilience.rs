@@ -1,0 +1,117 @@
+//! Outages, backoff, the disable switch and signals.
+
+use std::time::Duration;
+
+use crate::support::{
+    Lookout, Redis, by_target, free_port, lookout_cmd, plugins_dir, run_to_end, wait_for,
+};
+
+/// Seconds in a "retrying in 3.7s" log line.
+fn retry_seconds(line: &str) -> f64 {
+    let rest = line.split("retrying in ").nth(1).unwrap();
+    rest.split('s').next().unwrap().parse().unwrap()
+}
+
+/// Redis killed and restarted mid-run: backoff lines appear, the host says
+/// Redis is back, events flow again and the slowlog high-water mark resets
+/// (ids starting again at 0 are reported).
+#[test]
+fn redis_restart_is_survived_and_slowlog_resets() {
+    let mut redis = Redis::start(&["--slowlog-log-slower-than", "0"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.args(["run", "--poll-interval", "0.2", "--plugins"]).arg(plugins_dir());
+    cmd.env("REDIS_URL", redis.url());
+    let mut lookout = Lookout::spawn(cmd);
+    let mut client = redis.conn();
+    for _ in 0..20 {
+        redis::cmd("SET").arg("before").arg("1").exec(&mut client).unwrap();
+    }
+    let max_before = wait_for("slowlog events before the restart", Duration::from_secs(20), || {
+        let ids: Vec<i64> = by_target(&redis.stream("logs:stream:redis"), "slowlog")
+            .iter()
+            .filter(|e| e["fields"]["args"].as_str().unwrap_or("").starts_with("SET before"))
+            .map(|e| e["fields"]["id"].as_i64().unwrap())
+            .collect();
+        (ids.len() >= 20).then(|| *ids.iter().max().unwrap())
+    });
+    redis.kill();
+    wait_for("backoff lines", Duration::from_secs(20), || {
+        (lookout.stderr.matching("retrying in").len() >= 2).then_some(())
+    });
+    redis.restart();
+    let mut client = redis.conn();
+    redis::cmd("SET").arg("after").arg("1").exec(&mut client).unwrap();
+    let back = wait_for("the back-online envelope", Duration::from_secs(30), || {
+        by_target(&redis.stream("logs:stream:redis"), "lookout")
+            .into_iter()
+            .find(|e| e["msg"].as_str().unwrap().contains("reachable again"))
+    });
+    assert!(back["fields"]["outage_ms"].as_u64().unwrap() > 0);
+    let lost = by_target(&redis.stream("logs:stream:redis"), "lookout")
+        .into_iter()
+        .filter(|e| e["level"] == "error" && e["msg"].as_str().unwrap().contains("unreachable"))
+        .count();
+    assert_eq!(lost, 1, "the outage is reported once, delivered after recovery");
+    let after = wait_for("slowlog events after the restart", Duration::from_secs(20), || {
+        by_target(&redis.stream("logs:stream:redis"), "slowlog")
+            .into_iter()
+            .find(|e| e["fields"]["args"] == "SET after 1")
+    });
+    let id = after["fields"]["id"].as_i64().unwrap();
+    assert!(id < max_before, "ids restart after a Redis restart: {id} vs {max_before}");
+    assert!(lookout.alive());
+    assert!(lookout.terminate().success());
+}
+
+/// LOG_SIDECAR_DISABLED=1 exits 0 at once, doing nothing (even with a bad URL).
+#[test]
+fn disabled_switch_exits_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.args(["run", "--plugins", "/nonexistent"])
+        .env("LOG_SIDECAR_DISABLED", "1")
+        .env("REDIS_URL", "http://not-redis");
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(10));
+    assert!(status.success());
+    assert!(out.is_empty() && err.is_empty(), "silent: {out}{err}");
+}
+
+/// A dead port: growing backoff lines, no crash, SIGTERM still exits 0.
+#[test]
+fn dead_port_backs_off_without_crashing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.args(["run", "--poll-interval", "0.2", "--plugins"]).arg(plugins_dir());
+    cmd.env("REDIS_URL", format!("redis://:hunter2@127.0.0.1:{port}"));
+    let mut lookout = Lookout::spawn(cmd);
+    let lines = wait_for("three backoff lines", Duration::from_secs(30), || {
+        let lines = lookout.stderr.matching("retrying in");
+        (lines.len() >= 3).then_some(lines)
+    });
+    assert!(lines[0].contains(&format!("redis unreachable at 127.0.0.1:{port}")), "{}", lines[0]);
+    let waits: Vec<f64> = lines.iter().map(|l| retry_seconds(l)).collect();
+    assert!(waits.windows(2).all(|w| w[1] >= w[0]), "backoff grows: {waits:?}");
+    assert!(waits[0] >= 0.5 && waits[0] <= 1.0, "{waits:?}");
+    assert!(waits[2] >= 2.0, "{waits:?}");
+    assert!(lookout.alive());
+    assert!(lookout.terminate().success());
+    let all = lookout.stderr.all().join("\n");
+    assert!(!all.contains("hunter2"), "the password never appears: {all}");
+}
+
+/// SIGTERM while running normally exits 0.
+#[test]
+fn sigterm_exits_zero() {
+    let redis = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.args(["run", "--poll-interval", "0.2", "--plugins"]).arg(plugins_dir());
+    cmd.env("REDIS_URL", redis.url());
+    let mut lookout = Lookout::spawn(cmd);
+    wait_for("the first envelope", Duration::from_secs(20), || {
+        (!redis.stream("logs:stream:redis").is_empty()).then_some(())
+    });
+    assert!(lookout.terminate().success());
+}

@@ -1,0 +1,325 @@
+//! Test helpers: a real `redis-server` on a free port in a temp dir, the
+//! real `lookout` binary as a child process, and deadline-bounded waits.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The folder of built watchers; fails loudly when they were not built.
+pub fn plugins_dir() -> PathBuf {
+    let dir = repo().join("plugins");
+    for name in ["slowlog", "client-delta", "memory-pressure"] {
+        let wasm = dir.join(format!("{name}.wasm"));
+        assert!(
+            wasm.is_file(),
+            "{} is missing: run `make plugins` (make test does) before the integration tests",
+            wasm.display()
+        );
+    }
+    dir
+}
+
+/// A built test fixture component; fails loudly when missing.
+pub fn fixture(name: &str) -> PathBuf {
+    let wasm = repo().join("tests/fixtures").join(format!("{name}.wasm"));
+    assert!(
+        wasm.is_file(),
+        "{} is missing: run `make fixtures` (make test does) before the integration tests",
+        wasm.display()
+    );
+    wasm
+}
+
+/// A plugins folder in a temp dir holding copies of the named watchers.
+pub fn plugins_with(tmp: &Path, watchers: &[&str], fixtures: &[&str]) -> PathBuf {
+    let dir = tmp.join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = plugins_dir();
+    for w in watchers {
+        std::fs::copy(src.join(format!("{w}.wasm")), dir.join(format!("{w}.wasm"))).unwrap();
+    }
+    for f in fixtures {
+        std::fs::copy(fixture(f), dir.join(format!("{f}.wasm"))).unwrap();
+    }
+    dir
+}
+
+/// Waits until `check` returns `Some`, polling every 25 ms, or panics with
+/// `what` after `deadline`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real redis-server, killed on drop.
+pub struct Redis {
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl Redis {
+    /// Starts a redis-server with extra `--key value` arguments.
+    pub fn start(extra: &[&str]) -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed: run `make deps`");
+        self.child = Some(child);
+        let url = self.url();
+        wait_for("redis-server to answer PING", Duration::from_secs(10), || {
+            let client = redis::Client::open(url.as_str()).ok()?;
+            let mut conn = client.get_connection_with_timeout(Duration::from_millis(200)).ok()?;
+            redis::cmd("PING").query::<String>(&mut conn).ok()
+        });
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A fresh client connection.
+    pub fn conn(&self) -> redis::Connection {
+        let client = redis::Client::open(self.url()).unwrap();
+        let conn = client.get_connection_with_timeout(Duration::from_secs(2)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (a new run_id).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Every envelope in the stream, parsed back from its string map.
+    pub fn stream(&self, key: &str) -> Vec<Value> {
+        let mut conn = self.conn();
+        let entries: Vec<(String, Vec<String>)> =
+            redis::cmd("XRANGE").arg(key).arg("-").arg("+").query(&mut conn).unwrap();
+        entries
+            .iter()
+            .map(|(_, kv)| {
+                assert_eq!(kv.len() % 2, 0);
+                let map = kv.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+                envelope_from_stream(&map)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Rebuilds an envelope from a stream entry's string map, checking that
+/// every field is a string as the wire format promises.
+pub fn envelope_from_stream(map: &std::collections::HashMap<String, String>) -> Value {
+    let text = |key: &str| -> String {
+        map.get(key)
+            .unwrap_or_else(|| panic!("stream entry lacks `{key}`: {map:?}"))
+            .clone()
+    };
+    assert_eq!(map.len(), 9, "stream entry has exactly the 9 envelope keys: {map:?}");
+    serde_json::json!({
+        "v": text("v").parse::<u64>().unwrap(),
+        "ts": text("ts"),
+        "service": text("service"),
+        "host": text("host"),
+        "level": text("level"),
+        "pid": text("pid").parse::<u64>().unwrap(),
+        "target": text("target"),
+        "msg": text("msg"),
+        "fields": serde_json::from_str::<Value>(&text("fields")).unwrap(),
+    })
+}
+
+/// Asserts that `env` has the v1 envelope shape.
+pub fn assert_envelope(env: &Value) {
+    let obj = env.as_object().unwrap_or_else(|| panic!("not an object: {env}"));
+    let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        ["fields", "host", "level", "msg", "pid", "service", "target", "ts", "v"],
+        "{env}"
+    );
+    assert_eq!(env["v"], 1, "{env}");
+    let ts = env["ts"].as_str().unwrap();
+    assert!(
+        ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.',
+        "ts is RFC 3339 UTC with milliseconds: {ts}"
+    );
+    assert!(["debug", "info", "warn", "error"].contains(&env["level"].as_str().unwrap()), "{env}");
+    assert!(env["pid"].as_u64().unwrap() > 0);
+    assert!(!env["target"].as_str().unwrap().is_empty());
+    assert!(env["msg"].is_string());
+    assert!(env["fields"]["instance"].as_str().unwrap().contains(':'), "{env}");
+    assert!(!env["host"].as_str().unwrap().is_empty());
+}
+
+/// Captured output lines of a child process.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn follow(&self, stream: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<()> {
+        let lines = self.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    }
+
+    /// All lines so far.
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Lines containing `needle`.
+    pub fn matching(&self, needle: &str) -> Vec<String> {
+        self.all().into_iter().filter(|l| l.contains(needle)).collect()
+    }
+}
+
+/// The real `lookout` binary as a child process, killed on drop.
+pub struct Lookout {
+    child: Option<Child>,
+    /// Its stderr (logs).
+    pub stderr: Lines,
+    /// Its stdout (dry-run envelopes).
+    pub stdout: Lines,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A `lookout` command with a private cache folder and no inherited config.
+pub fn lookout_cmd(cache: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookout"));
+    cmd.env_remove("REDIS_URL")
+        .env_remove("POLL_INTERVAL")
+        .env_remove("LOG_SIDECAR_DISABLED")
+        .env_remove("LOOKOUT_CONFIG")
+        .env("LOOKOUT_LOG", "info")
+        .env("XDG_CACHE_HOME", cache);
+    cmd
+}
+
+impl Lookout {
+    /// Spawns `cmd` with captured output.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (stdout, stderr) = (Lines::default(), Lines::default());
+        let readers = vec![
+            stdout.follow(child.stdout.take().unwrap()),
+            stderr.follow(child.stderr.take().unwrap()),
+        ];
+        Self {
+            child: Some(child),
+            stderr,
+            stdout,
+            readers,
+        }
+    }
+
+    /// Sends SIGTERM and waits (with a deadline) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = wait_for("lookout to exit after SIGTERM", Duration::from_secs(10), || {
+            child.try_wait().unwrap()
+        });
+        self.child = None;
+        status
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for Lookout {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `cmd` to completion with a deadline; returns (status, stdout, stderr).
+pub fn run_to_end(cmd: Command, deadline: Duration) -> (ExitStatus, String, String) {
+    let mut proc = Lookout::spawn(cmd);
+    let child = proc.child.as_mut().unwrap();
+    let status = wait_for("lookout to exit", deadline, || child.try_wait().unwrap());
+    proc.child = None;
+    // The pipes close when the process exits; the readers then finish.
+    for reader in proc.readers.drain(..) {
+        reader.join().unwrap();
+    }
+    (status, proc.stdout.all().join("\n"), proc.stderr.all().join("\n"))
+}
+
+/// Envelopes in the stream whose target is `target`.
+pub fn by_target(envelopes: &[Value], target: &str) -> Vec<Value> {
+    envelopes.iter().filter(|e| e["target"] == target).cloned().collect()
+}
