@@ -26,8 +26,8 @@ use crate::watcher_config::{Layer, read_side_file, resolve};
 pub struct RunMode {
     /// Print envelopes on stdout instead of publishing.
     pub dry_run: bool,
-    /// Poll once, publish, and return.
-    pub once: bool,
+    /// Stop after this many polls (`--once` is 1); `None` runs until shutdown.
+    pub polls: Option<u64>,
 }
 
 /// A started daemon: watchers loaded and configured, connections prepared.
@@ -168,11 +168,11 @@ impl Daemon {
         self.publisher.push(envelope);
     }
 
-    /// Runs the poll loop until `shutdown` completes (or after one poll in
-    /// `once` mode).
+    /// Runs the poll loop until `shutdown` completes or `mode.polls` polls
+    /// are done.
     ///
     /// # Errors
-    /// Only in `once` mode: the single poll or its publish failed.
+    /// Only with `--once`: the single poll or its publish failed.
     pub async fn run(mut self, mode: RunMode, shutdown: impl Future<Output = ()>) -> Result<()> {
         let instance = self.origin.instance.clone();
         info!(
@@ -210,10 +210,13 @@ impl Daemon {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut backoff = Backoff::default();
         let mut down_since: Option<Instant> = None;
+        let mut polls = 0u64;
+        let once = mode.polls == Some(1);
         loop {
             let started = Instant::now();
+            polls += 1;
             let outcome = tokio::select! {
-                outcome = self.tick() => outcome,
+                outcome = self.poll() => outcome,
                 () = &mut shutdown => break,
             };
             let wait = match outcome {
@@ -236,7 +239,7 @@ impl Daemon {
                     }
                     self.settings.poll_interval.saturating_sub(started.elapsed())
                 }
-                Err(e) if mode.once => return Err(e),
+                Err(e) if once => return Err(e),
                 Err(e) => match e.downcast::<ProbeError>() {
                     Ok(ProbeError::Unreachable(cause)) => {
                         if down_since.is_none() {
@@ -267,7 +270,7 @@ impl Daemon {
                     }
                 },
             };
-            if mode.once {
+            if mode.polls.is_some_and(|limit| polls >= limit) {
                 break;
             }
             tokio::select! {
@@ -290,12 +293,17 @@ impl Daemon {
         info!(
             delivered = self.publisher.delivered,
             dropped = self.publisher.dropped,
+            rss_kib = rss_kib(),
             "lookout stopped"
         );
     }
 
     /// One poll: probe, observe, publish.
-    async fn tick(&mut self) -> Result<()> {
+    ///
+    /// # Errors
+    /// A [`ProbeError`] when Redis is unreachable or a probe failed, or a
+    /// publish error; envelopes stay queued for the next poll.
+    pub async fn poll(&mut self) -> Result<()> {
         let snapshot = self.prober.poll(self.probes).await?;
         let instance = self.origin.instance.clone();
         let mut failures = Vec::new();
@@ -326,6 +334,17 @@ impl Daemon {
         self.publisher.flush().await?;
         Ok(())
     }
+}
+
+/// Resident set size of this process in KiB (Linux), 0 when unknown.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 fn level_of(level: wit::Level) -> Level {

@@ -55,9 +55,12 @@ struct RunArgs {
     /// Print envelopes as JSON lines on stdout instead of publishing.
     #[arg(long)]
     dry_run: bool,
-    /// Poll once, publish, exit.
-    #[arg(long)]
+    /// Poll once, publish, exit (non-zero when the poll failed).
+    #[arg(long, conflicts_with = "polls")]
     once: bool,
+    /// Poll this many times, then exit.
+    #[arg(long)]
+    polls: Option<u64>,
     #[command(flatten)]
     common: Common,
 }
@@ -109,7 +112,7 @@ fn run(args: RunArgs) -> Result<()> {
     init_logging(settings.log_format);
     let mode = RunMode {
         dry_run: args.dry_run,
-        once: args.once,
+        polls: if args.once { Some(1) } else { args.polls },
     };
     let daemon = Daemon::start(settings, mode)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
