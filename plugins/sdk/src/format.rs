@@ -1,0 +1,61 @@
+//! Formatting numbers for event messages.
+
+/// A byte count in binary units with one decimal: `512B`, `1.0KiB`,
+/// `12.3MiB`, `2.0GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    // Move up while the rounded figure would read 1024.0 or more.
+    while value >= 1023.95 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
+}
+
+/// A ratio as a percentage with one decimal: `0.951` -> `95.1%`.
+pub fn percent(ratio: f64) -> String {
+    format!("{:.1}%", ratio * 100.0)
+}
+
+/// A ratio as a percentage with at most one decimal, dropping `.0`:
+/// `0.9` -> `90%`, `0.125` -> `12.5%`. For thresholds, which read better
+/// round.
+pub fn percent_short(ratio: f64) -> String {
+    let s = format!("{:.1}", ratio * 100.0);
+    match s.strip_suffix(".0") {
+        Some(whole) => format!("{whole}%"),
+        None => format!("{s}%"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_units() {
+        assert_eq!(bytes(0), "0B");
+        assert_eq!(bytes(1023), "1023B");
+        assert_eq!(bytes(1024), "1.0KiB");
+        assert_eq!(bytes(1536), "1.5KiB");
+        assert_eq!(bytes(1024 * 1024), "1.0MiB");
+        assert_eq!(bytes(1024 * 1024 - 1), "1.0MiB");
+        assert_eq!(bytes(12_897_484), "12.3MiB");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0GiB");
+        assert_eq!(bytes(u64::MAX), "16.0EiB");
+    }
+
+    #[test]
+    fn percents() {
+        assert_eq!(percent(0.951), "95.1%");
+        assert_eq!(percent(1.0), "100.0%");
+        assert_eq!(percent_short(0.9), "90%");
+        assert_eq!(percent_short(0.125), "12.5%");
+        assert_eq!(percent_short(1.5), "150%");
+    }
+}

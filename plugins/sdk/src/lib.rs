@@ -1,0 +1,62 @@
+//! SDK for Lookout watchers: the `lookout:watcher@0.1.0` bindings, generated
+//! once here for every watcher, plus small helpers for reading INFO fields
+//! and settings, building events, keeping state between polls and writing
+//! native unit tests.
+//!
+//! A watcher crate implements [`Guest`] on a unit struct and exports it:
+//!
+//! ```ignore
+//! struct Component;
+//! impl lookout_watcher::Guest for Component { /* describe, configure, observe */ }
+//! lookout_watcher::export_watcher!(Component);
+//! ```
+//!
+//! The crate compiles on the native target too, so watcher logic is tested
+//! with a plain `cargo test`.
+
+// Lets the generated code name this crate by its public path, the same way
+// it does when the export macro expands inside a watcher crate.
+extern crate self as lookout_watcher;
+
+/// Bindings generated from `wit/watcher.wit` (world `watcher`).
+///
+/// Use the re-exports at the crate root; this module is public so that the
+/// [`export_watcher!`] macro can reach it from watcher crates.
+#[allow(unsafe_code, missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "watcher",
+        pub_export_macro: true,
+        export_macro_name: "export_watcher",
+        default_bindings_module: "lookout_watcher::bindings",
+        runtime_path: "lookout_watcher::__rt",
+        additional_derives: [PartialEq],
+    });
+}
+
+#[doc(hidden)]
+pub use wit_bindgen::rt as __rt;
+
+pub use bindings::exports::lookout::watcher::plugin::Guest;
+pub use bindings::lookout::watcher::types::{
+    ConfigKey, Event, Field, InfoField, Level, Manifest, Needs, Setting, SlowlogEntry, Snapshot,
+    Value, ValueKind,
+};
+
+mod event;
+pub mod format;
+mod info;
+mod settings;
+mod state;
+pub mod testing;
+
+pub use info::InfoError;
+pub use settings::{Settings, invalid};
+pub use state::Slot;
+
+/// Exports a type implementing [`Guest`] as the component's
+/// `lookout:watcher/plugin` implementation: `export_watcher!(Component);`.
+/// Invoke it once, in the watcher crate, inside a module that allows
+/// `unsafe_code` (the expansion defines the exported functions).
+pub use bindings::export_watcher;

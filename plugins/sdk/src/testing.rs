@@ -1,0 +1,116 @@
+//! Builders for native unit tests: snapshots, SLOWLOG entries, settings.
+//!
+//! ```
+//! use lookout_watcher::testing::SnapshotBuilder;
+//! use lookout_watcher::SlowlogEntry;
+//!
+//! let snap = SnapshotBuilder::new()
+//!     .info("clients", "connected_clients", "3")
+//!     .slowlog(vec![SlowlogEntry::new(7, 1532, &["get", "k"])])
+//!     .build();
+//! assert_eq!(snap.info_u64("connected_clients"), Ok(3));
+//! ```
+
+use crate::{InfoField, Setting, SlowlogEntry, Snapshot, Value};
+
+/// Builds a [`Snapshot`] field by field.
+#[derive(Debug, Clone)]
+pub struct SnapshotBuilder {
+    snapshot: Snapshot,
+}
+
+impl Default for SnapshotBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SnapshotBuilder {
+    /// A snapshot of `127.0.0.1:6379` taken at 0 ms, with no INFO fields
+    /// and no SLOWLOG (`None`).
+    pub fn new() -> Self {
+        SnapshotBuilder {
+            snapshot: Snapshot {
+                instance: "127.0.0.1:6379".to_string(),
+                taken_at_ms: 0,
+                info: Vec::new(),
+                slowlog: None,
+            },
+        }
+    }
+
+    /// Sets the watched instance, `host:port`.
+    #[must_use]
+    pub fn instance(mut self, instance: &str) -> Self {
+        self.snapshot.instance = instance.to_string();
+        self
+    }
+
+    /// Sets when the snapshot was taken, Unix milliseconds.
+    #[must_use]
+    pub fn taken_at_ms(mut self, ms: i64) -> Self {
+        self.snapshot.taken_at_ms = ms;
+        self
+    }
+
+    /// Appends an INFO field.
+    #[must_use]
+    pub fn info(mut self, section: &str, name: &str, value: &str) -> Self {
+        self.snapshot.info.push(InfoField {
+            section: section.to_string(),
+            name: name.to_string(),
+            value: value.to_string(),
+        });
+        self
+    }
+
+    /// Sets the SLOWLOG entries (making the slowlog `Some`).
+    #[must_use]
+    pub fn slowlog(mut self, entries: Vec<SlowlogEntry>) -> Self {
+        self.snapshot.slowlog = Some(entries);
+        self
+    }
+
+    /// The snapshot.
+    pub fn build(self) -> Snapshot {
+        self.snapshot
+    }
+}
+
+impl SlowlogEntry {
+    /// An entry with the given id, duration and args, started at 0, from an
+    /// unknown, unnamed client.
+    pub fn new(id: u64, duration_us: u64, args: &[&str]) -> Self {
+        SlowlogEntry {
+            id,
+            started_at: 0,
+            duration_us,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            client_addr: String::new(),
+            client_name: String::new(),
+        }
+    }
+
+    /// Sets the client address and name.
+    #[must_use]
+    pub fn client(mut self, addr: &str, name: &str) -> Self {
+        self.client_addr = addr.to_string();
+        self.client_name = name.to_string();
+        self
+    }
+
+    /// Sets when the command started, Unix seconds.
+    #[must_use]
+    pub fn started_at(mut self, secs: i64) -> Self {
+        self.started_at = secs;
+        self
+    }
+}
+
+/// A setting named `name` holding `value`.
+pub fn setting(name: &str, value: impl Into<Value>) -> Setting {
+    Setting {
+        name: name.to_string(),
+        value: value.into(),
+    }
+}
