@@ -1,12 +1,11 @@
 //! Component glue: the exported `lookout:watcher/plugin` functions, with
 //! one [`ClientDelta`] kept between polls.
-#![allow(unsafe_code)] // the export_watcher! expansion
 // Natively nothing is exported, so the glue is only reached from tests.
 #![cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 
 use lookout_watcher::{Event, Guest, Manifest, Setting, Slot, Snapshot};
 
-use crate::{Config, ClientDelta};
+use crate::{ClientDelta, Config};
 
 /// The instance's watcher; `configure` replaces it (fresh state).
 static STATE: Slot<ClientDelta> = Slot::new();

@@ -6,7 +6,9 @@
 //! always "since the last poll". A missing or unparseable field is ignored
 //! (no event, baseline kept).
 
-use lookout_watcher::{ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, invalid};
+use lookout_watcher::{
+    ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, invalid,
+};
 
 mod component;
 
@@ -27,7 +29,7 @@ pub fn manifest() -> Manifest {
         config: vec![ConfigKey::new(
             "threshold",
             DEFAULT_THRESHOLD,
-            "smallest change between two polls that is not reported, at least 0",
+            "report when connected_clients moves by more than this between two polls; at least 0",
         )],
         needs: Needs::info(&[FIELD]),
     }
@@ -53,7 +55,8 @@ impl Config {
     /// the offending key.
     pub fn from_settings(settings: &[Setting]) -> Result<Self, String> {
         let threshold = Settings::new(settings).integer("threshold", DEFAULT_THRESHOLD)?;
-        let threshold = u64::try_from(threshold).map_err(|_| invalid("threshold", ">= 0", threshold))?;
+        let threshold =
+            u64::try_from(threshold).map_err(|_| invalid("threshold", ">= 0", threshold))?;
         Ok(Config { threshold })
     }
 }
@@ -112,7 +115,9 @@ mod tests {
     use super::*;
 
     fn snap(clients: &str) -> Snapshot {
-        SnapshotBuilder::new().info("clients", FIELD, clients).build()
+        SnapshotBuilder::new()
+            .info("clients", FIELD, clients)
+            .build()
     }
 
     fn watcher(threshold: u64) -> ClientDelta {
@@ -148,8 +153,11 @@ mod tests {
         let e = &events[0];
         assert_eq!(e.level, Level::Info);
         assert_eq!(e.msg, "connected clients 3 -> 14 (+11)");
-        let fields: Vec<(&str, &Value)> =
-            e.fields.iter().map(|f| (f.name.as_str(), &f.value)).collect();
+        let fields: Vec<(&str, &Value)> = e
+            .fields
+            .iter()
+            .map(|f| (f.name.as_str(), &f.value))
+            .collect();
         assert_eq!(
             fields,
             [
@@ -214,7 +222,9 @@ mod tests {
     fn configure_defaults_and_rejections() {
         assert_eq!(Config::from_settings(&[]).unwrap().threshold, 5);
         assert_eq!(
-            Config::from_settings(&[setting("threshold", 0i64)]).unwrap().threshold,
+            Config::from_settings(&[setting("threshold", 0i64)])
+                .unwrap()
+                .threshold,
             0
         );
         assert_eq!(
@@ -222,6 +232,9 @@ mod tests {
             "key `threshold` must be >= 0, got -3"
         );
         let wrong = Config::from_settings(&[setting("threshold", "high")]).unwrap_err();
-        assert_eq!(wrong, "key `threshold` must be an integer, got a text \"high\"");
+        assert_eq!(
+            wrong,
+            "key `threshold` must be an integer, got a text \"high\""
+        );
     }
 }

@@ -1,6 +1,5 @@
 //! Component glue: the exported `lookout:watcher/plugin` functions, with
 //! one [`MemoryPressure`] kept between polls.
-#![allow(unsafe_code)] // the export_watcher! expansion
 // Natively nothing is exported, so the glue is only reached from tests.
 #![cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 

@@ -9,7 +9,9 @@
 //! unparseable are ignored (no event, state kept).
 
 use lookout_watcher::format::{bytes, percent, percent_short};
-use lookout_watcher::{ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, invalid};
+use lookout_watcher::{
+    ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, invalid,
+};
 
 mod component;
 
@@ -77,8 +79,8 @@ impl Config {
             return Err(invalid("ratio", "> 0 and <= 10", ratio));
         }
         let remind_every = s.integer("remind_every", DEFAULT_REMIND_EVERY)?;
-        let remind_every =
-            u64::try_from(remind_every).map_err(|_| invalid("remind_every", ">= 0", remind_every))?;
+        let remind_every = u64::try_from(remind_every)
+            .map_err(|_| invalid("remind_every", ">= 0", remind_every))?;
         Ok(Config {
             ratio,
             remind_every,
@@ -173,7 +175,15 @@ impl MemoryPressure {
         )
     }
 
-    fn event(&self, level: Level, msg: String, state: &str, rss: u64, max: u64, usage: f64) -> Event {
+    fn event(
+        &self,
+        level: Level,
+        msg: String,
+        state: &str,
+        rss: u64,
+        max: u64,
+        usage: f64,
+    ) -> Event {
         Event::new(level, msg)
             .field("used_memory_rss", rss)
             .field("maxmemory", max)
@@ -247,8 +257,11 @@ mod tests {
             e.msg,
             "memory pressure: used_memory_rss 12.3MiB is 94.6% of maxmemory 13.0MiB (threshold 90%)"
         );
-        let fields: Vec<(&str, &Value)> =
-            e.fields.iter().map(|f| (f.name.as_str(), &f.value)).collect();
+        let fields: Vec<(&str, &Value)> = e
+            .fields
+            .iter()
+            .map(|f| (f.name.as_str(), &f.value))
+            .collect();
         assert_eq!(
             fields,
             [
@@ -292,7 +305,15 @@ mod tests {
             .filter_map(|(i, s)| s.as_deref().map(|s| (i + 1, s)))
             .collect();
         // Entered at poll 1, reminded 3, 6 and 9 polls later.
-        assert_eq!(fired, [(1, "entered"), (4, "ongoing"), (7, "ongoing"), (10, "ongoing")]);
+        assert_eq!(
+            fired,
+            [
+                (1, "entered"),
+                (4, "ongoing"),
+                (7, "ongoing"),
+                (10, "ongoing")
+            ]
+        );
     }
 
     #[test]
@@ -402,7 +423,11 @@ mod tests {
         let mut w = watcher(1.5, 0);
         assert!(w.observe(&snap(140, 100)).is_empty());
         let events = w.observe(&snap(151, 100));
-        assert!(events[0].msg.ends_with("(threshold 150%)"), "{}", events[0].msg);
+        assert!(
+            events[0].msg.ends_with("(threshold 150%)"),
+            "{}",
+            events[0].msg
+        );
     }
 
     #[test]
@@ -412,8 +437,18 @@ mod tests {
             .unwrap();
         assert_eq!((ok.ratio, ok.remind_every), (10.0, 0));
         // An integer ratio is widened.
-        assert_eq!(Config::from_settings(&[setting("ratio", 2i64)]).unwrap().ratio, 2.0);
-        for (bad, got) in [(0.0, "0"), (-0.5, "-0.5"), (10.5, "10.5"), (f64::NAN, "NaN")] {
+        assert_eq!(
+            Config::from_settings(&[setting("ratio", 2i64)])
+                .unwrap()
+                .ratio,
+            2.0
+        );
+        for (bad, got) in [
+            (0.0, "0"),
+            (-0.5, "-0.5"),
+            (10.5, "10.5"),
+            (f64::NAN, "NaN"),
+        ] {
             assert_eq!(
                 Config::from_settings(&[setting("ratio", bad)]).unwrap_err(),
                 format!("key `ratio` must be > 0 and <= 10, got {got}")

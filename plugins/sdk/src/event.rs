@@ -164,7 +164,10 @@ impl Event {
 
     /// The value of the first field named `name`.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.fields.iter().find(|f| f.name == name).map(|f| &f.value)
+        self.fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| &f.value)
     }
 }
 
@@ -224,7 +227,9 @@ mod tests {
 
     #[test]
     fn event_builder_keeps_field_order() {
-        let e = Event::new(Level::Warn, "m").field("x", 3i64).field("y", "z");
+        let e = Event::new(Level::Warn, "m")
+            .field("x", 3i64)
+            .field("y", "z");
         assert_eq!(e.level, Level::Warn);
         assert_eq!(e.msg, "m");
         let names: Vec<_> = e.fields.iter().map(|f| f.name.as_str()).collect();
@@ -244,7 +249,9 @@ mod tests {
 
     #[test]
     fn needs_builder() {
-        let n = Needs::info(&["run_id"]).with_slowlog().with_sections(&["memory"]);
+        let n = Needs::info(&["run_id"])
+            .with_slowlog()
+            .with_sections(&["memory"]);
         assert_eq!(n.info_fields, ["run_id"]);
         assert_eq!(n.info_sections, ["memory"]);
         assert!(n.slowlog);

@@ -5,9 +5,33 @@
 //!
 //! A watcher crate implements [`Guest`] on a unit struct and exports it:
 //!
-//! ```ignore
+//! ```
+//! use lookout_watcher::{Event, Guest, Level, Manifest, Needs, Setting, Snapshot};
+//!
 //! struct Component;
-//! impl lookout_watcher::Guest for Component { /* describe, configure, observe */ }
+//!
+//! impl Guest for Component {
+//!     fn describe() -> Manifest {
+//!         Manifest {
+//!             name: "example".to_string(),
+//!             version: "0.1.0".to_string(),
+//!             description: "reports the client count every poll".to_string(),
+//!             config: Vec::new(),
+//!             needs: Needs::info(&["connected_clients"]),
+//!         }
+//!     }
+//!     fn configure(_settings: Vec<Setting>) -> Result<(), String> {
+//!         Ok(())
+//!     }
+//!     fn observe(snapshot: Snapshot) -> Vec<Event> {
+//!         match snapshot.info_u64("connected_clients") {
+//!             Ok(n) => vec![Event::new(Level::Debug, format!("{n} clients")).field("clients", n)],
+//!             Err(_) => Vec::new(),
+//!         }
+//!     }
+//! }
+//!
+//! #[cfg(target_family = "wasm")]
 //! lookout_watcher::export_watcher!(Component);
 //! ```
 //!
@@ -57,6 +81,8 @@ pub use state::Slot;
 
 /// Exports a type implementing [`Guest`] as the component's
 /// `lookout:watcher/plugin` implementation: `export_watcher!(Component);`.
-/// Invoke it once, in the watcher crate, inside a module that allows
-/// `unsafe_code` (the expansion defines the exported functions).
+/// Invoke it once, in the watcher crate. Gate it with
+/// `#[cfg(target_family = "wasm")]` if the crate is also built natively as a
+/// `cdylib`: the exported names (`lookout:watcher/plugin@0.1.0#observe`) are
+/// not valid symbols in a native shared library.
 pub use bindings::export_watcher;

@@ -1,6 +1,5 @@
 //! Component glue: the exported `lookout:watcher/plugin` functions, with
 //! one [`Slowlog`] kept between polls.
-#![allow(unsafe_code)] // the export_watcher! expansion
 // Natively nothing is exported, so the glue is only reached from tests.
 #![cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 
@@ -26,10 +25,7 @@ impl Guest for Component {
     }
 
     fn observe(snapshot: Snapshot) -> Vec<Event> {
-        STATE.with(
-            || Slowlog::new(Config::default()),
-            |w| w.observe(&snapshot),
-        )
+        STATE.with(|| Slowlog::new(Config::default()), |w| w.observe(&snapshot))
     }
 }
 
@@ -60,7 +56,11 @@ mod tests {
         let snap = |ids: &[u64]| {
             SnapshotBuilder::new()
                 .info("server", "run_id", "r1")
-                .slowlog(ids.iter().map(|&id| SlowlogEntry::new(id, 1, &["get"])).collect())
+                .slowlog(
+                    ids.iter()
+                        .map(|&id| SlowlogEntry::new(id, 1, &["get"]))
+                        .collect(),
+                )
                 .build()
         };
         assert_eq!(Component::observe(snap(&[1, 2])).len(), 2);

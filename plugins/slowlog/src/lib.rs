@@ -160,12 +160,14 @@ impl Slowlog {
         events
     }
 
+    /// One warn event for `entry`. The command is its first argument in
+    /// ASCII upper case (Redis command names are ASCII), cut like the rest.
     fn event(&self, entry: &SlowlogEntry) -> Event {
         let max = self.config.max_arg_len;
         let command = entry
             .args
             .first()
-            .map(|c| truncate(&c.to_uppercase(), max).into_owned())
+            .map(|c| truncate(&c.to_ascii_uppercase(), max).into_owned())
             .unwrap_or_default();
         let args = entry
             .args
@@ -240,8 +242,11 @@ mod tests {
         let e = &events[0];
         assert_eq!(e.level, Level::Warn);
         assert_eq!(e.msg, "slow command GET took 1532us");
-        let fields: Vec<(&str, &Value)> =
-            e.fields.iter().map(|f| (f.name.as_str(), &f.value)).collect();
+        let fields: Vec<(&str, &Value)> = e
+            .fields
+            .iter()
+            .map(|f| (f.name.as_str(), &f.value))
+            .collect();
         assert_eq!(
             fields,
             [
@@ -259,16 +264,26 @@ mod tests {
     #[test]
     fn first_poll_reports_the_resident_ring_then_only_new_ids() {
         let mut w = watcher();
-        let first = w.observe(&snap("r1", vec![E::new(0, 10, &["a"]), E::new(1, 10, &["b"])]));
+        let first = w.observe(&snap(
+            "r1",
+            vec![E::new(0, 10, &["a"]), E::new(1, 10, &["b"])],
+        ));
         assert_eq!(ids(&first), [0, 1]);
         assert_eq!(w.high_water(), Some(1));
         // The same entries again plus a new one: only the new one.
         let second = w.observe(&snap(
             "r1",
-            vec![E::new(0, 10, &["a"]), E::new(1, 10, &["b"]), E::new(2, 10, &["c"])],
+            vec![
+                E::new(0, 10, &["a"]),
+                E::new(1, 10, &["b"]),
+                E::new(2, 10, &["c"]),
+            ],
         ));
         assert_eq!(ids(&second), [2]);
-        assert!(w.observe(&snap("r1", vec![E::new(2, 10, &["c"])])).is_empty());
+        assert!(
+            w.observe(&snap("r1", vec![E::new(2, 10, &["c"])]))
+                .is_empty()
+        );
         assert!(w.observe(&snap("r1", vec![])).is_empty());
     }
 
@@ -277,7 +292,11 @@ mod tests {
         let mut w = watcher();
         let events = w.observe(&snap(
             "r1",
-            vec![E::new(5, 1, &["x"]), E::new(3, 1, &["x"]), E::new(4, 1, &["x"])],
+            vec![
+                E::new(5, 1, &["x"]),
+                E::new(3, 1, &["x"]),
+                E::new(4, 1, &["x"]),
+            ],
         ));
         assert_eq!(ids(&events), [3, 4, 5]);
         assert_eq!(w.high_water(), Some(5));
@@ -286,48 +305,75 @@ mod tests {
     #[test]
     fn duplicate_ids_in_one_snapshot_report_once() {
         let mut w = watcher();
-        let events = w.observe(&snap("r1", vec![E::new(3, 1, &["x"]), E::new(3, 1, &["x"])]));
+        let events = w.observe(&snap(
+            "r1",
+            vec![E::new(3, 1, &["x"]), E::new(3, 1, &["x"])],
+        ));
         assert_eq!(ids(&events), [3]);
     }
 
     #[test]
     fn run_id_change_resets_the_mark() {
         let mut w = watcher();
-        assert_eq!(ids(&w.observe(&snap("r1", vec![E::new(40, 1, &["x"])]))), [40]);
+        assert_eq!(
+            ids(&w.observe(&snap("r1", vec![E::new(40, 1, &["x"])]))),
+            [40]
+        );
         // Same run: an old id is not reported.
-        assert!(w.observe(&snap("r1", vec![E::new(3, 1, &["x"])])).is_empty());
+        assert!(
+            w.observe(&snap("r1", vec![E::new(3, 1, &["x"])]))
+                .is_empty()
+        );
         // Restarted: ids from 0 again are.
-        let after = w.observe(&snap("r2", vec![E::new(0, 1, &["x"]), E::new(1, 1, &["y"])]));
+        let after = w.observe(&snap(
+            "r2",
+            vec![E::new(0, 1, &["x"]), E::new(1, 1, &["y"])],
+        ));
         assert_eq!(ids(&after), [0, 1]);
         assert_eq!(w.high_water(), Some(1));
-        assert!(w.observe(&snap("r2", vec![E::new(1, 1, &["y"])])).is_empty());
+        assert!(
+            w.observe(&snap("r2", vec![E::new(1, 1, &["y"])]))
+                .is_empty()
+        );
     }
 
     #[test]
     fn restart_seen_before_the_slowlog_still_resets() {
         let mut w = watcher();
         w.observe(&snap("r1", vec![E::new(9, 1, &["x"])]));
-        let no_slowlog = SnapshotBuilder::new().info("server", "run_id", "r2").build();
+        let no_slowlog = SnapshotBuilder::new()
+            .info("server", "run_id", "r2")
+            .build();
         assert!(w.observe(&no_slowlog).is_empty());
         assert_eq!(w.high_water(), None);
-        assert_eq!(ids(&w.observe(&snap("r2", vec![E::new(0, 1, &["x"])]))), [0]);
+        assert_eq!(
+            ids(&w.observe(&snap("r2", vec![E::new(0, 1, &["x"])]))),
+            [0]
+        );
     }
 
     #[test]
     fn missing_run_id_keeps_the_mark() {
         let mut w = watcher();
         w.observe(&snap("r1", vec![E::new(9, 1, &["x"])]));
-        let anonymous = SnapshotBuilder::new().slowlog(vec![E::new(2, 1, &["x"])]).build();
+        let anonymous = SnapshotBuilder::new()
+            .slowlog(vec![E::new(2, 1, &["x"])])
+            .build();
         assert!(w.observe(&anonymous).is_empty());
         assert_eq!(w.high_water(), Some(9));
         // Back to the same run_id: still no reset.
-        assert!(w.observe(&snap("r1", vec![E::new(5, 1, &["x"])])).is_empty());
+        assert!(
+            w.observe(&snap("r1", vec![E::new(5, 1, &["x"])]))
+                .is_empty()
+        );
     }
 
     #[test]
     fn no_slowlog_emits_nothing() {
         let mut w = watcher();
-        let s = SnapshotBuilder::new().info("server", "run_id", "r1").build();
+        let s = SnapshotBuilder::new()
+            .info("server", "run_id", "r1")
+            .build();
         assert!(w.observe(&s).is_empty());
         assert_eq!(w.high_water(), None);
     }
@@ -392,9 +438,33 @@ mod tests {
             vec![E::new(1, 99, &["hgetall", "user:12345", "ab"])],
         ));
         let e = &events[0];
-        assert_eq!(e.get("args").and_then(Value::as_str), Some("hget… user… ab"));
+        assert_eq!(
+            e.get("args").and_then(Value::as_str),
+            Some("hget… user… ab")
+        );
         assert_eq!(e.get("command").and_then(Value::as_str), Some("HGET…"));
         assert_eq!(e.msg, "slow command HGET… took 99us");
+    }
+
+    #[test]
+    fn command_is_upper_cased() {
+        let mut w = watcher();
+        let events = w.observe(&snap(
+            "r1",
+            vec![
+                E::new(1, 5, &["hGetAll", "Key"]),
+                E::new(2, 5, &["CONFIG", "get", "x"]),
+            ],
+        ));
+        assert_eq!(events[0].msg, "slow command HGETALL took 5us");
+        assert_eq!(
+            events[0].get("args").and_then(Value::as_str),
+            Some("hGetAll Key")
+        );
+        assert_eq!(
+            events[1].get("command").and_then(Value::as_str),
+            Some("CONFIG")
+        );
     }
 
     #[test]
@@ -424,6 +494,9 @@ mod tests {
             1
         );
         let wrong = Config::from_settings(&[setting("ignore_clients", 3i64)]).unwrap_err();
-        assert!(wrong.starts_with("key `ignore_clients` must be a text"), "{wrong}");
+        assert!(
+            wrong.starts_with("key `ignore_clients` must be a text"),
+            "{wrong}"
+        );
     }
 }
