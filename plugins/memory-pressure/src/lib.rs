@@ -134,7 +134,7 @@ impl MemoryPressure {
             (true, true) => {
                 self.polls_in_pressure = self.polls_in_pressure.saturating_add(1);
                 let every = self.config.remind_every;
-                ((self.polls_in_pressure - 1).is_multiple_of(every) && every > 0).then(|| {
+                (every > 0 && (self.polls_in_pressure - 1).is_multiple_of(every)).then(|| {
                     let msg = format!(
                         "memory pressure continues ({}): {}",
                         polls(self.polls_in_pressure),
