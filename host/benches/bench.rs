@@ -99,8 +99,16 @@ fn poll_cpu(redis: &Redis, cache: &Path) {
         }
         let cpu_us = cpu.elapsed().as_secs_f64() * 1e6 / f64::from(polls);
         let wall_us = wall.elapsed().as_secs_f64() * 1e6 / f64::from(polls);
-        row("host CPU per poll, 3 watchers", format!("{cpu_us:.1} us"), "<= 100 us");
-        row("wall time per poll incl. loopback round trips", format!("{wall_us:.1} us"), "");
+        row(
+            "host CPU per poll, 3 watchers",
+            format!("{cpu_us:.1} us"),
+            "<= 100 us",
+        );
+        row(
+            "wall time per poll incl. loopback round trips",
+            format!("{wall_us:.1} us"),
+            "",
+        );
     });
 }
 
@@ -123,7 +131,9 @@ fn startup(redis: &Redis, cache: &Path, label: &str) -> Duration {
 fn startup_times(redis: &Redis) {
     let cold_dir = tempfile::tempdir().unwrap();
     let cold = startup(redis, cold_dir.path(), "cold");
-    let mut warm: Vec<Duration> = (0..5).map(|_| startup(redis, cold_dir.path(), "warm")).collect();
+    let mut warm: Vec<Duration> = (0..5)
+        .map(|_| startup(redis, cold_dir.path(), "warm"))
+        .collect();
     warm.sort();
     row(
         "start-up to first poll done, cold cache",
@@ -139,11 +149,18 @@ fn startup_times(redis: &Redis) {
 
 fn rss_after_polls(redis: &Redis, cache: &Path) {
     let mut cmd = lookout_cmd(cache);
-    cmd.args(["run", "--polls", "1000", "--poll-interval", "0.002", "--plugins"])
-        .arg(plugins_dir())
-        .arg("--cache-dir")
-        .arg(cache)
-        .env("REDIS_URL", redis.url());
+    cmd.args([
+        "run",
+        "--polls",
+        "1000",
+        "--poll-interval",
+        "0.002",
+        "--plugins",
+    ])
+    .arg(plugins_dir())
+    .arg("--cache-dir")
+    .arg(cache)
+    .env("REDIS_URL", redis.url());
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let rss = stderr
@@ -153,7 +170,11 @@ fn rss_after_polls(redis: &Redis, cache: &Path) {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no rss in the stop line: {stderr}"));
-    row("RSS after 1,000 polls", format!("{:.1} MB", rss / 1024.0), "<= 40 MB");
+    row(
+        "RSS after 1,000 polls",
+        format!("{:.1} MB", rss / 1024.0),
+        "<= 40 MB",
+    );
 }
 
 fn main() {

@@ -66,7 +66,11 @@ mod tests {
         for _ in 0..9 {
             let n = b.nominal();
             let wait = b.next_wait();
-            assert!(wait >= n / 2 && wait <= n, "{wait:?} outside [{:?}, {n:?}]", n / 2);
+            assert!(
+                wait >= n / 2 && wait <= n,
+                "{wait:?} outside [{:?}, {n:?}]",
+                n / 2
+            );
             nominal.push(n.as_secs());
         }
         assert_eq!(nominal, [1, 2, 4, 8, 16, 32, 60, 60, 60]);

@@ -36,7 +36,11 @@ pub fn check(path: &Path, settings: &Settings) -> Result<String> {
     let needs = &m.needs;
     let _ = writeln!(out, "  reads INFO fields: {}", list(&needs.info_fields));
     let _ = writeln!(out, "  reads INFO sections: {}", list(&needs.info_sections));
-    let _ = writeln!(out, "  reads SLOWLOG: {}", if needs.slowlog { "yes" } else { "no" });
+    let _ = writeln!(
+        out,
+        "  reads SLOWLOG: {}",
+        if needs.slowlog { "yes" } else { "no" }
+    );
     let _ = writeln!(out, "ok: configured");
     Ok(out)
 }

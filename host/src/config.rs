@@ -281,7 +281,9 @@ pub fn check_url(url: &str) -> Result<()> {
         url::Url::parse(url).map_err(|e| anyhow::anyhow!("bad Redis URL `{shown}`: {e}"))?;
     match parsed.scheme() {
         "redis" | "redis+unix" | "unix" => {}
-        "rediss" => bail!("bad Redis URL `{shown}`: TLS (rediss://) is not supported by this build"),
+        "rediss" => {
+            bail!("bad Redis URL `{shown}`: TLS (rediss://) is not supported by this build")
+        }
         other => bail!(
             "bad Redis URL `{shown}`: scheme `{other}` is not redis://, redis+unix:// or unix://"
         ),

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -20,6 +21,7 @@ use crate::probe::{Conn, ProbeError, Prober, Probes};
 use crate::publish::{Publisher, Sink};
 use crate::redact::redact_url;
 use crate::watcher_config::{Layer, read_side_file, resolve};
+use crate::worker::WatcherThread;
 
 /// How a run ends besides the shutdown future.
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,7 +38,10 @@ pub struct Daemon {
     origin: Origin,
     prober: Prober,
     publisher: Publisher,
-    watchers: Vec<Watcher>,
+    /// Loaded watchers as (file name, version, file), for start-up envelopes.
+    loaded: Vec<(String, String, String)>,
+    watchers: WatcherThread,
+    instance: Arc<str>,
     probes: Probes,
     // Kept alive for the watchers' stores.
     _runtime: Runtime,
@@ -68,7 +73,11 @@ pub fn wasm_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
 /// # Errors
 /// Loading failed, a setting is unknown or mistyped, or the watcher
 /// rejected its settings.
-pub fn load_watcher(runtime: &Runtime, path: &std::path::Path, settings: &Settings) -> Result<Watcher> {
+pub fn load_watcher(
+    runtime: &Runtime,
+    path: &std::path::Path,
+    settings: &Settings,
+) -> Result<Watcher> {
     let mut watcher = runtime.load(path)?;
     let side = read_side_file(path)?;
     let mut layers = Vec::new();
@@ -147,11 +156,23 @@ impl Daemon {
             }
         };
         let prober = Prober::new(conn, settings.slowlog_count);
+        let loaded = watchers
+            .iter()
+            .map(|w| {
+                (
+                    w.name.clone(),
+                    w.manifest.version.clone(),
+                    w.file.display().to_string(),
+                )
+            })
+            .collect();
         Ok(Self {
+            instance: Arc::from(origin.instance.as_str()),
             origin,
             prober,
             publisher: Publisher::new(sink),
-            watchers,
+            loaded,
+            watchers: WatcherThread::spawn(watchers)?,
             probes,
             settings,
             _runtime: runtime,
@@ -160,7 +181,10 @@ impl Daemon {
 
     /// Names of the loaded watchers.
     pub fn watcher_names(&self) -> Vec<String> {
-        self.watchers.iter().map(|w| w.name.clone()).collect()
+        self.loaded
+            .iter()
+            .map(|(name, _, _)| name.clone())
+            .collect()
     }
 
     fn host_event(&mut self, level: Level, msg: impl Into<String>, fields: Map<String, Value>) {
@@ -190,13 +214,7 @@ impl Daemon {
                 "poll_interval_s" => self.settings.poll_interval.as_secs_f64(),
             },
         );
-        for i in 0..self.watchers.len() {
-            let w = &self.watchers[i];
-            let (name, version, file) = (
-                w.name.clone(),
-                w.manifest.version.clone(),
-                w.file.display().to_string(),
-            );
+        for (name, version, file) in self.loaded.clone() {
             info!(watcher = %name, version = %version, file = %file, "watcher loaded");
             self.host_event(
                 Level::Info,
@@ -204,7 +222,7 @@ impl Daemon {
                 fields! {"watcher" => name, "version" => version, "file" => file},
             );
         }
-        if self.watchers.is_empty() {
+        if self.loaded.is_empty() {
             warn!(plugins = %self.settings.plugins.display(), "no watchers loaded");
         }
         let mut shutdown = std::pin::pin!(shutdown);
@@ -224,7 +242,10 @@ impl Daemon {
                     backoff.reset();
                     if let Some(since) = down_since.take() {
                         let outage = since.elapsed();
-                        info!(outage_s = outage.as_secs_f64(), "redis reachable again at {instance}");
+                        info!(
+                            outage_s = outage.as_secs_f64(),
+                            "redis reachable again at {instance}"
+                        );
                         self.host_event(
                             Level::Info,
                             format!(
@@ -237,7 +258,9 @@ impl Daemon {
                             warn!("publish failed, will retry: {e:#}");
                         }
                     }
-                    self.settings.poll_interval.saturating_sub(started.elapsed())
+                    self.settings
+                        .poll_interval
+                        .saturating_sub(started.elapsed())
                 }
                 Err(e) if once => return Err(e),
                 Err(e) => match e.downcast::<ProbeError>() {
@@ -287,7 +310,10 @@ impl Daemon {
         if pending > 0 {
             let flush = tokio::time::timeout(Duration::from_secs(2), self.publisher.flush()).await;
             if !matches!(flush, Ok(Ok(_))) {
-                warn!(lost = pending, "could not publish queued envelopes before exit");
+                warn!(
+                    lost = pending,
+                    "could not publish queued envelopes before exit"
+                );
             }
         }
         info!(
@@ -304,23 +330,26 @@ impl Daemon {
     /// A [`ProbeError`] when Redis is unreachable or a probe failed, or a
     /// publish error; envelopes stay queued for the next poll.
     pub async fn poll(&mut self) -> Result<()> {
-        let snapshot = self.prober.poll(self.probes).await?;
-        let instance = self.origin.instance.clone();
+        let snapshot = Arc::new(self.prober.poll(self.probes).await?);
+        let reports = self
+            .watchers
+            .observe(self.instance.clone(), snapshot)
+            .await?;
         let mut failures = Vec::new();
-        for watcher in self.watchers.iter_mut().filter(|w| w.failed.is_none()) {
-            match watcher.observe(&instance, &snapshot) {
+        for report in reports {
+            match report.result {
                 Ok(events) => {
                     for event in events {
                         let envelope = self.origin.envelope(
                             level_of(event.level),
-                            &watcher.manifest.name,
+                            &report.target,
                             event.msg,
                             fields_of(event.fields),
                         );
                         self.publisher.push(envelope);
                     }
                 }
-                Err(e) => failures.push((watcher.name.clone(), e.to_string())),
+                Err(e) => failures.push((report.watcher, e.to_string())),
             }
         }
         for (name, reason) in failures {

@@ -194,7 +194,9 @@ mod tests {
             .collect();
         assert_eq!(
             required,
-            ["v", "ts", "service", "host", "level", "pid", "target", "msg", "fields"]
+            [
+                "v", "ts", "service", "host", "level", "pid", "target", "msg", "fields"
+            ]
         );
     }
 }

@@ -10,6 +10,7 @@
 //! - [`envelope`]: the JSON wire format.
 //! - [`publish`]: PUBLISH + XADD pipelines, or JSON lines for `--dry-run`.
 //! - [`backoff`]: waits between attempts while Redis is unreachable.
+//! - [`worker`]: the thread that owns the watchers and runs their calls.
 //! - [`daemon`]: the poll loop tying it together.
 //! - [`check`]: `lookout check`, a watcher loaded and described as the daemon would.
 
@@ -23,6 +24,7 @@ pub mod probe;
 pub mod publish;
 pub mod redact;
 pub mod watcher_config;
+pub mod worker;
 
 pub use config::Settings;
 pub use daemon::{Daemon, RunMode};

@@ -210,7 +210,9 @@ impl Runtime {
 fn check_header(bytes: &[u8]) -> Result<()> {
     const MAGIC: &[u8] = b"\0asm";
     if bytes.len() < 8 || &bytes[..4] != MAGIC {
-        bail!("not a WebAssembly file (no \\0asm header); expected a component built for {PACKAGE}/watcher");
+        bail!(
+            "not a WebAssembly file (no \\0asm header); expected a component built for {PACKAGE}/watcher"
+        );
     }
     if bytes[4..8] == [1, 0, 0, 0] {
         bail!(
@@ -303,7 +305,9 @@ impl Watcher {
         let info = snapshot
             .info
             .iter()
-            .filter(|f| self.info_fields.contains(&f.name) || self.info_sections.contains(&f.section))
+            .filter(|f| {
+                self.info_fields.contains(&f.name) || self.info_sections.contains(&f.section)
+            })
             .map(|f| wit::InfoField {
                 section: f.section.clone(),
                 name: f.name.clone(),

@@ -236,9 +236,8 @@ impl Prober {
         let want = match (newest, self.last_slowlog_id) {
             (None, _) => 0,
             (Some(newest), Some(last)) if newest <= last => 0,
-            (Some(newest), Some(last)) => {
-                u32::try_from(newest - last).map_or(self.slowlog_count, |n| n.min(self.slowlog_count))
-            }
+            (Some(newest), Some(last)) => u32::try_from(newest - last)
+                .map_or(self.slowlog_count, |n| n.min(self.slowlog_count)),
             (Some(_), None) => self.slowlog_count,
         };
         let mut entries = if want == 0 {
@@ -325,8 +324,16 @@ pub fn parse_slowlog(value: &Value) -> Result<Vec<SlowEntry>> {
                 started_at: int(parts.get(1))?,
                 duration_us: u64::try_from(int(parts.get(2))?)?,
                 args,
-                client_addr: parts.get(4).map(|v| text(Some(v))).transpose()?.unwrap_or_default(),
-                client_name: parts.get(5).map(|v| text(Some(v))).transpose()?.unwrap_or_default(),
+                client_addr: parts
+                    .get(4)
+                    .map(|v| text(Some(v)))
+                    .transpose()?
+                    .unwrap_or_default(),
+                client_name: parts
+                    .get(5)
+                    .map(|v| text(Some(v)))
+                    .transpose()?
+                    .unwrap_or_default(),
             })
         })
         .collect()

@@ -85,7 +85,8 @@ impl Publisher {
             Sink::Redis { conn, settings } => {
                 let mut pipe = redis::pipe();
                 for envelope in &self.pending {
-                    let channel = format!("{}.{}", settings.channel_prefix, envelope.level.as_str());
+                    let channel =
+                        format!("{}.{}", settings.channel_prefix, envelope.level.as_str());
                     pipe.cmd("PUBLISH")
                         .arg(channel)
                         .arg(envelope.to_json())

@@ -67,10 +67,7 @@ pub fn resolve(manifest: &Manifest, layers: &[Layer<'_>]) -> Result<Vec<Setting>
             };
             let declared = &manifest.config[index];
             settings[index].value = convert(declared, raw).with_context(|| {
-                format!(
-                    "{}: key `{key}` of watcher {}",
-                    layer.origin, manifest.name
-                )
+                format!("{}: key `{key}` of watcher {}", layer.origin, manifest.name)
             })?;
         }
     }
@@ -149,8 +146,14 @@ mod tests {
         let side = table("threshold = 7");
         let main = table("threshold = 9");
         let layers = [
-            Layer { origin: "a.toml".into(), table: &side },
-            Layer { origin: "lookout.toml".into(), table: &main },
+            Layer {
+                origin: "a.toml".into(),
+                table: &side,
+            },
+            Layer {
+                origin: "lookout.toml".into(),
+                table: &main,
+            },
         ];
         let s = resolve(&m, &layers).unwrap();
         assert!(matches!(s[0].value, Value::Integer(9)));
@@ -160,13 +163,32 @@ mod tests {
     fn unknown_key_and_wrong_type_are_named() {
         let m = manifest();
         let bad = table("treshold = 7");
-        let err = resolve(&m, &[Layer { origin: "p/client-delta.toml".into(), table: &bad }])
-            .unwrap_err();
+        let err = resolve(
+            &m,
+            &[Layer {
+                origin: "p/client-delta.toml".into(),
+                table: &bad,
+            }],
+        )
+        .unwrap_err();
         let text = format!("{err:#}");
-        assert!(text.contains("p/client-delta.toml") && text.contains("treshold"), "{text}");
+        assert!(
+            text.contains("p/client-delta.toml") && text.contains("treshold"),
+            "{text}"
+        );
         assert!(text.contains("threshold"), "{text}");
         let bad = table("threshold = 'high'");
-        let err = resolve(&m, &[Layer { origin: "f.toml".into(), table: &bad }]).unwrap_err();
-        assert!(format!("{err:#}").contains("expected an integer"), "{err:#}");
+        let err = resolve(
+            &m,
+            &[Layer {
+                origin: "f.toml".into(),
+                table: &bad,
+            }],
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("expected an integer"),
+            "{err:#}"
+        );
     }
 }

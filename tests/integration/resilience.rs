@@ -17,31 +17,58 @@ fn retry_seconds(line: &str) -> f64 {
 /// (ids starting again at 0 are reported).
 #[test]
 fn redis_restart_is_survived_and_slowlog_resets() {
-    let mut redis = Redis::start(&["--slowlog-log-slower-than", "0"]);
+    // A long slowlog ring: the test's own polling is logged too.
+    let mut redis = Redis::start(&[
+        "--slowlog-log-slower-than",
+        "0",
+        "--slowlog-max-len",
+        "4096",
+    ]);
     let tmp = tempfile::tempdir().unwrap();
     let mut cmd = lookout_cmd(tmp.path());
-    cmd.args(["run", "--poll-interval", "0.2", "--plugins"]).arg(plugins_dir());
+    cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
+        .arg(plugins_dir());
     cmd.env("REDIS_URL", redis.url());
     let mut lookout = Lookout::spawn(cmd);
+    wait_for("lookout to start", Duration::from_secs(20), || {
+        (!lookout.stderr.matching("lookout started").is_empty()).then_some(())
+    });
     let mut client = redis.conn();
     for _ in 0..20 {
-        redis::cmd("SET").arg("before").arg("1").exec(&mut client).unwrap();
+        redis::cmd("SET")
+            .arg("before")
+            .arg("1")
+            .exec(&mut client)
+            .unwrap();
     }
-    let max_before = wait_for("slowlog events before the restart", Duration::from_secs(20), || {
-        let ids: Vec<i64> = by_target(&redis.stream("logs:stream:redis"), "slowlog")
-            .iter()
-            .filter(|e| e["fields"]["args"].as_str().unwrap_or("").starts_with("SET before"))
-            .map(|e| e["fields"]["id"].as_i64().unwrap())
-            .collect();
-        (ids.len() >= 20).then(|| *ids.iter().max().unwrap())
-    });
+    let max_before = wait_for(
+        "slowlog events before the restart",
+        Duration::from_secs(20),
+        || {
+            let ids: Vec<i64> = by_target(&redis.stream("logs:stream:redis"), "slowlog")
+                .iter()
+                .filter(|e| {
+                    e["fields"]["args"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with("SET before")
+                })
+                .map(|e| e["fields"]["id"].as_i64().unwrap())
+                .collect();
+            (ids.len() >= 20).then(|| *ids.iter().max().unwrap())
+        },
+    );
     redis.kill();
     wait_for("backoff lines", Duration::from_secs(20), || {
         (lookout.stderr.matching("retrying in").len() >= 2).then_some(())
     });
     redis.restart();
     let mut client = redis.conn();
-    redis::cmd("SET").arg("after").arg("1").exec(&mut client).unwrap();
+    redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .exec(&mut client)
+        .unwrap();
     let back = wait_for("the back-online envelope", Duration::from_secs(30), || {
         by_target(&redis.stream("logs:stream:redis"), "lookout")
             .into_iter()
@@ -52,14 +79,24 @@ fn redis_restart_is_survived_and_slowlog_resets() {
         .into_iter()
         .filter(|e| e["level"] == "error" && e["msg"].as_str().unwrap().contains("unreachable"))
         .count();
-    assert_eq!(lost, 1, "the outage is reported once, delivered after recovery");
-    let after = wait_for("slowlog events after the restart", Duration::from_secs(20), || {
-        by_target(&redis.stream("logs:stream:redis"), "slowlog")
-            .into_iter()
-            .find(|e| e["fields"]["args"] == "SET after 1")
-    });
+    assert_eq!(
+        lost, 1,
+        "the outage is reported once, delivered after recovery"
+    );
+    let after = wait_for(
+        "slowlog events after the restart",
+        Duration::from_secs(20),
+        || {
+            by_target(&redis.stream("logs:stream:redis"), "slowlog")
+                .into_iter()
+                .find(|e| e["fields"]["args"] == "SET after 1")
+        },
+    );
     let id = after["fields"]["id"].as_i64().unwrap();
-    assert!(id < max_before, "ids restart after a Redis restart: {id} vs {max_before}");
+    assert!(
+        id < max_before,
+        "ids restart after a Redis restart: {id} vs {max_before}"
+    );
     assert!(lookout.alive());
     assert!(lookout.terminate().success());
 }
@@ -83,22 +120,33 @@ fn dead_port_backs_off_without_crashing() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut cmd = lookout_cmd(tmp.path());
-    cmd.args(["run", "--poll-interval", "0.2", "--plugins"]).arg(plugins_dir());
+    cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
+        .arg(plugins_dir());
     cmd.env("REDIS_URL", format!("redis://:hunter2@127.0.0.1:{port}"));
     let mut lookout = Lookout::spawn(cmd);
     let lines = wait_for("three backoff lines", Duration::from_secs(30), || {
         let lines = lookout.stderr.matching("retrying in");
         (lines.len() >= 3).then_some(lines)
     });
-    assert!(lines[0].contains(&format!("redis unreachable at 127.0.0.1:{port}")), "{}", lines[0]);
+    assert!(
+        lines[0].contains(&format!("redis unreachable at 127.0.0.1:{port}")),
+        "{}",
+        lines[0]
+    );
     let waits: Vec<f64> = lines.iter().map(|l| retry_seconds(l)).collect();
-    assert!(waits.windows(2).all(|w| w[1] >= w[0]), "backoff grows: {waits:?}");
+    assert!(
+        waits.windows(2).all(|w| w[1] >= w[0]),
+        "backoff grows: {waits:?}"
+    );
     assert!(waits[0] >= 0.5 && waits[0] <= 1.0, "{waits:?}");
     assert!(waits[2] >= 2.0, "{waits:?}");
     assert!(lookout.alive());
     assert!(lookout.terminate().success());
     let all = lookout.stderr.all().join("\n");
-    assert!(!all.contains("hunter2"), "the password never appears: {all}");
+    assert!(
+        !all.contains("hunter2"),
+        "the password never appears: {all}"
+    );
 }
 
 /// SIGTERM while running normally exits 0.
@@ -107,7 +155,8 @@ fn sigterm_exits_zero() {
     let redis = Redis::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let mut cmd = lookout_cmd(tmp.path());
-    cmd.args(["run", "--poll-interval", "0.2", "--plugins"]).arg(plugins_dir());
+    cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
+        .arg(plugins_dir());
     cmd.env("REDIS_URL", redis.url());
     let mut lookout = Lookout::spawn(cmd);
     wait_for("the first envelope", Duration::from_secs(20), || {

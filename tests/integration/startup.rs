@@ -15,7 +15,10 @@ fn fails_with(args: &[&str], env: &[(&str, &str)], cache: &Path, needles: &[&str
     let (status, _out, err) = run_to_end(cmd, Duration::from_secs(30));
     assert!(!status.success(), "expected failure for {args:?}: {err}");
     for needle in needles {
-        assert!(err.contains(needle), "stderr should mention `{needle}`: {err}");
+        assert!(
+            err.contains(needle),
+            "stderr should mention `{needle}`: {err}"
+        );
     }
     err
 }
@@ -28,7 +31,13 @@ fn unknown_config_key() {
     std::fs::write(&config, "pol_interval = 3\n").unwrap();
     let plugins = plugins_dir();
     fails_with(
-        &["run", "--config", config.to_str().unwrap(), "--plugins", plugins.to_str().unwrap()],
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--plugins",
+            plugins.to_str().unwrap(),
+        ],
         &[],
         tmp.path(),
         &["lookout.toml", "pol_interval"],
@@ -66,9 +75,19 @@ fn invalid_components_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let cases: [(&str, Option<&str>, &[u8], &str); 4] = [
         ("notes", None, b"this is not wasm", "not a WebAssembly file"),
-        ("core", None, b"\0asm\x01\0\0\0", "core WebAssembly module, not a component"),
+        (
+            "core",
+            None,
+            b"\0asm\x01\0\0\0",
+            "core WebAssembly module, not a component",
+        ),
         ("other", Some("wrong-world"), b"", "not a Lookout watcher"),
-        ("future", Some("future-version"), b"", "built for lookout:watcher@0.2.0"),
+        (
+            "future",
+            Some("future-version"),
+            b"",
+            "built for lookout:watcher@0.2.0",
+        ),
     ];
     for (name, fixture_name, bytes, needle) in cases {
         let dir = tmp.path().join(name);
@@ -98,16 +117,32 @@ fn bad_watcher_settings() {
     let side = plugins.join("client-delta.toml");
     let run = ["run", "--plugins", plugins.to_str().unwrap()];
     std::fs::write(&side, "treshold = 3\n").unwrap();
-    fails_with(&run, &[], tmp.path(), &["client-delta.toml", "treshold", "threshold"]);
+    fails_with(
+        &run,
+        &[],
+        tmp.path(),
+        &["client-delta.toml", "treshold", "threshold"],
+    );
     std::fs::write(&side, "threshold = 'high'\n").unwrap();
-    fails_with(&run, &[], tmp.path(), &["client-delta.toml", "threshold", "expected an integer"]);
+    fails_with(
+        &run,
+        &[],
+        tmp.path(),
+        &["client-delta.toml", "threshold", "expected an integer"],
+    );
     std::fs::write(&side, "threshold = -3\n").unwrap();
     fails_with(&run, &[], tmp.path(), &["client-delta", "threshold"]);
     std::fs::remove_file(&side).unwrap();
     let config = tmp.path().join("lookout.toml");
     std::fs::write(&config, "[watchers.nosuch]\nx = 1\n").unwrap();
     fails_with(
-        &["run", "--config", config.to_str().unwrap(), "--plugins", plugins.to_str().unwrap()],
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--plugins",
+            plugins.to_str().unwrap(),
+        ],
         &[],
         tmp.path(),
         &["lookout.toml", "[watchers.nosuch]"],
@@ -119,7 +154,8 @@ fn bad_watcher_settings() {
 fn check_describes_a_watcher() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cmd = lookout_cmd(tmp.path());
-    cmd.arg("check").arg(plugins_dir().join("client-delta.wasm"));
+    cmd.arg("check")
+        .arg(plugins_dir().join("client-delta.wasm"));
     let (status, out, err) = run_to_end(cmd, Duration::from_secs(30));
     assert!(status.success(), "{err}");
     assert!(out.contains("client-delta 0.1.0"), "{out}");

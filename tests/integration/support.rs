@@ -12,7 +12,10 @@ use serde_json::Value;
 
 /// Repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The folder of built watchers; fails loudly when they were not built.
@@ -62,14 +65,21 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
         if let Some(value) = check() {
             return value;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A real redis-server, killed on drop.
@@ -107,11 +117,17 @@ impl Redis {
             .expect("redis-server must be installed: run `make deps`");
         self.child = Some(child);
         let url = self.url();
-        wait_for("redis-server to answer PING", Duration::from_secs(10), || {
-            let client = redis::Client::open(url.as_str()).ok()?;
-            let mut conn = client.get_connection_with_timeout(Duration::from_millis(200)).ok()?;
-            redis::cmd("PING").query::<String>(&mut conn).ok()
-        });
+        wait_for(
+            "redis-server to answer PING",
+            Duration::from_secs(10),
+            || {
+                let client = redis::Client::open(url.as_str()).ok()?;
+                let mut conn = client
+                    .get_connection_with_timeout(Duration::from_millis(200))
+                    .ok()?;
+                redis::cmd("PING").query::<String>(&mut conn).ok()
+            },
+        );
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -122,7 +138,9 @@ impl Redis {
     /// A fresh client connection.
     pub fn conn(&self) -> redis::Connection {
         let client = redis::Client::open(self.url()).unwrap();
-        let conn = client.get_connection_with_timeout(Duration::from_secs(2)).unwrap();
+        let conn = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         conn
     }
@@ -144,8 +162,12 @@ impl Redis {
     /// Every envelope in the stream, parsed back from its string map.
     pub fn stream(&self, key: &str) -> Vec<Value> {
         let mut conn = self.conn();
-        let entries: Vec<(String, Vec<String>)> =
-            redis::cmd("XRANGE").arg(key).arg("-").arg("+").query(&mut conn).unwrap();
+        let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .query(&mut conn)
+            .unwrap();
         entries
             .iter()
             .map(|(_, kv)| {
@@ -171,7 +193,11 @@ pub fn envelope_from_stream(map: &std::collections::HashMap<String, String>) -> 
             .unwrap_or_else(|| panic!("stream entry lacks `{key}`: {map:?}"))
             .clone()
     };
-    assert_eq!(map.len(), 9, "stream entry has exactly the 9 envelope keys: {map:?}");
+    assert_eq!(
+        map.len(),
+        9,
+        "stream entry has exactly the 9 envelope keys: {map:?}"
+    );
     serde_json::json!({
         "v": text("v").parse::<u64>().unwrap(),
         "ts": text("ts"),
@@ -187,26 +213,39 @@ pub fn envelope_from_stream(map: &std::collections::HashMap<String, String>) -> 
 
 /// Asserts that `env` has the v1 envelope shape.
 pub fn assert_envelope(env: &Value) {
-    let obj = env.as_object().unwrap_or_else(|| panic!("not an object: {env}"));
+    let obj = env
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {env}"));
     let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     let mut sorted = keys.clone();
     sorted.sort_unstable();
     assert_eq!(
         sorted,
-        ["fields", "host", "level", "msg", "pid", "service", "target", "ts", "v"],
+        [
+            "fields", "host", "level", "msg", "pid", "service", "target", "ts", "v"
+        ],
         "{env}"
     );
     assert_eq!(env["v"], 1, "{env}");
     let ts = env["ts"].as_str().unwrap();
     assert!(
-        ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.',
+        ts.len() == 24
+            && ts.ends_with('Z')
+            && ts.as_bytes()[10] == b'T'
+            && ts.as_bytes()[19] == b'.',
         "ts is RFC 3339 UTC with milliseconds: {ts}"
     );
-    assert!(["debug", "info", "warn", "error"].contains(&env["level"].as_str().unwrap()), "{env}");
+    assert!(
+        ["debug", "info", "warn", "error"].contains(&env["level"].as_str().unwrap()),
+        "{env}"
+    );
     assert!(env["pid"].as_u64().unwrap() > 0);
     assert!(!env["target"].as_str().unwrap().is_empty());
     assert!(env["msg"].is_string());
-    assert!(env["fields"]["instance"].as_str().unwrap().contains(':'), "{env}");
+    assert!(
+        env["fields"]["instance"].as_str().unwrap().contains(':'),
+        "{env}"
+    );
     assert!(!env["host"].as_str().unwrap().is_empty());
 }
 
@@ -231,7 +270,10 @@ impl Lines {
 
     /// Lines containing `needle`.
     pub fn matching(&self, needle: &str) -> Vec<String> {
-        self.all().into_iter().filter(|l| l.contains(needle)).collect()
+        self.all()
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .collect()
     }
 }
 
@@ -284,16 +326,20 @@ impl Lookout {
         let child = self.child.as_mut().unwrap();
         let pid = child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = wait_for("lookout to exit after SIGTERM", Duration::from_secs(10), || {
-            child.try_wait().unwrap()
-        });
+        let status = wait_for(
+            "lookout to exit after SIGTERM",
+            Duration::from_secs(10),
+            || child.try_wait().unwrap(),
+        );
         self.child = None;
         status
     }
 
     /// Whether the process still runs.
     pub fn alive(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 }
 
@@ -316,10 +362,18 @@ pub fn run_to_end(cmd: Command, deadline: Duration) -> (ExitStatus, String, Stri
     for reader in proc.readers.drain(..) {
         reader.join().unwrap();
     }
-    (status, proc.stdout.all().join("\n"), proc.stderr.all().join("\n"))
+    (
+        status,
+        proc.stdout.all().join("\n"),
+        proc.stderr.all().join("\n"),
+    )
 }
 
 /// Envelopes in the stream whose target is `target`.
 pub fn by_target(envelopes: &[Value], target: &str) -> Vec<Value> {
-    envelopes.iter().filter(|e| e["target"] == target).cloned().collect()
+    envelopes
+        .iter()
+        .filter(|e| e["target"] == target)
+        .cloned()
+        .collect()
 }

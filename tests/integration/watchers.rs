@@ -7,17 +7,26 @@ use crate::support::{Lookout, Redis, by_target, lookout_cmd, plugins_with, wait_
 
 fn start(redis: &Redis, plugins: &std::path::Path, cache: &std::path::Path) -> Lookout {
     let mut cmd = lookout_cmd(cache);
-    cmd.args(["run", "--poll-interval", "0.2", "--plugins"]).arg(plugins);
+    cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
+        .arg(plugins);
     cmd.env("REDIS_URL", redis.url());
     Lookout::spawn(cmd)
 }
 
 /// Watches `redis` and publishes to `bus`.
-fn start_with_bus(redis: &Redis, bus: &Redis, plugins: &std::path::Path, tmp: &std::path::Path) -> Lookout {
+fn start_with_bus(
+    redis: &Redis,
+    bus: &Redis,
+    plugins: &std::path::Path,
+    tmp: &std::path::Path,
+) -> Lookout {
     let config = tmp.join("lookout.toml");
     std::fs::write(&config, format!("[publish]\nurl = '{}'\n", bus.url())).unwrap();
     let mut cmd = lookout_cmd(tmp);
-    cmd.args(["run", "--poll-interval", "0.2", "--config"]).arg(&config).arg("--plugins").arg(plugins);
+    cmd.args(["run", "--poll-interval", "0.2", "--config"])
+        .arg(&config)
+        .arg("--plugins")
+        .arg(plugins);
     cmd.env("REDIS_URL", redis.url());
     Lookout::spawn(cmd)
 }
@@ -34,7 +43,9 @@ fn client_delta_sees_ten_new_connections() {
     let tmp = tempfile::tempdir().unwrap();
     let plugins = plugins_with(tmp.path(), &["client-delta"], &[]);
     let mut lookout = start(&redis, &plugins, tmp.path());
-    wait_for("lookout to start", Duration::from_secs(20), || polls_seen(&lookout).then_some(()));
+    wait_for("lookout to start", Duration::from_secs(20), || {
+        polls_seen(&lookout).then_some(())
+    });
     // Two polls of the stream count show the baseline is in place.
     wait_for("a first poll", Duration::from_secs(20), || {
         let all = redis.stream("logs:stream:redis");
@@ -66,17 +77,30 @@ fn memory_pressure_enters_and_clears() {
     let bus = Redis::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let plugins = plugins_with(tmp.path(), &["memory-pressure"], &[]);
-    std::fs::write(plugins.join("memory-pressure.toml"), "remind_every = 1000\n").unwrap();
+    std::fs::write(
+        plugins.join("memory-pressure.toml"),
+        "remind_every = 1000\n",
+    )
+    .unwrap();
     let mut lookout = start_with_bus(&redis, &bus, &plugins, tmp.path());
-    let entered = wait_for("memory pressure to be reported", Duration::from_secs(20), || {
-        by_target(&bus.stream("logs:stream:redis"), "memory-pressure")
-            .into_iter()
-            .find(|e| e["fields"]["state"] == "entered")
-    });
+    let entered = wait_for(
+        "memory pressure to be reported",
+        Duration::from_secs(20),
+        || {
+            by_target(&bus.stream("logs:stream:redis"), "memory-pressure")
+                .into_iter()
+                .find(|e| e["fields"]["state"] == "entered")
+        },
+    );
     assert_eq!(entered["level"], "warn");
     assert_eq!(entered["fields"]["maxmemory"], 1024 * 1024);
     let mut conn = redis.conn();
-    redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1gb").exec(&mut conn).unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1gb")
+        .exec(&mut conn)
+        .unwrap();
     let cleared = wait_for("memory pressure to clear", Duration::from_secs(20), || {
         by_target(&bus.stream("logs:stream:redis"), "memory-pressure")
             .into_iter()
@@ -84,7 +108,11 @@ fn memory_pressure_enters_and_clears() {
     });
     assert_eq!(cleared["level"], "info");
     let all = by_target(&bus.stream("logs:stream:redis"), "memory-pressure");
-    assert_eq!(all.len(), 2, "one event per transition, not one per poll: {all:?}");
+    assert_eq!(
+        all.len(),
+        2,
+        "one event per transition, not one per poll: {all:?}"
+    );
     assert!(lookout.terminate().success());
 }
 
@@ -101,14 +129,30 @@ fn trapping_watcher_is_skipped_and_others_continue() {
             .into_iter()
             .find(|e| e["level"] == "error" && e["fields"]["watcher"] == "panicker")
     });
-    assert!(failure["msg"].as_str().unwrap().contains("panicker"), "{failure}");
+    assert!(
+        failure["msg"].as_str().unwrap().contains("panicker"),
+        "{failure}"
+    );
     let mut client = redis.conn();
-    redis::cmd("SET").arg("after-failure").arg("1").exec(&mut client).unwrap();
-    wait_for("slowlog still reporting after the failure", Duration::from_secs(20), || {
-        by_target(&redis.stream("logs:stream:redis"), "slowlog")
-            .into_iter()
-            .find(|e| e["fields"]["args"].as_str().unwrap_or("").contains("after-failure"))
-    });
+    redis::cmd("SET")
+        .arg("after-failure")
+        .arg("1")
+        .exec(&mut client)
+        .unwrap();
+    wait_for(
+        "slowlog still reporting after the failure",
+        Duration::from_secs(20),
+        || {
+            by_target(&redis.stream("logs:stream:redis"), "slowlog")
+                .into_iter()
+                .find(|e| {
+                    e["fields"]["args"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("after-failure")
+                })
+        },
+    );
     assert!(lookout.alive());
     let failures = by_target(&redis.stream("logs:stream:redis"), "lookout")
         .into_iter()
