@@ -30,9 +30,7 @@ fn redis_restart_is_survived_and_slowlog_resets() {
         .arg(plugins_dir());
     cmd.env("REDIS_URL", redis.url());
     let mut lookout = Lookout::spawn(cmd);
-    wait_for("lookout to start", Duration::from_secs(20), || {
-        (!lookout.stderr.matching("lookout started").is_empty()).then_some(())
-    });
+    lookout.wait_started();
     let mut client = redis.conn();
     for _ in 0..20 {
         redis::cmd("SET")

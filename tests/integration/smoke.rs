@@ -31,9 +31,7 @@ fn smoke_slowlog_events_reach_stream_and_pubsub() {
     cmd.env("REDIS_URL", redis.url())
         .env("POLL_INTERVAL", "0.2");
     let mut lookout = Lookout::spawn(cmd);
-    wait_for("lookout to start", Duration::from_secs(20), || {
-        (!lookout.stderr.matching("lookout started").is_empty()).then_some(())
-    });
+    lookout.wait_started();
 
     let mut client = redis.conn();
     for _ in 0..3 {

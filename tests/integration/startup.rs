@@ -23,6 +23,19 @@ fn fails_with(args: &[&str], env: &[(&str, &str)], cache: &Path, needles: &[&str
     err
 }
 
+/// `lookout run --config CONFIG --plugins PLUGINS` fails mentioning `needles`.
+fn fails_with_config(config: &Path, plugins: &Path, needles: &[&str]) -> String {
+    let cache = config.parent().unwrap();
+    let args = [
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--plugins",
+        plugins.to_str().unwrap(),
+    ];
+    fails_with(&args, &[], cache, needles)
+}
+
 /// An unknown key in lookout.toml names the file and the key.
 #[test]
 fn unknown_config_key() {
@@ -30,18 +43,7 @@ fn unknown_config_key() {
     let config = tmp.path().join("lookout.toml");
     std::fs::write(&config, "pol_interval = 3\n").unwrap();
     let plugins = plugins_dir();
-    fails_with(
-        &[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--plugins",
-            plugins.to_str().unwrap(),
-        ],
-        &[],
-        tmp.path(),
-        &["lookout.toml", "pol_interval"],
-    );
+    fails_with_config(&config, &plugins, &["lookout.toml", "pol_interval"]);
 }
 
 /// A bad URL is named, with its password hidden.
@@ -135,18 +137,7 @@ fn bad_watcher_settings() {
     std::fs::remove_file(&side).unwrap();
     let config = tmp.path().join("lookout.toml");
     std::fs::write(&config, "[watchers.nosuch]\nx = 1\n").unwrap();
-    fails_with(
-        &[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--plugins",
-            plugins.to_str().unwrap(),
-        ],
-        &[],
-        tmp.path(),
-        &["lookout.toml", "[watchers.nosuch]"],
-    );
+    fails_with_config(&config, &plugins, &["lookout.toml", "[watchers.nosuch]"]);
 }
 
 /// `lookout check` prints the manifest and succeeds for a good watcher.

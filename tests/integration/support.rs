@@ -335,6 +335,13 @@ impl Lookout {
         status
     }
 
+    /// Waits until the daemon has loaded its watchers and starts polling.
+    pub fn wait_started(&self) {
+        wait_for("lookout to start", Duration::from_secs(30), || {
+            (!self.stderr.matching("lookout started").is_empty()).then_some(())
+        });
+    }
+
     /// Whether the process still runs.
     pub fn alive(&mut self) -> bool {
         self.child

@@ -31,10 +31,6 @@ fn start_with_bus(
     Lookout::spawn(cmd)
 }
 
-fn polls_seen(lookout: &Lookout) -> bool {
-    !lookout.stderr.matching("lookout started").is_empty()
-}
-
 /// Ten extra connections between two polls produce one client-delta event
 /// with the right delta; closing them produces the negative one.
 #[test]
@@ -43,10 +39,9 @@ fn client_delta_sees_ten_new_connections() {
     let tmp = tempfile::tempdir().unwrap();
     let plugins = plugins_with(tmp.path(), &["client-delta"], &[]);
     let mut lookout = start(&redis, &plugins, tmp.path());
-    wait_for("lookout to start", Duration::from_secs(20), || {
-        polls_seen(&lookout).then_some(())
-    });
-    // Two polls of the stream count show the baseline is in place.
+    lookout.wait_started();
+    // The start-up envelope on the stream shows the first poll (the
+    // baseline) is done.
     wait_for("a first poll", Duration::from_secs(20), || {
         let all = redis.stream("logs:stream:redis");
         (!by_target(&all, "lookout").is_empty()).then_some(())
