@@ -7,10 +7,10 @@
 //! (no event, baseline kept).
 
 use lookout_watcher::{
-    ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, invalid,
+    ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch, invalid,
 };
 
-mod component;
+lookout_watcher::export!(ClientDelta);
 
 /// The watcher's name, the envelopes' `target`.
 pub const NAME: &str = "client-delta";
@@ -18,22 +18,6 @@ pub const NAME: &str = "client-delta";
 pub const DEFAULT_THRESHOLD: i64 = 5;
 /// The INFO field watched.
 pub const FIELD: &str = "connected_clients";
-
-/// What `describe` returns.
-pub fn manifest() -> Manifest {
-    Manifest {
-        name: NAME.to_string(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        description: "reports connected_clients changing by more than a threshold between polls"
-            .to_string(),
-        config: vec![ConfigKey::new(
-            "threshold",
-            DEFAULT_THRESHOLD,
-            "report when connected_clients moves by more than this between two polls; at least 0",
-        )],
-        needs: Needs::info(&[FIELD]),
-    }
-}
 
 /// Validated settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,9 +66,31 @@ impl ClientDelta {
     pub fn previous(&self) -> Option<u64> {
         self.previous
     }
+}
+
+impl Watch for ClientDelta {
+    fn manifest() -> Manifest {
+        Manifest {
+            name: NAME.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            description:
+                "reports connected_clients changing by more than a threshold between polls"
+                    .to_string(),
+            config: vec![ConfigKey::new(
+                "threshold",
+                DEFAULT_THRESHOLD,
+                "report when connected_clients moves by more than this between two polls; at least 0",
+            )],
+            needs: Needs::info(&[FIELD]),
+        }
+    }
+
+    fn from_settings(settings: &[Setting]) -> Result<Self, String> {
+        Config::from_settings(settings).map(ClientDelta::new)
+    }
 
     /// Compares with the previous poll; at most one event.
-    pub fn observe(&mut self, snapshot: &Snapshot) -> Vec<Event> {
+    fn observe(&mut self, snapshot: &Snapshot) -> Vec<Event> {
         let Ok(current) = snapshot.info_u64(FIELD) else {
             return Vec::new();
         };
@@ -109,8 +115,8 @@ impl ClientDelta {
 
 #[cfg(test)]
 mod tests {
-    use lookout_watcher::Value;
-    use lookout_watcher::testing::{SnapshotBuilder, setting};
+    use lookout_watcher::testing::{SnapshotBuilder, fields, setting};
+    use lookout_watcher::{Guest, Value};
 
     use super::*;
 
@@ -126,7 +132,7 @@ mod tests {
 
     #[test]
     fn manifest_declares_needs_and_config() {
-        let m = manifest();
+        let m = ClientDelta::manifest();
         assert_eq!(m.name, "client-delta");
         assert_eq!(m.version, "0.1.0");
         assert_eq!(m.needs.info_fields, ["connected_clients"]);
@@ -153,13 +159,8 @@ mod tests {
         let e = &events[0];
         assert_eq!(e.level, Level::Info);
         assert_eq!(e.msg, "connected clients 3 -> 14 (+11)");
-        let fields: Vec<(&str, &Value)> = e
-            .fields
-            .iter()
-            .map(|f| (f.name.as_str(), &f.value))
-            .collect();
         assert_eq!(
-            fields,
+            fields(e),
             [
                 ("previous", &Value::Integer(3)),
                 ("current", &Value::Integer(14)),
@@ -236,5 +237,23 @@ mod tests {
             wrong,
             "key `threshold` must be an integer, got a text \"high\""
         );
+    }
+
+    #[test]
+    fn exported_glue_keeps_state_between_calls() {
+        assert_eq!(ClientDelta::describe().name, "client-delta");
+        assert_eq!(
+            ClientDelta::configure(vec![setting("threshold", -3i64)]).unwrap_err(),
+            "key `threshold` must be >= 0, got -3"
+        );
+        ClientDelta::configure(vec![setting("threshold", 5i64)]).unwrap();
+        let snap = |n: &str| {
+            SnapshotBuilder::new()
+                .info("clients", "connected_clients", n)
+                .build()
+        };
+        assert!(<ClientDelta as Guest>::observe(snap("3")).is_empty());
+        assert_eq!(<ClientDelta as Guest>::observe(snap("14")).len(), 1);
+        assert!(<ClientDelta as Guest>::observe(snap("15")).is_empty());
     }
 }

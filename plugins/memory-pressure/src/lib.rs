@@ -10,10 +10,10 @@
 
 use lookout_watcher::format::{bytes, percent, percent_short};
 use lookout_watcher::{
-    ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, invalid,
+    ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch, invalid,
 };
 
-mod component;
+lookout_watcher::export!(MemoryPressure);
 
 /// The watcher's name, the envelopes' `target`.
 pub const NAME: &str = "memory-pressure";
@@ -26,29 +26,6 @@ pub const DEFAULT_RATIO: f64 = 0.9;
 pub const MAX_RATIO: f64 = 10.0;
 /// Default of `remind_every`, polls.
 pub const DEFAULT_REMIND_EVERY: i64 = 12;
-
-/// What `describe` returns.
-pub fn manifest() -> Manifest {
-    Manifest {
-        name: NAME.to_string(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        description: "reports used_memory_rss rising above a share of maxmemory, and clearing"
-            .to_string(),
-        config: vec![
-            ConfigKey::new(
-                "ratio",
-                DEFAULT_RATIO,
-                "pressure when used_memory_rss exceeds ratio * maxmemory; > 0 and <= 10",
-            ),
-            ConfigKey::new(
-                "remind_every",
-                DEFAULT_REMIND_EVERY,
-                "while pressure lasts, remind every this many polls; 0 never, at least 0",
-            ),
-        ],
-        needs: Needs::info(&["used_memory_rss", "maxmemory"]),
-    }
-}
 
 /// Validated settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -110,8 +87,65 @@ impl MemoryPressure {
         self.polls_in_pressure > 0
     }
 
+    /// "used_memory_rss 12.3MiB is 95.1% of maxmemory 13.0MiB (threshold 90%)"
+    fn detail(&self, rss: u64, max: u64, usage: f64) -> String {
+        format!(
+            "used_memory_rss {} is {} of maxmemory {} (threshold {})",
+            bytes(rss),
+            percent(usage),
+            bytes(max),
+            percent_short(self.config.ratio)
+        )
+    }
+
+    fn event(
+        &self,
+        level: Level,
+        msg: String,
+        state: &str,
+        rss: u64,
+        max: u64,
+        usage: f64,
+    ) -> Event {
+        Event::new(level, msg)
+            .field("used_memory_rss", rss)
+            .field("maxmemory", max)
+            .field("usage_ratio", usage)
+            .field("threshold", self.config.ratio)
+            .field("state", state)
+            .field("polls_in_pressure", self.polls_in_pressure)
+    }
+}
+
+impl Watch for MemoryPressure {
+    fn manifest() -> Manifest {
+        Manifest {
+            name: NAME.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            description: "reports used_memory_rss rising above a share of maxmemory, and clearing"
+                .to_string(),
+            config: vec![
+                ConfigKey::new(
+                    "ratio",
+                    DEFAULT_RATIO,
+                    "pressure when used_memory_rss exceeds ratio * maxmemory; > 0 and <= 10",
+                ),
+                ConfigKey::new(
+                    "remind_every",
+                    DEFAULT_REMIND_EVERY,
+                    "while pressure lasts, remind every this many polls; 0 never, at least 0",
+                ),
+            ],
+            needs: Needs::info(&["used_memory_rss", "maxmemory"]),
+        }
+    }
+
+    fn from_settings(settings: &[Setting]) -> Result<Self, String> {
+        Config::from_settings(settings).map(MemoryPressure::new)
+    }
+
     /// Looks at one poll; at most one event.
-    pub fn observe(&mut self, snapshot: &Snapshot) -> Vec<Event> {
+    fn observe(&mut self, snapshot: &Snapshot) -> Vec<Event> {
         let (Ok(rss), Ok(max)) = (
             snapshot.info_u64("used_memory_rss"),
             snapshot.info_u64("maxmemory"),
@@ -163,35 +197,6 @@ impl MemoryPressure {
         };
         event.into_iter().collect()
     }
-
-    /// "used_memory_rss 12.3MiB is 95.1% of maxmemory 13.0MiB (threshold 90%)"
-    fn detail(&self, rss: u64, max: u64, usage: f64) -> String {
-        format!(
-            "used_memory_rss {} is {} of maxmemory {} (threshold {})",
-            bytes(rss),
-            percent(usage),
-            bytes(max),
-            percent_short(self.config.ratio)
-        )
-    }
-
-    fn event(
-        &self,
-        level: Level,
-        msg: String,
-        state: &str,
-        rss: u64,
-        max: u64,
-        usage: f64,
-    ) -> Event {
-        Event::new(level, msg)
-            .field("used_memory_rss", rss)
-            .field("maxmemory", max)
-            .field("usage_ratio", usage)
-            .field("threshold", self.config.ratio)
-            .field("state", state)
-            .field("polls_in_pressure", self.polls_in_pressure)
-    }
 }
 
 /// "1 poll", "13 polls".
@@ -205,8 +210,8 @@ fn polls(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use lookout_watcher::Value;
-    use lookout_watcher::testing::{SnapshotBuilder, setting};
+    use lookout_watcher::testing::{SnapshotBuilder, fields, setting};
+    use lookout_watcher::{Guest, Value};
 
     use super::*;
 
@@ -232,7 +237,7 @@ mod tests {
 
     #[test]
     fn manifest_declares_needs_and_config() {
-        let m = manifest();
+        let m = MemoryPressure::manifest();
         assert_eq!(m.name, "memory-pressure");
         assert_eq!(m.version, "0.1.0");
         assert_eq!(m.needs.info_fields, ["used_memory_rss", "maxmemory"]);
@@ -257,13 +262,8 @@ mod tests {
             e.msg,
             "memory pressure: used_memory_rss 12.3MiB is 94.6% of maxmemory 13.0MiB (threshold 90%)"
         );
-        let fields: Vec<(&str, &Value)> = e
-            .fields
-            .iter()
-            .map(|f| (f.name.as_str(), &f.value))
-            .collect();
         assert_eq!(
-            fields,
+            fields(e),
             [
                 ("used_memory_rss", &Value::Integer(rss as i64)),
                 ("maxmemory", &Value::Integer(13 * MIB as i64)),
@@ -458,5 +458,25 @@ mod tests {
             Config::from_settings(&[setting("remind_every", -1i64)]).unwrap_err(),
             "key `remind_every` must be >= 0, got -1"
         );
+    }
+
+    #[test]
+    fn exported_glue_keeps_state_between_calls() {
+        assert_eq!(MemoryPressure::describe().name, "memory-pressure");
+        assert_eq!(
+            MemoryPressure::configure(vec![setting("ratio", 0.0)]).unwrap_err(),
+            "key `ratio` must be > 0 and <= 10, got 0"
+        );
+        MemoryPressure::configure(vec![setting("ratio", 0.5), setting("remind_every", 0i64)])
+            .unwrap();
+        let snap = |rss: &str| {
+            SnapshotBuilder::new()
+                .info("memory", "used_memory_rss", rss)
+                .info("memory", "maxmemory", "100")
+                .build()
+        };
+        assert_eq!(<MemoryPressure as Guest>::observe(snap("90")).len(), 1);
+        assert!(<MemoryPressure as Guest>::observe(snap("90")).is_empty());
+        assert_eq!(<MemoryPressure as Guest>::observe(snap("10")).len(), 1);
     }
 }

@@ -3,7 +3,59 @@
 //! and settings, building events, keeping state between polls and writing
 //! native unit tests.
 //!
-//! A watcher crate implements [`Guest`] on a unit struct and exports it:
+//! A watcher crate can write the exported interface in either of two ways.
+//!
+//! **[`Watch`] and [`export!`]** (what the bundled watchers do): the watcher
+//! is a plain type holding its state; the macro implements [`Guest`] for it,
+//! keeps one value of it between polls and exports it on wasm targets.
+//!
+//! ```
+//! use lookout_watcher::{Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch};
+//!
+//! struct Example {
+//!     /// Report only counts above this.
+//!     min: u64,
+//! }
+//!
+//! impl Watch for Example {
+//!     fn manifest() -> Manifest {
+//!         Manifest {
+//!             name: "example".to_string(),
+//!             version: "0.1.0".to_string(),
+//!             description: "reports the client count every poll".to_string(),
+//!             config: Vec::new(),
+//!             needs: Needs::info(&["connected_clients"]),
+//!         }
+//!     }
+//!     fn from_settings(settings: &[Setting]) -> Result<Self, String> {
+//!         let min = Settings::new(settings).integer("min", 0)?;
+//!         let min = u64::try_from(min).map_err(|_| lookout_watcher::invalid("min", ">= 0", min))?;
+//!         Ok(Example { min })
+//!     }
+//!     fn observe(&mut self, snapshot: &Snapshot) -> Vec<Event> {
+//!         match snapshot.info_u64("connected_clients") {
+//!             Ok(n) if n > self.min => {
+//!                 vec![Event::new(Level::Debug, format!("{n} clients")).field("clients", n)]
+//!             }
+//!             _ => Vec::new(),
+//!         }
+//!     }
+//! }
+//!
+//! lookout_watcher::export!(Example);
+//!
+//! // Natively the macro's `Guest` impl can be called directly, as in a unit test:
+//! use lookout_watcher::Guest;
+//! use lookout_watcher::testing::{SnapshotBuilder, setting};
+//!
+//! Example::configure(vec![setting("min", 2i64)]).unwrap();
+//! let snap = SnapshotBuilder::new().info("clients", "connected_clients", "3").build();
+//! assert_eq!(<Example as Guest>::observe(snap).len(), 1);
+//! ```
+//!
+//! **[`Guest`] by hand**, for full control: implement the three functions on
+//! a unit struct, keep any state in a `static` (a [`Slot`]), and export it
+//! with [`export_watcher!`], gated to wasm:
 //!
 //! ```
 //! use lookout_watcher::{Event, Guest, Level, Manifest, Needs, Setting, Snapshot};
@@ -74,14 +126,17 @@ mod info;
 mod settings;
 mod state;
 pub mod testing;
+mod watch;
 
 pub use info::InfoError;
 pub use settings::{Settings, invalid};
 pub use state::Slot;
+pub use watch::{Exported, Watch};
 
 /// Exports a type implementing [`Guest`] as the component's
 /// `lookout:watcher/plugin` implementation: `export_watcher!(Component);`.
-/// Invoke it once, in the watcher crate. Gate it with
+/// Invoke it once, in the watcher crate ([`export!`] invokes it for a
+/// [`Watch`]). Gate it with
 /// `#[cfg(target_family = "wasm")]` if the crate is also built natively as a
 /// `cdylib`: the exported names (`lookout:watcher/plugin@0.1.0#observe`) are
 /// not valid symbols in a native shared library.

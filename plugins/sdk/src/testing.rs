@@ -1,4 +1,5 @@
-//! Builders for native unit tests: snapshots, SLOWLOG entries, settings.
+//! Helpers for native unit tests: builders for snapshots, SLOWLOG entries
+//! and settings, and a flat view of an event's fields.
 //!
 //! ```
 //! use lookout_watcher::testing::SnapshotBuilder;
@@ -11,7 +12,7 @@
 //! assert_eq!(snap.info_u64("connected_clients"), Ok(3));
 //! ```
 
-use crate::{InfoField, Setting, SlowlogEntry, Snapshot, Value};
+use crate::{Event, InfoField, Setting, SlowlogEntry, Snapshot, Value};
 
 /// Builds a [`Snapshot`] field by field.
 #[derive(Debug, Clone)]
@@ -113,4 +114,24 @@ pub fn setting(name: &str, value: impl Into<Value>) -> Setting {
         name: name.to_string(),
         value: value.into(),
     }
+}
+
+/// An event's fields as `(name, value)` pairs, in order, to compare whole:
+///
+/// ```
+/// use lookout_watcher::testing::fields;
+/// use lookout_watcher::{Event, Level, Value};
+///
+/// let e = Event::new(Level::Info, "m").field("delta", 11i64).field("state", "entered");
+/// assert_eq!(
+///     fields(&e),
+///     [("delta", &Value::Integer(11)), ("state", &Value::Text("entered".into()))]
+/// );
+/// ```
+pub fn fields(event: &Event) -> Vec<(&str, &Value)> {
+    event
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), &f.value))
+        .collect()
 }

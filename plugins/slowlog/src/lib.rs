@@ -11,10 +11,11 @@
 use std::borrow::Cow;
 
 use lookout_watcher::{
-    ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, SlowlogEntry, Snapshot, invalid,
+    ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, SlowlogEntry, Snapshot, Watch,
+    invalid,
 };
 
-mod component;
+lookout_watcher::export!(Slowlog);
 
 /// The watcher's name, the envelopes' `target`.
 pub const NAME: &str = "slowlog";
@@ -24,29 +25,6 @@ pub const DEFAULT_IGNORE_CLIENTS: &str = "lookout";
 pub const DEFAULT_MAX_ARG_LEN: i64 = 128;
 /// Appended to an argument cut at `max_arg_len` bytes.
 pub const ELLIPSIS: &str = "…";
-
-/// What `describe` returns.
-pub fn manifest() -> Manifest {
-    Manifest {
-        name: NAME.to_string(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        description: "reports each new SLOWLOG entry once, resetting when Redis restarts"
-            .to_string(),
-        config: vec![
-            ConfigKey::new(
-                "ignore_clients",
-                DEFAULT_IGNORE_CLIENTS,
-                "comma-separated client names whose slow commands are not reported",
-            ),
-            ConfigKey::new(
-                "max_arg_len",
-                DEFAULT_MAX_ARG_LEN,
-                "bytes kept of each command argument, at least 1; longer ones are cut with …",
-            ),
-        ],
-        needs: Needs::info(&["run_id"]).with_slowlog(),
-    }
-}
 
 /// Validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,37 +107,6 @@ impl Slowlog {
         self.high_water
     }
 
-    /// Reports the entries newer than the high-water mark, oldest first.
-    pub fn observe(&mut self, snapshot: &Snapshot) -> Vec<Event> {
-        if let Some(run_id) = snapshot.info("run_id").map(str::trim)
-            && !run_id.is_empty()
-            && self.run_id.as_deref() != Some(run_id)
-        {
-            if self.run_id.is_some() {
-                // Redis restarted: its SLOWLOG ids start again at 0.
-                self.high_water = None;
-            }
-            self.run_id = Some(run_id.to_string());
-        }
-        let Some(entries) = &snapshot.slowlog else {
-            return Vec::new();
-        };
-        let mut entries: Vec<&SlowlogEntry> = entries.iter().collect();
-        entries.sort_by_key(|e| e.id);
-        let mut events = Vec::new();
-        for entry in entries {
-            if self.high_water.is_some_and(|mark| entry.id <= mark) {
-                continue;
-            }
-            self.high_water = Some(entry.id);
-            if self.config.ignore_clients.contains(&entry.client_name) {
-                continue;
-            }
-            events.push(self.event(entry));
-        }
-        events
-    }
-
     /// One warn event for `entry`. The command is its first argument in
     /// ASCII upper case (Redis command names are ASCII), cut like the rest.
     fn event(&self, entry: &SlowlogEntry) -> Event {
@@ -192,10 +139,69 @@ impl Slowlog {
     }
 }
 
+impl Watch for Slowlog {
+    fn manifest() -> Manifest {
+        Manifest {
+            name: NAME.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            description: "reports each new SLOWLOG entry once, resetting when Redis restarts"
+                .to_string(),
+            config: vec![
+                ConfigKey::new(
+                    "ignore_clients",
+                    DEFAULT_IGNORE_CLIENTS,
+                    "comma-separated client names whose slow commands are not reported",
+                ),
+                ConfigKey::new(
+                    "max_arg_len",
+                    DEFAULT_MAX_ARG_LEN,
+                    "bytes kept of each command argument, at least 1; longer ones are cut with …",
+                ),
+            ],
+            needs: Needs::info(&["run_id"]).with_slowlog(),
+        }
+    }
+
+    fn from_settings(settings: &[Setting]) -> Result<Self, String> {
+        Config::from_settings(settings).map(Slowlog::new)
+    }
+
+    /// Reports the entries newer than the high-water mark, oldest first.
+    fn observe(&mut self, snapshot: &Snapshot) -> Vec<Event> {
+        if let Some(run_id) = snapshot.info("run_id").map(str::trim)
+            && !run_id.is_empty()
+            && self.run_id.as_deref() != Some(run_id)
+        {
+            if self.run_id.is_some() {
+                // Redis restarted: its SLOWLOG ids start again at 0.
+                self.high_water = None;
+            }
+            self.run_id = Some(run_id.to_string());
+        }
+        let Some(entries) = &snapshot.slowlog else {
+            return Vec::new();
+        };
+        let mut entries: Vec<&SlowlogEntry> = entries.iter().collect();
+        entries.sort_by_key(|e| e.id);
+        let mut events = Vec::new();
+        for entry in entries {
+            if self.high_water.is_some_and(|mark| entry.id <= mark) {
+                continue;
+            }
+            self.high_water = Some(entry.id);
+            if self.config.ignore_clients.contains(&entry.client_name) {
+                continue;
+            }
+            events.push(self.event(entry));
+        }
+        events
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use lookout_watcher::testing::{SnapshotBuilder, setting};
-    use lookout_watcher::{SlowlogEntry as E, Value};
+    use lookout_watcher::testing::{SnapshotBuilder, fields, setting};
+    use lookout_watcher::{Guest, SlowlogEntry as E, Value};
 
     use super::*;
 
@@ -219,7 +225,7 @@ mod tests {
 
     #[test]
     fn manifest_declares_needs_and_config() {
-        let m = manifest();
+        let m = Slowlog::manifest();
         assert_eq!(m.name, "slowlog");
         assert_eq!(m.version, "0.1.0");
         assert_eq!(m.needs.info_fields, ["run_id"]);
@@ -242,13 +248,8 @@ mod tests {
         let e = &events[0];
         assert_eq!(e.level, Level::Warn);
         assert_eq!(e.msg, "slow command GET took 1532us");
-        let fields: Vec<(&str, &Value)> = e
-            .fields
-            .iter()
-            .map(|f| (f.name.as_str(), &f.value))
-            .collect();
         assert_eq!(
-            fields,
+            fields(e),
             [
                 ("id", &Value::Integer(7)),
                 ("duration_us", &Value::Integer(1532)),
@@ -498,5 +499,27 @@ mod tests {
             wrong.starts_with("key `ignore_clients` must be a text"),
             "{wrong}"
         );
+    }
+
+    #[test]
+    fn exported_glue_keeps_state_between_calls() {
+        assert_eq!(Slowlog::describe().name, "slowlog");
+        assert_eq!(
+            Slowlog::configure(vec![setting("max_arg_len", 0i64)]).unwrap_err(),
+            "key `max_arg_len` must be >= 1, got 0"
+        );
+        Slowlog::configure(vec![
+            setting("ignore_clients", "lookout"),
+            setting("max_arg_len", 128i64),
+        ])
+        .unwrap();
+        let snap = |ids: &[u64]| {
+            SnapshotBuilder::new()
+                .info("server", "run_id", "r1")
+                .slowlog(ids.iter().map(|&id| E::new(id, 1, &["get"])).collect())
+                .build()
+        };
+        assert_eq!(<Slowlog as Guest>::observe(snap(&[1, 2])).len(), 2);
+        assert_eq!(<Slowlog as Guest>::observe(snap(&[2, 3])).len(), 1);
     }
 }
