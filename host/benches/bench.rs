@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use cpu_time::ThreadTime;
 use lookout::config::{Overrides, Settings};
-use lookout::daemon::load_watcher;
 use lookout::plugin::Runtime;
 use lookout::probe::{SlowEntry, Snapshot, parse_info};
+use lookout::watcher::Watcher;
 use lookout::{Daemon, RunMode};
 use support::{Redis, lookout_cmd, plugins_dir};
 
@@ -39,7 +39,7 @@ fn row(what: &str, value: String, target: &str) {
 /// from the real INFO of `redis` and ten slowlog entries.
 fn observe_cost(redis: &Redis, cache: &Path) {
     let settings = settings(redis, cache);
-    let runtime = Runtime::new(Some(cache), settings.limits).unwrap();
+    let runtime = Runtime::new(Some(cache)).unwrap();
     let mut conn = redis.conn();
     let info: String = redis::cmd("INFO").query(&mut conn).unwrap();
     let slowlog = (0..10)
@@ -60,7 +60,7 @@ fn observe_cost(redis: &Redis, cache: &Path) {
     let fields = snapshot.info.len();
     for name in WATCHERS {
         let path = plugins_dir().join(format!("{name}.wasm"));
-        let mut watcher = load_watcher(&runtime, &path, &settings).unwrap();
+        let mut watcher = Watcher::load(&runtime, &path, &settings).unwrap();
         let n = 5_000u32;
         for _ in 0..200 {
             watcher.observe("127.0.0.1:6379", &snapshot).unwrap();

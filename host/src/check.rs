@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::config::Settings;
-use crate::daemon::load_watcher;
 use crate::plugin::Runtime;
+use crate::watcher::Watcher;
 use crate::watcher_config::{kind_name, show};
 
 /// Loads and configures the watcher at `path` and describes it.
@@ -16,8 +16,8 @@ use crate::watcher_config::{kind_name, show};
 /// # Errors
 /// Anything that would stop the daemon from running this watcher.
 pub fn check(path: &Path, settings: &Settings) -> Result<String> {
-    let runtime = Runtime::new(settings.cache_dir.as_deref(), settings.limits)?;
-    let watcher = load_watcher(&runtime, path, settings)?;
+    let runtime = Runtime::new(settings.cache_dir.as_deref())?;
+    let watcher = Watcher::load(&runtime, path, settings)?;
     let m = &watcher.manifest;
     let mut out = String::new();
     let _ = writeln!(out, "{} {} ({})", m.name, m.version, path.display());

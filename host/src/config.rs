@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::limits::{Limits, LimitsFile};
 use crate::redact::redact_url;
 
 /// Watched Redis when nothing else is configured.
@@ -61,16 +62,6 @@ pub struct PublishFile {
     pub stream_maxlen: Option<u64>,
 }
 
-/// `[limits]` table of `lookout.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsFile {
-    /// Milliseconds one watcher call may run before it is interrupted.
-    pub call_deadline_ms: Option<u64>,
-    /// Linear memory one watcher may grow to, in MiB.
-    pub memory_mib: Option<u64>,
-}
-
 /// Log output format on stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -113,15 +104,6 @@ pub struct PublishSettings {
     pub stream_maxlen: u64,
 }
 
-/// Resource limits for every watcher instance.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Wall-clock budget of one call into a watcher.
-    pub call_deadline: Duration,
-    /// Largest linear memory a watcher may have, bytes.
-    pub memory_bytes: usize,
-}
-
 /// Everything the daemon needs, resolved and validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -149,8 +131,10 @@ pub struct Settings {
     pub limits: Limits,
     /// Per-watcher settings from `lookout.toml`, with the file they came from.
     pub watchers: BTreeMap<String, toml::Table>,
-    /// The config file, for error messages.
+    /// The config file, for error messages and reloads.
     pub config_path: Option<PathBuf>,
+    /// Flags and environment given at start, re-applied on reload.
+    pub overrides: Overrides,
 }
 
 impl Settings {
@@ -178,6 +162,7 @@ impl Settings {
     }
 
     fn resolve(file: FileConfig, path: Option<&Path>, o: Overrides) -> Result<Self> {
+        let overrides = o.clone();
         let origin = |key: &str| match path {
             Some(p) => format!("key `{key}` in {}", p.display()),
             None => format!("`{key}`"),
@@ -204,14 +189,8 @@ impl Settings {
         }
         let publish_url = file.publish.url.unwrap_or_else(|| redis_url.clone());
         check_url(&publish_url).with_context(|| origin("publish.url"))?;
-        let deadline_ms = file.limits.call_deadline_ms.unwrap_or(50);
-        if deadline_ms == 0 {
-            bail!("{} must be at least 1", origin("limits.call_deadline_ms"));
-        }
-        let memory_mib = file.limits.memory_mib.unwrap_or(16);
-        if memory_mib == 0 {
-            bail!("{} must be at least 1", origin("limits.memory_mib"));
-        }
+        let file_name = path.map_or_else(|| "config".to_owned(), |p| p.display().to_string());
+        let limits = Limits::resolve(&file.limits, &file_name)?;
         let publish = PublishSettings {
             url: publish_url,
             channel_prefix: file
@@ -241,12 +220,10 @@ impl Settings {
             response_timeout,
             log_format: o.log_format.or(file.log_format).unwrap_or_default(),
             publish,
-            limits: Limits {
-                call_deadline: Duration::from_millis(deadline_ms),
-                memory_bytes: usize::try_from(memory_mib << 20).unwrap_or(usize::MAX),
-            },
+            limits,
             watchers: file.watchers,
             config_path: path.map(Path::to_path_buf),
+            overrides,
         })
     }
 }

@@ -1,26 +1,30 @@
 //! The poll loop: load watchers at start-up, then every interval PING,
-//! probe, call each watcher, wrap events in envelopes and publish them;
-//! back off while Redis is unreachable and stop on the shutdown future.
+//! probe, call the due watchers, wrap events in envelopes and publish them;
+//! back off while Redis is unreachable, reload watchers when their files
+//! change or on SIGHUP, and stop on the shutdown future.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::backoff::{Backoff, retry_wait};
 use crate::config::Settings;
 use crate::envelope::{HOST_TARGET, Level, Origin};
 use crate::fields;
-use crate::plugin::bindings::lookout::watcher::types as wit;
-use crate::plugin::{Runtime, Watcher};
-use crate::probe::{Conn, ProbeError, Prober, Probes};
+use crate::output::Emitted;
+use crate::plugin::Runtime;
+use crate::probe::{Conn, ProbeError, Prober};
 use crate::publish::{Publisher, Sink};
 use crate::redact::redact_url;
-use crate::watcher_config::{Layer, read_side_file, resolve};
+use crate::reload::{Plan, prepare, wasm_files};
+use crate::watcher::Watcher;
 use crate::worker::WatcherThread;
 
 /// How a run ends besides the shutdown future.
@@ -38,70 +42,14 @@ pub struct Daemon {
     origin: Origin,
     prober: Prober,
     publisher: Publisher,
-    /// Loaded watchers as (file name, version, file), for start-up envelopes.
+    /// Loaded watchers as (name, version, file), for start-up envelopes.
     loaded: Vec<(String, String, String)>,
     watchers: WatcherThread,
+    runtime: Runtime,
     instance: Arc<str>,
-    probes: Probes,
-    // Kept alive for the watchers' stores.
-    _runtime: Runtime,
-}
-
-/// Lists the `*.wasm` files of the plugins folder, sorted by name.
-///
-/// # Errors
-/// The folder is missing or unreadable.
-pub fn wasm_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
-        bail!(
-            "plugins folder {} does not exist; build the watchers with `make plugins` \
-             or point --plugins at a folder of NAME.wasm files",
-            dir.display()
-        );
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading plugins folder {}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// Loads one watcher and configures it from its layers of settings.
-///
-/// # Errors
-/// Loading failed, a setting is unknown or mistyped, or the watcher
-/// rejected its settings.
-pub fn load_watcher(
-    runtime: &Runtime,
-    path: &std::path::Path,
-    settings: &Settings,
-) -> Result<Watcher> {
-    let mut watcher = runtime.load(path)?;
-    let side = read_side_file(path)?;
-    let mut layers = Vec::new();
-    if let Some((origin, table)) = &side {
-        layers.push(Layer {
-            origin: origin.clone(),
-            table,
-        });
-    }
-    if let Some(table) = settings.watchers.get(&watcher.name) {
-        let file = settings
-            .config_path
-            .as_ref()
-            .map_or_else(|| "config".to_owned(), |p| p.display().to_string());
-        layers.push(Layer {
-            origin: format!("{file} [watchers.{}]", watcher.name),
-            table,
-        });
-    }
-    let resolved = resolve(&watcher.manifest, &layers)?;
-    watcher
-        .configure(&resolved)
-        .with_context(|| format!("{}", path.display()))?;
-    Ok(watcher)
+    polls: u64,
+    /// Files refused by a reload, by signature, so each is reported once.
+    refused: HashMap<String, u64>,
 }
 
 impl Daemon {
@@ -113,30 +61,26 @@ impl Daemon {
     /// valid watcher, a bad setting, a bad URL. The message names the file
     /// or key.
     pub fn start(settings: Settings, mode: RunMode) -> Result<Self> {
-        let runtime = Runtime::new(settings.cache_dir.as_deref(), settings.limits)?;
+        let runtime = Runtime::new(settings.cache_dir.as_deref())?;
         let mut watchers = Vec::new();
         for path in wasm_files(&settings.plugins)? {
-            watchers.push(load_watcher(&runtime, &path, &settings)?);
+            watchers.push(Watcher::load(&runtime, &path, &settings)?);
         }
+        let file = || {
+            settings
+                .config_path
+                .as_ref()
+                .map_or_else(|| "config".to_owned(), |p| p.display().to_string())
+        };
         for name in settings.watchers.keys() {
             if !watchers.iter().any(|w| &w.name == name) {
-                let file = settings
-                    .config_path
-                    .as_ref()
-                    .map_or_else(|| "config".to_owned(), |p| p.display().to_string());
                 bail!(
-                    "{file}: [watchers.{name}] names no watcher in {} (expected {name}.wasm there)",
+                    "{}: [watchers.{name}] names no watcher in {} (expected {name}.wasm there)",
+                    file(),
                     settings.plugins.display()
                 );
             }
         }
-        let probes = watchers.iter().fold(Probes::default(), |acc, w| {
-            let p = w.probes();
-            Probes {
-                info: acc.info || p.info,
-                slowlog: acc.slowlog || p.slowlog,
-            }
-        });
         let conn = Conn::new(
             &settings.redis_url,
             settings.connect_timeout,
@@ -155,7 +99,6 @@ impl Daemon {
                 settings: settings.publish.clone(),
             }
         };
-        let prober = Prober::new(conn, settings.slowlog_count);
         let loaded = watchers
             .iter()
             .map(|w| {
@@ -168,18 +111,19 @@ impl Daemon {
             .collect();
         Ok(Self {
             instance: Arc::from(origin.instance.as_str()),
+            prober: Prober::new(conn, settings.slowlog_count),
             origin,
-            prober,
             publisher: Publisher::new(sink),
             loaded,
-            watchers: WatcherThread::spawn(watchers)?,
-            probes,
+            watchers: WatcherThread::spawn(runtime.clone(), watchers)?,
+            runtime,
             settings,
-            _runtime: runtime,
+            polls: 0,
+            refused: HashMap::new(),
         })
     }
 
-    /// Names of the loaded watchers.
+    /// Names of the watchers loaded at start-up.
     pub fn watcher_names(&self) -> Vec<String> {
         self.loaded
             .iter()
@@ -192,13 +136,15 @@ impl Daemon {
         self.publisher.push(envelope);
     }
 
-    /// Runs the poll loop until `shutdown` completes or `mode.polls` polls
-    /// are done.
-    ///
-    /// # Errors
-    /// Only with `--once`: the single poll or its publish failed.
-    pub async fn run(mut self, mode: RunMode, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let instance = self.origin.instance.clone();
+    fn publish_all(&mut self, emitted: Vec<Emitted>) {
+        for e in emitted {
+            let envelope = self.origin.envelope(e.level, &e.target, e.msg, e.fields);
+            self.publisher.push(envelope);
+        }
+    }
+
+    fn announce(&mut self) {
+        let instance = self.instance.clone();
         info!(
             redis = %redact_url(&self.settings.redis_url),
             watchers = ?self.watcher_names(),
@@ -225,84 +171,164 @@ impl Daemon {
         if self.loaded.is_empty() {
             warn!(plugins = %self.settings.plugins.display(), "no watchers loaded");
         }
+    }
+
+    /// Runs the poll loop until `shutdown` completes or `mode.polls` polls
+    /// are done. Watchers are reloaded when their files change (unless
+    /// `mode.polls` is set) and whenever `reloads` yields.
+    ///
+    /// # Errors
+    /// Only with `--once`: the single poll or its publish failed.
+    pub async fn run(
+        mut self,
+        mode: RunMode,
+        mut reloads: mpsc::UnboundedReceiver<()>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        self.announce();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut backoff = Backoff::default();
         let mut down_since: Option<Instant> = None;
-        let mut polls = 0u64;
+        let mut done = 0u64;
         let once = mode.polls == Some(1);
+        let mut next_poll = tokio::time::Instant::now();
+        let mut pending: Option<JoinHandle<Plan>> = None;
         loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep_until(next_poll) => {}
+                Some(()) = reloads.recv(), if pending.is_none() => {
+                    while reloads.try_recv().is_ok() {}
+                    pending = Some(self.start_reload().await);
+                    continue;
+                }
+                plan = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
+                    pending = None;
+                    match plan {
+                        Ok(plan) => self.apply(plan).await,
+                        Err(e) => error!("reload task failed: {e}"),
+                    }
+                    continue;
+                }
+            }
             let started = Instant::now();
-            polls += 1;
             let outcome = tokio::select! {
                 outcome = self.poll() => outcome,
                 () = &mut shutdown => break,
             };
+            done += 1;
             let wait = match outcome {
                 Ok(()) => {
                     backoff.reset();
                     if let Some(since) = down_since.take() {
-                        let outage = since.elapsed();
-                        info!(
-                            outage_s = outage.as_secs_f64(),
-                            "redis reachable again at {instance}"
-                        );
-                        self.host_event(
-                            Level::Info,
-                            format!(
-                                "redis reachable again at {instance} after {:.1}s",
-                                outage.as_secs_f64()
-                            ),
-                            fields! {"outage_ms" => u64::try_from(outage.as_millis()).unwrap_or(u64::MAX)},
-                        );
-                        if let Err(e) = self.publisher.flush().await {
-                            warn!("publish failed, will retry: {e:#}");
-                        }
+                        self.back_online(since.elapsed()).await;
                     }
                     self.settings
                         .poll_interval
                         .saturating_sub(started.elapsed())
                 }
                 Err(e) if once => return Err(e),
-                Err(e) => match e.downcast::<ProbeError>() {
-                    Ok(ProbeError::Unreachable(cause)) => {
-                        if down_since.is_none() {
-                            down_since = Some(Instant::now());
-                            error!("redis lost at {instance}: {cause:#}");
-                            self.host_event(
-                                Level::Error,
-                                format!("redis unreachable at {instance}"),
-                                fields! {"error" => format!("{cause:#}")},
-                            );
-                        }
-                        let wait = backoff.next_wait();
-                        warn!(
-                            "redis unreachable at {instance}, retrying in {:.1}s",
-                            wait.as_secs_f64()
-                        );
-                        wait
-                    }
-                    Ok(other) => {
-                        let wait = retry_wait();
-                        warn!("{other}; retrying in {:.1}s", wait.as_secs_f64());
-                        wait
-                    }
-                    Err(other) => {
-                        let wait = retry_wait();
-                        warn!("{other:#}; retrying in {:.1}s", wait.as_secs_f64());
-                        wait
-                    }
-                },
+                Err(e) => self.failed_poll(e, &mut down_since, &mut backoff),
             };
-            if mode.polls.is_some_and(|limit| polls >= limit) {
+            if mode.polls.is_some_and(|limit| done >= limit) {
                 break;
             }
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = &mut shutdown => break,
-            }
+            next_poll = tokio::time::Instant::now() + wait;
         }
         self.stop().await;
         Ok(())
+    }
+
+    async fn back_online(&mut self, outage: Duration) {
+        let instance = self.instance.clone();
+        info!(
+            outage_s = outage.as_secs_f64(),
+            "redis reachable again at {instance}"
+        );
+        self.host_event(
+            Level::Info,
+            format!(
+                "redis reachable again at {instance} after {:.1}s",
+                outage.as_secs_f64()
+            ),
+            fields! {"outage_ms" => u64::try_from(outage.as_millis()).unwrap_or(u64::MAX)},
+        );
+        if let Err(e) = self.publisher.flush().await {
+            warn!("publish failed, will retry: {e:#}");
+        }
+    }
+
+    fn failed_poll(
+        &mut self,
+        e: anyhow::Error,
+        down_since: &mut Option<Instant>,
+        backoff: &mut Backoff,
+    ) -> Duration {
+        let instance = self.instance.clone();
+        match e.downcast::<ProbeError>() {
+            Ok(ProbeError::Unreachable(cause)) => {
+                if down_since.is_none() {
+                    *down_since = Some(Instant::now());
+                    error!("redis lost at {instance}: {cause:#}");
+                    self.host_event(
+                        Level::Error,
+                        format!("redis unreachable at {instance}"),
+                        fields! {"error" => format!("{cause:#}")},
+                    );
+                }
+                let wait = backoff.next_wait();
+                warn!(
+                    "redis unreachable at {instance}, retrying in {:.1}s",
+                    wait.as_secs_f64()
+                );
+                wait
+            }
+            Ok(other) => {
+                let wait = retry_wait();
+                warn!("{other}; retrying in {:.1}s", wait.as_secs_f64());
+                wait
+            }
+            Err(other) => {
+                let wait = retry_wait();
+                warn!("{other:#}; retrying in {:.1}s", wait.as_secs_f64());
+                wait
+            }
+        }
+    }
+
+    async fn start_reload(&mut self) -> JoinHandle<Plan> {
+        info!("reloading watchers");
+        let loaded = self.watchers.list().await.unwrap_or_default();
+        let runtime = self.runtime.clone();
+        let settings = self.settings.clone();
+        let refused = std::mem::take(&mut self.refused);
+        tokio::task::spawn_blocking(move || prepare(&runtime, &settings, &loaded, refused))
+    }
+
+    async fn apply(&mut self, plan: Plan) {
+        self.refused = plan.refused;
+        self.publish_all(plan.notices);
+        if let Some(settings) = plan.settings {
+            if settings.redis_url != self.settings.redis_url
+                || settings.publish.url != self.settings.publish.url
+                || settings.poll_interval != self.settings.poll_interval
+            {
+                warn!("changes to redis_url, publish or poll_interval take effect on restart");
+            }
+            self.settings.watchers = settings.watchers;
+            self.settings.limits = settings.limits;
+        }
+        for watcher in plan.install {
+            let notices = self.watchers.install(watcher).await.unwrap_or_default();
+            self.publish_all(notices);
+        }
+        for name in plan.remove {
+            let notices = self.watchers.remove(name).await.unwrap_or_default();
+            self.publish_all(notices);
+        }
+        if let Err(e) = self.publisher.flush().await {
+            warn!("publish failed, will retry: {e:#}");
+        }
     }
 
     async fn stop(&mut self) {
@@ -324,42 +350,20 @@ impl Daemon {
         );
     }
 
-    /// One poll: probe, observe, publish.
+    /// One poll: probe what the due watchers need, run them, publish.
     ///
     /// # Errors
     /// A [`ProbeError`] when Redis is unreachable or a probe failed, or a
     /// publish error; envelopes stay queued for the next poll.
     pub async fn poll(&mut self) -> Result<()> {
-        let snapshot = Arc::new(self.prober.poll(self.probes).await?);
-        let reports = self
+        self.polls += 1;
+        let probes = self.watchers.plan(self.polls).await?;
+        let snapshot = Arc::new(self.prober.poll(probes).await?);
+        let emitted = self
             .watchers
-            .observe(self.instance.clone(), snapshot)
+            .poll(self.polls, self.instance.clone(), snapshot)
             .await?;
-        let mut failures = Vec::new();
-        for report in reports {
-            match report.result {
-                Ok(events) => {
-                    for event in events {
-                        let envelope = self.origin.envelope(
-                            level_of(event.level),
-                            &report.target,
-                            event.msg,
-                            fields_of(event.fields),
-                        );
-                        self.publisher.push(envelope);
-                    }
-                }
-                Err(e) => failures.push((report.watcher, e.to_string())),
-            }
-        }
-        for (name, reason) in failures {
-            error!(watcher = %name, "{reason}; watcher disabled");
-            self.host_event(
-                Level::Error,
-                format!("{reason}; watcher disabled"),
-                fields! {"watcher" => name, "reason" => reason},
-            );
-        }
+        self.publish_all(emitted);
         self.publisher.flush().await?;
         Ok(())
     }
@@ -374,29 +378,4 @@ pub fn rss_kib() -> u64 {
             line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0)
-}
-
-fn level_of(level: wit::Level) -> Level {
-    match level {
-        wit::Level::Debug => Level::Debug,
-        wit::Level::Info => Level::Info,
-        wit::Level::Warn => Level::Warn,
-        wit::Level::Error => Level::Error,
-    }
-}
-
-/// Converts watcher fields into the envelope's JSON `fields`.
-pub fn fields_of(fields: Vec<wit::Field>) -> Map<String, Value> {
-    fields
-        .into_iter()
-        .map(|f| {
-            let value = match f.value {
-                wit::Value::Text(s) => Value::from(s),
-                wit::Value::Integer(n) => Value::from(n),
-                wit::Value::Float(x) => Value::from(x),
-                wit::Value::Boolean(b) => Value::from(b),
-            };
-            (f.name, value)
-        })
-        .collect()
 }

@@ -3,14 +3,19 @@
 //! # Layout
 //!
 //! - [`config`]: `lookout.toml`, environment and flags merged into settings.
+//! - [`limits`]: sandbox limits and cadence, default and per watcher.
+//! - [`stdio`]: a watcher's stdout/stderr, into the host log, rate-limited.
 //! - [`redact`]: keeps Redis passwords out of every message.
 //! - [`probe`]: Redis connections with timeouts; PING, INFO, incremental SLOWLOG.
-//! - [`plugin`]: the wasmtime engine; loading, checking and calling watchers.
+//! - [`plugin`]: the wasmtime engine; compiling, checking and sandboxing components.
+//! - [`watcher`]: a loaded watcher: component, manifest, settings, live instance.
+//! - [`output`]: a watcher's events cut to its caps.
+//! - [`reload`]: hot reload on file changes and SIGHUP.
 //! - [`watcher_config`]: a watcher's settings from its manifest and TOML files.
 //! - [`envelope`]: the JSON wire format.
 //! - [`publish`]: PUBLISH + XADD pipelines, or JSON lines for `--dry-run`.
 //! - [`backoff`]: waits between attempts while Redis is unreachable.
-//! - [`worker`]: the thread that owns the watchers and runs their calls.
+//! - [`worker`]: the thread that owns the watchers, runs and supervises them.
 //! - [`daemon`]: the poll loop tying it together.
 //! - [`check`]: `lookout check`, a watcher loaded and described as the daemon would.
 
@@ -19,10 +24,15 @@ pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod envelope;
+pub mod limits;
+pub mod output;
 pub mod plugin;
 pub mod probe;
 pub mod publish;
 pub mod redact;
+pub mod reload;
+pub mod stdio;
+pub mod watcher;
 pub mod watcher_config;
 pub mod worker;
 

@@ -69,11 +69,13 @@ struct RunArgs {
 struct CheckArgs {
     /// The watcher component.
     file: PathBuf,
-    /// Settings for it (as NAME.toml beside the .wasm would give).
-    #[arg(long = "watcher-config")]
-    watcher_config: Option<PathBuf>,
-    #[command(flatten)]
-    common: Common,
+    /// Its settings, as NAME.toml beside the .wasm would give them
+    /// [default: NAME.toml beside FILE, if present].
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Compiled-watcher cache folder [default: $XDG_CACHE_HOME/lookout].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -114,25 +116,38 @@ fn run(args: RunArgs) -> Result<()> {
         dry_run: args.dry_run,
         polls: if args.once { Some(1) } else { args.polls },
     };
+    let plugins = settings.plugins.clone();
+    let config = settings.config_path.clone();
     let daemon = Daemon::start(settings, mode)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        daemon.run(mode, shutdown).await
+        let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
+        // A bounded run (--once, --polls) does not reload.
+        let _watching = if mode.polls.is_none() {
+            forward_sighup(reload_tx.clone())?;
+            Some(lookout::reload::watch(
+                &plugins,
+                config.as_deref(),
+                reload_tx,
+            )?)
+        } else {
+            None
+        };
+        daemon.run(mode, reloads, shutdown).await
     })
 }
 
 fn check(args: CheckArgs) -> Result<()> {
     let overrides = Overrides {
-        cache_dir: args.common.cache_dir,
-        log_format: args.common.log_format,
+        cache_dir: args.cache_dir,
         ..Overrides::default()
     };
-    let mut settings = Settings::load(args.common.config.as_deref(), overrides)?;
+    let mut settings = Settings::load(None, overrides)?;
     init_logging(settings.log_format);
-    if let Some(path) = args.watcher_config {
+    if let Some(path) = args.config {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         let table: toml::Table = text
@@ -161,6 +176,21 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.with_ansi(false).init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Turns every SIGHUP into a reload request.
+fn forward_sighup(tx: tokio::sync::mpsc::UnboundedSender<()>) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received");
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.

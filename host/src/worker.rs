@@ -1,32 +1,80 @@
-//! The watcher thread: owns every loaded watcher and runs their calls off
-//! the async runtime. Synchronous WASI host calls (a watcher writing to
-//! stderr, say) block on their own runtime, which must not happen on a
-//! thread that is driving async tasks.
+//! The watcher thread: owns every loaded watcher, runs their calls off the
+//! async runtime (synchronous WASI calls block on their own runtime, which
+//! must not happen on a thread that drives async tasks), and supervises
+//! them: a trapped watcher is rebuilt before its next poll, repeated
+//! failures back off, and K in a row quarantine it until it changes.
 
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Instant;
 
 use anyhow::{Result, anyhow};
+use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use crate::plugin::bindings::lookout::watcher::types as wit;
-use crate::plugin::{CallError, Watcher};
-use crate::probe::Snapshot;
+use crate::envelope::{HOST_TARGET, Level};
+use crate::fields;
+use crate::limits::Cadence;
+use crate::output::{Emitted, cap};
+use crate::plugin::Runtime;
+use crate::probe::{Probes, Snapshot};
+use crate::watcher::Watcher;
 
-/// What one watcher returned for one snapshot.
-pub struct Report {
-    /// File name of the watcher (`NAME` of `NAME.wasm`).
-    pub watcher: String,
-    /// Its manifest name, the envelope `target`.
-    pub target: String,
-    /// Its events, or why the call failed (the watcher is then disabled).
-    pub result: Result<Vec<wit::Event>, CallError>,
+/// Health of one watcher.
+#[derive(Debug, Clone)]
+enum Health {
+    Healthy,
+    /// Trapped `consecutive` times in a row; rebuilt at poll `retry_at`.
+    Failing {
+        consecutive: u32,
+        retry_at: u64,
+        reason: String,
+    },
+    /// Rebuilt; recovered once an `observe` succeeds.
+    Restarted {
+        consecutive: u32,
+    },
+    /// Not run again until its file or settings change.
+    Quarantined,
 }
 
-struct Job {
-    instance: Arc<str>,
-    snapshot: Arc<Snapshot>,
-    reply: oneshot::Sender<Vec<Report>>,
+struct Slot {
+    watcher: Watcher,
+    health: Health,
+    last_run: Option<(u64, Instant)>,
+}
+
+/// A summary of one loaded watcher, for reloads and status.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// File name.
+    pub name: String,
+    /// Fingerprint of its file and settings.
+    pub fingerprint: u64,
+}
+
+enum Job {
+    Plan {
+        poll: u64,
+        reply: oneshot::Sender<Probes>,
+    },
+    Poll {
+        poll: u64,
+        instance: Arc<str>,
+        snapshot: Arc<Snapshot>,
+        reply: oneshot::Sender<Vec<Emitted>>,
+    },
+    Install {
+        watcher: Box<Watcher>,
+        reply: oneshot::Sender<Vec<Emitted>>,
+    },
+    Remove {
+        name: String,
+        reply: oneshot::Sender<Vec<Emitted>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<Loaded>>,
+    },
 }
 
 /// Handle to the watcher thread; dropping it stops the thread.
@@ -35,51 +83,324 @@ pub struct WatcherThread {
 }
 
 impl WatcherThread {
-    /// Moves `watchers` onto a new thread.
+    /// Moves `watchers` onto a new thread that rebuilds them with `runtime`.
     ///
     /// # Errors
     /// The thread could not be spawned.
-    pub fn spawn(watchers: Vec<Watcher>) -> Result<Self> {
+    pub fn spawn(runtime: Runtime, watchers: Vec<Watcher>) -> Result<Self> {
         let (jobs, inbox) = mpsc::channel::<Job>();
+        let slots = watchers
+            .into_iter()
+            .map(|watcher| Slot {
+                watcher,
+                health: Health::Healthy,
+                last_run: None,
+            })
+            .collect();
         std::thread::Builder::new()
             .name("lookout-watchers".into())
-            .spawn(move || serve(watchers, &inbox))?;
+            .spawn(move || Supervisor { runtime, slots }.serve(&inbox))?;
         Ok(Self { jobs })
     }
 
-    /// Calls every healthy watcher with `snapshot`, in load order.
-    ///
-    /// # Errors
-    /// The watcher thread is gone.
-    pub async fn observe(
-        &self,
-        instance: Arc<str>,
-        snapshot: Arc<Snapshot>,
-    ) -> Result<Vec<Report>> {
+    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> Job) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job {
-                instance,
-                snapshot,
-                reply,
-            })
+            .send(job(reply))
             .map_err(|_| anyhow!("watcher thread stopped"))?;
         answer.await.map_err(|_| anyhow!("watcher thread stopped"))
     }
+
+    /// Probes needed by the watchers due at poll number `poll`.
+    ///
+    /// # Errors
+    /// The watcher thread is gone.
+    pub async fn plan(&self, poll: u64) -> Result<Probes> {
+        self.ask(|reply| Job::Plan { poll, reply }).await
+    }
+
+    /// Runs the watchers due at `poll` and returns their capped events plus
+    /// the host's notices about failures, restarts and quarantines.
+    ///
+    /// # Errors
+    /// The watcher thread is gone.
+    pub async fn poll(
+        &self,
+        poll: u64,
+        instance: Arc<str>,
+        snapshot: Arc<Snapshot>,
+    ) -> Result<Vec<Emitted>> {
+        self.ask(|reply| Job::Poll {
+            poll,
+            instance,
+            snapshot,
+            reply,
+        })
+        .await
+    }
+
+    /// Adds a watcher, or replaces the one with the same name (its state
+    /// and any quarantine go with it).
+    ///
+    /// # Errors
+    /// The watcher thread is gone.
+    pub async fn install(&self, watcher: Watcher) -> Result<Vec<Emitted>> {
+        let watcher = Box::new(watcher);
+        self.ask(|reply| Job::Install { watcher, reply }).await
+    }
+
+    /// Unloads the watcher named `name`.
+    ///
+    /// # Errors
+    /// The watcher thread is gone.
+    pub async fn remove(&self, name: String) -> Result<Vec<Emitted>> {
+        self.ask(|reply| Job::Remove { name, reply }).await
+    }
+
+    /// The loaded watchers.
+    ///
+    /// # Errors
+    /// The watcher thread is gone.
+    pub async fn list(&self) -> Result<Vec<Loaded>> {
+        self.ask(|reply| Job::List { reply }).await
+    }
 }
 
-fn serve(mut watchers: Vec<Watcher>, inbox: &mpsc::Receiver<Job>) {
-    while let Ok(job) = inbox.recv() {
-        let reports = watchers
-            .iter_mut()
-            .filter(|w| w.failed.is_none())
-            .map(|w| Report {
-                watcher: w.name.clone(),
-                target: w.manifest.name.clone(),
-                result: w.observe(&job.instance, &job.snapshot),
+struct Supervisor {
+    runtime: Runtime,
+    slots: Vec<Slot>,
+}
+
+fn notice(level: Level, msg: String, fields: Map<String, Value>) -> Emitted {
+    Emitted {
+        level,
+        target: HOST_TARGET.to_owned(),
+        msg,
+        fields,
+    }
+}
+
+impl Supervisor {
+    fn serve(mut self, inbox: &mpsc::Receiver<Job>) {
+        // Replies are dropped silently when the poll was cancelled.
+        while let Ok(job) = inbox.recv() {
+            match job {
+                Job::Plan { poll, reply } => {
+                    let _ = reply.send(self.plan(poll));
+                }
+                Job::Poll {
+                    poll,
+                    instance,
+                    snapshot,
+                    reply,
+                } => {
+                    let _ = reply.send(self.poll(poll, &instance, &snapshot));
+                }
+                Job::Install { watcher, reply } => {
+                    let _ = reply.send(self.install(*watcher));
+                }
+                Job::Remove { name, reply } => {
+                    let before = self.slots.len();
+                    self.slots.retain(|s| s.watcher.name != name);
+                    let out = if self.slots.len() < before {
+                        tracing::info!(watcher = %name, "watcher unloaded");
+                        vec![notice(
+                            Level::Info,
+                            format!("watcher {name} unloaded (its file was removed)"),
+                            fields! {"watcher" => name},
+                        )]
+                    } else {
+                        Vec::new()
+                    };
+                    let _ = reply.send(out);
+                }
+                Job::List { reply } => {
+                    let _ = reply.send(
+                        self.slots
+                            .iter()
+                            .map(|s| Loaded {
+                                name: s.watcher.name.clone(),
+                                fingerprint: s.watcher.fingerprint,
+                            })
+                            .collect(),
+                    );
+                }
+            }
+        }
+    }
+
+    fn due(slot: &Slot, poll: u64, now: Instant) -> bool {
+        let runnable = match slot.health {
+            Health::Healthy | Health::Restarted { .. } => slot.watcher.is_live(),
+            Health::Failing { .. } | Health::Quarantined => false,
+        };
+        runnable
+            && match (slot.watcher.cadence(), slot.last_run) {
+                (_, None) | (Cadence::EveryPoll, _) => true,
+                (Cadence::EveryPolls(n), Some((last, _))) => poll >= last + u64::from(n),
+                (Cadence::Interval(every), Some((_, at))) => now.duration_since(at) >= every,
+            }
+    }
+
+    fn plan(&self, poll: u64) -> Probes {
+        let now = Instant::now();
+        self.slots
+            .iter()
+            .filter(|s| Self::due(s, poll, now))
+            .fold(Probes::default(), |acc, s| {
+                let p = s.watcher.probes();
+                Probes {
+                    info: acc.info || p.info,
+                    slowlog: acc.slowlog || p.slowlog,
+                }
             })
-            .collect();
-        // The poll may have been cancelled by shutdown; nobody to tell then.
-        let _ = job.reply.send(reports);
+    }
+
+    fn poll(&mut self, poll: u64, instance: &str, snapshot: &Snapshot) -> Vec<Emitted> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for slot in &mut self.slots {
+            if !Self::due(slot, poll, now) {
+                continue;
+            }
+            slot.last_run = Some((poll, now));
+            let name = slot.watcher.name.clone();
+            match slot.watcher.observe(instance, snapshot) {
+                Ok(events) => {
+                    let (emitted, cut) =
+                        cap(&slot.watcher.manifest.name, events, &slot.watcher.limits);
+                    out.extend(emitted);
+                    if cut.any() {
+                        tracing::warn!(watcher = %name, ?cut, "watcher output over its caps");
+                        out.push(notice(
+                            Level::Warn,
+                            format!("watcher {name} output over its caps; cut"),
+                            fields! {
+                                "watcher" => name.clone(),
+                                "events_dropped" => cut.events,
+                                "msgs_truncated" => cut.msgs,
+                                "fields_dropped" => cut.fields,
+                                "values_truncated" => cut.values,
+                            },
+                        ));
+                    }
+                    if let Health::Restarted { consecutive } = slot.health {
+                        tracing::info!(watcher = %name, "watcher recovered");
+                        out.push(notice(
+                            Level::Info,
+                            format!("watcher {name} recovered after {consecutive} failure(s)"),
+                            fields! {"watcher" => name, "failures" => consecutive},
+                        ));
+                        slot.health = Health::Healthy;
+                    }
+                }
+                Err(trap) => {
+                    let consecutive = match slot.health {
+                        Health::Restarted { consecutive } => consecutive + 1,
+                        _ => 1,
+                    };
+                    out.extend(Self::failed(slot, poll, consecutive, trap.0));
+                }
+            }
+        }
+        self.restart_due(poll, &mut out);
+        out
+    }
+
+    /// Records a failure: backs off or quarantines, and reports it once.
+    fn failed(slot: &mut Slot, poll: u64, consecutive: u32, reason: String) -> Option<Emitted> {
+        let name = slot.watcher.name.clone();
+        let limit = slot.watcher.limits.quarantine_after;
+        if consecutive >= limit {
+            slot.health = Health::Quarantined;
+            tracing::error!(watcher = %name, %reason, "watcher quarantined after {consecutive} failures");
+            return Some(notice(
+                Level::Error,
+                format!(
+                    "watcher {name} quarantined after {consecutive} consecutive failures: {reason}; \
+                     replace its .wasm or change its settings to run it again"
+                ),
+                fields! {"watcher" => name, "reason" => reason, "failures" => consecutive, "state" => "quarantined"},
+            ));
+        }
+        // Restart before the next poll, then wait 1, 3, 7... polls.
+        let wait = (1u64 << (consecutive - 1).min(16)) - 1;
+        slot.health = Health::Failing {
+            consecutive,
+            retry_at: poll + wait,
+            reason: reason.clone(),
+        };
+        tracing::error!(watcher = %name, %reason, consecutive, "watcher failed; instance dropped");
+        Some(notice(
+            Level::Error,
+            format!("watcher {name} failed: {reason}; its instance was dropped and its state lost"),
+            fields! {"watcher" => name, "reason" => reason, "failures" => consecutive, "state" => "failed"},
+        ))
+    }
+
+    fn restart_due(&mut self, poll: u64, out: &mut Vec<Emitted>) {
+        for slot in &mut self.slots {
+            let Health::Failing {
+                consecutive,
+                retry_at,
+                ref reason,
+            } = slot.health
+            else {
+                continue;
+            };
+            if poll < retry_at {
+                continue;
+            }
+            let reason = reason.clone();
+            let name = slot.watcher.name.clone();
+            let started = Instant::now();
+            match slot.watcher.restart(&self.runtime) {
+                Ok(()) => {
+                    let took = started.elapsed();
+                    slot.health = Health::Restarted { consecutive };
+                    tracing::info!(watcher = %name, restart_us = took.as_micros(), "watcher restarted");
+                    out.push(notice(
+                        Level::Info,
+                        format!("watcher {name} restarted with a fresh instance (state lost) after: {reason}"),
+                        fields! {
+                            "watcher" => name,
+                            "reason" => reason,
+                            "restart_us" => u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                            "state" => "restarted",
+                        },
+                    ));
+                }
+                Err(error) => out.extend(Self::failed(slot, poll, consecutive + 1, error)),
+            }
+        }
+    }
+
+    fn install(&mut self, watcher: Watcher) -> Vec<Emitted> {
+        let name = watcher.name.clone();
+        let version = watcher.manifest.version.clone();
+        let file = watcher.file.display().to_string();
+        let slot = Slot {
+            watcher,
+            health: Health::Healthy,
+            last_run: None,
+        };
+        let (verb, msg) = match self.slots.iter_mut().find(|s| s.watcher.name == name) {
+            Some(existing) => {
+                *existing = slot;
+                ("reloaded", format!("watcher {name} {version} reloaded"))
+            }
+            None => {
+                self.slots.push(slot);
+                self.slots
+                    .sort_by(|a, b| a.watcher.name.cmp(&b.watcher.name));
+                ("loaded", format!("watcher {name} {version} loaded"))
+            }
+        };
+        tracing::info!(watcher = %name, %version, %file, "watcher {verb}");
+        vec![notice(
+            Level::Info,
+            msg,
+            fields! {"watcher" => name, "version" => version, "file" => file},
+        )]
     }
 }

@@ -1,0 +1,186 @@
+//! Hot reload: file-system events on the plugins folder and the config
+//! file, and SIGHUP, trigger a reload. A reload waits for files to settle,
+//! re-reads the settings, loads every new or changed watcher off the async
+//! runtime and reports what to install or remove; a watcher that fails to
+//! load leaves the running version in place.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+
+use crate::config::Settings;
+use crate::envelope::Level;
+use crate::fields;
+use crate::output::Emitted;
+use crate::plugin::Runtime;
+use crate::watcher::{Watcher, name_of, signature};
+use crate::worker::Loaded;
+
+/// How long files must stay unchanged before they are loaded, so a copy in
+/// progress is not taken for a broken watcher.
+pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// Watches the plugins folder and the config file's folder; each change
+/// sends a unit on `tx`. Watching stops when the returned watcher drops.
+///
+/// # Errors
+/// The folders cannot be watched.
+pub fn watch(
+    plugins: &Path,
+    config: Option<&Path>,
+    tx: mpsc::UnboundedSender<()>,
+) -> Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.send(());
+        }
+    })
+    .context("starting the file watcher")?;
+    watcher
+        .watch(plugins, RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", plugins.display()))?;
+    if let Some(dir) = config.and_then(Path::parent) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        watcher
+            .watch(dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("watching {}", dir.display()))?;
+    }
+    Ok(watcher)
+}
+
+/// What a reload decided.
+#[derive(Default)]
+pub struct Plan {
+    /// New settings, when the config file parsed.
+    pub settings: Option<Settings>,
+    /// Watchers to add or replace.
+    pub install: Vec<Watcher>,
+    /// Watchers whose file is gone.
+    pub remove: Vec<String>,
+    /// Errors to publish (a refused new version, a bad config file).
+    pub notices: Vec<Emitted>,
+    /// Signatures of files that failed to load, so the same broken file is
+    /// reported once.
+    pub refused: HashMap<String, u64>,
+}
+
+fn notice(msg: String, fields: serde_json::Map<String, serde_json::Value>) -> Emitted {
+    Emitted {
+        level: Level::Error,
+        target: crate::envelope::HOST_TARGET.to_owned(),
+        msg,
+        fields,
+    }
+}
+
+fn stamps(files: &[PathBuf]) -> Vec<(u64, Option<SystemTime>)> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or((0, None), |m| (m.len(), m.modified().ok())))
+        .collect()
+}
+
+/// Lists the `*.wasm` files of the plugins folder, sorted by name.
+///
+/// # Errors
+/// The folder is missing or unreadable.
+pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "plugins folder {} does not exist; build the watchers with `make plugins` \
+             or point --plugins at a folder of NAME.wasm files",
+            dir.display()
+        );
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading plugins folder {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Works out a reload. Blocking: run it off the async runtime.
+pub fn prepare(
+    runtime: &Runtime,
+    current: &Settings,
+    loaded: &[Loaded],
+    mut refused: HashMap<String, u64>,
+) -> Plan {
+    let mut plan = Plan::default();
+    let settings = match Settings::load(current.config_path.as_deref(), current.overrides.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            let reason = format!("{e:#}");
+            tracing::error!("reload: {reason}; keeping the running configuration");
+            plan.notices.push(notice(
+                format!("reload refused: {reason}; keeping the running configuration"),
+                fields! {"reason" => reason},
+            ));
+            plan.refused = refused;
+            return plan;
+        }
+    };
+    // Settle: the set of files and their sizes must hold still.
+    let files = loop {
+        let before = wasm_files(&settings.plugins).unwrap_or_default();
+        let first = stamps(&before);
+        std::thread::sleep(SETTLE);
+        let after = wasm_files(&settings.plugins).unwrap_or_default();
+        if before == after && first == stamps(&after) {
+            break after;
+        }
+    };
+    for path in &files {
+        let name = name_of(path);
+        let Ok(sig) = signature(path, &settings) else {
+            continue;
+        };
+        if loaded
+            .iter()
+            .any(|l| l.name == name && l.fingerprint == sig)
+            || refused.get(&name) == Some(&sig)
+        {
+            continue;
+        }
+        match Watcher::load(runtime, path, &settings) {
+            Ok(watcher) => {
+                refused.remove(&name);
+                plan.install.push(watcher);
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                let running = loaded.iter().any(|l| l.name == name);
+                tracing::error!(watcher = %name, "reload refused: {reason}");
+                let msg = if running {
+                    format!("watcher {name}: new version refused, the running one stays: {reason}")
+                } else {
+                    format!("watcher {name} not loaded: {reason}")
+                };
+                plan.notices.push(notice(
+                    msg,
+                    fields! {"watcher" => name.clone(), "reason" => reason},
+                ));
+                refused.insert(name, sig);
+            }
+        }
+    }
+    for l in loaded {
+        if !files.iter().any(|f| name_of(f) == l.name) {
+            plan.remove.push(l.name.clone());
+        }
+    }
+    refused.retain(|name, _| files.iter().any(|f| &name_of(f) == name));
+    plan.refused = refused;
+    plan.settings = Some(settings);
+    plan
+}
