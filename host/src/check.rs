@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::config::Settings;
+use crate::limits::Cadence;
 use crate::plugin::Runtime;
 use crate::watcher::Watcher;
 use crate::watcher_config::{kind_name, show};
@@ -43,6 +44,14 @@ pub fn check(path: &Path, settings: &Settings) -> Result<String> {
     );
     let _ = writeln!(out, "ok: configured");
     Ok(out)
+}
+
+fn cadence(c: Cadence) -> String {
+    match c {
+        Cadence::EveryPoll => "every poll".to_owned(),
+        Cadence::EveryPolls(n) => format!("every {n} polls"),
+        Cadence::Interval(d) => format!("at most every {:.3}s", d.as_secs_f64()),
+    }
 }
 
 fn list(items: &[String]) -> String {

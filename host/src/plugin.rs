@@ -28,9 +28,9 @@ use bindings::lookout::watcher::types as wit;
 /// WIT package this host speaks.
 pub const PACKAGE: &str = "lookout:watcher";
 /// Version of [`PACKAGE`].
-pub const VERSION: &str = "0.1.0";
+pub const VERSION: &str = "0.2.0";
 /// The interface a watcher exports.
-pub const EXPORT: &str = "lookout:watcher/plugin@0.1.0";
+pub const EXPORT: &str = "lookout:watcher/plugin@0.2.0";
 
 /// How often the epoch advances; call deadlines are multiples of it.
 const EPOCH_TICK: Duration = Duration::from_millis(5);

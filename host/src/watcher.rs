@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use wasmtime::component::Component;
@@ -144,9 +145,14 @@ impl Watcher {
         }
     }
 
-    /// How often it runs: the operator's override, else every poll.
+    /// How often it runs: the operator's override, else what the watcher
+    /// declared.
     pub fn cadence(&self) -> Cadence {
-        self.limits.cadence.unwrap_or(Cadence::EveryPoll)
+        self.limits.cadence.unwrap_or(match self.manifest.cadence {
+            wit::Cadence::EveryPoll => Cadence::EveryPoll,
+            wit::Cadence::EveryPolls(n) => Cadence::EveryPolls(n.max(1)),
+            wit::Cadence::IntervalMs(ms) => Cadence::Interval(Duration::from_millis(ms)),
+        })
     }
 
     /// Whether a live instance exists (false after a trap until restarted).

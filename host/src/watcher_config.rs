@@ -113,7 +113,7 @@ pub fn show(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::bindings::lookout::watcher::types::Needs;
+    use crate::plugin::bindings::lookout::watcher::types::{Cadence, Needs};
 
     fn manifest() -> Manifest {
         Manifest {
@@ -131,6 +131,7 @@ mod tests {
                 info_sections: vec![],
                 slowlog: false,
             },
+            cadence: Cadence::EveryPoll,
         }
     }
 
