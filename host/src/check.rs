@@ -42,6 +42,7 @@ pub fn check(path: &Path, settings: &Settings) -> Result<String> {
         "  reads SLOWLOG: {}",
         if needs.slowlog { "yes" } else { "no" }
     );
+    let _ = writeln!(out, "  runs: {}", cadence(watcher.cadence()));
     let _ = writeln!(out, "ok: configured");
     Ok(out)
 }
