@@ -3,7 +3,9 @@
 
 mod support;
 
+mod reload;
 mod resilience;
+mod sandbox;
 mod smoke;
 mod startup;
 mod watchers;

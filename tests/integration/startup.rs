@@ -88,7 +88,7 @@ fn invalid_components_are_refused() {
             "future",
             Some("future-version"),
             b"",
-            "built for lookout:watcher@0.2.0",
+            "built for lookout:watcher@0.3.0",
         ),
     ];
     for (name, fixture_name, bytes, needle) in cases {

@@ -1,0 +1,173 @@
+//! Hostile watchers beside a healthy one: the host stays up, the healthy
+//! watcher keeps its cadence, faults are reported once per transition,
+//! quarantine follows repeated failures, output and memory stay bounded.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{Lookout, Redis, by_target, lookout_cmd, plugins_with, wait_for};
+
+const HOSTILE: [&str; 10] = [
+    "looper",
+    "memory-bomb",
+    "recurse",
+    "panicker",
+    "event-flood",
+    "huge-string",
+    "chatty",
+    "file-open",
+    "env-read",
+    "slow-ticker",
+];
+
+fn notices(all: &[Value], watcher: &str, state: &str) -> Vec<Value> {
+    by_target(all, "lookout")
+        .into_iter()
+        .filter(|e| e["fields"]["watcher"] == watcher && e["fields"]["state"] == state)
+        .collect()
+}
+
+fn events(all: &[Value], target: &str) -> Vec<Value> {
+    by_target(all, target)
+}
+
+/// Every hostile fixture runs beside `ticker` in one daemon; each is
+/// contained and reported, and the ticker never misses a poll.
+#[test]
+fn hostile_watchers_are_contained() {
+    let redis = Redis::start(&[]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &[&["ticker"][..], &HOSTILE[..]].concat());
+    let config = tmp.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "poll_interval = 0.25\n\
+             [publish]\nurl = '{}'\n\
+             [limits]\nquarantine_after = 3\n\
+             [limits.watchers.event-flood]\nmemory_mib = 128\ncall_deadline_ms = 5000\n\
+             [limits.watchers.chatty]\ncall_deadline_ms = 5000\n\
+             [watchers.event-flood]\ncount = 100000\n\
+             [watchers.chatty]\nlines = 300\n",
+            bus.url()
+        ),
+    )
+    .unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.args(["run", "--config"]).arg(&config).arg("--plugins").arg(&plugins);
+    cmd.env("REDIS_URL", redis.url());
+    let mut lookout = Lookout::spawn(cmd);
+    lookout.wait_started();
+
+    let stream = || bus.stream("logs:stream:redis");
+    let all = wait_for("the three crashers quarantined", Duration::from_secs(60), || {
+        let all = stream();
+        ["looper", "memory-bomb", "recurse", "huge-string"]
+            .iter()
+            .all(|w| !notices(&all, w, "quarantined").is_empty())
+            .then_some(all)
+    });
+    let rss = lookout.rss_kib();
+    // Let a few more polls run after the quarantines.
+    let ticks_then = events(&all, "ticker").len();
+    let all = wait_for("more ticker events", Duration::from_secs(30), || {
+        let all = stream();
+        (events(&all, "ticker").len() >= ticks_then + 8).then_some(all)
+    });
+
+    for (w, reason) in [
+        ("looper", "deadline"),
+        ("memory-bomb", "memory"),
+        ("recurse", "stack"),
+        ("huge-string", "memory"),
+    ] {
+        let failed = notices(&all, w, "failed");
+        let quarantined = notices(&all, w, "quarantined");
+        let restarted = notices(&all, w, "restarted");
+        assert_eq!(quarantined.len(), 1, "{w} quarantined once: {quarantined:?}");
+        assert_eq!(failed.len(), 2, "{w}: failures 1 and 2 reported, the 3rd quarantines");
+        assert_eq!(restarted.len(), 2, "{w}: restarted after each failure");
+        for e in failed.iter().chain(&quarantined) {
+            assert_eq!(e["level"], "error");
+            let text = e["fields"]["reason"].as_str().unwrap().to_lowercase();
+            assert!(text.contains(reason), "{w}: reason names {reason}: {text}");
+        }
+        assert!(events(&all, w).is_empty(), "{w} never produced an event");
+    }
+
+    // The panicker recovers after every restart: each transition reported.
+    assert!(!notices(&all, "panicker", "failed").is_empty());
+    assert!(!notices(&all, "panicker", "restarted").is_empty());
+    let recovered = by_target(&all, "lookout")
+        .into_iter()
+        .filter(|e| e["fields"]["watcher"] == "panicker" && e["msg"].as_str().unwrap().contains("recovered"))
+        .count();
+    assert!(recovered >= 1);
+
+    // Output over the caps is cut and reported, never all published.
+    let flood = events(&all, "event-flood");
+    let cuts: Vec<Value> = by_target(&all, "lookout")
+        .into_iter()
+        .filter(|e| e["fields"]["watcher"] == "event-flood" && e["fields"]["events_dropped"].is_u64())
+        .collect();
+    assert!(!cuts.is_empty(), "the cut is reported");
+    assert_eq!(cuts[0]["fields"]["events_dropped"], 100_000 - 100);
+    // A read may land inside one poll's pipeline.
+    assert!(
+        flood.len() >= 100 * cuts.len() && flood.len() <= 100 * (cuts.len() + 1),
+        "100 events kept per poll: {} events, {} cuts",
+        flood.len(),
+        cuts.len()
+    );
+
+    // No ambient authority.
+    let file = &events(&all, "file-open")[0];
+    for key in ["read_ok", "create_ok", "list_ok"] {
+        assert_eq!(file["fields"][key], false, "{key}: {file}");
+    }
+    let env = &events(&all, "env-read")[0];
+    assert_eq!(env["fields"]["vars"], 0);
+    assert_eq!(env["fields"]["home_set"], false);
+
+    // Stdout goes to the host log, tagged and rate-limited.
+    let chatty_lines = lookout.stderr.matching("chatty line");
+    assert!(!chatty_lines.is_empty(), "watcher stdout reaches the host log");
+    assert!(chatty_lines.iter().all(|l| l.contains("chatty")));
+    assert!(!lookout.stderr.matching("lines dropped").is_empty() || chatty_lines.len() < 300);
+
+    // The healthy ticker ran on every poll: n is contiguous from 1.
+    let ns: Vec<i64> = events(&all, "ticker")
+        .iter()
+        .map(|e| e["fields"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, (1..=i64::try_from(ns.len()).unwrap()).collect::<Vec<_>>());
+
+    // A watcher declaring "every 3 polls" runs on a third of them.
+    let slow = events(&all, "slow-ticker").len();
+    assert!(slow * 3 <= ns.len() + 3 && slow * 3 + 6 >= ns.len(), "{slow} vs {}", ns.len());
+
+    assert!(rss < 400 * 1024, "host RSS bounded: {rss} KiB");
+    assert!(lookout.alive());
+    assert!(lookout.terminate().success());
+}
+
+/// SIGTERM ends the daemon with status 0 even while a watcher is looping.
+#[test]
+fn sigterm_while_a_watcher_loops() {
+    let redis = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["looper"]);
+    let config = tmp.path().join("lookout.toml");
+    std::fs::write(&config, "[limits.watchers.looper]\ncall_deadline_ms = 3000\n").unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.args(["run", "--poll-interval", "0.1", "--config"])
+        .arg(&config)
+        .arg("--plugins")
+        .arg(&plugins);
+    cmd.env("REDIS_URL", redis.url());
+    let mut lookout = Lookout::spawn(cmd);
+    lookout.wait_started();
+    assert!(lookout.terminate().success());
+}
