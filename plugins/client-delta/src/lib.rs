@@ -7,7 +7,7 @@
 //! (no event, baseline kept).
 
 use lookout_watcher::{
-    ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch, invalid,
+    Cadence, ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch, invalid,
 };
 
 lookout_watcher::export!(ClientDelta);
@@ -82,6 +82,7 @@ impl Watch for ClientDelta {
                 "report when connected_clients moves by more than this between two polls; at least 0",
             )],
             needs: Needs::info(&[FIELD]),
+            cadence: Cadence::EveryPoll,
         }
     }
 
@@ -135,6 +136,7 @@ mod tests {
         let m = ClientDelta::manifest();
         assert_eq!(m.name, "client-delta");
         assert_eq!(m.version, "0.1.0");
+        assert_eq!(m.cadence, Cadence::EveryPoll);
         assert_eq!(m.needs.info_fields, ["connected_clients"]);
         assert!(m.needs.info_sections.is_empty());
         assert!(!m.needs.slowlog);

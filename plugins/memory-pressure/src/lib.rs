@@ -10,7 +10,7 @@
 
 use lookout_watcher::format::{bytes, percent, percent_short};
 use lookout_watcher::{
-    ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch, invalid,
+    Cadence, ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch, invalid,
 };
 
 lookout_watcher::export!(MemoryPressure);
@@ -137,6 +137,7 @@ impl Watch for MemoryPressure {
                 ),
             ],
             needs: Needs::info(&["used_memory_rss", "maxmemory"]),
+            cadence: Cadence::EveryPoll,
         }
     }
 
@@ -240,6 +241,7 @@ mod tests {
         let m = MemoryPressure::manifest();
         assert_eq!(m.name, "memory-pressure");
         assert_eq!(m.version, "0.1.0");
+        assert_eq!(m.cadence, Cadence::EveryPoll);
         assert_eq!(m.needs.info_fields, ["used_memory_rss", "maxmemory"]);
         assert!(m.needs.info_sections.is_empty());
         assert!(!m.needs.slowlog);

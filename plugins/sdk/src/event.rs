@@ -1,7 +1,8 @@
 //! Conveniences on the generated types: `Value` conversions and accessors,
-//! an `Event` builder, and constructors for manifest parts.
+//! an `Event` builder, and a `Manifest` builder with constructors for its
+//! parts.
 
-use crate::{ConfigKey, Event, Field, Level, Needs, Value, ValueKind};
+use crate::{Cadence, ConfigKey, Event, Field, Level, Manifest, Needs, Value, ValueKind};
 
 impl From<i64> for Value {
     fn from(v: i64) -> Self {
@@ -210,6 +211,49 @@ impl Needs {
     }
 }
 
+/// Every poll, the cadence a watcher runs at unless it declares another.
+impl Default for Cadence {
+    fn default() -> Self {
+        Cadence::EveryPoll
+    }
+}
+
+impl Manifest {
+    /// A manifest with no config keys, no needs, that runs every poll
+    /// ([`Cadence::EveryPoll`]); add the rest with the `with_` methods.
+    pub fn new(name: &str, version: &str, description: &str) -> Self {
+        Manifest {
+            name: name.to_string(),
+            version: version.to_string(),
+            description: description.to_string(),
+            config: Vec::new(),
+            needs: Needs::info(&[]),
+            cadence: Cadence::default(),
+        }
+    }
+
+    /// Also accepts these settings.
+    #[must_use]
+    pub fn with_config(mut self, keys: Vec<ConfigKey>) -> Self {
+        self.config.extend(keys);
+        self
+    }
+
+    /// Reads this data (replaces the needs set so far).
+    #[must_use]
+    pub fn with_needs(mut self, needs: Needs) -> Self {
+        self.needs = needs;
+        self
+    }
+
+    /// Runs at this cadence instead of every poll.
+    #[must_use]
+    pub fn with_cadence(mut self, cadence: Cadence) -> Self {
+        self.cadence = cadence;
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +289,34 @@ mod tests {
         assert_eq!(ConfigKey::new("a", 0.9, "d").kind, ValueKind::Float);
         assert_eq!(ConfigKey::new("a", "x", "d").kind, ValueKind::Text);
         assert_eq!(ConfigKey::new("a", false, "d").kind, ValueKind::Boolean);
+    }
+
+    #[test]
+    fn manifest_builder_defaults_to_every_poll() {
+        let m = Manifest::new("w", "1.0.0", "d");
+        assert_eq!(m.name, "w");
+        assert_eq!(m.version, "1.0.0");
+        assert_eq!(m.description, "d");
+        assert!(m.config.is_empty());
+        assert_eq!(m.needs, Needs::info(&[]));
+        assert_eq!(m.cadence, Cadence::EveryPoll);
+        assert_eq!(Cadence::default(), Cadence::EveryPoll);
+    }
+
+    #[test]
+    fn manifest_builder_sets_every_part() {
+        let m = Manifest::new("w", "1.0.0", "d")
+            .with_config(vec![ConfigKey::new("a", 1i64, "first")])
+            .with_config(vec![ConfigKey::new("b", true, "second")])
+            .with_needs(Needs::info(&["run_id"]).with_slowlog())
+            .with_cadence(Cadence::IntervalMs(60_000));
+        let keys: Vec<_> = m.config.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(m.needs.info_fields, ["run_id"]);
+        assert!(m.needs.slowlog);
+        assert_eq!(m.cadence, Cadence::IntervalMs(60_000));
+        let m = m.with_cadence(Cadence::EveryPolls(3));
+        assert_eq!(m.cadence, Cadence::EveryPolls(3));
     }
 
     #[test]

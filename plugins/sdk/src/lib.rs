@@ -1,7 +1,7 @@
-//! SDK for Lookout watchers: the `lookout:watcher@0.1.0` bindings, generated
+//! SDK for Lookout watchers: the `lookout:watcher@0.2.0` bindings, generated
 //! once here for every watcher, plus small helpers for reading INFO fields
-//! and settings, building events, keeping state between polls and writing
-//! native unit tests.
+//! and settings, building manifests and events, keeping state between polls
+//! and writing native unit tests.
 //!
 //! A watcher crate can write the exported interface in either of two ways.
 //!
@@ -10,7 +10,9 @@
 //! keeps one value of it between polls and exports it on wasm targets.
 //!
 //! ```
-//! use lookout_watcher::{Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch};
+//! use lookout_watcher::{
+//!     Cadence, ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch,
+//! };
 //!
 //! struct Example {
 //!     /// Report only counts above this.
@@ -19,13 +21,11 @@
 //!
 //! impl Watch for Example {
 //!     fn manifest() -> Manifest {
-//!         Manifest {
-//!             name: "example".to_string(),
-//!             version: "0.1.0".to_string(),
-//!             description: "reports the client count every poll".to_string(),
-//!             config: Vec::new(),
-//!             needs: Needs::info(&["connected_clients"]),
-//!         }
+//!         // Runs every poll unless `with_cadence` says otherwise.
+//!         Manifest::new("example", "0.1.0", "reports the client count every 5th poll")
+//!             .with_config(vec![ConfigKey::new("min", 0i64, "report only counts above this")])
+//!             .with_needs(Needs::info(&["connected_clients"]))
+//!             .with_cadence(Cadence::EveryPolls(5))
 //!     }
 //!     fn from_settings(settings: &[Setting]) -> Result<Self, String> {
 //!         let min = Settings::new(settings).integer("min", 0)?;
@@ -49,6 +49,7 @@
 //! use lookout_watcher::testing::{SnapshotBuilder, setting};
 //!
 //! Example::configure(vec![setting("min", 2i64)]).unwrap();
+//! assert_eq!(Example::describe().cadence, Cadence::EveryPolls(5));
 //! let snap = SnapshotBuilder::new().info("clients", "connected_clients", "3").build();
 //! assert_eq!(<Example as Guest>::observe(snap).len(), 1);
 //! ```
@@ -58,7 +59,7 @@
 //! with [`export_watcher!`], gated to wasm:
 //!
 //! ```
-//! use lookout_watcher::{Event, Guest, Level, Manifest, Needs, Setting, Snapshot};
+//! use lookout_watcher::{Cadence, Event, Guest, Level, Manifest, Needs, Setting, Snapshot};
 //!
 //! struct Component;
 //!
@@ -70,6 +71,7 @@
 //!             description: "reports the client count every poll".to_string(),
 //!             config: Vec::new(),
 //!             needs: Needs::info(&["connected_clients"]),
+//!             cadence: Cadence::EveryPoll,
 //!         }
 //!     }
 //!     fn configure(_settings: Vec<Setting>) -> Result<(), String> {
@@ -116,8 +118,8 @@ pub use wit_bindgen::rt as __rt;
 
 pub use bindings::exports::lookout::watcher::plugin::Guest;
 pub use bindings::lookout::watcher::types::{
-    ConfigKey, Event, Field, InfoField, Level, Manifest, Needs, Setting, SlowlogEntry, Snapshot,
-    Value, ValueKind,
+    Cadence, ConfigKey, Event, Field, InfoField, Level, Manifest, Needs, Setting, SlowlogEntry,
+    Snapshot, Value, ValueKind,
 };
 
 mod event;
@@ -138,6 +140,6 @@ pub use watch::{Exported, Watch};
 /// Invoke it once, in the watcher crate ([`export!`] invokes it for a
 /// [`Watch`]). Gate it with
 /// `#[cfg(target_family = "wasm")]` if the crate is also built natively as a
-/// `cdylib`: the exported names (`lookout:watcher/plugin@0.1.0#observe`) are
+/// `cdylib`: the exported names (`lookout:watcher/plugin@0.2.0#observe`) are
 /// not valid symbols in a native shared library.
 pub use bindings::export_watcher;

@@ -19,7 +19,8 @@ use crate::{Event, Manifest, Setting, Slot, Snapshot};
 ///   the defaults are rejected, nothing is reported until `configure`
 ///   succeeds.
 pub trait Watch: Sized + 'static {
-    /// What `describe` returns: name, version, config keys, needs.
+    /// What `describe` returns: name, version, config keys, needs, cadence
+    /// (see [`Manifest::new`] for a builder that runs every poll).
     fn manifest() -> Manifest;
 
     /// A watcher with no state yet, from the settings handed to `configure`
@@ -135,7 +136,7 @@ macro_rules! export {
 mod tests {
     use super::*;
     use crate::testing::{SnapshotBuilder, setting};
-    use crate::{Guest, Level, Needs, Settings, invalid};
+    use crate::{Cadence, Guest, Level, Needs, Settings, invalid};
 
     /// Counts polls, from `start` (>= 0, default 0).
     #[derive(Debug)]
@@ -151,6 +152,7 @@ mod tests {
                 description: "counts polls".to_string(),
                 config: Vec::new(),
                 needs: Needs::info(&[]),
+                cadence: Cadence::EveryPoll,
             }
         }
 

@@ -11,8 +11,8 @@
 use std::borrow::Cow;
 
 use lookout_watcher::{
-    ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, SlowlogEntry, Snapshot, Watch,
-    invalid,
+    Cadence, ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, SlowlogEntry, Snapshot,
+    Watch, invalid,
 };
 
 lookout_watcher::export!(Slowlog);
@@ -159,6 +159,7 @@ impl Watch for Slowlog {
                 ),
             ],
             needs: Needs::info(&["run_id"]).with_slowlog(),
+            cadence: Cadence::EveryPoll,
         }
     }
 
@@ -228,6 +229,7 @@ mod tests {
         let m = Slowlog::manifest();
         assert_eq!(m.name, "slowlog");
         assert_eq!(m.version, "0.1.0");
+        assert_eq!(m.cadence, Cadence::EveryPoll);
         assert_eq!(m.needs.info_fields, ["run_id"]);
         assert!(m.needs.info_sections.is_empty());
         assert!(m.needs.slowlog);
