@@ -19,13 +19,17 @@ fn host_msgs(all: &[Value]) -> Vec<String> {
 fn wait_msg(redis: &Redis, what: &str, needle: &str) -> Vec<Value> {
     wait_for(what, Duration::from_secs(30), || {
         let all = redis.stream("logs:stream:redis");
-        host_msgs(&all).iter().any(|m| m.contains(needle)).then_some(all)
+        host_msgs(&all)
+            .iter()
+            .any(|m| m.contains(needle))
+            .then_some(all)
     })
 }
 
 fn start(redis: &Redis, plugins: &Path, tmp: &Path) -> Lookout {
     let mut cmd = lookout_cmd(tmp);
-    cmd.args(["run", "--poll-interval", "0.25", "--plugins"]).arg(plugins);
+    cmd.args(["run", "--poll-interval", "0.25", "--plugins"])
+        .arg(plugins);
     cmd.env("REDIS_URL", redis.url());
     let lookout = Lookout::spawn(cmd);
     lookout.wait_started();
@@ -59,11 +63,20 @@ fn watchers_reload_without_a_restart() {
 
     // Break it: the running version stays and the refusal is reported once.
     std::fs::write(plugins.join("ticker.wasm"), b"\0asm garbage").unwrap();
-    wait_msg(&redis, "the refusal", "new version refused, the running one stays");
+    wait_msg(
+        &redis,
+        "the refusal",
+        "new version refused, the running one stays",
+    );
     let before = by_target(&redis.stream("logs:stream:redis"), "ticker").len();
-    wait_for("the old version still running", Duration::from_secs(30), || {
-        (by_target(&redis.stream("logs:stream:redis"), "ticker").len() > before + 2).then_some(())
-    });
+    wait_for(
+        "the old version still running",
+        Duration::from_secs(30),
+        || {
+            (by_target(&redis.stream("logs:stream:redis"), "ticker").len() > before + 2)
+                .then_some(())
+        },
+    );
 
     // Fix it with a different watcher under the same name, copied slowly.
     let good = std::fs::read(plugins_dir().join("client-delta.wasm")).unwrap();
@@ -82,7 +95,12 @@ fn watchers_reload_without_a_restart() {
         .iter()
         .filter(|m| m.contains("refused") || m.contains("not loaded"))
         .count();
-    assert_eq!(refusals, 1, "one refusal, none for the half-copied file: {:?}", host_msgs(&all));
+    assert_eq!(
+        refusals,
+        1,
+        "one refusal, none for the half-copied file: {:?}",
+        host_msgs(&all)
+    );
 
     // SIGHUP reloads (nothing changed, so nothing is replaced).
     lookout.signal("-HUP");
@@ -95,15 +113,24 @@ fn watchers_reload_without_a_restart() {
     // The untouched watcher ran on every poll, with no gap of more than
     // a few intervals.
     let steady = by_target(&redis.stream("logs:stream:redis"), "steady");
-    let ns: Vec<i64> = steady.iter().map(|e| e["fields"]["n"].as_i64().unwrap()).collect();
-    assert_eq!(ns, (1..=i64::try_from(ns.len()).unwrap()).collect::<Vec<_>>());
+    let ns: Vec<i64> = steady
+        .iter()
+        .map(|e| e["fields"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ns,
+        (1..=i64::try_from(ns.len()).unwrap()).collect::<Vec<_>>()
+    );
     let times: Vec<std::time::SystemTime> = steady
         .iter()
         .map(|e| humantime::parse_rfc3339(e["ts"].as_str().unwrap()).unwrap())
         .collect();
     for pair in times.windows(2) {
         let gap = pair[1].duration_since(pair[0]).unwrap();
-        assert!(gap < Duration::from_millis(1500), "a poll was missed: gap {gap:?}");
+        assert!(
+            gap < Duration::from_millis(1500),
+            "a poll was missed: gap {gap:?}"
+        );
     }
     assert!(lookout.terminate().success());
 }
@@ -118,11 +145,17 @@ fn quarantine_lifts_when_the_file_changes() {
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(fixture("recurse"), plugins.join("flaky.wasm")).unwrap();
     let mut lookout = start(&redis, &plugins, tmp.path());
-    wait_msg(&redis, "the quarantine", "watcher flaky quarantined after 5 consecutive failures");
+    wait_msg(
+        &redis,
+        "the quarantine",
+        "watcher flaky quarantined after 5 consecutive failures",
+    );
     std::fs::copy(fixture("ticker"), plugins.join("flaky.wasm")).unwrap();
     wait_msg(&redis, "the new version", "watcher flaky 0.1.0 reloaded");
     wait_for("events of the new version", Duration::from_secs(30), || {
-        by_target(&redis.stream("logs:stream:redis"), "ticker").first().cloned()
+        by_target(&redis.stream("logs:stream:redis"), "ticker")
+            .first()
+            .cloned()
     });
     assert!(lookout.terminate().success());
 }

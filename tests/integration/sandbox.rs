@@ -56,19 +56,26 @@ fn hostile_watchers_are_contained() {
     )
     .unwrap();
     let mut cmd = lookout_cmd(tmp.path());
-    cmd.args(["run", "--config"]).arg(&config).arg("--plugins").arg(&plugins);
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .arg("--plugins")
+        .arg(&plugins);
     cmd.env("REDIS_URL", redis.url());
     let mut lookout = Lookout::spawn(cmd);
     lookout.wait_started();
 
     let stream = || bus.stream("logs:stream:redis");
-    let all = wait_for("the three crashers quarantined", Duration::from_secs(60), || {
-        let all = stream();
-        ["looper", "memory-bomb", "recurse", "huge-string"]
-            .iter()
-            .all(|w| !notices(&all, w, "quarantined").is_empty())
-            .then_some(all)
-    });
+    let all = wait_for(
+        "the three crashers quarantined",
+        Duration::from_secs(60),
+        || {
+            let all = stream();
+            ["looper", "memory-bomb", "recurse", "huge-string"]
+                .iter()
+                .all(|w| !notices(&all, w, "quarantined").is_empty())
+                .then_some(all)
+        },
+    );
     let rss = lookout.rss_kib();
     // Let a few more polls run after the quarantines.
     let ticks_then = events(&all, "ticker").len();
@@ -86,8 +93,16 @@ fn hostile_watchers_are_contained() {
         let failed = notices(&all, w, "failed");
         let quarantined = notices(&all, w, "quarantined");
         let restarted = notices(&all, w, "restarted");
-        assert_eq!(quarantined.len(), 1, "{w} quarantined once: {quarantined:?}");
-        assert_eq!(failed.len(), 2, "{w}: failures 1 and 2 reported, the 3rd quarantines");
+        assert_eq!(
+            quarantined.len(),
+            1,
+            "{w} quarantined once: {quarantined:?}"
+        );
+        assert_eq!(
+            failed.len(),
+            2,
+            "{w}: failures 1 and 2 reported, the 3rd quarantines"
+        );
         assert_eq!(restarted.len(), 2, "{w}: restarted after each failure");
         for e in failed.iter().chain(&quarantined) {
             assert_eq!(e["level"], "error");
@@ -102,7 +117,9 @@ fn hostile_watchers_are_contained() {
     assert!(!notices(&all, "panicker", "restarted").is_empty());
     let recovered = by_target(&all, "lookout")
         .into_iter()
-        .filter(|e| e["fields"]["watcher"] == "panicker" && e["msg"].as_str().unwrap().contains("recovered"))
+        .filter(|e| {
+            e["fields"]["watcher"] == "panicker" && e["msg"].as_str().unwrap().contains("recovered")
+        })
         .count();
     assert!(recovered >= 1);
 
@@ -110,7 +127,9 @@ fn hostile_watchers_are_contained() {
     let flood = events(&all, "event-flood");
     let cuts: Vec<Value> = by_target(&all, "lookout")
         .into_iter()
-        .filter(|e| e["fields"]["watcher"] == "event-flood" && e["fields"]["events_dropped"].is_u64())
+        .filter(|e| {
+            e["fields"]["watcher"] == "event-flood" && e["fields"]["events_dropped"].is_u64()
+        })
         .collect();
     assert!(!cuts.is_empty(), "the cut is reported");
     assert_eq!(cuts[0]["fields"]["events_dropped"], 100_000 - 100);
@@ -133,7 +152,10 @@ fn hostile_watchers_are_contained() {
 
     // Stdout goes to the host log, tagged and rate-limited.
     let chatty_lines = lookout.stderr.matching("chatty line");
-    assert!(!chatty_lines.is_empty(), "watcher stdout reaches the host log");
+    assert!(
+        !chatty_lines.is_empty(),
+        "watcher stdout reaches the host log"
+    );
     assert!(chatty_lines.iter().all(|l| l.contains("chatty")));
     assert!(!lookout.stderr.matching("lines dropped").is_empty() || chatty_lines.len() < 300);
 
@@ -142,11 +164,18 @@ fn hostile_watchers_are_contained() {
         .iter()
         .map(|e| e["fields"]["n"].as_i64().unwrap())
         .collect();
-    assert_eq!(ns, (1..=i64::try_from(ns.len()).unwrap()).collect::<Vec<_>>());
+    assert_eq!(
+        ns,
+        (1..=i64::try_from(ns.len()).unwrap()).collect::<Vec<_>>()
+    );
 
     // A watcher declaring "every 3 polls" runs on a third of them.
     let slow = events(&all, "slow-ticker").len();
-    assert!(slow * 3 <= ns.len() + 3 && slow * 3 + 6 >= ns.len(), "{slow} vs {}", ns.len());
+    assert!(
+        slow * 3 <= ns.len() + 3 && slow * 3 + 6 >= ns.len(),
+        "{slow} vs {}",
+        ns.len()
+    );
 
     assert!(rss < 400 * 1024, "host RSS bounded: {rss} KiB");
     assert!(lookout.alive());
@@ -160,7 +189,11 @@ fn sigterm_while_a_watcher_loops() {
     let tmp = tempfile::tempdir().unwrap();
     let plugins = plugins_with(tmp.path(), &[], &["looper"]);
     let config = tmp.path().join("lookout.toml");
-    std::fs::write(&config, "[limits.watchers.looper]\ncall_deadline_ms = 3000\n").unwrap();
+    std::fs::write(
+        &config,
+        "[limits.watchers.looper]\ncall_deadline_ms = 3000\n",
+    )
+    .unwrap();
     let mut cmd = lookout_cmd(tmp.path());
     cmd.args(["run", "--poll-interval", "0.1", "--config"])
         .arg(&config)

@@ -75,7 +75,10 @@ fn missing_plugins_folder() {
 #[test]
 fn invalid_components_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: [(&str, Option<&str>, &[u8], &str); 4] = [
+    let whole = std::fs::read(fixture("ticker")).unwrap();
+    let truncated = &whole[..whole.len() / 2];
+    let cases: [(&str, Option<&str>, &[u8], &str); 5] = [
+        ("cut", None, truncated, "not a valid WebAssembly component"),
         ("notes", None, b"this is not wasm", "not a WebAssembly file"),
         (
             "core",
@@ -138,6 +141,49 @@ fn bad_watcher_settings() {
     let config = tmp.path().join("lookout.toml");
     std::fs::write(&config, "[watchers.nosuch]\nx = 1\n").unwrap();
     fails_with_config(&config, &plugins, &["lookout.toml", "[watchers.nosuch]"]);
+}
+
+/// A `.wasm` over the size cap is refused before it is read.
+#[test]
+fn oversized_component() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &["client-delta"], &[]);
+    let config = tmp.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        "[limits.watchers.client-delta]\nmax_wasm_mib = 1\n",
+    )
+    .unwrap();
+    std::fs::write(plugins.join("client-delta.wasm"), vec![0u8; 2 << 20]).unwrap();
+    fails_with_config(&config, &plugins, &["client-delta.wasm", "max_wasm_mib"]);
+}
+
+/// `lookout check --config` applies settings and reports a rejected one.
+#[test]
+fn check_applies_and_rejects_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let side = tmp.path().join("settings.toml");
+    std::fs::write(&side, "threshold = -1\n").unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.arg("check")
+        .arg(plugins_dir().join("client-delta.wasm"))
+        .arg("--config")
+        .arg(&side);
+    let (status, _out, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(err.contains("threshold"), "{err}");
+    std::fs::write(&side, "threshold = 9\n").unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.arg("check")
+        .arg(plugins_dir().join("client-delta.wasm"))
+        .arg("--config")
+        .arg(&side);
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("ok: configured") && out.contains("runs: every poll"),
+        "{out}"
+    );
 }
 
 /// `lookout check` prints the manifest and succeeds for a good watcher.

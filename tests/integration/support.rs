@@ -353,7 +353,13 @@ impl Lookout {
     /// Sends a signal (`-HUP`, `-TERM`...) to the process.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     /// Whether the process still runs.
