@@ -8,10 +8,10 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cpu_time::ThreadTime;
+use cpu_time::ProcessTime;
 use lookout::config::{Overrides, Settings};
 use lookout::plugin::Runtime;
-use lookout::probe::{SlowEntry, Snapshot, parse_info};
+use lookout::probe::{Probes, SlowEntry, Snapshot, parse_info};
 use lookout::watcher::Watcher;
 use lookout::{Daemon, RunMode};
 use support::{Redis, lookout_cmd, plugins_dir};
@@ -40,6 +40,104 @@ fn row(what: &str, value: String, target: &str) {
 fn observe_cost(redis: &Redis, cache: &Path) {
     let settings = settings(redis, cache);
     let runtime = Runtime::new(Some(cache)).unwrap();
+    let snapshot = realistic_snapshot(redis);
+    let fields = snapshot.info.len();
+    for name in WATCHERS {
+        let path = plugins_dir().join(format!("{name}.wasm"));
+        let mut watcher = Watcher::load(&runtime, &path, &settings).unwrap();
+        let us = mean_observe_us(&mut watcher, &snapshot);
+        row(
+            &format!("observe() {name} ({fields} INFO fields offered)"),
+            format!("{us:.2} us"),
+            "",
+        );
+    }
+}
+
+/// Mean microseconds of `observe` for the three watchers, with and without
+/// epoch-based call deadlines: what the deadline mechanism costs a poll.
+fn deadline_overhead(redis: &Redis, cache: &Path) {
+    let settings = settings(redis, cache);
+    let snapshot = realistic_snapshot(redis);
+    let mut per_poll = [0.0f64; 2];
+    for (i, deadlines) in [false, true].into_iter().enumerate() {
+        let runtime = Runtime::with_deadlines(None, deadlines).unwrap();
+        for name in WATCHERS {
+            let path = plugins_dir().join(format!("{name}.wasm"));
+            let mut watcher = Watcher::load(&runtime, &path, &settings).unwrap();
+            per_poll[i] += mean_observe_us(&mut watcher, &snapshot);
+        }
+    }
+    row(
+        "3 observe calls per poll, no deadlines",
+        format!("{:.2} us", per_poll[0]),
+        "",
+    );
+    row(
+        "3 observe calls per poll, with deadlines",
+        format!("{:.2} us", per_poll[1]),
+        "",
+    );
+}
+
+/// Time to rebuild a trapped watcher: a fresh instance, configured.
+fn recovery(redis: &Redis, cache: &Path) {
+    let settings = settings(redis, cache);
+    let runtime = Runtime::new(Some(cache)).unwrap();
+    let mut watcher = Watcher::load(&runtime, &support::fixture("panicker"), &settings).unwrap();
+    let snapshot = realistic_snapshot(redis);
+    let mut took = Vec::new();
+    for _ in 0..50 {
+        watcher.observe("i", &snapshot).unwrap();
+        assert!(
+            watcher.observe("i", &snapshot).is_err(),
+            "the fixture traps on its 2nd call"
+        );
+        let start = Instant::now();
+        watcher.restart(&runtime).unwrap();
+        took.push(start.elapsed());
+    }
+    took.sort();
+    row(
+        "recover a trapped watcher (new instance + configure), median",
+        format!("{:.0} us", took[took.len() / 2].as_secs_f64() * 1e6),
+        "",
+    );
+}
+
+/// RSS of a daemon whose memory-bomb watcher hits its 16 MiB cap on every
+/// poll (never quarantined) beside a healthy one.
+fn rss_memory_bomb(redis: &Redis, cache: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for f in ["memory-bomb", "ticker"] {
+        std::fs::copy(support::fixture(f), plugins.join(format!("{f}.wasm"))).unwrap();
+    }
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(&config, "[limits]\nquarantine_after = 1000000\n").unwrap();
+    let rss = stop_rss(
+        redis,
+        cache,
+        &[
+            "--polls",
+            "300",
+            "--poll-interval",
+            "0.01",
+            "--config",
+            config.to_str().unwrap(),
+            "--plugins",
+            plugins.to_str().unwrap(),
+        ],
+    );
+    row(
+        "RSS after 300 polls with a memory bomb trapping each",
+        format!("{:.1} MB", rss / 1024.0),
+        "",
+    );
+}
+
+fn realistic_snapshot(redis: &Redis) -> Snapshot {
     let mut conn = redis.conn();
     let info: String = redis::cmd("INFO").query(&mut conn).unwrap();
     let slowlog = (0..10)
@@ -52,30 +150,47 @@ fn observe_cost(redis: &Redis, cache: &Path) {
             client_name: "api".into(),
         })
         .collect();
-    let snapshot = Snapshot {
+    Snapshot {
         taken_at_ms: 1_700_000_000_000,
         info: parse_info(&info),
         slowlog: Some(slowlog),
-    };
-    let fields = snapshot.info.len();
-    for name in WATCHERS {
-        let path = plugins_dir().join(format!("{name}.wasm"));
-        let mut watcher = Watcher::load(&runtime, &path, &settings).unwrap();
-        let n = 5_000u32;
-        for _ in 0..200 {
-            watcher.observe("127.0.0.1:6379", &snapshot).unwrap();
-        }
-        let start = Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(watcher.observe("127.0.0.1:6379", &snapshot).unwrap());
-        }
-        let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
-        row(
-            &format!("observe() {name} ({fields} INFO fields offered)"),
-            format!("{us:.2} us"),
-            "",
-        );
+        probes: Probes {
+            info: true,
+            slowlog: true,
+        },
     }
+}
+
+fn mean_observe_us(watcher: &mut Watcher, snapshot: &Snapshot) -> f64 {
+    let n = 5_000u32;
+    for _ in 0..200 {
+        watcher.observe("127.0.0.1:6379", snapshot).unwrap();
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(watcher.observe("127.0.0.1:6379", snapshot).unwrap());
+    }
+    start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
+/// Runs the daemon to completion with `args` and reads the RSS (KiB) from
+/// its stop line.
+fn stop_rss(redis: &Redis, cache: &Path, args: &[&str]) -> f64 {
+    let mut cmd = lookout_cmd(cache);
+    cmd.arg("run")
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .env("REDIS_URL", redis.url());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .find(|l| l.contains("lookout stopped"))
+        .and_then(|l| l.split("rss_kib=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no rss in the stop line: {stderr}"))
 }
 
 /// Host CPU time per poll (PING + probes + three watchers + publish),
@@ -92,7 +207,7 @@ fn poll_cpu(redis: &Redis, cache: &Path) {
             daemon.poll().await.unwrap();
         }
         let polls = 2_000u32;
-        let cpu = ThreadTime::now();
+        let cpu = ProcessTime::now();
         let wall = Instant::now();
         for _ in 0..polls {
             daemon.poll().await.unwrap();
@@ -148,28 +263,19 @@ fn startup_times(redis: &Redis) {
 }
 
 fn rss_after_polls(redis: &Redis, cache: &Path) {
-    let mut cmd = lookout_cmd(cache);
-    cmd.args([
-        "run",
-        "--polls",
-        "1000",
-        "--poll-interval",
-        "0.002",
-        "--plugins",
-    ])
-    .arg(plugins_dir())
-    .arg("--cache-dir")
-    .arg(cache)
-    .env("REDIS_URL", redis.url());
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let rss = stderr
-        .lines()
-        .find(|l| l.contains("lookout stopped"))
-        .and_then(|l| l.split("rss_kib=").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no rss in the stop line: {stderr}"));
+    let plugins = plugins_dir();
+    let rss = stop_rss(
+        redis,
+        cache,
+        &[
+            "--polls",
+            "1000",
+            "--poll-interval",
+            "0.002",
+            "--plugins",
+            plugins.to_str().unwrap(),
+        ],
+    );
     row(
         "RSS after 1,000 polls",
         format!("{:.1} MB", rss / 1024.0),
@@ -185,8 +291,11 @@ fn main() {
     println!("|{:-<54}|{:-<16}|{:-<12}|", "", "", "");
     poll_cpu(&redis, cache.path());
     observe_cost(&redis, cache.path());
+    deadline_overhead(&redis, cache.path());
+    recovery(&redis, cache.path());
     startup_times(&redis);
     rss_after_polls(&redis, cache.path());
+    rss_memory_bomb(&redis, cache.path());
     for name in WATCHERS {
         let size = std::fs::metadata(plugins_dir().join(format!("{name}.wasm")))
             .unwrap()

@@ -48,6 +48,9 @@ pub struct Daemon {
     runtime: Runtime,
     instance: Arc<str>,
     polls: u64,
+    /// Probes the next poll needs, as planned by the watcher thread; `None`
+    /// asks it afresh (at start and after a reload).
+    next_probes: Option<crate::probe::Probes>,
     /// Files refused by a reload, by signature, so each is reported once.
     refused: HashMap<String, u64>,
 }
@@ -115,10 +118,11 @@ impl Daemon {
             origin,
             publisher: Publisher::new(sink),
             loaded,
-            watchers: WatcherThread::spawn(runtime.clone(), watchers)?,
+            watchers: WatcherThread::spawn(runtime.clone(), watchers, settings.poll_interval)?,
             runtime,
             settings,
             polls: 0,
+            next_probes: None,
             refused: HashMap::new(),
         })
     }
@@ -326,6 +330,7 @@ impl Daemon {
             let notices = self.watchers.remove(name).await.unwrap_or_default();
             self.publish_all(notices);
         }
+        self.next_probes = None;
         if let Err(e) = self.publisher.flush().await {
             warn!("publish failed, will retry: {e:#}");
         }
@@ -357,12 +362,16 @@ impl Daemon {
     /// publish error; envelopes stay queued for the next poll.
     pub async fn poll(&mut self) -> Result<()> {
         self.polls += 1;
-        let probes = self.watchers.plan(self.polls).await?;
+        let probes = match self.next_probes {
+            Some(p) => p,
+            None => self.watchers.plan(self.polls).await?,
+        };
         let snapshot = Arc::new(self.prober.poll(probes).await?);
-        let emitted = self
+        let (emitted, next) = self
             .watchers
             .poll(self.polls, self.instance.clone(), snapshot)
             .await?;
+        self.next_probes = Some(next);
         self.publish_all(emitted);
         self.publisher.flush().await?;
         Ok(())

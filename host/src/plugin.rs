@@ -68,8 +68,18 @@ impl Runtime {
     /// # Errors
     /// The cache folder cannot be created or the engine fails to build.
     pub fn new(cache_dir: Option<&Path>) -> Result<Self> {
+        Self::with_deadlines(cache_dir, true)
+    }
+
+    /// Like [`Runtime::new`], with call deadlines switchable; without them a
+    /// looping watcher hangs its thread, so only benchmarks turn them off
+    /// to measure what they cost.
+    ///
+    /// # Errors
+    /// As [`Runtime::new`].
+    pub fn with_deadlines(cache_dir: Option<&Path>, deadlines: bool) -> Result<Self> {
         let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
+        config.epoch_interruption(deadlines);
         config.wasm_component_model(true);
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir)

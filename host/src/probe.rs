@@ -55,7 +55,7 @@ impl Conn {
     ///
     /// # Errors
     /// Connecting, authenticating or naming failed or timed out.
-    pub async fn get(&mut self) -> Result<&mut MultiplexedConnection> {
+    pub async fn get(&mut self) -> Result<&mut MultiplexedConnection, QueryError> {
         if self.conn.is_none() {
             let dial = async {
                 let mut conn = self
@@ -71,8 +71,14 @@ impl Conn {
             };
             let conn = tokio::time::timeout(self.connect_budget, dial)
                 .await
-                .map_err(|_| anyhow!("connect to {} timed out", self.instance))?
-                .map_err(|e| anyhow!("{}", redact_text(&e.to_string(), &self.url)))?;
+                .map_err(|_| QueryError {
+                    link_down: true,
+                    message: format!("connect to {} timed out", self.instance),
+                })?
+                .map_err(|e| QueryError {
+                    link_down: true,
+                    message: redact_text(&e.to_string(), &self.url),
+                })?;
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("connected above"))
@@ -87,24 +93,40 @@ impl Conn {
     ///
     /// # Errors
     /// Connecting or the pipeline failed; the message has no password.
-    pub async fn query(&mut self, pipe: &redis::Pipeline) -> Result<Vec<Value>> {
-        let url = self.url.clone();
+    pub async fn query(&mut self, pipe: &redis::Pipeline) -> Result<Vec<Value>, QueryError> {
         let conn = self.get().await?;
         match pipe.query_async::<Vec<Value>>(conn).await {
             Ok(values) => Ok(values),
             Err(e) => {
+                let link_down = e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal();
                 self.reset();
-                Err(anyhow!("{}", redact_text(&e.to_string(), &url)))
+                Err(QueryError {
+                    link_down,
+                    message: redact_text(&e.to_string(), &self.url),
+                })
             }
         }
     }
 }
 
+/// A failed Redis call.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct QueryError {
+    /// The connection failed or timed out (as opposed to an error reply).
+    pub link_down: bool,
+    /// What happened, without any password.
+    pub message: String,
+}
+
 /// One INFO field with its section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InfoField {
-    /// Lower-case section name.
-    pub section: String,
+    /// Lower-case section name, shared by the fields of a section.
+    pub section: std::sync::Arc<str>,
     /// Field name.
     pub name: String,
     /// Raw value.
@@ -137,6 +159,8 @@ pub struct Snapshot {
     pub info: Vec<InfoField>,
     /// New SLOWLOG entries, oldest first; `None` when no watcher reads them.
     pub slowlog: Option<Vec<SlowEntry>>,
+    /// The probes that ran.
+    pub probes: Probes,
 }
 
 /// Which probes a poll runs.
@@ -180,42 +204,55 @@ impl Prober {
         }
     }
 
-    /// PINGs, then runs the requested probes.
+    /// PINGs and runs the requested INFO and SLOWLOG GET 1 in one
+    /// pipeline, then fetches new SLOWLOG entries if there are any.
     ///
     /// # Errors
-    /// [`ProbeError::Unreachable`] when PING fails, [`ProbeError::Failed`]
-    /// when a later probe fails.
+    /// [`ProbeError::Unreachable`] when the connection fails or times out,
+    /// [`ProbeError::Failed`] when Redis answers with an error or garbage.
     pub async fn poll(&mut self, probes: Probes) -> Result<Snapshot, ProbeError> {
-        let mut ping = redis::pipe();
-        ping.cmd("PING");
-        self.conn
-            .query(&ping)
-            .await
-            .map_err(ProbeError::Unreachable)?;
+        let probes = Probes {
+            info: probes.info || probes.slowlog,
+            slowlog: probes.slowlog,
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("PING");
+        if probes.info {
+            pipe.cmd("INFO");
+        }
+        if probes.slowlog {
+            pipe.cmd("SLOWLOG").arg("GET").arg(1);
+        }
+        let replies = self.conn.query(&pipe).await.map_err(|e| {
+            if e.link_down {
+                ProbeError::Unreachable(e.into())
+            } else {
+                ProbeError::Failed(e.into())
+            }
+        })?;
         let taken_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let mut snapshot = Snapshot {
             taken_at_ms,
+            probes,
             ..Snapshot::default()
         };
-        if !(probes.info || probes.slowlog) {
-            return Ok(snapshot);
+        if probes.info {
+            self.probe(probes, &replies, &mut snapshot)
+                .await
+                .map_err(ProbeError::Failed)?;
         }
-        self.probe(probes, &mut snapshot)
-            .await
-            .map_err(ProbeError::Failed)?;
         Ok(snapshot)
     }
 
-    async fn probe(&mut self, probes: Probes, snapshot: &mut Snapshot) -> Result<()> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("INFO");
-        if probes.slowlog {
-            pipe.cmd("SLOWLOG").arg("GET").arg(1);
-        }
-        let replies = self.conn.query(&pipe).await.context("INFO")?;
-        let info_text = text(replies.first()).context("INFO reply")?;
+    async fn probe(
+        &mut self,
+        probes: Probes,
+        replies: &[Value],
+        snapshot: &mut Snapshot,
+    ) -> Result<()> {
+        let info_text = text(replies.get(1)).context("INFO reply")?;
         snapshot.info = parse_info(&info_text);
         if !probes.slowlog {
             return Ok(());
@@ -230,7 +267,7 @@ impl Prober {
             self.last_slowlog_id = None;
             self.run_id = run_id;
         }
-        let newest = parse_slowlog(replies.get(1).context("SLOWLOG GET 1 reply")?)?
+        let newest = parse_slowlog(replies.get(2).context("SLOWLOG GET 1 reply")?)?
             .first()
             .map(|e| e.id);
         let want = match (newest, self.last_slowlog_id) {
@@ -264,12 +301,12 @@ impl Prober {
 
 /// Parses INFO text into fields tagged with their section.
 pub fn parse_info(text: &str) -> Vec<InfoField> {
-    let mut section = String::new();
+    let mut section: std::sync::Arc<str> = std::sync::Arc::from("");
     let mut fields = Vec::with_capacity(256);
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
         if let Some(name) = line.strip_prefix("# ") {
-            section = name.trim().to_ascii_lowercase();
+            section = std::sync::Arc::from(name.trim().to_ascii_lowercase());
         } else if let Some((name, value)) = line.split_once(':') {
             fields.push(InfoField {
                 section: section.clone(),
@@ -348,8 +385,8 @@ mod tests {
         let text = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc\r\n\r\n# Clients\r\nconnected_clients:3\r\n";
         let f = parse_info(text);
         assert_eq!(f.len(), 3);
-        assert_eq!(f[0].section, "server");
-        assert_eq!(f[2].section, "clients");
+        assert_eq!(&*f[0].section, "server");
+        assert_eq!(&*f[2].section, "clients");
         assert_eq!(f[2].name, "connected_clients");
         assert_eq!(f[2].value, "3");
     }

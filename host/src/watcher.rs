@@ -208,10 +208,10 @@ impl Watcher {
             .info
             .iter()
             .filter(|f| {
-                self.info_fields.contains(&f.name) || self.info_sections.contains(&f.section)
+                self.info_fields.contains(&f.name) || self.info_sections.contains(&*f.section)
             })
             .map(|f| wit::InfoField {
-                section: f.section.clone(),
+                section: f.section.to_string(),
                 name: f.name.clone(),
                 value: f.value.clone(),
             })

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use serde_json::{Map, Value};
@@ -62,7 +62,7 @@ enum Job {
         poll: u64,
         instance: Arc<str>,
         snapshot: Arc<Snapshot>,
-        reply: oneshot::Sender<Vec<Emitted>>,
+        reply: oneshot::Sender<(Vec<Emitted>, Probes)>,
     },
     Install {
         watcher: Box<Watcher>,
@@ -87,7 +87,7 @@ impl WatcherThread {
     ///
     /// # Errors
     /// The thread could not be spawned.
-    pub fn spawn(runtime: Runtime, watchers: Vec<Watcher>) -> Result<Self> {
+    pub fn spawn(runtime: Runtime, watchers: Vec<Watcher>, interval: Duration) -> Result<Self> {
         let (jobs, inbox) = mpsc::channel::<Job>();
         let slots = watchers
             .into_iter()
@@ -99,7 +99,14 @@ impl WatcherThread {
             .collect();
         std::thread::Builder::new()
             .name("lookout-watchers".into())
-            .spawn(move || Supervisor { runtime, slots }.serve(&inbox))?;
+            .spawn(move || {
+                Supervisor {
+                    runtime,
+                    slots,
+                    interval,
+                }
+                .serve(&inbox);
+            })?;
         Ok(Self { jobs })
     }
 
@@ -119,8 +126,9 @@ impl WatcherThread {
         self.ask(|reply| Job::Plan { poll, reply }).await
     }
 
-    /// Runs the watchers due at `poll` and returns their capped events plus
-    /// the host's notices about failures, restarts and quarantines.
+    /// Runs the watchers due at `poll` whose needs the snapshot covers and
+    /// returns their capped events, the host's notices about failures,
+    /// restarts and quarantines, and the probes the next poll will need.
     ///
     /// # Errors
     /// The watcher thread is gone.
@@ -129,7 +137,7 @@ impl WatcherThread {
         poll: u64,
         instance: Arc<str>,
         snapshot: Arc<Snapshot>,
-    ) -> Result<Vec<Emitted>> {
+    ) -> Result<(Vec<Emitted>, Probes)> {
         self.ask(|reply| Job::Poll {
             poll,
             instance,
@@ -169,6 +177,8 @@ impl WatcherThread {
 struct Supervisor {
     runtime: Runtime,
     slots: Vec<Slot>,
+    /// Poll interval, to plan the next poll's probes.
+    interval: Duration,
 }
 
 fn notice(level: Level, msg: String, fields: Map<String, Value>) -> Emitted {
@@ -186,7 +196,7 @@ impl Supervisor {
         while let Ok(job) = inbox.recv() {
             match job {
                 Job::Plan { poll, reply } => {
-                    let _ = reply.send(self.plan(poll));
+                    let _ = reply.send(self.plan(poll, Instant::now()));
                 }
                 Job::Poll {
                     poll,
@@ -194,7 +204,9 @@ impl Supervisor {
                     snapshot,
                     reply,
                 } => {
-                    let _ = reply.send(self.poll(poll, &instance, &snapshot));
+                    let emitted = self.poll(poll, &instance, &snapshot);
+                    let next = self.plan(poll + 1, Instant::now() + self.interval);
+                    let _ = reply.send((emitted, next));
                 }
                 Job::Install { watcher, reply } => {
                     let _ = reply.send(self.install(*watcher));
@@ -238,12 +250,13 @@ impl Supervisor {
             && match (slot.watcher.cadence(), slot.last_run) {
                 (_, None) | (Cadence::EveryPoll, _) => true,
                 (Cadence::EveryPolls(n), Some((last, _))) => poll >= last + u64::from(n),
-                (Cadence::Interval(every), Some((_, at))) => now.duration_since(at) >= every,
+                (Cadence::Interval(every), Some((_, at))) => {
+                    now.saturating_duration_since(at) >= every
+                }
             }
     }
 
-    fn plan(&self, poll: u64) -> Probes {
-        let now = Instant::now();
+    fn plan(&self, poll: u64, now: Instant) -> Probes {
         self.slots
             .iter()
             .filter(|s| Self::due(s, poll, now))
@@ -259,8 +272,12 @@ impl Supervisor {
     fn poll(&mut self, poll: u64, instance: &str, snapshot: &Snapshot) -> Vec<Emitted> {
         let now = Instant::now();
         let mut out = Vec::new();
+        let have = snapshot.probes;
         for slot in &mut self.slots {
-            if !Self::due(slot, poll, now) {
+            let needs = slot.watcher.probes();
+            let covered = (have.info || !needs.info) && (have.slowlog || !needs.slowlog);
+            // Not covered: the plan missed it (cadence by time); next poll.
+            if !covered || !Self::due(slot, poll, now) {
                 continue;
             }
             slot.last_run = Some((poll, now));
