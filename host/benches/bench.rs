@@ -202,15 +202,15 @@ fn poll_cpu(redis: &Redis, cache: &Path) {
         .build()
         .unwrap();
     let mut daemon = Daemon::start(settings, RunMode::default()).unwrap();
-    rt.block_on(async {
+    {
         for _ in 0..100 {
-            daemon.poll().await.unwrap();
+            daemon.poll(&rt).unwrap();
         }
         let polls = 2_000u32;
         let cpu = ProcessTime::now();
         let wall = Instant::now();
         for _ in 0..polls {
-            daemon.poll().await.unwrap();
+            daemon.poll(&rt).unwrap();
         }
         let cpu_us = cpu.elapsed().as_secs_f64() * 1e6 / f64::from(polls);
         let wall_us = wall.elapsed().as_secs_f64() * 1e6 / f64::from(polls);
@@ -224,7 +224,7 @@ fn poll_cpu(redis: &Redis, cache: &Path) {
             format!("{wall_us:.1} us"),
             "",
         );
-    });
+    }
 }
 
 fn startup(redis: &Redis, cache: &Path, label: &str) -> Duration {

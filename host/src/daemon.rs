@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use serde_json::{Map, Value};
+use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -19,13 +20,13 @@ use crate::config::Settings;
 use crate::envelope::{HOST_TARGET, Level, Origin};
 use crate::fields;
 use crate::output::Emitted;
-use crate::plugin::Runtime;
+use crate::plugin::Runtime as WasmRuntime;
 use crate::probe::{Conn, ProbeError, Prober};
 use crate::publish::{Publisher, Sink};
 use crate::redact::redact_url;
 use crate::reload::{Plan, prepare, wasm_files};
+use crate::supervisor::Supervisor;
 use crate::watcher::Watcher;
-use crate::worker::WatcherThread;
 
 /// How a run ends besides the shutdown future.
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,8 +45,8 @@ pub struct Daemon {
     publisher: Publisher,
     /// Loaded watchers as (name, version, file), for start-up envelopes.
     loaded: Vec<(String, String, String)>,
-    watchers: WatcherThread,
-    runtime: Runtime,
+    supervisor: Supervisor,
+    runtime: WasmRuntime,
     instance: Arc<str>,
     polls: u64,
     /// Probes the next poll needs, as planned by the watcher thread; `None`
@@ -64,7 +65,7 @@ impl Daemon {
     /// valid watcher, a bad setting, a bad URL. The message names the file
     /// or key.
     pub fn start(settings: Settings, mode: RunMode) -> Result<Self> {
-        let runtime = Runtime::new(settings.cache_dir.as_deref())?;
+        let runtime = WasmRuntime::new(settings.cache_dir.as_deref())?;
         let mut watchers = Vec::new();
         for path in wasm_files(&settings.plugins)? {
             watchers.push(Watcher::load(&runtime, &path, &settings)?);
@@ -118,7 +119,7 @@ impl Daemon {
             origin,
             publisher: Publisher::new(sink),
             loaded,
-            watchers: WatcherThread::spawn(runtime.clone(), watchers, settings.poll_interval)?,
+            supervisor: Supervisor::new(runtime.clone(), watchers, settings.poll_interval),
             runtime,
             settings,
             polls: 0,
@@ -177,14 +178,16 @@ impl Daemon {
         }
     }
 
-    /// Runs the poll loop until `shutdown` completes or `mode.polls` polls
-    /// are done. Watchers are reloaded when their files change (unless
-    /// `mode.polls` is set) and whenever `reloads` yields.
+    /// Runs the poll loop on `rt` until `shutdown` completes or
+    /// `mode.polls` polls are done, reloading watchers whenever `reloads`
+    /// yields. Redis I/O runs inside `rt`; watcher calls run on this thread
+    /// outside it (synchronous WASI calls must not block an async context).
     ///
     /// # Errors
     /// Only with `--once`: the single poll or its publish failed.
-    pub async fn run(
+    pub fn run(
         mut self,
+        rt: &Runtime,
         mode: RunMode,
         mut reloads: mpsc::UnboundedReceiver<()>,
         shutdown: impl Future<Output = ()>,
@@ -195,37 +198,48 @@ impl Daemon {
         let mut down_since: Option<Instant> = None;
         let mut done = 0u64;
         let once = mode.polls == Some(1);
-        let mut next_poll = tokio::time::Instant::now();
+        let mut next_poll = Instant::now();
         let mut pending: Option<JoinHandle<Plan>> = None;
         loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = tokio::time::sleep_until(next_poll) => {}
-                Some(()) = reloads.recv(), if pending.is_none() => {
-                    while reloads.try_recv().is_ok() {}
-                    pending = Some(self.start_reload().await);
+            let wake = rt.block_on(async {
+                tokio::select! {
+                    () = &mut shutdown => Wake::Stop,
+                    () = tokio::time::sleep_until(next_poll.into()) => Wake::Poll,
+                    Some(()) = reloads.recv(), if pending.is_none() => {
+                        while reloads.try_recv().is_ok() {}
+                        Wake::Reload
+                    }
+                    plan = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
+                        Wake::Reloaded(plan.map_err(|e| e.to_string()))
+                    }
+                }
+            });
+            match wake {
+                Wake::Stop => break,
+                Wake::Reload => {
+                    pending = Some(self.start_reload(rt));
                     continue;
                 }
-                plan = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
+                Wake::Reloaded(plan) => {
                     pending = None;
                     match plan {
-                        Ok(plan) => self.apply(plan).await,
+                        Ok(plan) => self.apply(rt, plan),
                         Err(e) => error!("reload task failed: {e}"),
                     }
                     continue;
                 }
+                Wake::Poll => {}
             }
             let started = Instant::now();
-            let outcome = tokio::select! {
-                outcome = self.poll() => outcome,
-                () = &mut shutdown => break,
+            let Some(outcome) = self.poll_until(rt, &mut shutdown) else {
+                break;
             };
             done += 1;
             let wait = match outcome {
                 Ok(()) => {
                     backoff.reset();
                     if let Some(since) = down_since.take() {
-                        self.back_online(since.elapsed()).await;
+                        rt.block_on(self.back_online(since.elapsed()));
                     }
                     self.settings
                         .poll_interval
@@ -237,9 +251,9 @@ impl Daemon {
             if mode.polls.is_some_and(|limit| done >= limit) {
                 break;
             }
-            next_poll = tokio::time::Instant::now() + wait;
+            next_poll = Instant::now() + wait;
         }
-        self.stop().await;
+        rt.block_on(self.stop());
         Ok(())
     }
 
@@ -300,16 +314,16 @@ impl Daemon {
         }
     }
 
-    async fn start_reload(&mut self) -> JoinHandle<Plan> {
+    fn start_reload(&mut self, rt: &Runtime) -> JoinHandle<Plan> {
         info!("reloading watchers");
-        let loaded = self.watchers.list().await.unwrap_or_default();
+        let loaded = self.supervisor.list();
         let runtime = self.runtime.clone();
         let settings = self.settings.clone();
         let refused = std::mem::take(&mut self.refused);
-        tokio::task::spawn_blocking(move || prepare(&runtime, &settings, &loaded, refused))
+        rt.spawn_blocking(move || prepare(&runtime, &settings, &loaded, refused))
     }
 
-    async fn apply(&mut self, plan: Plan) {
+    fn apply(&mut self, rt: &Runtime, plan: Plan) {
         self.refused = plan.refused;
         self.publish_all(plan.notices);
         if let Some(settings) = plan.settings {
@@ -323,15 +337,15 @@ impl Daemon {
             self.settings.limits = settings.limits;
         }
         for watcher in plan.install {
-            let notices = self.watchers.install(watcher).await.unwrap_or_default();
+            let notices = self.supervisor.install(watcher);
             self.publish_all(notices);
         }
         for name in plan.remove {
-            let notices = self.watchers.remove(name).await.unwrap_or_default();
+            let notices = self.supervisor.remove(&name);
             self.publish_all(notices);
         }
         self.next_probes = None;
-        if let Err(e) = self.publisher.flush().await {
+        if let Err(e) = rt.block_on(self.publisher.flush()) {
             warn!("publish failed, will retry: {e:#}");
         }
     }
@@ -360,22 +374,51 @@ impl Daemon {
     /// # Errors
     /// A [`ProbeError`] when Redis is unreachable or a probe failed, or a
     /// publish error; envelopes stay queued for the next poll.
-    pub async fn poll(&mut self) -> Result<()> {
+    pub fn poll(&mut self, rt: &Runtime) -> Result<()> {
+        self.poll_until(rt, &mut std::future::pending())
+            .expect("never cancelled")
+    }
+
+    /// [`Daemon::poll`], abandoning the Redis I/O when `cancel` completes
+    /// (then `None`).
+    fn poll_until<F: Future<Output = ()> + Unpin>(
+        &mut self,
+        rt: &Runtime,
+        cancel: &mut F,
+    ) -> Option<Result<()>> {
         self.polls += 1;
-        let probes = match self.next_probes {
-            Some(p) => p,
-            None => self.watchers.plan(self.polls).await?,
+        let probes = self
+            .next_probes
+            .unwrap_or_else(|| self.supervisor.plan(self.polls, Instant::now()));
+        let snapshot = rt.block_on(async {
+            tokio::select! {
+                s = self.prober.poll(probes) => Some(s),
+                () = &mut *cancel => None,
+            }
+        })?;
+        let snapshot = match snapshot {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e.into())),
         };
-        let snapshot = Arc::new(self.prober.poll(probes).await?);
-        let (emitted, next) = self
-            .watchers
-            .poll(self.polls, self.instance.clone(), snapshot)
-            .await?;
+        let (emitted, next) = self.supervisor.poll(self.polls, &self.instance, &snapshot);
         self.next_probes = Some(next);
         self.publish_all(emitted);
-        self.publisher.flush().await?;
-        Ok(())
+        let flushed = rt.block_on(async {
+            tokio::select! {
+                r = self.publisher.flush() => Some(r),
+                () = &mut *cancel => None,
+            }
+        })?;
+        Some(flushed.map(|_| ()))
     }
+}
+
+/// What woke the poll loop.
+enum Wake {
+    Stop,
+    Poll,
+    Reload,
+    Reloaded(Result<Plan, String>),
 }
 
 /// Resident set size of this process in KiB (Linux), 0 when unknown.

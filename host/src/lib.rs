@@ -15,7 +15,7 @@
 //! - [`envelope`]: the JSON wire format.
 //! - [`publish`]: PUBLISH + XADD pipelines, or JSON lines for `--dry-run`.
 //! - [`backoff`]: waits between attempts while Redis is unreachable.
-//! - [`worker`]: the thread that owns the watchers, runs and supervises them.
+//! - [`supervisor`]: runs the due watchers; restarts, backoff, quarantine.
 //! - [`daemon`]: the poll loop tying it together.
 //! - [`check`]: `lookout check`, a watcher loaded and described as the daemon would.
 
@@ -32,9 +32,9 @@ pub mod publish;
 pub mod redact;
 pub mod reload;
 pub mod stdio;
+pub mod supervisor;
 pub mod watcher;
 pub mod watcher_config;
-pub mod worker;
 
 pub use config::Settings;
 pub use daemon::{Daemon, RunMode};

@@ -122,11 +122,12 @@ fn run(args: RunArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let (shutdown, reloads, _watching) = {
+        let _context = runtime.enter();
         let shutdown = shutdown_signal()?;
         let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
         // A bounded run (--once, --polls) does not reload.
-        let _watching = if mode.polls.is_none() {
+        let watching = if mode.polls.is_none() {
             forward_sighup(reload_tx.clone())?;
             Some(lookout::reload::watch(
                 &plugins,
@@ -136,8 +137,9 @@ fn run(args: RunArgs) -> Result<()> {
         } else {
             None
         };
-        daemon.run(mode, reloads, shutdown).await
-    })
+        (shutdown, reloads, watching)
+    };
+    daemon.run(&runtime, mode, reloads, shutdown)
 }
 
 fn check(args: CheckArgs) -> Result<()> {

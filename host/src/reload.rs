@@ -17,8 +17,8 @@ use crate::envelope::Level;
 use crate::fields;
 use crate::output::Emitted;
 use crate::plugin::Runtime;
+use crate::supervisor::Loaded;
 use crate::watcher::{Watcher, name_of, signature};
-use crate::worker::Loaded;
 
 /// How long files must stay unchanged before they are loaded, so a copy in
 /// progress is not taken for a broken watcher.

@@ -1,16 +1,13 @@
-//! The watcher thread: owns every loaded watcher, runs their calls off the
-//! async runtime (synchronous WASI calls block on their own runtime, which
-//! must not happen on a thread that drives async tasks), and supervises
-//! them: a trapped watcher is rebuilt before its next poll, repeated
-//! failures back off, and K in a row quarantine it until it changes.
+//! The supervisor: owns every loaded watcher, decides which are due, runs
+//! them and handles their failures: a trapped watcher is rebuilt before its
+//! next poll, repeated failures back off, and K in a row quarantine it until
+//! it changes. Its methods call into wasm, so they must run outside the
+//! async runtime's context (synchronous WASI calls block on a runtime of
+//! their own).
 
-use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
 
 use crate::envelope::{HOST_TARGET, Level};
 use crate::fields;
@@ -53,128 +50,8 @@ pub struct Loaded {
     pub fingerprint: u64,
 }
 
-enum Job {
-    Plan {
-        poll: u64,
-        reply: oneshot::Sender<Probes>,
-    },
-    Poll {
-        poll: u64,
-        instance: Arc<str>,
-        snapshot: Arc<Snapshot>,
-        reply: oneshot::Sender<(Vec<Emitted>, Probes)>,
-    },
-    Install {
-        watcher: Box<Watcher>,
-        reply: oneshot::Sender<Vec<Emitted>>,
-    },
-    Remove {
-        name: String,
-        reply: oneshot::Sender<Vec<Emitted>>,
-    },
-    List {
-        reply: oneshot::Sender<Vec<Loaded>>,
-    },
-}
-
-/// Handle to the watcher thread; dropping it stops the thread.
-pub struct WatcherThread {
-    jobs: mpsc::Sender<Job>,
-}
-
-impl WatcherThread {
-    /// Moves `watchers` onto a new thread that rebuilds them with `runtime`.
-    ///
-    /// # Errors
-    /// The thread could not be spawned.
-    pub fn spawn(runtime: Runtime, watchers: Vec<Watcher>, interval: Duration) -> Result<Self> {
-        let (jobs, inbox) = mpsc::channel::<Job>();
-        let slots = watchers
-            .into_iter()
-            .map(|watcher| Slot {
-                watcher,
-                health: Health::Healthy,
-                last_run: None,
-            })
-            .collect();
-        std::thread::Builder::new()
-            .name("lookout-watchers".into())
-            .spawn(move || {
-                Supervisor {
-                    runtime,
-                    slots,
-                    interval,
-                }
-                .serve(&inbox);
-            })?;
-        Ok(Self { jobs })
-    }
-
-    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> Job) -> Result<T> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(job(reply))
-            .map_err(|_| anyhow!("watcher thread stopped"))?;
-        answer.await.map_err(|_| anyhow!("watcher thread stopped"))
-    }
-
-    /// Probes needed by the watchers due at poll number `poll`.
-    ///
-    /// # Errors
-    /// The watcher thread is gone.
-    pub async fn plan(&self, poll: u64) -> Result<Probes> {
-        self.ask(|reply| Job::Plan { poll, reply }).await
-    }
-
-    /// Runs the watchers due at `poll` whose needs the snapshot covers and
-    /// returns their capped events, the host's notices about failures,
-    /// restarts and quarantines, and the probes the next poll will need.
-    ///
-    /// # Errors
-    /// The watcher thread is gone.
-    pub async fn poll(
-        &self,
-        poll: u64,
-        instance: Arc<str>,
-        snapshot: Arc<Snapshot>,
-    ) -> Result<(Vec<Emitted>, Probes)> {
-        self.ask(|reply| Job::Poll {
-            poll,
-            instance,
-            snapshot,
-            reply,
-        })
-        .await
-    }
-
-    /// Adds a watcher, or replaces the one with the same name (its state
-    /// and any quarantine go with it).
-    ///
-    /// # Errors
-    /// The watcher thread is gone.
-    pub async fn install(&self, watcher: Watcher) -> Result<Vec<Emitted>> {
-        let watcher = Box::new(watcher);
-        self.ask(|reply| Job::Install { watcher, reply }).await
-    }
-
-    /// Unloads the watcher named `name`.
-    ///
-    /// # Errors
-    /// The watcher thread is gone.
-    pub async fn remove(&self, name: String) -> Result<Vec<Emitted>> {
-        self.ask(|reply| Job::Remove { name, reply }).await
-    }
-
-    /// The loaded watchers.
-    ///
-    /// # Errors
-    /// The watcher thread is gone.
-    pub async fn list(&self) -> Result<Vec<Loaded>> {
-        self.ask(|reply| Job::List { reply }).await
-    }
-}
-
-struct Supervisor {
+/// Runs and supervises the loaded watchers.
+pub struct Supervisor {
     runtime: Runtime,
     slots: Vec<Slot>,
     /// Poll interval, to plan the next poll's probes.
@@ -191,54 +68,48 @@ fn notice(level: Level, msg: String, fields: Map<String, Value>) -> Emitted {
 }
 
 impl Supervisor {
-    fn serve(mut self, inbox: &mpsc::Receiver<Job>) {
-        // Replies are dropped silently when the poll was cancelled.
-        while let Ok(job) = inbox.recv() {
-            match job {
-                Job::Plan { poll, reply } => {
-                    let _ = reply.send(self.plan(poll, Instant::now()));
-                }
-                Job::Poll {
-                    poll,
-                    instance,
-                    snapshot,
-                    reply,
-                } => {
-                    let emitted = self.poll(poll, &instance, &snapshot);
-                    let next = self.plan(poll + 1, Instant::now() + self.interval);
-                    let _ = reply.send((emitted, next));
-                }
-                Job::Install { watcher, reply } => {
-                    let _ = reply.send(self.install(*watcher));
-                }
-                Job::Remove { name, reply } => {
-                    let before = self.slots.len();
-                    self.slots.retain(|s| s.watcher.name != name);
-                    let out = if self.slots.len() < before {
-                        tracing::info!(watcher = %name, "watcher unloaded");
-                        vec![notice(
-                            Level::Info,
-                            format!("watcher {name} unloaded (its file was removed)"),
-                            fields! {"watcher" => name},
-                        )]
-                    } else {
-                        Vec::new()
-                    };
-                    let _ = reply.send(out);
-                }
-                Job::List { reply } => {
-                    let _ = reply.send(
-                        self.slots
-                            .iter()
-                            .map(|s| Loaded {
-                                name: s.watcher.name.clone(),
-                                fingerprint: s.watcher.fingerprint,
-                            })
-                            .collect(),
-                    );
-                }
-            }
+    /// Supervises `watchers`, rebuilding them with `runtime`; `interval`
+    /// is the poll interval, used to plan the next poll's probes.
+    pub fn new(runtime: Runtime, watchers: Vec<Watcher>, interval: Duration) -> Self {
+        let slots = watchers
+            .into_iter()
+            .map(|watcher| Slot {
+                watcher,
+                health: Health::Healthy,
+                last_run: None,
+            })
+            .collect();
+        Self {
+            runtime,
+            slots,
+            interval,
         }
+    }
+
+    /// Unloads the watcher named `name`.
+    pub fn remove(&mut self, name: &str) -> Vec<Emitted> {
+        let before = self.slots.len();
+        self.slots.retain(|s| s.watcher.name != name);
+        if self.slots.len() == before {
+            return Vec::new();
+        }
+        tracing::info!(watcher = %name, "watcher unloaded");
+        vec![notice(
+            Level::Info,
+            format!("watcher {name} unloaded (its file was removed)"),
+            fields! {"watcher" => name},
+        )]
+    }
+
+    /// The loaded watchers.
+    pub fn list(&self) -> Vec<Loaded> {
+        self.slots
+            .iter()
+            .map(|s| Loaded {
+                name: s.watcher.name.clone(),
+                fingerprint: s.watcher.fingerprint,
+            })
+            .collect()
     }
 
     fn due(slot: &Slot, poll: u64, now: Instant) -> bool {
@@ -256,7 +127,8 @@ impl Supervisor {
             }
     }
 
-    fn plan(&self, poll: u64, now: Instant) -> Probes {
+    /// Probes needed by the watchers due at poll number `poll` at `now`.
+    pub fn plan(&self, poll: u64, now: Instant) -> Probes {
         self.slots
             .iter()
             .filter(|s| Self::due(s, poll, now))
@@ -269,7 +141,15 @@ impl Supervisor {
             })
     }
 
-    fn poll(&mut self, poll: u64, instance: &str, snapshot: &Snapshot) -> Vec<Emitted> {
+    /// Runs the watchers due at `poll` whose needs the snapshot covers and
+    /// returns their capped events, the host's notices about failures,
+    /// restarts and quarantines, and the probes the next poll will need.
+    pub fn poll(
+        &mut self,
+        poll: u64,
+        instance: &str,
+        snapshot: &Snapshot,
+    ) -> (Vec<Emitted>, Probes) {
         let now = Instant::now();
         let mut out = Vec::new();
         let have = snapshot.probes;
@@ -321,7 +201,8 @@ impl Supervisor {
             }
         }
         self.restart_due(poll, &mut out);
-        out
+        let next = self.plan(poll + 1, Instant::now() + self.interval);
+        (out, next)
     }
 
     /// Records a failure: backs off or quarantines, and reports it once.
@@ -392,7 +273,9 @@ impl Supervisor {
         }
     }
 
-    fn install(&mut self, watcher: Watcher) -> Vec<Emitted> {
+    /// Adds a watcher, or replaces the one with the same name (its state
+    /// and any quarantine go with it).
+    pub fn install(&mut self, watcher: Watcher) -> Vec<Emitted> {
         let name = watcher.name.clone();
         let version = watcher.manifest.version.clone();
         let file = watcher.file.display().to_string();
