@@ -215,7 +215,7 @@ fn poll_cpu(redis: &Redis, cache: &Path) {
         let cpu_us = cpu.elapsed().as_secs_f64() * 1e6 / f64::from(polls);
         let wall_us = wall.elapsed().as_secs_f64() * 1e6 / f64::from(polls);
         row(
-            "host CPU per poll, 3 watchers",
+            "host CPU per poll, 3 watchers (all threads)",
             format!("{cpu_us:.1} us"),
             "<= 100 us",
         );

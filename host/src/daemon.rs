@@ -210,7 +210,7 @@ impl Daemon {
                         Wake::Reload
                     }
                     plan = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
-                        Wake::Reloaded(plan.map_err(|e| e.to_string()))
+                        Wake::Reloaded(plan.map(Box::new).map_err(|e| e.to_string()))
                     }
                 }
             });
@@ -223,7 +223,7 @@ impl Daemon {
                 Wake::Reloaded(plan) => {
                     pending = None;
                     match plan {
-                        Ok(plan) => self.apply(rt, plan),
+                        Ok(plan) => self.apply(rt, *plan),
                         Err(e) => error!("reload task failed: {e}"),
                     }
                     continue;
@@ -418,7 +418,7 @@ enum Wake {
     Stop,
     Poll,
     Reload,
-    Reloaded(Result<Plan, String>),
+    Reloaded(Result<Box<Plan>, String>),
 }
 
 /// Resident set size of this process in KiB (Linux), 0 when unknown.
