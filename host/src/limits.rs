@@ -1,6 +1,6 @@
 //! Sandbox limits of watchers: defaults in `[limits]` of `lookout.toml`,
-//! overridable per watcher in `[limits.watchers.NAME]`, which also sets a
-//! watcher's cadence.
+//! overridable per watcher in `[limits.watchers.NAME]`; either can also
+//! override the cadence watchers declare.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
-/// `[limits]` and `[limits.watchers.NAME]` as written.
+/// `[limits]` as written, and (the same keys) `[limits.watchers.NAME]`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
@@ -28,35 +28,13 @@ pub struct LimitsFile {
     pub max_wasm_mib: Option<u64>,
     /// Consecutive failures before a watcher is quarantined.
     pub quarantine_after: Option<u32>,
-    /// Per-watcher overrides, by watcher file name.
-    #[serde(default)]
-    pub watchers: BTreeMap<String, WatcherLimitsFile>,
-}
-
-/// `[limits.watchers.NAME]`: any limit, plus the cadence.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatcherLimitsFile {
-    /// See [`LimitsFile`].
-    pub call_deadline_ms: Option<u64>,
-    /// See [`LimitsFile`].
-    pub memory_mib: Option<u64>,
-    /// See [`LimitsFile`].
-    pub max_events: Option<u32>,
-    /// See [`LimitsFile`].
-    pub max_msg_bytes: Option<u32>,
-    /// See [`LimitsFile`].
-    pub max_fields: Option<u32>,
-    /// See [`LimitsFile`].
-    pub max_field_bytes: Option<u32>,
-    /// See [`LimitsFile`].
-    pub max_wasm_mib: Option<u64>,
-    /// See [`LimitsFile`].
-    pub quarantine_after: Option<u32>,
-    /// Run the watcher every N polls (overrides what it declares).
+    /// Run every N polls, overriding what watchers declare.
     pub every_polls: Option<u32>,
-    /// Run the watcher at most every this many seconds (overrides what it declares).
+    /// Run at most every this many seconds, overriding what watchers declare.
     pub interval_s: Option<f64>,
+    /// Per-watcher overrides, by watcher file name (top level only).
+    #[serde(default)]
+    pub watchers: BTreeMap<String, LimitsFile>,
 }
 
 /// How often a watcher runs.
@@ -130,14 +108,12 @@ impl Limits {
     /// A zero where at least one is needed, or a bad interval; the message
     /// names the key.
     pub fn resolve(file: &LimitsFile, origin: &str) -> Result<Self> {
-        let defaults = apply(
-            WatcherLimits::default(),
-            &as_override(file),
-            origin,
-            "limits",
-        )?;
+        let defaults = apply(WatcherLimits::default(), file, origin, "limits")?;
         let mut watchers = BTreeMap::new();
         for (name, o) in &file.watchers {
+            if !o.watchers.is_empty() {
+                bail!("{origin}: `limits.watchers.{name}` cannot hold a `watchers` table");
+            }
             let limits = apply(defaults, o, origin, &format!("limits.watchers.{name}"))?;
             watchers.insert(name.clone(), limits);
         }
@@ -145,27 +121,7 @@ impl Limits {
     }
 }
 
-fn as_override(f: &LimitsFile) -> WatcherLimitsFile {
-    WatcherLimitsFile {
-        call_deadline_ms: f.call_deadline_ms,
-        memory_mib: f.memory_mib,
-        max_events: f.max_events,
-        max_msg_bytes: f.max_msg_bytes,
-        max_fields: f.max_fields,
-        max_field_bytes: f.max_field_bytes,
-        max_wasm_mib: f.max_wasm_mib,
-        quarantine_after: f.quarantine_after,
-        every_polls: None,
-        interval_s: None,
-    }
-}
-
-fn apply(
-    mut l: WatcherLimits,
-    o: &WatcherLimitsFile,
-    origin: &str,
-    table: &str,
-) -> Result<WatcherLimits> {
+fn apply(mut l: WatcherLimits, o: &LimitsFile, origin: &str, table: &str) -> Result<WatcherLimits> {
     let positive = |key: &str, v: u64| -> Result<u64> {
         if v == 0 {
             bail!("{origin}: `{table}.{key}` must be at least 1");

@@ -11,7 +11,7 @@ use lookout::{Daemon, RunMode};
 
 /// Redis watcher host: polls Redis and runs WebAssembly watcher components.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

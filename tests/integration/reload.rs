@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Lookout, Redis, by_target, fixture, lookout_cmd, plugins_dir, wait_for};
+use crate::support::{
+    Lookout, Redis, assert_counts_up, by_target, fixture, plugins_dir, run_lookout, wait_for,
+};
 
 fn host_msgs(all: &[Value]) -> Vec<String> {
     by_target(all, "lookout")
@@ -27,11 +29,7 @@ fn wait_msg(redis: &Redis, what: &str, needle: &str) -> Vec<Value> {
 }
 
 fn start(redis: &Redis, plugins: &Path, tmp: &Path) -> Lookout {
-    let mut cmd = lookout_cmd(tmp);
-    cmd.args(["run", "--poll-interval", "0.25", "--plugins"])
-        .arg(plugins);
-    cmd.env("REDIS_URL", redis.url());
-    let lookout = Lookout::spawn(cmd);
+    let lookout = run_lookout(tmp, &redis.url(), plugins, &["--poll-interval", "0.25"]);
     lookout.wait_started();
     lookout
 }
@@ -113,14 +111,7 @@ fn watchers_reload_without_a_restart() {
     // The untouched watcher ran on every poll, with no gap of more than
     // a few intervals.
     let steady = by_target(&redis.stream("logs:stream:redis"), "steady");
-    let ns: Vec<i64> = steady
-        .iter()
-        .map(|e| e["fields"]["n"].as_i64().unwrap())
-        .collect();
-    assert_eq!(
-        ns,
-        (1..=i64::try_from(ns.len()).unwrap()).collect::<Vec<_>>()
-    );
+    assert_counts_up(&steady);
     let times: Vec<std::time::SystemTime> = steady
         .iter()
         .map(|e| humantime::parse_rfc3339(e["ts"].as_str().unwrap()).unwrap())

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Lookout, Redis, by_target, lookout_cmd, plugins_with, wait_for};
+use crate::support::{Redis, assert_counts_up, by_target, plugins_with, run_lookout, wait_for};
 
 const HOSTILE: [&str; 10] = [
     "looper",
@@ -55,13 +55,8 @@ fn hostile_watchers_are_contained() {
         ),
     )
     .unwrap();
-    let mut cmd = lookout_cmd(tmp.path());
-    cmd.args(["run", "--config"])
-        .arg(&config)
-        .arg("--plugins")
-        .arg(&plugins);
-    cmd.env("REDIS_URL", redis.url());
-    let mut lookout = Lookout::spawn(cmd);
+    let args = ["--config", config.to_str().unwrap()];
+    let mut lookout = run_lookout(tmp.path(), &redis.url(), &plugins, &args);
     lookout.wait_started();
 
     let stream = || bus.stream("logs:stream:redis");
@@ -160,14 +155,7 @@ fn hostile_watchers_are_contained() {
     assert!(!lookout.stderr.matching("lines dropped").is_empty() || chatty_lines.len() < 300);
 
     // The healthy ticker ran on every poll: n is contiguous from 1.
-    let ns: Vec<i64> = events(&all, "ticker")
-        .iter()
-        .map(|e| e["fields"]["n"].as_i64().unwrap())
-        .collect();
-    assert_eq!(
-        ns,
-        (1..=i64::try_from(ns.len()).unwrap()).collect::<Vec<_>>()
-    );
+    let ns = assert_counts_up(&events(&all, "ticker"));
 
     // A watcher declaring "every 3 polls" runs on a third of them.
     let slow = events(&all, "slow-ticker").len();
@@ -194,13 +182,13 @@ fn sigterm_while_a_watcher_loops() {
         "[limits.watchers.looper]\ncall_deadline_ms = 3000\n",
     )
     .unwrap();
-    let mut cmd = lookout_cmd(tmp.path());
-    cmd.args(["run", "--poll-interval", "0.1", "--config"])
-        .arg(&config)
-        .arg("--plugins")
-        .arg(&plugins);
-    cmd.env("REDIS_URL", redis.url());
-    let mut lookout = Lookout::spawn(cmd);
+    let args = [
+        "--poll-interval",
+        "0.1",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let mut lookout = run_lookout(tmp.path(), &redis.url(), &plugins, &args);
     lookout.wait_started();
     assert!(lookout.terminate().success());
 }

@@ -299,6 +299,29 @@ pub fn lookout_cmd(cache: &Path) -> Command {
     cmd
 }
 
+/// Spawns `lookout run --poll-interval 0.2 --plugins PLUGINS ARGS...`
+/// watching `redis_url` (later flags win).
+pub fn run_lookout(cache: &Path, redis_url: &str, plugins: &Path, args: &[&str]) -> Lookout {
+    let mut cmd = lookout_cmd(cache);
+    cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
+        .arg(plugins)
+        .args(args)
+        .env("REDIS_URL", redis_url);
+    Lookout::spawn(cmd)
+}
+
+/// Asserts that the `n` fields of `events` count 1, 2, 3... with no gap
+/// (a watcher that ran on every poll) and returns them.
+pub fn assert_counts_up(events: &[Value]) -> Vec<i64> {
+    let ns: Vec<i64> = events
+        .iter()
+        .map(|e| e["fields"]["n"].as_i64().unwrap())
+        .collect();
+    let expected: Vec<i64> = (1..=i64::try_from(ns.len()).unwrap()).collect();
+    assert_eq!(ns, expected, "one run per poll");
+    ns
+}
+
 impl Lookout {
     /// Spawns `cmd` with captured output.
     pub fn spawn(mut cmd: Command) -> Self {
