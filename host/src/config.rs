@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::breaker::BreakerSettings;
+use crate::buffer::{Caps, DropPolicy};
 use crate::limits::{Limits, LimitsFile};
 use crate::redact::redact_url;
 
@@ -35,17 +37,47 @@ pub struct FileConfig {
     pub connect_timeout: Option<f64>,
     /// Seconds to wait for any Redis reply.
     pub response_timeout: Option<f64>,
+    /// Seconds SIGTERM waits for the outbox to drain.
+    pub shutdown_grace: Option<f64>,
     /// `text` or `json` logs on stderr.
     pub log_format: Option<LogFormat>,
     /// Where and how envelopes are published.
     #[serde(default)]
     pub publish: PublishFile,
+    /// The outbox used while the bus is unreachable.
+    #[serde(default)]
+    pub buffer: BufferFile,
+    /// The publish circuit breaker.
+    #[serde(default)]
+    pub breaker: BreakerFile,
     /// Limits applied to every watcher.
     #[serde(default)]
     pub limits: LimitsFile,
     /// Per-watcher settings, by watcher file name; they override `NAME.toml`.
     #[serde(default)]
     pub watchers: BTreeMap<String, toml::Table>,
+}
+
+/// `[buffer]` table of `lookout.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferFile {
+    /// Most envelopes held while the bus is unreachable.
+    pub max_envelopes: Option<usize>,
+    /// Most MiB of envelopes held.
+    pub max_mib: Option<usize>,
+    /// `drop_oldest` (default) or `drop_newest` when full.
+    pub policy: Option<DropPolicy>,
+}
+
+/// `[breaker]` table of `lookout.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerFile {
+    /// Consecutive failed publishes that open the breaker.
+    pub failures: Option<u32>,
+    /// Seconds the breaker stays open before a probe.
+    pub recovery_s: Option<f64>,
 }
 
 /// `[publish]` table of `lookout.toml`.
@@ -123,6 +155,12 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Reply timeout.
     pub response_timeout: Duration,
+    /// How long SIGTERM waits for the outbox to drain.
+    pub shutdown_grace: Duration,
+    /// Outbox caps and policy.
+    pub buffer: Caps,
+    /// Breaker settings.
+    pub breaker: BreakerSettings,
     /// stderr log format.
     pub log_format: LogFormat,
     /// Publishing target.
@@ -191,6 +229,24 @@ impl Settings {
         check_url(&publish_url).with_context(|| origin("publish.url"))?;
         let file_name = path.map_or_else(|| "config".to_owned(), |p| p.display().to_string());
         let limits = Limits::resolve(&file.limits, &file_name)?;
+        let shutdown_grace = seconds(file.shutdown_grace.unwrap_or(5.0))
+            .with_context(|| origin("shutdown_grace"))?;
+        let buffer = Caps {
+            envelopes: file.buffer.max_envelopes.unwrap_or(10_000),
+            bytes: file.buffer.max_mib.unwrap_or(16).saturating_mul(1 << 20),
+            policy: file.buffer.policy.unwrap_or_default(),
+        };
+        if buffer.envelopes == 0 || buffer.bytes == 0 {
+            bail!(
+                "{} and buffer.max_mib must be at least 1",
+                origin("buffer.max_envelopes")
+            );
+        }
+        let breaker = BreakerSettings {
+            failures: file.breaker.failures.unwrap_or(3).max(1),
+            recovery: seconds(file.breaker.recovery_s.unwrap_or(2.0))
+                .with_context(|| origin("breaker.recovery_s"))?,
+        };
         let publish = PublishSettings {
             url: publish_url,
             channel_prefix: file
@@ -220,6 +276,9 @@ impl Settings {
             response_timeout,
             log_format: o.log_format.or(file.log_format).unwrap_or_default(),
             publish,
+            shutdown_grace,
+            buffer,
+            breaker,
             limits,
             watchers: file.watchers,
             config_path: path.map(Path::to_path_buf),

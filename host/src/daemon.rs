@@ -52,6 +52,9 @@ pub struct Daemon {
     /// Probes the next poll needs, as planned by the watcher thread; `None`
     /// asks it afresh (at start and after a reload).
     next_probes: Option<crate::probe::Probes>,
+    /// Publish at once instead of at the next retry (an outage of the
+    /// watched Redis to report on another bus).
+    flush_soon: bool,
     /// Files refused by a reload, by signature, so each is reported once.
     refused: HashMap<String, u64>,
 }
@@ -116,14 +119,15 @@ impl Daemon {
         Ok(Self {
             instance: Arc::from(origin.instance.as_str()),
             prober: Prober::new(conn, settings.slowlog_count),
+            publisher: Publisher::new(sink, settings.buffer, settings.breaker, origin.clone()),
             origin,
-            publisher: Publisher::new(sink),
             loaded,
             supervisor: Supervisor::new(runtime.clone(), watchers, settings.poll_interval),
             runtime,
             settings,
             polls: 0,
             next_probes: None,
+            flush_soon: false,
             refused: HashMap::new(),
         })
     }
@@ -200,11 +204,13 @@ impl Daemon {
         let once = mode.polls == Some(1);
         let mut next_poll = Instant::now();
         let mut pending: Option<JoinHandle<Plan>> = None;
+        let mut next_flush: Option<Instant> = None;
         loop {
             let wake = rt.block_on(async {
                 tokio::select! {
                     () = &mut shutdown => Wake::Stop,
                     () = tokio::time::sleep_until(next_poll.into()) => Wake::Poll,
+                    () = sleep_until_opt(next_flush), if next_flush.is_some() => Wake::Flush,
                     Some(()) = reloads.recv(), if pending.is_none() => {
                         while reloads.try_recv().is_ok() {}
                         Wake::Reload
@@ -226,6 +232,10 @@ impl Daemon {
                         Ok(plan) => self.apply(rt, *plan),
                         Err(e) => error!("reload task failed: {e}"),
                     }
+                    continue;
+                }
+                Wake::Flush => {
+                    next_flush = self.flush_now(rt);
                     continue;
                 }
                 Wake::Poll => {}
@@ -252,9 +262,38 @@ impl Daemon {
                 break;
             }
             next_poll = Instant::now() + wait;
+            next_flush = if std::mem::take(&mut self.flush_soon) {
+                Some(Instant::now())
+            } else {
+                self.flush_retry_at()
+            };
         }
-        rt.block_on(self.stop());
+        let lost = rt.block_on(self.stop());
+        if once && lost > 0 {
+            bail!("{lost} envelopes could not be published");
+        }
         Ok(())
+    }
+
+    /// When to retry publishing what is queued: when the breaker allows it,
+    /// else in 1-2 s; `None` when nothing waits.
+    fn flush_retry_at(&self) -> Option<Instant> {
+        (self.publisher.pending() > 0).then(|| {
+            self.publisher
+                .retry_at()
+                .unwrap_or_else(|| Instant::now() + retry_wait())
+        })
+    }
+
+    /// Tries to publish now; returns when to try again.
+    fn flush_now(&mut self, rt: &Runtime) -> Option<Instant> {
+        if let Err(e) = rt.block_on(self.publisher.flush()) {
+            warn!(
+                buffered = self.publisher.pending(),
+                "publish failed, will retry: {e:#}"
+            );
+        }
+        self.flush_retry_at()
     }
 
     async fn back_online(&mut self, outage: Duration) {
@@ -266,7 +305,7 @@ impl Daemon {
         self.host_event(
             Level::Info,
             format!(
-                "redis reachable again at {instance} after {:.1}s",
+                "instance back: redis reachable again at {instance} after {:.1}s",
                 outage.as_secs_f64()
             ),
             fields! {"outage_ms" => u64::try_from(outage.as_millis()).unwrap_or(u64::MAX)},
@@ -290,9 +329,13 @@ impl Daemon {
                     error!("redis lost at {instance}: {cause:#}");
                     self.host_event(
                         Level::Error,
-                        format!("redis unreachable at {instance}"),
+                        format!("instance unreachable: redis at {instance} does not answer"),
                         fields! {"error" => format!("{cause:#}")},
                     );
+                    // Tell the bus now when it is another Redis.
+                    if self.settings.publish.url != self.settings.redis_url {
+                        self.flush_soon = true;
+                    }
                 }
                 let wait = backoff.next_wait();
                 warn!(
@@ -350,23 +393,23 @@ impl Daemon {
         }
     }
 
-    async fn stop(&mut self) {
-        let pending = self.publisher.pending();
-        if pending > 0 {
-            let flush = tokio::time::timeout(Duration::from_secs(2), self.publisher.flush()).await;
-            if !matches!(flush, Ok(Ok(_))) {
-                warn!(
-                    lost = pending,
-                    "could not publish queued envelopes before exit"
-                );
-            }
+    /// Shutdown: drains the outbox within the grace period and logs the
+    /// conservation counts; returns how many envelopes were lost.
+    async fn stop(&mut self) -> usize {
+        let lost = self.publisher.drain(self.settings.shutdown_grace).await;
+        let counts = self.publisher.counts();
+        if lost > 0 {
+            warn!(lost, "could not publish queued envelopes before exit");
         }
         info!(
-            delivered = self.publisher.delivered,
-            dropped = self.publisher.dropped,
+            emitted = counts.emitted,
+            delivered = counts.delivered,
+            dropped = counts.dropped,
+            lost,
             rss_kib = rss_kib(),
             "lookout stopped"
         );
+        lost
     }
 
     /// One poll: probe what the due watchers need, run them, publish.
@@ -409,7 +452,23 @@ impl Daemon {
                 () = &mut *cancel => None,
             }
         })?;
-        Some(flushed.map(|_| ()))
+        // A failed publish keeps the envelopes queued (the breaker and the
+        // retry timer take it from here); the poll itself succeeded.
+        if let Err(e) = flushed {
+            warn!(
+                buffered = self.publisher.pending(),
+                "publish failed, will retry: {e:#}"
+            );
+        }
+        Some(Ok(()))
+    }
+}
+
+/// Sleeps until `at` (forever when `None`).
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -417,6 +476,7 @@ impl Daemon {
 enum Wake {
     Stop,
     Poll,
+    Flush,
     Reload,
     Reloaded(Result<Box<Plan>, String>),
 }

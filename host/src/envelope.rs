@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Envelope schema version, the `v` field.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `target` of the host's own envelopes.
 pub const HOST_TARGET: &str = "lookout";
@@ -43,6 +43,9 @@ impl Level {
 pub struct Envelope {
     /// Schema version.
     pub v: u32,
+    /// Unique id (UUIDv7, time-ordered): delivery is at-least-once, so
+    /// consumers de-duplicate on it.
+    pub id: String,
     /// RFC 3339 UTC timestamp with milliseconds.
     pub ts: String,
     /// Service name, `redis` by default.
@@ -100,6 +103,7 @@ impl Origin {
         fields.insert("instance".to_owned(), Value::from(self.instance.clone()));
         Envelope {
             v: SCHEMA_VERSION,
+            id: uuid::Uuid::now_v7().to_string(),
             ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             service: self.service.clone(),
             host: self.host.clone(),
@@ -120,9 +124,10 @@ impl Envelope {
 
     /// Stream entry fields: one per envelope key, scalars as strings and
     /// `fields` as a JSON object string.
-    pub fn stream_fields(&self) -> [(&'static str, String); 9] {
+    pub fn stream_fields(&self) -> [(&'static str, String); 10] {
         [
             ("v", self.v.to_string()),
+            ("id", self.id.clone()),
             ("ts", self.ts.clone()),
             ("service", self.service.clone()),
             ("host", self.host.clone()),
@@ -160,7 +165,7 @@ mod tests {
         let json: Value = serde_json::from_str(&env.to_json()).unwrap();
         let keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
         for key in [
-            "v", "ts", "service", "host", "level", "pid", "target", "msg", "fields",
+            "v", "id", "ts", "service", "host", "level", "pid", "target", "msg", "fields",
         ] {
             assert!(keys.contains(&key.to_owned()), "missing {key}");
         }
@@ -177,7 +182,8 @@ mod tests {
         let env = origin.envelope(Level::Info, "x", "m", fields! {"n" => 1.5});
         let map: std::collections::HashMap<_, _> = env.stream_fields().into_iter().collect();
         assert_eq!(map["level"], "info");
-        assert_eq!(map["v"], "1");
+        assert_eq!(map["v"], "2");
+        assert_eq!(map["id"].len(), 36);
         let fields: Value = serde_json::from_str(&map["fields"]).unwrap();
         assert_eq!(fields["n"], 1.5);
     }
@@ -195,7 +201,7 @@ mod tests {
         assert_eq!(
             required,
             [
-                "v", "ts", "service", "host", "level", "pid", "target", "msg", "fields"
+                "v", "id", "ts", "service", "host", "level", "pid", "target", "msg", "fields"
             ]
         );
     }

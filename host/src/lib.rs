@@ -13,13 +13,17 @@
 //! - [`reload`]: hot reload on file changes and SIGHUP.
 //! - [`watcher_config`]: a watcher's settings from its manifest and TOML files.
 //! - [`envelope`]: the JSON wire format.
-//! - [`publish`]: PUBLISH + XADD pipelines, or JSON lines for `--dry-run`.
+//! - [`buffer`]: the bounded outbox and its drop policy.
+//! - [`breaker`]: the publish circuit breaker.
+//! - [`publish`]: batched PUBLISH + XADD pipelines through the breaker, or JSON lines.
 //! - [`backoff`]: waits between attempts while Redis is unreachable.
 //! - [`supervisor`]: runs the due watchers; restarts, backoff, quarantine.
 //! - [`daemon`]: the poll loop tying it together.
 //! - [`check`]: `lookout check`, a watcher loaded and described as the daemon would.
 
 pub mod backoff;
+pub mod breaker;
+pub mod buffer;
 pub mod check;
 pub mod config;
 pub mod daemon;

@@ -84,6 +84,12 @@ impl Conn {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
+    /// Whether a connection is open (it may still have been closed by the
+    /// server since).
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
     /// Forgets the connection after an error; the next call redials.
     pub fn reset(&mut self) {
         self.conn = None;

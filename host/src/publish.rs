@@ -1,19 +1,23 @@
 //! Publishing envelopes: PUBLISH on `<prefix>.<level>` and XADD to the
-//! stream, one pipeline per flush; or JSON lines on stdout for `--dry-run`.
-//! Envelopes that could not be sent wait in a bounded queue for the next
-//! flush.
+//! stream, in pipelined batches, oldest first; or JSON lines on stdout for
+//! `--dry-run`. Envelopes wait in the bounded [`Outbox`] while the bus is
+//! unreachable and a circuit breaker keeps failing sends from piling up;
+//! on recovery the outbox is replayed in order before anything newer.
 
-use std::collections::VecDeque;
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::breaker::{Breaker, BreakerSettings};
+use crate::buffer::{Caps, Counts, Item, Outbox};
 use crate::config::PublishSettings;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, HOST_TARGET, Level, Origin};
+use crate::fields;
 use crate::probe::Conn;
 
-/// Envelopes kept while the bus is unreachable; the oldest go first.
-pub const QUEUE_CAP: usize = 10_000;
+/// Envelopes per pipelined batch.
+pub const BATCH: usize = 500;
 
 /// Where envelopes go.
 pub enum Sink {
@@ -28,69 +32,153 @@ pub enum Sink {
     },
 }
 
-/// Queues envelopes and sends them to the sink.
+/// Buffers envelopes and sends them to the sink through the breaker.
 pub struct Publisher {
     sink: Sink,
-    pending: VecDeque<Envelope>,
-    /// Envelopes dropped because the queue was full.
-    pub dropped: u64,
-    /// Envelopes handed to the sink.
-    pub delivered: u64,
+    outbox: Outbox,
+    breaker: Breaker,
+    origin: Origin,
 }
 
 impl Publisher {
-    /// A publisher over `sink` with an empty queue.
-    pub fn new(sink: Sink) -> Self {
+    /// A publisher over `sink`; `origin` stamps its own drop reports.
+    pub fn new(sink: Sink, caps: Caps, breaker: BreakerSettings, origin: Origin) -> Self {
         Self {
             sink,
-            pending: VecDeque::new(),
-            dropped: 0,
-            delivered: 0,
+            outbox: Outbox::new(caps),
+            breaker: Breaker::new(breaker),
+            origin,
         }
     }
 
-    /// Queues an envelope for the next flush, dropping the oldest one when
-    /// the queue is full.
+    /// Queues an envelope behind every older one.
     pub fn push(&mut self, envelope: Envelope) {
-        if self.pending.len() >= QUEUE_CAP {
-            self.pending.pop_front();
-            self.dropped += 1;
-        }
-        self.pending.push_back(envelope);
+        self.outbox.push(envelope);
     }
 
     /// Envelopes waiting to be sent.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.outbox.len()
     }
 
-    /// Sends every queued envelope in one pipeline.
+    /// Bytes waiting to be sent.
+    pub fn pending_bytes(&self) -> usize {
+        self.outbox.bytes()
+    }
+
+    /// Emitted, delivered and dropped so far.
+    pub fn counts(&self) -> Counts {
+        self.outbox.counts()
+    }
+
+    /// When an open breaker allows the next attempt.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.breaker.retry_at()
+    }
+
+    /// Sends the outbox, oldest first, in batches, unless the breaker is
+    /// open. After drops, one envelope reporting them follows the replay.
     ///
     /// # Errors
-    /// The bus is unreachable or refused the pipeline; the envelopes stay
-    /// queued (a pipeline cut midway may deliver some twice).
+    /// A batch failed; it and everything after it stay queued, in order (a
+    /// batch cut midway may be delivered twice).
     pub async fn flush(&mut self) -> Result<usize> {
-        if self.pending.is_empty() {
+        if self.outbox.is_empty() || !self.breaker.allow(Instant::now()) {
             return Ok(0);
         }
-        let sent = self.pending.len();
+        let mut sent = 0;
+        while !self.outbox.is_empty() {
+            let n = self.outbox.len().min(BATCH);
+            match self.send(n).await {
+                Ok(()) => {
+                    self.outbox.delivered(n);
+                    sent += n;
+                    if self.breaker.success() {
+                        tracing::info!(
+                            buffered = self.outbox.len(),
+                            "bus reachable again; replaying"
+                        );
+                    }
+                    self.report_drops();
+                }
+                Err(e) => {
+                    if self.breaker.failure(Instant::now()) {
+                        tracing::warn!(
+                            buffered = self.outbox.len(),
+                            "publish failing; breaker open, buffering: {e:#}"
+                        );
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Shutdown: keeps trying to send the outbox, ignoring the breaker,
+    /// until it is empty or `grace` is over. Returns what is left.
+    pub async fn drain(&mut self, grace: Duration) -> usize {
+        let deadline = Instant::now() + grace;
+        while !self.outbox.is_empty() && Instant::now() < deadline {
+            self.breaker.success();
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.flush()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => {
+                    let pause = Duration::from_millis(100).min(left);
+                    tokio::time::sleep(pause).await;
+                }
+                Err(_) => break,
+            }
+        }
+        self.outbox.len()
+    }
+
+    fn report_drops(&mut self) {
+        if let Some(report) = self.outbox.take_drop_report() {
+            let caps = self.outbox.caps();
+            let msg = format!(
+                "dropped {} envelopes between {} and {} ({}, buffer full at {} envelopes / {} bytes)",
+                report.count,
+                report.first_ts,
+                report.last_ts,
+                caps.policy.as_str(),
+                caps.envelopes,
+                caps.bytes
+            );
+            tracing::warn!("{msg}");
+            let envelope = self.origin.envelope(
+                Level::Warn,
+                HOST_TARGET,
+                msg,
+                fields! {
+                    "dropped" => report.count,
+                    "first_ts" => report.first_ts,
+                    "last_ts" => report.last_ts,
+                    "policy" => caps.policy.as_str(),
+                },
+            );
+            self.outbox.push(envelope);
+        }
+    }
+
+    async fn send(&mut self, n: usize) -> Result<()> {
+        let items: Vec<&Item> = self.outbox.front(n).collect();
         match &mut self.sink {
             Sink::Stdout => {
                 let mut out = std::io::stdout().lock();
-                for envelope in &self.pending {
-                    writeln!(out, "{}", envelope.to_json()).context("writing to stdout")?;
+                for item in items {
+                    writeln!(out, "{}", item.json).context("writing to stdout")?;
                 }
                 out.flush().context("writing to stdout")?;
             }
             Sink::Redis { conn, settings } => {
                 let mut pipe = redis::pipe();
-                for envelope in &self.pending {
+                for item in items {
+                    let envelope = &item.envelope;
                     let channel =
                         format!("{}.{}", settings.channel_prefix, envelope.level.as_str());
-                    pipe.cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(envelope.to_json())
-                        .ignore();
+                    pipe.cmd("PUBLISH").arg(channel).arg(&item.json).ignore();
                     let xadd = pipe
                         .cmd("XADD")
                         .arg(&settings.stream_key)
@@ -103,13 +191,16 @@ impl Publisher {
                     }
                     xadd.ignore();
                 }
-                conn.query(&pipe)
-                    .await
-                    .with_context(|| format!("publishing to {}", conn.instance))?;
+                let was_connected = conn.is_connected();
+                let result = match conn.query(&pipe).await {
+                    // A connection the server closed while idle (`timeout`
+                    // in redis.conf): redial once before counting a failure.
+                    Err(e) if e.link_down && was_connected => conn.query(&pipe).await,
+                    other => other,
+                };
+                result.with_context(|| format!("publishing to {}", conn.instance))?;
             }
         }
-        self.pending.clear();
-        self.delivered += sent as u64;
-        Ok(sent)
+        Ok(())
     }
 }

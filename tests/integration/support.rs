@@ -195,11 +195,12 @@ pub fn envelope_from_stream(map: &std::collections::HashMap<String, String>) -> 
     };
     assert_eq!(
         map.len(),
-        9,
-        "stream entry has exactly the 9 envelope keys: {map:?}"
+        10,
+        "stream entry has exactly the 10 envelope keys: {map:?}"
     );
     serde_json::json!({
         "v": text("v").parse::<u64>().unwrap(),
+        "id": text("id"),
         "ts": text("ts"),
         "service": text("service"),
         "host": text("host"),
@@ -211,7 +212,7 @@ pub fn envelope_from_stream(map: &std::collections::HashMap<String, String>) -> 
     })
 }
 
-/// Asserts that `env` has the v1 envelope shape.
+/// Asserts that `env` has the v2 envelope shape.
 pub fn assert_envelope(env: &Value) {
     let obj = env
         .as_object()
@@ -222,11 +223,12 @@ pub fn assert_envelope(env: &Value) {
     assert_eq!(
         sorted,
         [
-            "fields", "host", "level", "msg", "pid", "service", "target", "ts", "v"
+            "fields", "host", "id", "level", "msg", "pid", "service", "target", "ts", "v"
         ],
         "{env}"
     );
-    assert_eq!(env["v"], 1, "{env}");
+    assert_eq!(env["v"], 2, "{env}");
+    assert_eq!(env["id"].as_str().unwrap().len(), 36, "{env}");
     let ts = env["ts"].as_str().unwrap();
     assert!(
         ts.len() == 24
