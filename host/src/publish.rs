@@ -30,6 +30,22 @@ pub enum Sink {
         /// Channel prefix, stream key, maxlen.
         settings: PublishSettings,
     },
+    /// An in-memory bus for model tests.
+    #[cfg(test)]
+    Memory(std::sync::Arc<std::sync::Mutex<MemoryBus>>),
+}
+
+/// A scriptable in-memory bus: up or down, optionally cutting the next
+/// batch after some envelopes (a pipeline cut midway).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct MemoryBus {
+    /// Whether sends succeed.
+    pub up: bool,
+    /// Cut the next batch after this many envelopes, then fail it.
+    pub cut_after: Option<usize>,
+    /// Ids received, in order (duplicates included).
+    pub received: Vec<String>,
 }
 
 /// Buffers envelopes and sends them to the sink through the breaker.
@@ -162,6 +178,11 @@ impl Publisher {
         }
     }
 
+    /// The breaker's state, for tests and status.
+    pub fn breaker_state(&self) -> crate::breaker::State {
+        self.breaker.state()
+    }
+
     async fn send(&mut self, n: usize) -> Result<()> {
         let items: Vec<&Item> = self.outbox.front(n).collect();
         match &mut self.sink {
@@ -200,7 +221,30 @@ impl Publisher {
                 };
                 result.with_context(|| format!("publishing to {}", conn.instance))?;
             }
+            #[cfg(test)]
+            Sink::Memory(bus) => {
+                let mut bus = bus.lock().expect("test bus");
+                if !bus.up {
+                    anyhow::bail!("bus down");
+                }
+                if let Some(k) = bus.cut_after.take() {
+                    for item in items.iter().take(k) {
+                        bus.received.push(item.envelope.id.clone());
+                    }
+                    if k < items.len() {
+                        anyhow::bail!("pipeline cut after {k}");
+                    }
+                } else {
+                    for item in items {
+                        bus.received.push(item.envelope.id.clone());
+                    }
+                }
+            }
         }
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "publish_model_tests.rs"]
+mod model_tests;

@@ -1,0 +1,1 @@
+//! Model-based tests of the outbox and breaker behind the publisher.
