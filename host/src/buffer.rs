@@ -91,6 +91,8 @@ pub struct Outbox {
     caps: Caps,
     counts: Counts,
     unreported: Option<DropReport>,
+    /// How many items at the front are already in the spool file.
+    spooled: usize,
 }
 
 impl Outbox {
@@ -122,6 +124,7 @@ impl Outbox {
                         self.note_drop(&envelope.ts);
                         return;
                     };
+                    self.spooled = self.spooled.saturating_sub(1);
                     self.bytes -= old.json.len();
                     self.note_drop(&old.envelope.ts);
                 }
@@ -158,8 +161,28 @@ impl Outbox {
         self.items.iter().take(n)
     }
 
+    /// JSON of the envelopes not yet in the spool file, oldest first.
+    pub fn unspooled(&self) -> impl Iterator<Item = &str> {
+        self.items
+            .iter()
+            .skip(self.spooled)
+            .map(|i| i.json.as_str())
+    }
+
+    /// Records that the next `n` unspooled envelopes were written to the
+    /// spool file.
+    pub fn mark_spooled(&mut self, n: usize) {
+        self.spooled = (self.spooled + n).min(self.items.len());
+    }
+
+    /// Envelopes held that are also in the spool file.
+    pub fn spooled(&self) -> usize {
+        self.spooled
+    }
+
     /// Marks the oldest `n` envelopes as delivered.
     pub fn delivered(&mut self, n: usize) {
+        self.spooled = self.spooled.saturating_sub(n);
         for item in self.items.drain(..n.min(self.items.len())) {
             self.bytes -= item.json.len();
             self.counts.delivered += 1;

@@ -68,6 +68,8 @@ pub struct BufferFile {
     pub max_mib: Option<usize>,
     /// `drop_oldest` (default) or `drop_newest` when full.
     pub policy: Option<DropPolicy>,
+    /// Folder of the durable spool; none by default.
+    pub dir: Option<PathBuf>,
 }
 
 /// `[breaker]` table of `lookout.toml`.
@@ -159,6 +161,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Outbox caps and policy.
     pub buffer: Caps,
+    /// Spool folder, when envelopes must survive a crash.
+    pub spool_dir: Option<PathBuf>,
     /// Breaker settings.
     pub breaker: BreakerSettings,
     /// stderr log format.
@@ -277,6 +281,7 @@ impl Settings {
             log_format: o.log_format.or(file.log_format).unwrap_or_default(),
             publish,
             shutdown_grace,
+            spool_dir: file.buffer.dir.clone(),
             buffer,
             breaker,
             limits,

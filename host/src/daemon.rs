@@ -52,6 +52,8 @@ pub struct Daemon {
     /// Probes the next poll needs, as planned by the watcher thread; `None`
     /// asks it afresh (at start and after a reload).
     next_probes: Option<crate::probe::Probes>,
+    /// Spool replay at start: (envelopes, corrupt records, folder).
+    replayed: Option<(usize, u64, String)>,
     /// Publish at once instead of at the next retry (an outage of the
     /// watched Redis to report on another bus).
     flush_soon: bool,
@@ -116,10 +118,23 @@ impl Daemon {
                 )
             })
             .collect();
+        let mut publisher = Publisher::new(sink, settings.buffer, settings.breaker, origin.clone());
+        let mut replayed = None;
+        if let Some(dir) = &settings.spool_dir {
+            if !mode.dry_run {
+                let replay = publisher.with_spool(dir)?;
+                replayed = Some((
+                    replay.envelopes.len(),
+                    replay.corrupt,
+                    dir.display().to_string(),
+                ));
+            }
+        }
         Ok(Self {
             instance: Arc::from(origin.instance.as_str()),
             prober: Prober::new(conn, settings.slowlog_count),
-            publisher: Publisher::new(sink, settings.buffer, settings.breaker, origin.clone()),
+            publisher,
+            replayed,
             origin,
             loaded,
             supervisor: Supervisor::new(runtime.clone(), watchers, settings.poll_interval),
@@ -176,6 +191,23 @@ impl Daemon {
                 format!("watcher {name} {version} loaded"),
                 fields! {"watcher" => name, "version" => version, "file" => file},
             );
+        }
+        if let Some((envelopes, corrupt, dir)) = self.replayed.take() {
+            if envelopes > 0 || corrupt > 0 {
+                let level = if corrupt > 0 {
+                    Level::Warn
+                } else {
+                    Level::Info
+                };
+                info!(envelopes, corrupt, spool = %dir, "replaying the spool");
+                self.host_event(
+                    level,
+                    format!(
+                        "replaying {envelopes} spooled envelopes from {dir} ({corrupt} corrupt records skipped)"
+                    ),
+                    fields! {"replayed" => envelopes, "corrupt" => corrupt, "spool" => dir},
+                );
+            }
         }
         if self.loaded.is_empty() {
             warn!(plugins = %self.settings.plugins.display(), "no watchers loaded");
@@ -393,10 +425,17 @@ impl Daemon {
         }
     }
 
-    /// Shutdown: drains the outbox within the grace period and logs the
-    /// conservation counts; returns how many envelopes were lost.
+    /// Shutdown: drains the outbox within the grace period, spools what is
+    /// left (with a spool) and logs the counts; returns how many envelopes
+    /// were lost.
     async fn stop(&mut self) -> usize {
-        let lost = self.publisher.drain(self.settings.shutdown_grace).await;
+        let left = self.publisher.drain(self.settings.shutdown_grace).await;
+        let spooled = if left > 0 {
+            self.publisher.spool_pending()
+        } else {
+            0
+        };
+        let lost = left - spooled.min(left);
         let counts = self.publisher.counts();
         if lost > 0 {
             warn!(lost, "could not publish queued envelopes before exit");
@@ -405,6 +444,7 @@ impl Daemon {
             emitted = counts.emitted,
             delivered = counts.delivered,
             dropped = counts.dropped,
+            spooled,
             lost,
             rss_kib = rss_kib(),
             "lookout stopped"

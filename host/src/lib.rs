@@ -15,6 +15,7 @@
 //! - [`envelope`]: the JSON wire format.
 //! - [`buffer`]: the bounded outbox and its drop policy.
 //! - [`breaker`]: the publish circuit breaker.
+//! - [`spool`]: the optional on-disk spool of undelivered envelopes.
 //! - [`publish`]: batched PUBLISH + XADD pipelines through the breaker, or JSON lines.
 //! - [`backoff`]: waits between attempts while Redis is unreachable.
 //! - [`supervisor`]: runs the due watchers; restarts, backoff, quarantine.
@@ -35,6 +36,7 @@ pub mod probe;
 pub mod publish;
 pub mod redact;
 pub mod reload;
+pub mod spool;
 pub mod stdio;
 pub mod supervisor;
 pub mod watcher;

@@ -15,6 +15,7 @@ use crate::config::PublishSettings;
 use crate::envelope::{Envelope, HOST_TARGET, Level, Origin};
 use crate::fields;
 use crate::probe::Conn;
+use crate::spool::{Replay, Spool};
 
 /// Envelopes per pipelined batch.
 pub const BATCH: usize = 500;
@@ -54,6 +55,7 @@ pub struct Publisher {
     outbox: Outbox,
     breaker: Breaker,
     origin: Origin,
+    spool: Option<Spool>,
 }
 
 impl Publisher {
@@ -64,7 +66,40 @@ impl Publisher {
             outbox: Outbox::new(caps),
             breaker: Breaker::new(breaker),
             origin,
+            spool: None,
         }
+    }
+
+    /// Uses a durable spool in `dir`: replays what an earlier run left there
+    /// into the outbox, ahead of anything new. Returns the replay counts.
+    ///
+    /// # Errors
+    /// The folder cannot be created or the file cannot be read.
+    pub fn with_spool(&mut self, dir: &std::path::Path) -> Result<Replay> {
+        // The file may hold a little more than the memory caps: envelopes
+        // dropped from memory stay on disk until the outbox drains.
+        let cap = (self.outbox.caps().bytes as u64).saturating_mul(2);
+        let spool = Spool::open(dir, cap)?;
+        let replay = spool.replay()?;
+        for envelope in &replay.envelopes {
+            self.outbox.push(envelope.clone());
+        }
+        self.outbox.mark_spooled(self.outbox.len());
+        self.spool = Some(spool);
+        Ok(replay)
+    }
+
+    /// Writes what is not yet in the spool (no-op without a spool); returns
+    /// how many envelopes the spool now covers.
+    pub fn spool_pending(&mut self) -> usize {
+        let Some(spool) = self.spool.as_mut() else {
+            return 0;
+        };
+        match spool.append(self.outbox.unspooled()) {
+            Ok(n) => self.outbox.mark_spooled(n),
+            Err(e) => tracing::error!("spool write failed: {e:#}"),
+        }
+        self.outbox.spooled()
     }
 
     /// Queues an envelope behind every older one.
@@ -99,7 +134,11 @@ impl Publisher {
     /// A batch failed; it and everything after it stay queued, in order (a
     /// batch cut midway may be delivered twice).
     pub async fn flush(&mut self) -> Result<usize> {
-        if self.outbox.is_empty() || !self.breaker.allow(Instant::now()) {
+        if self.outbox.is_empty() {
+            return Ok(0);
+        }
+        if !self.breaker.allow(Instant::now()) {
+            self.spool_pending();
             return Ok(0);
         }
         let mut sent = 0;
@@ -118,6 +157,7 @@ impl Publisher {
                     self.report_drops();
                 }
                 Err(e) => {
+                    self.spool_pending();
                     if self.breaker.failure(Instant::now()) {
                         tracing::warn!(
                             buffered = self.outbox.len(),
@@ -126,6 +166,11 @@ impl Publisher {
                     }
                     return Err(e);
                 }
+            }
+        }
+        if let Some(spool) = self.spool.as_mut() {
+            if let Err(e) = spool.clear() {
+                tracing::error!("spool cleanup failed: {e:#}");
             }
         }
         Ok(sent)

@@ -7,5 +7,6 @@ mod reload;
 mod resilience;
 mod sandbox;
 mod smoke;
+mod spool;
 mod startup;
 mod watchers;
