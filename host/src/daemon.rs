@@ -120,15 +120,15 @@ impl Daemon {
             .collect();
         let mut publisher = Publisher::new(sink, settings.buffer, settings.breaker, origin.clone());
         let mut replayed = None;
-        if let Some(dir) = &settings.spool_dir {
-            if !mode.dry_run {
-                let replay = publisher.with_spool(dir)?;
-                replayed = Some((
-                    replay.envelopes.len(),
-                    replay.corrupt,
-                    dir.display().to_string(),
-                ));
-            }
+        if let Some(dir) = &settings.spool_dir
+            && !mode.dry_run
+        {
+            let replay = publisher.with_spool(dir)?;
+            replayed = Some((
+                replay.envelopes.len(),
+                replay.corrupt,
+                dir.display().to_string(),
+            ));
         }
         Ok(Self {
             instance: Arc::from(origin.instance.as_str()),
@@ -192,22 +192,22 @@ impl Daemon {
                 fields! {"watcher" => name, "version" => version, "file" => file},
             );
         }
-        if let Some((envelopes, corrupt, dir)) = self.replayed.take() {
-            if envelopes > 0 || corrupt > 0 {
-                let level = if corrupt > 0 {
-                    Level::Warn
-                } else {
-                    Level::Info
-                };
-                info!(envelopes, corrupt, spool = %dir, "replaying the spool");
-                self.host_event(
-                    level,
-                    format!(
-                        "replaying {envelopes} spooled envelopes from {dir} ({corrupt} corrupt records skipped)"
-                    ),
-                    fields! {"replayed" => envelopes, "corrupt" => corrupt, "spool" => dir},
-                );
-            }
+        if let Some((envelopes, corrupt, dir)) = self.replayed.take()
+            && (envelopes > 0 || corrupt > 0)
+        {
+            let level = if corrupt > 0 {
+                Level::Warn
+            } else {
+                Level::Info
+            };
+            info!(envelopes, corrupt, spool = %dir, "replaying the spool");
+            self.host_event(
+                level,
+                format!(
+                    "replaying {envelopes} spooled envelopes from {dir} ({corrupt} corrupt records skipped)"
+                ),
+                fields! {"replayed" => envelopes, "corrupt" => corrupt, "spool" => dir},
+            );
         }
         if self.loaded.is_empty() {
             warn!(plugins = %self.settings.plugins.display(), "no watchers loaded");

@@ -168,10 +168,10 @@ impl Publisher {
                 }
             }
         }
-        if let Some(spool) = self.spool.as_mut() {
-            if let Err(e) = spool.clear() {
-                tracing::error!("spool cleanup failed: {e:#}");
-            }
+        if let Some(spool) = self.spool.as_mut()
+            && let Err(e) = spool.clear()
+        {
+            tracing::error!("spool cleanup failed: {e:#}");
         }
         Ok(sent)
     }
