@@ -6,6 +6,7 @@
 mod support;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cpu_time::ProcessTime;
@@ -283,6 +284,130 @@ fn rss_after_polls(redis: &Redis, cache: &Path) {
     );
 }
 
+fn sample_envelopes(n: usize) -> impl Iterator<Item = lookout::envelope::Envelope> {
+    let origin = lookout::envelope::Origin::new("redis", "127.0.0.1:6379");
+    (0..n).map(move |i| {
+        origin.envelope(
+            lookout::envelope::Level::Warn,
+            "slowlog",
+            format!("slow command HGETALL took {}us", 1000 + i),
+            lookout::fields! {
+                "id" => i, "duration_us" => 1000 + i, "command" => "HGETALL",
+                "args" => format!("HGETALL user:{i}"), "client_addr" => "10.0.0.7:51234",
+                "client_name" => "api", "started_at" => 1_700_000_000,
+            },
+        )
+    })
+}
+
+/// Replay of a full outbox (PUBLISH + XADD per envelope, pipelined batches)
+/// next to redis-benchmark's pipelined XADD on the same server.
+fn replay_throughput(redis: &Redis) {
+    use lookout::buffer::Caps;
+    use lookout::publish::{Publisher, Sink};
+    let n = 50_000;
+    let settings = settings(redis, Path::new("/nonexistent"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let conn =
+        lookout::probe::Conn::new(&redis.url(), Duration::from_secs(2), Duration::from_secs(5))
+            .unwrap();
+    let sink = Sink::Redis {
+        conn: Box::new(conn),
+        settings: settings.publish.clone(),
+    };
+    let caps = Caps {
+        envelopes: n,
+        bytes: usize::MAX,
+        ..Caps::default()
+    };
+    let origin = lookout::envelope::Origin::new("redis", "127.0.0.1:6379");
+    let mut publisher = Publisher::new(sink, caps, settings.breaker, origin);
+    for e in sample_envelopes(n) {
+        publisher.push(e);
+    }
+    let start = Instant::now();
+    let sent = rt.block_on(publisher.flush()).unwrap();
+    let rate = sent as f64 / start.elapsed().as_secs_f64();
+    row(
+        "outbox replay (PUBLISH + XADD each, batches of 500)",
+        format!("{rate:.0} env/s"),
+        "",
+    );
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "-P",
+            "500",
+            "-n",
+            "200000",
+            "-q",
+        ])
+        .args([
+            "XADD",
+            "bench:stream",
+            "MAXLEN",
+            "~",
+            "10000",
+            "*",
+            "v",
+            "2",
+            "msg",
+            "slow command HGETALL",
+        ])
+        .output();
+    match out {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let rps = text
+                .split(|c: char| c == '\r' || c == '\n')
+                .filter_map(|l| l.split(": ").nth(1))
+                .filter_map(|v| v.split_whitespace().next())
+                .filter_map(|v| v.parse::<f64>().ok())
+                .next_back()
+                .unwrap_or(0.0);
+            row(
+                "redis-benchmark XADD, pipeline 500",
+                format!("{rps:.0} cmd/s"),
+                "",
+            );
+        }
+        Err(e) => row("redis-benchmark XADD", format!("unavailable: {e}"), ""),
+    }
+}
+
+/// Memory held by the outbox per 10,000 typical envelopes.
+fn outbox_memory() {
+    use lookout::buffer::{Caps, Outbox};
+    let before = lookout::daemon::rss_kib();
+    let mut outbox = Outbox::new(Caps {
+        envelopes: 100_000,
+        bytes: usize::MAX,
+        ..Caps::default()
+    });
+    for e in sample_envelopes(100_000) {
+        outbox.push(e);
+    }
+    let after = lookout::daemon::rss_kib();
+    row(
+        "outbox memory per 10,000 envelopes (RSS growth / 10)",
+        format!(
+            "{:.1} MB",
+            (after.saturating_sub(before)) as f64 / 10.0 / 1024.0
+        ),
+        "",
+    );
+    row(
+        "  of which JSON payload bytes",
+        format!("{:.1} MB", outbox.bytes() as f64 / 10.0 / (1 << 20) as f64),
+        "",
+    );
+    std::hint::black_box(&outbox);
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing to filter.
     let redis = Redis::start(&[]);
@@ -296,6 +421,8 @@ fn main() {
     startup_times(&redis);
     rss_after_polls(&redis, cache.path());
     rss_memory_bomb(&redis, cache.path());
+    replay_throughput(&redis);
+    outbox_memory();
     for name in WATCHERS {
         let size = std::fs::metadata(plugins_dir().join(format!("{name}.wasm")))
             .unwrap()
