@@ -363,7 +363,7 @@ fn replay_throughput(redis: &Redis) {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout);
             let rps = text
-                .split(|c: char| c == '\r' || c == '\n')
+                .split(['\r', '\n'])
                 .filter_map(|l| l.split(": ").nth(1))
                 .filter_map(|v| v.split_whitespace().next())
                 .filter_map(|v| v.parse::<f64>().ok())
