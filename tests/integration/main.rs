@@ -3,6 +3,7 @@
 
 mod support;
 
+mod outage;
 mod reload;
 mod resilience;
 mod sandbox;
