@@ -229,7 +229,14 @@ impl Prober {
         if probes.slowlog {
             pipe.cmd("SLOWLOG").arg("GET").arg(1);
         }
-        let replies = self.conn.query(&pipe).await.map_err(|e| {
+        let was_connected = self.conn.is_connected();
+        let replies = match self.conn.query(&pipe).await {
+            // A connection the server closed while idle (`timeout` in
+            // redis.conf): redial once before calling Redis unreachable.
+            Err(e) if e.link_down && was_connected => self.conn.query(&pipe).await,
+            other => other,
+        };
+        let replies = replies.map_err(|e| {
             if e.link_down {
                 ProbeError::Unreachable(e.into())
             } else {

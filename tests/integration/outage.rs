@@ -448,10 +448,6 @@ fn idle_timeout_on_the_bus_loses_nothing() {
 /// by the server between polls is redialled, not taken for an outage; no
 /// "instance unreachable" envelope, no missed poll.
 #[test]
-#[ignore = "bug: the prober does not redial a connection the watched Redis closed while \
-            idle (`timeout` shorter than the poll interval); the next poll fails with \
-            'broken pipe' and a false 'instance unreachable' / 'instance back' pair is \
-            published"]
 fn idle_timeout_on_the_watched_redis_is_no_outage() {
     let watched = Redis::start(&["--timeout", "1"]);
     let bus = Redis::start(&[]);
