@@ -35,7 +35,15 @@ pub fn watch(
     tx: mpsc::UnboundedSender<()>,
 ) -> Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        // Only watchers and settings matter: `.wasm` and `.toml` files.
+        let relevant = event.is_ok_and(|e| {
+            !e.kind.is_access()
+                && (e.paths.is_empty()
+                    || e.paths
+                        .iter()
+                        .any(|p| p.extension().is_some_and(|x| x == "wasm" || x == "toml")))
+        });
+        if relevant {
             let _ = tx.send(());
         }
     })
