@@ -1,1 +1,826 @@
 //! Model-based tests of the outbox and breaker behind the publisher.
+//!
+//! A property test runs random sequences of emits, bus outages, pipeline
+//! cuts, flushes, recovery waits and a shutdown against a publisher on the
+//! in-memory bus, and after every step compares it with a plain model: a
+//! queue of expected envelopes with the same caps and drop policy, the
+//! emitted/delivered/dropped counters, the breaker state and the exact
+//! sequence of ids the bus must have received. Plain tests pin a few
+//! scenarios down.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+
+use super::{BATCH, MemoryBus, Publisher, Sink};
+use crate::breaker::{BreakerSettings, State};
+use crate::buffer::{Caps, DropPolicy};
+use crate::envelope::{Envelope, HOST_TARGET, Level, Origin};
+use crate::fields;
+
+/// Recovery time after which an open breaker probes at once.
+const NOW: Duration = Duration::ZERO;
+/// Recovery time that a `WaitRecovery` step sleeps through.
+const SHORT: Duration = Duration::from_millis(1);
+/// Recovery time no test outlasts: an open breaker stays open.
+const LONG: Duration = Duration::from_secs(3600);
+/// Grace of a shutdown step: one attempt, then give up.
+const GRACE: Duration = Duration::from_millis(10);
+/// Longest padding of an emitted message.
+const MAX_PAD: usize = 120;
+/// A timestamp of the length every envelope `ts` has.
+const TS: &str = "1970-01-01T00:00:00.000Z";
+
+fn origin() -> Origin {
+    Origin {
+        service: "redis".to_owned(),
+        host: "model-host".to_owned(),
+        pid: 4242,
+        instance: "127.0.0.1:6379".to_owned(),
+    }
+}
+
+fn event(origin: &Origin, seq: usize, pad: usize) -> Envelope {
+    origin.envelope(
+        Level::Info,
+        "model",
+        format!("event {seq:08}{}", "x".repeat(pad)),
+        fields! {"seq" => format!("{seq:08}")},
+    )
+}
+
+/// JSON size of the publisher's drop report for `count` drops under `caps`
+/// (every `ts` has the same length, so placeholders give the exact size).
+fn report_size(origin: &Origin, caps: Caps, count: u64) -> usize {
+    let policy = caps.policy.as_str();
+    let msg = format!(
+        "dropped {count} envelopes between {TS} and {TS} ({policy}, buffer full at {} envelopes / {} bytes)",
+        caps.envelopes, caps.bytes
+    );
+    let fields = fields! {
+        "dropped" => count,
+        "first_ts" => TS,
+        "last_ts" => TS,
+        "policy" => policy,
+    };
+    origin
+        .envelope(Level::Warn, HOST_TARGET, msg, fields)
+        .to_json()
+        .len()
+}
+
+/// JSON size of an event without padding (the same for every `seq`).
+fn event_size() -> usize {
+    event(&origin(), 0, 0).to_json().len()
+}
+
+/// Smallest byte cap generated: every event and every drop report fits an
+/// empty outbox, so the model never meets an envelope larger than the cap.
+fn byte_floor() -> usize {
+    let origin = origin();
+    let caps = Caps {
+        envelopes: 40,
+        bytes: usize::MAX,
+        policy: DropPolicy::DropNewest,
+    };
+    let report = report_size(&origin, caps, 10_000_000);
+    report.max(event_size() + MAX_PAD)
+}
+
+/// The breaker state, without the open breaker's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Breaker {
+    Closed(u32),
+    Open,
+    HalfOpen,
+}
+
+impl Breaker {
+    fn of(state: State) -> Self {
+        match state {
+            State::Closed { failures } => Self::Closed(failures),
+            State::Open { .. } => Self::Open,
+            State::HalfOpen => Self::HalfOpen,
+        }
+    }
+}
+
+/// What an emission index stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// An envelope the test pushed.
+    Event,
+    /// The publisher's report of this many drops.
+    Report(u64),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    seq: usize,
+    size: usize,
+}
+
+/// What both the publisher and the model expose, compared to tell how many
+/// attempts a time-bounded drain made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Snapshot {
+    breaker: Breaker,
+    pending: usize,
+    received: usize,
+    cut: Option<usize>,
+    counts: (u64, u64, u64),
+}
+
+/// The reference model: the outbox as a queue of emission indices.
+#[derive(Debug, Clone)]
+struct Model {
+    caps: Caps,
+    failures: u32,
+    origin: Origin,
+    /// Kind of every emission index, test events and reports alike.
+    kinds: Vec<Kind>,
+    queue: VecDeque<Entry>,
+    bytes: usize,
+    emitted: u64,
+    delivered: u64,
+    dropped: u64,
+    /// Drops not reported yet.
+    unreported: u64,
+    breaker: Breaker,
+    up: bool,
+    cut: Option<usize>,
+    /// Emission indices the bus must have received, in order.
+    received: Vec<usize>,
+    /// Batches cut partway (the only source of duplicates).
+    cuts: usize,
+}
+
+impl Model {
+    fn new(caps: Caps, breaker: BreakerSettings, up: bool) -> Self {
+        Self {
+            caps,
+            failures: breaker.failures,
+            origin: origin(),
+            kinds: Vec::new(),
+            queue: VecDeque::new(),
+            bytes: 0,
+            emitted: 0,
+            delivered: 0,
+            dropped: 0,
+            unreported: 0,
+            breaker: Breaker::Closed(0),
+            up,
+            cut: None,
+            received: Vec::new(),
+            cuts: 0,
+        }
+    }
+
+    fn push(&mut self, kind: Kind, size: usize) -> usize {
+        let seq = self.kinds.len();
+        self.kinds.push(kind);
+        self.emitted += 1;
+        let fits = |m: &Self| m.queue.len() < m.caps.envelopes && m.bytes + size <= m.caps.bytes;
+        match self.caps.policy {
+            DropPolicy::DropNewest => {
+                if !fits(self) {
+                    self.dropped += 1;
+                    self.unreported += 1;
+                    return seq;
+                }
+            }
+            DropPolicy::DropOldest => {
+                while !fits(self) {
+                    let old = self
+                        .queue
+                        .pop_front()
+                        .expect("generated envelopes fit an empty outbox");
+                    self.bytes -= old.size;
+                    self.dropped += 1;
+                    self.unreported += 1;
+                }
+            }
+        }
+        self.bytes += size;
+        self.queue.push_back(Entry { seq, size });
+        seq
+    }
+
+    /// One `flush`; `allowed` is whether the breaker lets it send.
+    fn flush(&mut self, allowed: bool) -> Result<usize, ()> {
+        if self.queue.is_empty() || !allowed {
+            return Ok(0);
+        }
+        if self.breaker == Breaker::Open {
+            self.breaker = Breaker::HalfOpen;
+        }
+        let mut sent = 0;
+        while !self.queue.is_empty() {
+            let n = self.queue.len().min(BATCH);
+            let batch: Vec<usize> = self.queue.iter().take(n).map(|e| e.seq).collect();
+            let ok = if !self.up {
+                false
+            } else if let Some(k) = self.cut.take() {
+                self.received.extend(batch.iter().take(k));
+                if k < n {
+                    self.cuts += 1;
+                }
+                k >= n
+            } else {
+                self.received.extend(&batch);
+                true
+            };
+            if !ok {
+                self.breaker = match self.breaker {
+                    Breaker::Closed(f) if f + 1 < self.failures => Breaker::Closed(f + 1),
+                    _ => Breaker::Open,
+                };
+                return Err(());
+            }
+            for entry in self.queue.drain(..n) {
+                self.bytes -= entry.size;
+            }
+            self.delivered += n as u64;
+            sent += n;
+            self.breaker = Breaker::Closed(0);
+            if self.unreported > 0 {
+                let count = std::mem::take(&mut self.unreported);
+                let size = report_size(&self.origin, self.caps, count);
+                self.push(Kind::Report(count), size);
+            }
+        }
+        Ok(sent)
+    }
+
+    /// One attempt of `drain`: the breaker is forced closed, then a flush.
+    fn drain_once(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        self.breaker = Breaker::Closed(0);
+        let _ = self.flush(true);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            breaker: self.breaker,
+            pending: self.queue.len(),
+            received: self.received.len(),
+            cut: self.cut,
+            counts: (self.emitted, self.delivered, self.dropped),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Emit { count: usize, pad: usize },
+    BusUp,
+    BusDown,
+    CutNext(usize),
+    Flush,
+    WaitRecovery,
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    caps: Caps,
+    breaker: BreakerSettings,
+    up: bool,
+}
+
+fn setup() -> impl Strategy<Value = Setup> {
+    let floor = byte_floor();
+    let size = event_size();
+    (
+        1usize..=40,
+        prop_oneof![
+            Just(usize::MAX),
+            floor..floor * 4,
+            // Exactly full with unpadded events.
+            (floor.div_ceil(size)..floor * 4 / size).prop_map(move |n| n * size),
+        ],
+        prop_oneof![Just(DropPolicy::DropOldest), Just(DropPolicy::DropNewest)],
+        1u32..=3,
+        prop_oneof![Just(NOW), Just(SHORT), Just(LONG)],
+        any::<bool>(),
+    )
+        .prop_map(|(envelopes, bytes, policy, failures, recovery, up)| Setup {
+            caps: Caps {
+                envelopes,
+                bytes,
+                policy,
+            },
+            breaker: BreakerSettings { failures, recovery },
+            up,
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        12 => (1usize..30, prop_oneof![Just(0), 1..=MAX_PAD])
+            .prop_map(|(count, pad)| Op::Emit { count, pad }),
+        6 => Just(Op::BusUp),
+        4 => Just(Op::BusDown),
+        6 => (0usize..12).prop_map(Op::CutNext),
+        12 => Just(Op::Flush),
+        3 => Just(Op::WaitRecovery),
+        // Ends the run; rare enough that most runs are long.
+        1 => Just(Op::Shutdown),
+    ]
+}
+
+/// The publisher under test, its bus and the model it is held to.
+struct Harness {
+    setup: Setup,
+    model: Model,
+    publisher: Publisher,
+    bus: Arc<Mutex<MemoryBus>>,
+    rt: tokio::runtime::Runtime,
+    /// Id of every emission index, once known (reports: once seen).
+    ids: Vec<Option<String>>,
+    seq_of: HashMap<String, usize>,
+    /// Received ids already checked.
+    checked: usize,
+    /// Ids received so far, and the emission index of the newest first one.
+    seen: HashSet<String>,
+    last_first: Option<usize>,
+}
+
+impl Harness {
+    fn new(setup: Setup) -> Self {
+        let bus = Arc::new(Mutex::new(MemoryBus {
+            up: setup.up,
+            ..MemoryBus::default()
+        }));
+        let publisher = Publisher::new(
+            Sink::Memory(bus.clone()),
+            setup.caps,
+            setup.breaker,
+            origin(),
+        );
+        Self {
+            setup,
+            model: Model::new(setup.caps, setup.breaker, setup.up),
+            publisher,
+            bus,
+            rt: runtime(),
+            ids: Vec::new(),
+            seq_of: HashMap::new(),
+            checked: 0,
+            seen: HashSet::new(),
+            last_first: None,
+        }
+    }
+
+    fn bus(&self) -> MutexGuard<'_, MemoryBus> {
+        self.bus.lock().expect("test bus")
+    }
+
+    /// Runs one step; true when the run ends there.
+    fn apply(&mut self, op: &Op) -> bool {
+        match *op {
+            Op::Emit { count, pad } => {
+                for _ in 0..count {
+                    let seq = self.model.kinds.len();
+                    let envelope = event(&self.model.origin, seq, pad);
+                    let size = envelope.to_json().len();
+                    assert!(size <= self.setup.caps.bytes, "event larger than the cap");
+                    self.bind(seq, &envelope.id);
+                    assert_eq!(self.model.push(Kind::Event, size), seq);
+                    self.publisher.push(envelope);
+                }
+            }
+            Op::BusUp | Op::BusDown => {
+                let up = matches!(op, Op::BusUp);
+                self.bus().up = up;
+                self.model.up = up;
+            }
+            Op::CutNext(k) => {
+                self.bus().cut_after = Some(k);
+                self.model.cut = Some(k);
+            }
+            Op::Flush => self.flush(),
+            Op::WaitRecovery => {
+                if self.setup.breaker.recovery == SHORT && self.model.breaker == Breaker::Open {
+                    std::thread::sleep(SHORT * 2);
+                }
+            }
+            Op::Shutdown => {
+                let left = self.rt.block_on(self.publisher.drain(GRACE));
+                self.settle_drain();
+                assert_eq!(
+                    left,
+                    self.model.queue.len(),
+                    "drain's count of what is left"
+                );
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A flush, with the breaker's decision predicted where the clock
+    /// allows it and read off the breaker where it does not.
+    fn flush(&mut self) {
+        let before = self.publisher.breaker_state();
+        let expected = match before {
+            State::Open { until } if Instant::now() >= until => Some(true),
+            State::Open { .. } if self.setup.breaker.recovery == LONG => Some(false),
+            State::Open { .. } => None,
+            _ => Some(true),
+        };
+        let result = self.rt.block_on(self.publisher.flush());
+        let allowed = expected.unwrap_or_else(|| self.publisher.breaker_state() != before);
+        let predicted = self.model.flush(allowed);
+        match (&result, predicted) {
+            (Ok(sent), Ok(want)) => assert_eq!(*sent, want, "envelopes sent by flush"),
+            (Err(_), Err(())) => {}
+            _ => panic!("flush returned {result:?}, the model expected {predicted:?}"),
+        }
+    }
+
+    /// A drain bounded by time made zero or more attempts: take the model
+    /// through as many as the publisher shows.
+    fn settle_drain(&mut self) {
+        let seen = self.observe();
+        let mut model = self.model.clone();
+        for _ in 0..4 {
+            if model.snapshot() == seen {
+                break;
+            }
+            model.drain_once();
+        }
+        assert_eq!(
+            model.snapshot(),
+            seen,
+            "drain left a state no number of attempts explains"
+        );
+        self.model = model;
+    }
+
+    fn observe(&self) -> Snapshot {
+        let counts = self.publisher.counts();
+        let bus = self.bus();
+        Snapshot {
+            breaker: Breaker::of(self.publisher.breaker_state()),
+            pending: self.publisher.pending(),
+            received: bus.received.len(),
+            cut: bus.cut_after,
+            counts: (counts.emitted, counts.delivered, counts.dropped),
+        }
+    }
+
+    /// Records (or checks) the id of an emission index.
+    fn bind(&mut self, seq: usize, id: &str) {
+        if self.ids.len() <= seq {
+            self.ids.resize(seq + 1, None);
+        }
+        match &self.ids[seq] {
+            Some(known) => assert_eq!(known, id, "envelope #{seq} has another id"),
+            None => {
+                assert!(
+                    !self.seq_of.contains_key(id),
+                    "id {id} of #{} reused for #{seq}",
+                    self.seq_of[id]
+                );
+                self.ids[seq] = Some(id.to_owned());
+                self.seq_of.insert(id.to_owned(), seq);
+            }
+        }
+    }
+
+    /// Compares the publisher with the model.
+    fn check(&mut self) {
+        let caps = self.setup.caps;
+
+        // Conservation, exactly, and the counters themselves.
+        let counts = self.publisher.counts();
+        let pending = self.publisher.pending();
+        assert_eq!(
+            counts.emitted,
+            counts.delivered + pending as u64 + counts.dropped,
+            "emitted = delivered + pending + dropped"
+        );
+        assert_eq!(
+            (counts.emitted, counts.delivered, counts.dropped),
+            (self.model.emitted, self.model.delivered, self.model.dropped),
+            "(emitted, delivered, dropped)"
+        );
+
+        // Caps.
+        assert!(pending <= caps.envelopes, "{pending} pending > cap");
+        let bytes = self.publisher.pending_bytes();
+        assert!(bytes <= caps.bytes, "{bytes} pending bytes > cap");
+
+        // The outbox holds exactly what the model holds, in order: with
+        // drop_newest the newest were refused, with drop_oldest the oldest
+        // were evicted.
+        let items: Vec<(Envelope, usize)> = self
+            .publisher
+            .outbox
+            .front(usize::MAX)
+            .map(|item| (item.envelope.clone(), item.json.len()))
+            .collect();
+        assert_eq!(items.len(), pending);
+        assert_eq!(items.iter().map(|(_, size)| size).sum::<usize>(), bytes);
+        let want: Vec<Entry> = self.model.queue.iter().copied().collect();
+        let have: Vec<&str> = items.iter().map(|(e, _)| e.id.as_str()).collect();
+        assert_eq!(
+            have.len(),
+            want.len(),
+            "pending envelopes {have:?}, model {want:?}"
+        );
+        for ((envelope, size), entry) in items.iter().zip(&want) {
+            self.bind(entry.seq, &envelope.id);
+            if let Kind::Report(count) = self.model.kinds[entry.seq] {
+                check_report(envelope, caps, count);
+            } else {
+                assert_eq!(*size, entry.size);
+            }
+        }
+        assert_eq!(bytes, self.model.bytes, "pending bytes");
+
+        // The breaker.
+        assert_eq!(
+            Breaker::of(self.publisher.breaker_state()),
+            self.model.breaker,
+            "breaker state"
+        );
+
+        // The bus: exactly the expected ids; without duplicates, emission
+        // order; every id one that was emitted; duplicates only after cuts.
+        let (received, cut) = {
+            let bus = self.bus();
+            (bus.received[self.checked..].to_vec(), bus.cut_after)
+        };
+        assert_eq!(cut, self.model.cut, "pending pipeline cut");
+        assert_eq!(
+            self.checked + received.len(),
+            self.model.received.len(),
+            "ids received"
+        );
+        for (i, id) in received.iter().enumerate() {
+            let seq = self.model.received[self.checked + i];
+            self.bind(seq, id);
+            let seq = *self.seq_of.get(id).expect("a received id was emitted");
+            if self.seen.insert(id.clone()) {
+                assert!(
+                    self.last_first.is_none_or(|last| seq > last),
+                    "#{seq} first received after #{:?}",
+                    self.last_first
+                );
+                self.last_first = Some(seq);
+            } else {
+                assert!(self.model.cuts > 0, "duplicate #{seq} without a cut");
+            }
+        }
+        self.checked += received.len();
+    }
+
+    /// Brings the bus back for good and checks that everything pending is
+    /// delivered in order, followed by one drop report when drops are
+    /// unreported.
+    fn recover(&mut self) {
+        {
+            let mut bus = self.bus();
+            bus.up = true;
+            bus.cut_after = None;
+        }
+        self.model.up = true;
+        self.model.cut = None;
+        let pending: Vec<usize> = self.model.queue.iter().map(|e| e.seq).collect();
+        let due = self.model.unreported;
+        let start = self.model.received.len();
+        if self.model.breaker == Breaker::Open && self.setup.breaker.recovery == LONG {
+            // Only a drain gets past a breaker open for an hour.
+            let left = self
+                .rt
+                .block_on(self.publisher.drain(Duration::from_secs(1)));
+            self.settle_drain();
+            assert_eq!(left, 0);
+        } else {
+            if self.model.breaker == Breaker::Open {
+                std::thread::sleep(self.setup.breaker.recovery * 2);
+            }
+            self.flush();
+        }
+        self.check();
+        assert_eq!(self.publisher.pending(), 0, "everything delivered");
+        let counts = self.publisher.counts();
+        assert_eq!(counts.emitted, counts.delivered + counts.dropped);
+
+        let tail = &self.model.received[start..];
+        assert_eq!(&tail[..pending.len()], pending, "replay in order");
+        if due > 0 {
+            assert_eq!(tail.len(), pending.len() + 1, "one drop report");
+            let report = tail[pending.len()];
+            assert_eq!(self.model.kinds[report], Kind::Report(due));
+            let id = self.ids[report].as_deref().expect("report received");
+            assert_eq!(self.bus().received.last().map(String::as_str), Some(id));
+        } else {
+            assert_eq!(tail.len(), pending.len(), "no drop report");
+        }
+
+        // Nothing is left to send.
+        let received = self.bus().received.len();
+        assert_eq!(self.rt.block_on(self.publisher.flush()).unwrap(), 0);
+        assert_eq!(self.bus().received.len(), received);
+    }
+}
+
+fn check_report(envelope: &Envelope, caps: Caps, count: u64) {
+    assert_eq!(envelope.target, HOST_TARGET);
+    assert_eq!(envelope.level, Level::Warn);
+    assert!(
+        envelope
+            .msg
+            .starts_with(&format!("dropped {count} envelopes ")),
+        "{}",
+        envelope.msg
+    );
+    assert_eq!(envelope.fields["dropped"], count);
+    assert_eq!(envelope.fields["policy"], caps.policy.as_str());
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 256,
+        failure_persistence: None,
+        ..Config::default()
+    })]
+
+    #[test]
+    fn publisher_follows_the_outbox_model(
+        setup in setup(),
+        ops in proptest::collection::vec(op(), 1..60),
+    ) {
+        let mut harness = Harness::new(setup);
+        harness.check();
+        for op in &ops {
+            let done = harness.apply(op);
+            harness.check();
+            if done {
+                break;
+            }
+        }
+        harness.recover();
+    }
+}
+
+fn publisher(caps: Caps, breaker: BreakerSettings) -> (Publisher, Arc<Mutex<MemoryBus>>) {
+    let bus = Arc::new(Mutex::new(MemoryBus::default()));
+    let publisher = Publisher::new(Sink::Memory(bus.clone()), caps, breaker, origin());
+    (publisher, bus)
+}
+
+fn emit(publisher: &mut Publisher, n: usize) -> Vec<Envelope> {
+    let origin = origin();
+    (0..n)
+        .map(|seq| {
+            let envelope = event(&origin, seq, 0);
+            publisher.push(envelope.clone());
+            envelope
+        })
+        .collect()
+}
+
+fn ids(envelopes: &[Envelope]) -> Vec<String> {
+    envelopes.iter().map(|e| e.id.clone()).collect()
+}
+
+fn received(bus: &Mutex<MemoryBus>) -> Vec<String> {
+    bus.lock().expect("test bus").received.clone()
+}
+
+#[test]
+fn a_cut_pipeline_is_sent_again_whole_and_in_order() {
+    let rt = runtime();
+    let (mut p, bus) = publisher(Caps::default(), BreakerSettings::default());
+    bus.lock().unwrap().up = true;
+    let sent = ids(&emit(&mut p, 6));
+
+    bus.lock().unwrap().cut_after = Some(2);
+    assert!(rt.block_on(p.flush()).is_err());
+    assert_eq!(received(&bus), sent[..2]);
+    assert_eq!(p.pending(), 6, "a cut batch stays queued whole");
+    assert_eq!(p.counts().delivered, 0);
+    assert_eq!(p.breaker_state(), State::Closed { failures: 1 });
+
+    assert_eq!(rt.block_on(p.flush()).unwrap(), 6);
+    let got = received(&bus);
+    assert_eq!(got[..2], sent[..2]);
+    assert_eq!(got[2..], sent[..], "resent from the start of the batch");
+    let mut seen = HashSet::new();
+    let first: Vec<&String> = got.iter().filter(|id| seen.insert(*id)).collect();
+    assert_eq!(first, sent.iter().collect::<Vec<_>>(), "no reordering");
+    assert_eq!(p.counts().delivered, 6);
+    assert_eq!(p.pending(), 0);
+    assert_eq!(p.breaker_state(), State::Closed { failures: 0 });
+}
+
+#[test]
+fn the_breaker_opens_after_consecutive_failures_and_an_open_breaker_sends_nothing() {
+    let rt = runtime();
+    let settings = BreakerSettings {
+        failures: 3,
+        recovery: LONG,
+    };
+    let (mut p, bus) = publisher(Caps::default(), settings);
+    let mut sent = ids(&emit(&mut p, 4));
+    for failures in 1..3 {
+        assert!(rt.block_on(p.flush()).is_err());
+        assert_eq!(p.breaker_state(), State::Closed { failures });
+    }
+    let start = Instant::now();
+    assert!(rt.block_on(p.flush()).is_err());
+    let State::Open { until } = p.breaker_state() else {
+        panic!("third failure in a row opens: {:?}", p.breaker_state());
+    };
+    assert!(until >= start + LONG);
+    assert_eq!(p.retry_at(), Some(until));
+
+    bus.lock().unwrap().up = true;
+    assert_eq!(rt.block_on(p.flush()).unwrap(), 0);
+    let late = origin().envelope(Level::Info, "model", "late", Default::default());
+    sent.push(late.id.clone());
+    p.push(late);
+    assert_eq!(rt.block_on(p.flush()).unwrap(), 0);
+    assert!(received(&bus).is_empty(), "nothing sent while open");
+    assert_eq!(p.pending(), 5);
+    assert_eq!(p.breaker_state(), State::Open { until });
+
+    // Shutdown gets past the breaker.
+    assert_eq!(rt.block_on(p.drain(Duration::from_secs(5))), 0);
+    assert_eq!(received(&bus), sent);
+    assert_eq!(p.breaker_state(), State::Closed { failures: 0 });
+}
+
+#[test]
+fn drain_delivers_the_outbox_then_one_drop_report() {
+    let rt = runtime();
+    let caps = Caps {
+        envelopes: 3,
+        bytes: usize::MAX,
+        policy: DropPolicy::DropOldest,
+    };
+    let (mut p, bus) = publisher(caps, BreakerSettings::default());
+    let sent = ids(&emit(&mut p, 5));
+    assert_eq!(rt.block_on(p.drain(GRACE)), 3, "bus down: nothing leaves");
+    assert!(received(&bus).is_empty());
+
+    bus.lock().unwrap().up = true;
+    assert_eq!(rt.block_on(p.drain(Duration::from_secs(5))), 0);
+    let got = received(&bus);
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[..3], sent[2..], "the oldest two were dropped");
+    assert!(!sent.contains(&got[3]), "then the publisher's report");
+    let counts = p.counts();
+    assert_eq!(
+        (counts.emitted, counts.delivered, counts.dropped),
+        (6, 4, 2)
+    );
+    assert_eq!(p.pending(), 0);
+}
+
+#[test]
+fn the_drop_report_names_count_span_and_policy() {
+    let caps = Caps {
+        envelopes: 2,
+        bytes: usize::MAX,
+        policy: DropPolicy::DropNewest,
+    };
+    let (mut p, _bus) = publisher(caps, BreakerSettings::default());
+    let sent = emit(&mut p, 4);
+    // As after a successful batch: room, then the report.
+    p.outbox.delivered(2);
+    p.report_drops();
+    let report = p
+        .outbox
+        .front(1)
+        .next()
+        .expect("report queued")
+        .envelope
+        .clone();
+    check_report(&report, caps, 2);
+    assert_eq!(report.fields["first_ts"], sent[2].ts.as_str());
+    assert_eq!(report.fields["last_ts"], sent[3].ts.as_str());
+    assert!(report.msg.contains("drop_newest"), "{}", report.msg);
+    assert!(report.msg.contains("2 envelopes / "), "{}", report.msg);
+    let counts = p.counts();
+    assert_eq!(
+        (counts.emitted, counts.delivered, counts.dropped),
+        (5, 2, 2)
+    );
+}
