@@ -118,6 +118,11 @@ impl Outbox {
                 }
             }
             DropPolicy::DropOldest => {
+                if size > self.caps.bytes {
+                    // Larger than the whole buffer: evicting others would not help.
+                    self.note_drop(&envelope.ts);
+                    return;
+                }
                 while !fits(self) {
                     let Some(old) = self.items.pop_front() else {
                         // Larger than the whole buffer: it cannot be kept.
