@@ -20,6 +20,7 @@
 //! - [`backoff`]: waits between attempts while Redis is unreachable.
 //! - [`supervisor`]: runs the due watchers; restarts, backoff, quarantine.
 //! - [`daemon`]: the poll loop tying it together.
+//! - [`recording`]: `lookout record` and `lookout test`: snapshots and events as JSON lines.
 //! - [`check`]: `lookout check`, a watcher loaded and described as the daemon would.
 
 pub mod backoff;
@@ -34,6 +35,7 @@ pub mod output;
 pub mod plugin;
 pub mod probe;
 pub mod publish;
+pub mod recording;
 pub mod redact;
 pub mod reload;
 pub mod spool;

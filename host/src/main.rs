@@ -23,6 +23,47 @@ enum Command {
     Run(RunArgs),
     /// Load a watcher as the daemon would, print its manifest, configure it.
     Check(CheckArgs),
+    /// Record snapshots of a Redis as JSON lines on stdout.
+    Record(RecordArgs),
+    /// Run a watcher over recorded snapshots and print (or check) its events.
+    Test(TestArgs),
+}
+
+#[derive(Args)]
+struct RecordArgs {
+    /// The Redis to record [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "REDIS_URL")]
+    redis: Option<String>,
+    /// How many snapshots.
+    #[arg(long, default_value_t = 1)]
+    polls: u64,
+    /// Seconds between snapshots.
+    #[arg(long, default_value = "1", value_parser = parse_seconds)]
+    every: f64,
+    /// Replace SLOWLOG arguments (all but the command) and client addresses.
+    #[arg(long)]
+    redact: bool,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// The watcher component.
+    file: PathBuf,
+    /// Recorded snapshots (JSON lines from `lookout record`).
+    #[arg(long)]
+    snapshots: PathBuf,
+    /// Its settings, as NAME.toml would give them.
+    #[arg(long, short = 'c', conflicts_with = "set")]
+    config: Option<PathBuf>,
+    /// One setting, `key=value` (repeatable).
+    #[arg(long)]
+    set: Vec<String>,
+    /// Expected events (JSON lines); exit non-zero with a diff when they differ.
+    #[arg(long)]
+    expect: Option<PathBuf>,
+    /// Compiled-watcher cache folder [default: $XDG_CACHE_HOME/lookout].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -83,6 +124,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Check(args) => check(args),
+        Command::Record(args) => record(args),
+        Command::Test(args) => test(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,6 +208,67 @@ fn check(args: CheckArgs) -> Result<()> {
     }
     let report = lookout::check::check(&args.file, &settings)?;
     print!("{report}");
+    Ok(())
+}
+
+fn record(args: RecordArgs) -> Result<()> {
+    let url = args
+        .redis
+        .unwrap_or_else(|| lookout::config::DEFAULT_REDIS_URL.to_owned());
+    lookout::config::check_url(&url)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut out = std::io::stdout().lock();
+    runtime.block_on(lookout::recording::record(
+        &url,
+        args.polls,
+        std::time::Duration::from_secs_f64(args.every),
+        args.redact,
+        &mut out,
+    ))
+}
+
+fn test(args: TestArgs) -> Result<()> {
+    use std::io::Write;
+    let overrides = Overrides {
+        cache_dir: args.cache_dir,
+        ..Overrides::default()
+    };
+    let mut settings = Settings::load(None, overrides)?;
+    let name = args
+        .file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        settings.watchers.insert(name, table);
+        settings.config_path = Some(path.clone());
+    } else if !args.set.is_empty() {
+        settings
+            .watchers
+            .insert(name, lookout::recording::parse_sets(&args.set)?);
+        settings.config_path = Some(PathBuf::from("--set"));
+    }
+    let snapshots = lookout::recording::read_snapshots(&args.snapshots)?;
+    let events = lookout::recording::run_watcher(&args.file, &settings, &snapshots)?;
+    let mut out = std::io::stdout().lock();
+    for event in &events {
+        writeln!(out, "{}", serde_json::to_string(event)?)?;
+    }
+    if let Some(expected) = &args.expect
+        && let Some(diff) = lookout::recording::compare(&events, expected)?
+    {
+        anyhow::bail!(
+            "events differ from {} (- expected, + actual):\n{diff}",
+            expected.display()
+        );
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod authoring;
 mod outage;
 mod reload;
 mod resilience;
