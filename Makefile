@@ -7,7 +7,7 @@ FIXTURES := wrong-world future-version panicker looper ticker slow-ticker memory
 WASM_TARGET := wasm32-wasip2
 CARGO ?= cargo
 
-.PHONY: build plugins plugins-component fixtures run test test-unit test-plugins lint bench deps toolchain redis cargo-component clean
+.PHONY: build plugins plugins-component fixtures run test test-unit test-plugins test-golden lint bench deps toolchain redis cargo-component clean
 
 ## Install what is missing: wasm targets, redis-server.
 deps: toolchain redis
@@ -52,11 +52,23 @@ fixtures: toolchain
 run: deps build
 	host/scripts/run-local
 
-## Unit tests (host and watchers) and integration tests against real redis-servers.
-test: deps plugins fixtures plugins-component test-plugins
+## Unit tests (host and watchers), golden tests of every watcher and
+## integration tests against real redis-servers.
+test: deps plugins fixtures plugins-component test-plugins test-golden
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else $(CARGO) test --workspace; fi
+
+## Every bundled watcher over the recorded snapshots in tests/golden, through
+## `lookout test --expect` (no Redis needed). Re-record: tests/golden/record.sh.
+test-golden: plugins
+	$(CARGO) build -q -p lookout
+	@for w in $(WATCHERS); do \
+		config=; [ -f tests/golden/$$w.toml ] && config="--config tests/golden/$$w.toml"; \
+		echo "golden: $$w"; \
+		target/debug/lookout test plugins/$$w.wasm --snapshots tests/golden/snapshots.jsonl $$config \
+			--expect tests/golden/$$w.expected.jsonl --cache-dir target/golden-cache >/dev/null || exit 1; \
+	done
 
 test-plugins:
 	cd plugins && $(CARGO) test

@@ -64,6 +64,9 @@ struct TestArgs {
     /// Compiled-watcher cache folder [default: $XDG_CACHE_HOME/lookout].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// The daemon's lookout.toml: its [limits] and [watchers.NAME] apply.
+    #[arg(long, env = "LOOKOUT_CONFIG")]
+    lookout_config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -117,6 +120,9 @@ struct CheckArgs {
     /// Compiled-watcher cache folder [default: $XDG_CACHE_HOME/lookout].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// The daemon's lookout.toml: its [limits] and [watchers.NAME] apply.
+    #[arg(long, env = "LOOKOUT_CONFIG")]
+    lookout_config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -186,29 +192,55 @@ fn run(args: RunArgs) -> Result<()> {
 }
 
 fn check(args: CheckArgs) -> Result<()> {
+    let settings = authoring_settings(
+        args.lookout_config.as_deref(),
+        args.cache_dir,
+        &args.file,
+        args.config.as_deref(),
+        &[],
+    )?;
+    init_logging(settings.log_format);
+    let report = lookout::check::check(&args.file, &settings)?;
+    print!("{report}");
+    Ok(())
+}
+
+/// Settings for `check` and `test`: the daemon's lookout.toml when given
+/// (limits, cache, `[watchers.NAME]`), then the watcher's own settings from
+/// `NAME.toml` or `--set`, which win.
+fn authoring_settings(
+    lookout_config: Option<&std::path::Path>,
+    cache_dir: Option<PathBuf>,
+    file: &std::path::Path,
+    config: Option<&std::path::Path>,
+    sets: &[String],
+) -> Result<Settings> {
     let overrides = Overrides {
-        cache_dir: args.cache_dir,
+        cache_dir,
         ..Overrides::default()
     };
-    let mut settings = Settings::load(None, overrides)?;
-    init_logging(settings.log_format);
-    if let Some(path) = args.config {
-        let text = std::fs::read_to_string(&path)
+    let mut settings = Settings::load(lookout_config, overrides)?;
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some(path) = config {
+        let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         let table: toml::Table = text
             .parse()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let name = args
-            .file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        settings.watchers.insert(name, table);
-        settings.config_path = Some(path);
+        settings.watchers.entry(name).or_default().extend(table);
+        settings.config_path = Some(path.to_path_buf());
+    } else if !sets.is_empty() {
+        settings
+            .watchers
+            .entry(name)
+            .or_default()
+            .extend(lookout::recording::parse_sets(sets)?);
+        settings.config_path = Some(PathBuf::from("--set"));
     }
-    let report = lookout::check::check(&args.file, &settings)?;
-    print!("{report}");
-    Ok(())
+    Ok(settings)
 }
 
 fn record(args: RecordArgs) -> Result<()> {
@@ -231,30 +263,13 @@ fn record(args: RecordArgs) -> Result<()> {
 
 fn test(args: TestArgs) -> Result<()> {
     use std::io::Write;
-    let overrides = Overrides {
-        cache_dir: args.cache_dir,
-        ..Overrides::default()
-    };
-    let mut settings = Settings::load(None, overrides)?;
-    let name = args
-        .file
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        settings.watchers.insert(name, table);
-        settings.config_path = Some(path.clone());
-    } else if !args.set.is_empty() {
-        settings
-            .watchers
-            .insert(name, lookout::recording::parse_sets(&args.set)?);
-        settings.config_path = Some(PathBuf::from("--set"));
-    }
+    let settings = authoring_settings(
+        args.lookout_config.as_deref(),
+        args.cache_dir,
+        &args.file,
+        args.config.as_deref(),
+        &args.set,
+    )?;
     let snapshots = lookout::recording::read_snapshots(&args.snapshots)?;
     let events = lookout::recording::run_watcher(&args.file, &settings, &snapshots)?;
     let mut out = std::io::stdout().lock();

@@ -84,6 +84,10 @@ impl Runtime {
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating cache folder {}", dir.display()))?;
+            // wasmtime wants an absolute path; a relative --cache-dir is
+            // relative to the working directory, as for every other path.
+            let dir = std::path::absolute(dir)
+                .with_context(|| format!("cache folder {}", dir.display()))?;
             let mut cache = wasmtime::CacheConfig::new();
             cache.with_directory(dir);
             config.cache(Some(wasmtime::Cache::new(cache)?));
