@@ -126,11 +126,12 @@ mod event;
 pub mod format;
 mod info;
 mod settings;
+pub mod slowlog;
 mod state;
 pub mod testing;
 mod watch;
 
-pub use info::InfoError;
+pub use info::{InfoError, Keyspace};
 pub use settings::{Settings, invalid};
 pub use state::Slot;
 pub use watch::{Exported, Watch};

@@ -8,8 +8,7 @@
 //! (by default the host's own connection, `lookout`) count toward the mark
 //! but are not reported.
 
-use std::borrow::Cow;
-
+pub use lookout_watcher::slowlog::{ELLIPSIS, truncate};
 use lookout_watcher::{
     Cadence, ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, SlowlogEntry, Snapshot,
     Watch, invalid,
@@ -23,8 +22,6 @@ pub const NAME: &str = "slowlog";
 pub const DEFAULT_IGNORE_CLIENTS: &str = "lookout";
 /// Default of `max_arg_len`, bytes.
 pub const DEFAULT_MAX_ARG_LEN: i64 = 128;
-/// Appended to an argument cut at `max_arg_len` bytes.
-pub const ELLIPSIS: &str = "…";
 
 /// Validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,16 +69,6 @@ impl Config {
     }
 }
 
-/// Cuts `arg` to at most `max` bytes on a char boundary, marking the cut
-/// with [`ELLIPSIS`].
-pub fn truncate(arg: &str, max: usize) -> Cow<'_, str> {
-    if arg.len() <= max {
-        return Cow::Borrowed(arg);
-    }
-    let cut = arg.floor_char_boundary(max);
-    Cow::Owned(format!("{}{ELLIPSIS}", &arg[..cut]))
-}
-
 /// The watcher's logic and state.
 #[derive(Debug, Clone)]
 pub struct Slowlog {
@@ -111,17 +98,8 @@ impl Slowlog {
     /// ASCII upper case (Redis command names are ASCII), cut like the rest.
     fn event(&self, entry: &SlowlogEntry) -> Event {
         let max = self.config.max_arg_len;
-        let command = entry
-            .args
-            .first()
-            .map(|c| truncate(&c.to_ascii_uppercase(), max).into_owned())
-            .unwrap_or_default();
-        let args = entry
-            .args
-            .iter()
-            .map(|a| truncate(a, max))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let command = truncate(&entry.command(), max).into_owned();
+        let args = entry.args_line(max);
         let shown = if command.is_empty() {
             "(no command)"
         } else {
@@ -179,11 +157,7 @@ impl Watch for Slowlog {
             }
             self.run_id = Some(run_id.to_string());
         }
-        let Some(entries) = &snapshot.slowlog else {
-            return Vec::new();
-        };
-        let mut entries: Vec<&SlowlogEntry> = entries.iter().collect();
-        entries.sort_by_key(|e| e.id);
+        let entries = snapshot.slowlog_entries();
         let mut events = Vec::new();
         for entry in entries {
             if self.high_water.is_some_and(|mark| entry.id <= mark) {
