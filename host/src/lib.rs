@@ -38,6 +38,7 @@ pub mod publish;
 pub mod recording;
 pub mod redact;
 pub mod reload;
+pub mod scaffold;
 pub mod spool;
 pub mod stdio;
 pub mod supervisor;

@@ -27,6 +27,21 @@ enum Command {
     Record(RecordArgs),
     /// Run a watcher over recorded snapshots and print (or check) its events.
     Test(TestArgs),
+    /// Create a new watcher crate from a template.
+    New(NewArgs),
+}
+
+#[derive(Args)]
+struct NewArgs {
+    /// The watcher's name: lower-case letters, digits and dashes.
+    name: String,
+    /// Folder to create the crate in, as DIR/NAME.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// The lookout-watcher SDK crate to depend on [default: plugins/sdk of
+    /// the Lookout checkout this binary was built from].
+    #[arg(long, env = "LOOKOUT_SDK")]
+    sdk: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -132,6 +147,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Record(args) => record(args),
         Command::Test(args) => test(args),
+        Command::New(args) => new(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -284,6 +300,26 @@ fn test(args: TestArgs) -> Result<()> {
             expected.display()
         );
     }
+    Ok(())
+}
+
+fn new(args: NewArgs) -> Result<()> {
+    let sdk = args.sdk.unwrap_or_else(lookout::scaffold::default_sdk);
+    let root = lookout::scaffold::new_watcher(&args.name, &args.dir, &sdk)?;
+    let name = &args.name;
+    let lib = name.replace('-', "_");
+    println!(
+        "created watcher `{name}` in {root}
+
+  cd {root}
+  cargo test                                      # native unit test
+  cargo build --release --target wasm32-wasip2    # or: cargo component build --release
+  cp target/wasm32-wasip2/release/{lib}.wasm {name}.wasm
+  lookout check {name}.wasm
+  lookout test {name}.wasm --snapshots golden/snapshots.jsonl --expect golden/expected.jsonl
+  cp {name}.wasm {name}.toml /path/to/plugins/    # a running daemon loads it",
+        root = root.display()
+    );
     Ok(())
 }
 

@@ -292,13 +292,19 @@ pub struct Lookout {
 /// A `lookout` command with a private cache folder and no inherited config.
 pub fn lookout_cmd(cache: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookout"));
+    lookout_env(&mut cmd, cache);
+    cmd
+}
+
+/// The environment of [`lookout_cmd`], for a shell that runs `lookout`.
+pub fn lookout_env(cmd: &mut Command, cache: &Path) {
     cmd.env_remove("REDIS_URL")
         .env_remove("POLL_INTERVAL")
         .env_remove("LOG_SIDECAR_DISABLED")
         .env_remove("LOOKOUT_CONFIG")
+        .env_remove("LOOKOUT_SDK")
         .env("LOOKOUT_LOG", "info")
         .env("XDG_CACHE_HOME", cache);
-    cmd
 }
 
 /// Spawns `lookout run --poll-interval 0.2 --plugins PLUGINS ARGS...`
