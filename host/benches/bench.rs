@@ -231,7 +231,7 @@ fn poll_cpu(redis: &Redis, cache: &Path) {
 fn startup(redis: &Redis, cache: &Path, label: &str) -> Duration {
     let mut cmd = lookout_cmd(cache);
     cmd.args(["run", "--once", "--dry-run", "--plugins"])
-        .arg(plugins_dir())
+        .arg(support::bundled(cache))
         .arg("--cache-dir")
         .arg(cache)
         .env("REDIS_URL", redis.url())
@@ -264,7 +264,7 @@ fn startup_times(redis: &Redis) {
 }
 
 fn rss_after_polls(redis: &Redis, cache: &Path) {
-    let plugins = plugins_dir();
+    let plugins = support::bundled(cache);
     let rss = stop_rss(
         redis,
         cache,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::support::{
-    Redis, by_target, free_port, lookout_cmd, plugins_dir, run_lookout, run_to_end, wait_for,
+    Redis, bundled, by_target, free_port, lookout_cmd, run_lookout, run_to_end, wait_for,
 };
 
 /// Seconds in a "retrying in 3.7s" log line.
@@ -25,7 +25,7 @@ fn redis_restart_is_survived_and_slowlog_resets() {
         "4096",
     ]);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lookout = run_lookout(tmp.path(), &redis.url(), &plugins_dir(), &[]);
+    let mut lookout = run_lookout(tmp.path(), &redis.url(), &bundled(tmp.path()), &[]);
     lookout.wait_started();
     let mut client = redis.conn();
     for _ in 0..20 {
@@ -114,7 +114,7 @@ fn dead_port_backs_off_without_crashing() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("redis://:hunter2@127.0.0.1:{port}");
-    let mut lookout = run_lookout(tmp.path(), &url, &plugins_dir(), &[]);
+    let mut lookout = run_lookout(tmp.path(), &url, &bundled(tmp.path()), &[]);
     let lines = wait_for("three backoff lines", Duration::from_secs(30), || {
         let lines = lookout.stderr.matching("retrying in");
         (lines.len() >= 3).then_some(lines)
@@ -145,7 +145,7 @@ fn dead_port_backs_off_without_crashing() {
 fn sigterm_exits_zero() {
     let redis = Redis::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lookout = run_lookout(tmp.path(), &redis.url(), &plugins_dir(), &[]);
+    let mut lookout = run_lookout(tmp.path(), &redis.url(), &bundled(tmp.path()), &[]);
     wait_for("the first envelope", Duration::from_secs(20), || {
         (!redis.stream("logs:stream:redis").is_empty()).then_some(())
     });

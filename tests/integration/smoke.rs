@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{
-    Lookout, Redis, assert_envelope, by_target, lookout_cmd, plugins_dir, wait_for,
-};
+use crate::support::{Lookout, Redis, assert_envelope, bundled, by_target, lookout_cmd, wait_for};
 
 /// With slowlog-log-slower-than 0 and a few PINGs, slowlog events reach the
 /// stream and pub/sub, and every entry parses as the v1 envelope.
@@ -27,7 +25,7 @@ fn smoke_slowlog_events_reach_stream_and_pubsub() {
         .unwrap();
 
     let mut cmd = lookout_cmd(tmp.path());
-    cmd.args(["run", "--plugins"]).arg(plugins_dir());
+    cmd.args(["run", "--plugins"]).arg(bundled(tmp.path()));
     cmd.env("REDIS_URL", redis.url())
         .env("POLL_INTERVAL", "0.2");
     let mut lookout = Lookout::spawn(cmd);
@@ -91,7 +89,7 @@ fn dry_run_once_prints_json_lines() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cmd = lookout_cmd(tmp.path());
     cmd.args(["run", "--dry-run", "--once", "--plugins"])
-        .arg(plugins_dir());
+        .arg(bundled(tmp.path()));
     cmd.env("REDIS_URL", redis.url());
     let (status, out, err) = crate::support::run_to_end(cmd, Duration::from_secs(30));
     assert!(status.success(), "{err}");
@@ -131,7 +129,7 @@ fn publishes_to_a_separate_bus_with_custom_names() {
     cmd.args(["run", "--config"])
         .arg(&config)
         .arg("--plugins")
-        .arg(plugins_dir());
+        .arg(bundled(tmp.path()));
     let mut lookout = Lookout::spawn(cmd);
     let events = wait_for("slowlog events on the bus", Duration::from_secs(20), || {
         let all = bus.stream("ops:stream");

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{fixture, lookout_cmd, plugins_dir, plugins_with, run_to_end};
+use crate::support::{bundled, fixture, lookout_cmd, plugins_dir, plugins_with, run_to_end};
 
 fn fails_with(args: &[&str], env: &[(&str, &str)], cache: &Path, needles: &[&str]) -> String {
     let mut cmd = lookout_cmd(cache);
@@ -42,7 +42,7 @@ fn unknown_config_key() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("lookout.toml");
     std::fs::write(&config, "pol_interval = 3\n").unwrap();
-    let plugins = plugins_dir();
+    let plugins = bundled(tmp.path());
     fails_with_config(&config, &plugins, &["lookout.toml", "pol_interval"]);
 }
 
@@ -51,7 +51,7 @@ fn unknown_config_key() {
 fn bad_url() {
     let tmp = tempfile::tempdir().unwrap();
     let err = fails_with(
-        &["run", "--plugins", plugins_dir().to_str().unwrap()],
+        &["run", "--plugins", bundled(tmp.path()).to_str().unwrap()],
         &[("REDIS_URL", "http://user:hunter2@example")],
         tmp.path(),
         &["REDIS_URL", "scheme `http`"],

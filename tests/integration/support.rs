@@ -21,7 +21,7 @@ pub fn repo() -> PathBuf {
 /// The folder of built watchers; fails loudly when they were not built.
 pub fn plugins_dir() -> PathBuf {
     let dir = repo().join("plugins");
-    for name in ["slowlog", "client-delta", "memory-pressure"] {
+    for name in BUNDLED {
         let wasm = dir.join(format!("{name}.wasm"));
         assert!(
             wasm.is_file(),
@@ -41,6 +41,15 @@ pub fn fixture(name: &str) -> PathBuf {
         wasm.display()
     );
     wasm
+}
+
+/// The bundled watchers.
+pub const BUNDLED: [&str; 3] = ["slowlog", "client-delta", "memory-pressure"];
+
+/// A plugins folder in `tmp` holding copies of the bundled watchers only
+/// (whatever else `plugins/` holds, such as `make plugins-extra` output).
+pub fn bundled(tmp: &Path) -> PathBuf {
+    plugins_with(tmp, &BUNDLED, &[])
 }
 
 /// A plugins folder in a temp dir holding copies of the named watchers.
