@@ -7,7 +7,7 @@ FIXTURES := wrong-world future-version panicker looper ticker slow-ticker memory
 WASM_TARGET := wasm32-wasip2
 CARGO ?= cargo
 
-.PHONY: build plugins plugins-component fixtures run test test-unit test-plugins test-golden lint bench deps toolchain redis cargo-component clean
+.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench deps toolchain redis cargo-component clean
 
 ## Install what is missing: wasm targets, redis-server.
 deps: toolchain redis
@@ -41,6 +41,12 @@ plugins: toolchain
 plugins-component: toolchain cargo-component
 	cd plugins && for w in $(WATCHERS); do $(CARGO) component build --release -p $$w || exit 1; done
 
+## Watchers in other languages: plugins/hit-ratio.wasm, Python built with
+## componentize-py (pinned in plugins/hit-ratio/requirements.txt, installed
+## from PyPI into plugins/hit-ratio/.venv on the first build).
+plugins-extra:
+	plugins/hit-ratio/build.sh
+
 ## Test-only watcher components under tests/fixtures.
 fixtures: toolchain
 	cd tests/fixtures && $(CARGO) build --release --target $(WASM_TARGET)
@@ -54,7 +60,7 @@ run: deps build
 
 ## Unit tests (host and watchers), golden tests of every watcher and
 ## integration tests against real redis-servers.
-test: deps plugins fixtures plugins-component test-plugins test-golden
+test: deps plugins fixtures plugins-component test-plugins test-golden test-extra
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else $(CARGO) test --workspace; fi
@@ -72,6 +78,15 @@ test-golden: plugins
 
 test-plugins:
 	cd plugins && $(CARGO) test
+
+## hit-ratio (Python): its unit tests, then its golden test through
+## `lookout test` with the limits it needs (plugins/hit-ratio/lookout.toml).
+test-extra: plugins-extra
+	cd plugins/hit-ratio && python3 -m unittest --quiet
+	$(CARGO) build -q -p lookout
+	target/debug/lookout test plugins/hit-ratio.wasm --lookout-config plugins/hit-ratio/lookout.toml \
+		--snapshots plugins/hit-ratio/golden/snapshots.jsonl --expect plugins/hit-ratio/golden/expected.jsonl \
+		--cache-dir target/golden-cache >/dev/null
 
 lint: toolchain
 	$(CARGO) fmt --all --check

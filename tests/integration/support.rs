@@ -32,6 +32,18 @@ pub fn plugins_dir() -> PathBuf {
     dir
 }
 
+/// A watcher built by `make plugins-extra` (another language); fails loudly
+/// when missing.
+pub fn extra_watcher(name: &str) -> PathBuf {
+    let wasm = repo().join("plugins").join(format!("{name}.wasm"));
+    assert!(
+        wasm.is_file(),
+        "{} is missing: run `make plugins-extra` (make test does) before the integration tests",
+        wasm.display()
+    );
+    wasm
+}
+
 /// A built test fixture component; fails loudly when missing.
 pub fn fixture(name: &str) -> PathBuf {
     let wasm = repo().join("tests/fixtures").join(format!("{name}.wasm"));

@@ -164,3 +164,91 @@ fn trapping_watcher_is_skipped_and_others_continue() {
     }
     assert!(lookout.terminate().success());
 }
+
+/// The Python hit-ratio watcher (`make plugins-extra`) runs in the daemon
+/// beside the Rust ones, under the limits its lookout.toml table gives it:
+/// a burst of misses makes it warn, hits again make it report the recovery,
+/// and client-delta still reports a client surge meanwhile.
+#[test]
+fn python_hit_ratio_runs_beside_the_rust_watchers() {
+    let redis = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &crate::support::BUNDLED, &[]);
+    std::fs::copy(
+        crate::support::extra_watcher("hit-ratio"),
+        plugins.join("hit-ratio.wasm"),
+    )
+    .unwrap();
+    let limits =
+        std::fs::read_to_string(crate::support::repo().join("plugins/hit-ratio/lookout.toml"))
+            .unwrap();
+    let config = tmp.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!("{limits}\n[watchers.hit-ratio]\nmin_lookups = 50\n"),
+    )
+    .unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.args(["run", "--poll-interval", "0.2", "--config"])
+        .arg(&config)
+        .arg("--plugins")
+        .arg(&plugins)
+        // Shared with `make test-extra`, so the 17.5 MiB component is
+        // compiled once per build, not once per test.
+        .arg("--cache-dir")
+        .arg(crate::support::repo().join("target/golden-cache"))
+        .env("REDIS_URL", redis.url());
+    let mut lookout = Lookout::spawn(cmd);
+    lookout.wait_started();
+    assert!(
+        !lookout
+            .stderr
+            .matching("watcher loaded watcher=hit-ratio")
+            .is_empty(),
+        "{:?}",
+        lookout.stderr.all()
+    );
+
+    let mut conn = redis.conn();
+    let burst = |conn: &mut redis::Connection, key: &str| {
+        let mut pipe = redis::pipe();
+        for _ in 0..60 {
+            pipe.cmd("GET").arg(key);
+        }
+        pipe.query::<Vec<Option<String>>>(conn).unwrap();
+    };
+    let hit_ratio = |state: &str| {
+        by_target(&redis.stream("logs:stream:redis"), "hit-ratio")
+            .into_iter()
+            .find(|e| e["fields"]["state"] == state)
+    };
+    let entered = wait_for("hit-ratio to warn", Duration::from_secs(60), || {
+        burst(&mut conn, "absent");
+        hit_ratio("entered")
+    });
+    assert_eq!(entered["level"], "warn");
+    assert!(
+        entered["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("keyspace hit ratio"),
+        "{entered}"
+    );
+    redis::cmd("SET")
+        .arg("present")
+        .arg("v")
+        .exec(&mut conn)
+        .unwrap();
+    let cleared = wait_for("hit-ratio to clear", Duration::from_secs(60), || {
+        burst(&mut conn, "present");
+        hit_ratio("cleared")
+    });
+    assert_eq!(cleared["level"], "info");
+
+    let extra: Vec<redis::Connection> = (0..10).map(|_| redis.conn()).collect();
+    wait_for("a client-delta event", Duration::from_secs(20), || {
+        (!by_target(&redis.stream("logs:stream:redis"), "client-delta").is_empty()).then_some(())
+    });
+    drop(extra);
+    assert!(lookout.terminate().success());
+}
