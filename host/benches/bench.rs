@@ -19,12 +19,25 @@ use support::{Redis, lookout_cmd, plugins_dir};
 
 const WATCHERS: [&str; 3] = ["slowlog", "client-delta", "memory-pressure"];
 
+/// A folder of the bundled watchers only, outside every compile cache
+/// (wasmtime's cache cleanup deletes files it does not know).
+fn bundled() -> &'static Path {
+    static DIR: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    let (_, dir) = DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = support::bundled(tmp.path());
+        (tmp, dir)
+    });
+    dir
+}
+
 fn settings(redis: &Redis, cache: &Path) -> Settings {
     Settings::load(
         None,
         Overrides {
             redis_url: Some(redis.url()),
-            plugins: Some(plugins_dir()),
+            plugins: Some(bundled().to_path_buf()),
             cache_dir: Some(cache.to_path_buf()),
             ..Overrides::default()
         },
@@ -231,7 +244,7 @@ fn poll_cpu(redis: &Redis, cache: &Path) {
 fn startup(redis: &Redis, cache: &Path, label: &str) -> Duration {
     let mut cmd = lookout_cmd(cache);
     cmd.args(["run", "--once", "--dry-run", "--plugins"])
-        .arg(support::bundled(cache))
+        .arg(bundled())
         .arg("--cache-dir")
         .arg(cache)
         .env("REDIS_URL", redis.url())
@@ -264,7 +277,7 @@ fn startup_times(redis: &Redis) {
 }
 
 fn rss_after_polls(redis: &Redis, cache: &Path) {
-    let plugins = support::bundled(cache);
+    let plugins = bundled();
     let rss = stop_rss(
         redis,
         cache,
@@ -281,6 +294,81 @@ fn rss_after_polls(redis: &Redis, cache: &Path) {
         "RSS after 1,000 polls",
         format!("{:.1} MB", rss / 1024.0),
         "<= 40 MB",
+    );
+}
+
+/// The Python hit-ratio watcher next to the Rust client-delta: size, cold
+/// and warm load, one `observe`, and the daemon's RSS with it.
+fn python_watcher(redis: &Redis) {
+    let wasm = support::extra_watcher("hit-ratio");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("lookout.toml");
+    std::fs::copy(
+        support::repo().join("plugins/hit-ratio/lookout.toml"),
+        &config,
+    )
+    .unwrap();
+    let cache = tmp.path().join("cache");
+    let settings = Settings::load(
+        Some(&config),
+        Overrides {
+            redis_url: Some(redis.url()),
+            cache_dir: Some(cache.clone()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    let snapshot = realistic_snapshot(redis);
+    for (name, path) in [
+        ("client-delta", plugins_dir().join("client-delta.wasm")),
+        ("hit-ratio", wasm.clone()),
+    ] {
+        let runtime = Runtime::new(Some(&cache)).unwrap();
+        let start = Instant::now();
+        Watcher::load(&runtime, &path, &settings).unwrap();
+        let cold = start.elapsed();
+        let runtime = Runtime::new(Some(&cache)).unwrap();
+        let start = Instant::now();
+        let mut watcher = Watcher::load(&runtime, &path, &settings).unwrap();
+        let warm = start.elapsed();
+        let us = mean_observe_us(&mut watcher, &snapshot);
+        let size = std::fs::metadata(&path).unwrap().len() as f64;
+        row(
+            &format!("{name}: .wasm size"),
+            format!("{:.1} KB", size / 1024.0),
+            "",
+        );
+        row(
+            &format!("{name}: load, cold / warm compile cache"),
+            format!(
+                "{:.0} / {:.1} ms",
+                cold.as_secs_f64() * 1e3,
+                warm.as_secs_f64() * 1e3
+            ),
+            "",
+        );
+        row(&format!("{name}: observe()"), format!("{us:.2} us"), "");
+    }
+    let plugins = support::bundled(tmp.path());
+    std::fs::copy(&wasm, plugins.join("hit-ratio.wasm")).unwrap();
+    let rss = stop_rss(
+        redis,
+        &cache,
+        &[
+            "--polls",
+            "1000",
+            "--poll-interval",
+            "0.002",
+            "--config",
+            config.to_str().unwrap(),
+            "--plugins",
+            plugins.to_str().unwrap(),
+        ],
+    );
+    row(
+        "RSS after 1,000 polls, bundled watchers + hit-ratio",
+        format!("{:.1} MB", rss / 1024.0),
+        "",
     );
 }
 
@@ -423,6 +511,7 @@ fn main() {
     rss_memory_bomb(&redis, cache.path());
     replay_throughput(&redis);
     outbox_memory();
+    python_watcher(&redis);
     for name in WATCHERS {
         let size = std::fs::metadata(plugins_dir().join(format!("{name}.wasm")))
             .unwrap()
