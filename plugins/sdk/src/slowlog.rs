@@ -59,8 +59,12 @@ mod tests {
     fn truncation_respects_char_boundaries() {
         assert_eq!(truncate("abc", 3), "abc");
         assert_eq!(truncate("abcdef", 3), "abc…");
-        assert_eq!(truncate("aé", 2), "a…");
         assert_eq!(truncate("", 0), "");
+        // "é" is two bytes: cutting at 2 would split it.
+        assert_eq!(truncate("aé", 2), "a…");
+        assert_eq!(truncate("aé", 3), "aé");
+        assert_eq!(truncate("日本語", 4), "日…");
+        assert_eq!(truncate("日本語", 1), "…");
     }
 
     #[test]

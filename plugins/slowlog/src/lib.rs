@@ -395,18 +395,6 @@ mod tests {
     }
 
     #[test]
-    fn truncation_respects_char_boundaries() {
-        assert_eq!(truncate("abc", 3), "abc");
-        assert_eq!(truncate("abcd", 3), "abc…");
-        assert_eq!(truncate("", 1), "");
-        // "é" is two bytes: cutting at 2 would split it.
-        assert_eq!(truncate("aé", 2), "a…");
-        assert_eq!(truncate("aé", 3), "aé");
-        assert_eq!(truncate("日本語", 4), "日…");
-        assert_eq!(truncate("日本語", 1), "…");
-    }
-
-    #[test]
     fn args_are_truncated_in_events() {
         let config = Config::from_settings(&[setting("max_arg_len", 4i64)]).unwrap();
         let mut w = Slowlog::new(config);
