@@ -128,3 +128,34 @@ fn readme_tutorial_runs_as_written() {
             .is_file()
     );
 }
+
+/// `check` and `test` apply the default limits, or a daemon's lookout.toml:
+/// the 17.5 MiB Python watcher is refused by the file-size cap, naming the
+/// key to raise, and passes its golden test under its own table.
+#[test]
+fn lookout_config_gives_check_and_test_the_daemons_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = crate::support::extra_watcher("hit-ratio");
+    let dir = crate::support::repo().join("plugins/hit-ratio");
+    let cache = crate::support::repo().join("target/golden-cache");
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.arg("check").arg(&wasm).arg("--cache-dir").arg(&cache);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(err.contains("limits.max_wasm_mib"), "{err}");
+
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.arg("test")
+        .arg(&wasm)
+        .arg("--lookout-config")
+        .arg(dir.join("lookout.toml"))
+        .arg("--snapshots")
+        .arg(dir.join("golden/snapshots.jsonl"))
+        .arg("--expect")
+        .arg(dir.join("golden/expected.jsonl"))
+        .arg("--cache-dir")
+        .arg(&cache);
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(300));
+    assert!(status.success(), "{err}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+}
