@@ -139,8 +139,9 @@ pub struct InfoField {
     pub value: String,
 }
 
-/// One SLOWLOG entry.
-#[derive(Debug, Clone, PartialEq)]
+/// One SLOWLOG entry (also a line's entry in `lookout record` output).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SlowEntry {
     /// Entry id.
     pub id: u64,

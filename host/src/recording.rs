@@ -26,25 +26,7 @@ pub struct Recorded {
     /// INFO fields as `[section, name, value]`.
     pub info: Vec<(String, String, String)>,
     /// New SLOWLOG entries since the previous snapshot.
-    pub slowlog: Vec<RecordedSlow>,
-}
-
-/// One recorded SLOWLOG entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecordedSlow {
-    /// Entry id.
-    pub id: u64,
-    /// Start, Unix seconds.
-    pub started_at: i64,
-    /// Duration, microseconds.
-    pub duration_us: u64,
-    /// Command and arguments.
-    pub args: Vec<String>,
-    /// Client address.
-    pub client_addr: String,
-    /// Client name.
-    pub client_name: String,
+    pub slowlog: Vec<SlowEntry>,
 }
 
 impl Recorded {
@@ -61,21 +43,13 @@ impl Recorded {
                 .slowlog
                 .iter()
                 .flatten()
-                .map(|e| RecordedSlow {
-                    id: e.id,
-                    started_at: e.started_at,
-                    duration_us: e.duration_us,
-                    args: if redact {
-                        redact_args(&e.args)
-                    } else {
-                        e.args.clone()
-                    },
-                    client_addr: if redact {
-                        String::new()
-                    } else {
-                        e.client_addr.clone()
-                    },
-                    client_name: e.client_name.clone(),
+                .map(|e| {
+                    let mut e = e.clone();
+                    if redact {
+                        e.args = redact_args(&e.args);
+                        e.client_addr.clear();
+                    }
+                    e
                 })
                 .collect(),
         }
@@ -94,19 +68,7 @@ impl Recorded {
                     value: value.clone(),
                 })
                 .collect(),
-            slowlog: Some(
-                self.slowlog
-                    .iter()
-                    .map(|e| SlowEntry {
-                        id: e.id,
-                        started_at: e.started_at,
-                        duration_us: e.duration_us,
-                        args: e.args.clone(),
-                        client_addr: e.client_addr.clone(),
-                        client_name: e.client_name.clone(),
-                    })
-                    .collect(),
-            ),
+            slowlog: Some(self.slowlog.clone()),
             probes: Probes {
                 info: true,
                 slowlog: true,
