@@ -20,26 +20,15 @@ repo="$(cd "$here/../.." && pwd)"
 lookout="${LOOKOUT:-$repo/target/release/lookout}"
 [ -x "$lookout" ] || { echo "record.sh: $lookout is missing; run \`make build\`" >&2; exit 1; }
 
-tmp="$(mktemp -d)"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-url="redis://127.0.0.1:$port"
+# shellcheck source=redis.sh
+source "$here/redis.sh"
 out="$tmp/snapshots.jsonl"
 holder=""
+redis_args=(--enable-debug-command yes --slowlog-log-slower-than 10000 --maxmemory-policy noeviction)
 
-start_redis() {
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly no \
-        --daemonize yes --pidfile "$tmp/redis.pid" --logfile "$tmp/redis.log" \
-        --enable-debug-command yes --slowlog-log-slower-than 10000 --maxmemory-policy noeviction
-    for _ in $(seq 100); do
-        redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    echo "record.sh: redis-server did not start on port $port" >&2
-    exit 1
-}
 cleanup() {
     [ -n "$holder" ] && kill "$holder" 2>/dev/null || true
-    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    stop_redis
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -47,7 +36,7 @@ trap cleanup EXIT
 cli() { redis-cli -p "$port" "$@" >/dev/null; }
 snap() { "$lookout" record --redis "$url" --polls "$1" --every 0.2 --redact >>"$out"; }
 
-start_redis
+start_redis "${redis_args[@]}"
 snap 2                                   # baseline
 
 cli debug sleep 0.02                     # slow commands
@@ -79,9 +68,8 @@ snap 4
 cli config set maxmemory 1gb             # and back
 snap 1
 
-cli shutdown nosave || true              # restart: new run_id, SLOWLOG empty
-for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 || break; sleep 0.05; done
-start_redis
+stop_redis                               # restart: new run_id, SLOWLOG empty
+start_redis "${redis_args[@]}"
 cli debug sleep 0.02
 snap 2
 
