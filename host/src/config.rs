@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::breaker::BreakerSettings;
-use crate::buffer::{Caps, DropPolicy};
-use crate::limits::{Limits, LimitsFile};
-use crate::redact::redact_url;
+use crate::delivery::breaker::BreakerSettings;
+use crate::delivery::outbox::{Caps, DropPolicy};
+use crate::sandbox::limits::{Limits, LimitsFile};
+use crate::redis::redact::redact_url;
 
 /// Watched Redis when nothing else is configured.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -332,7 +332,7 @@ pub fn check_url(url: &str) -> Result<()> {
     redis::Client::open(url).map_err(|e| {
         anyhow::anyhow!(
             "bad Redis URL `{shown}`: {}",
-            crate::redact::redact_text(&e.to_string(), url)
+            crate::redis::redact::redact_text(&e.to_string(), url)
         )
     })?;
     Ok(())

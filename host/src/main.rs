@@ -183,28 +183,47 @@ fn run(args: RunArgs) -> Result<()> {
     };
     let plugins = settings.plugins.clone();
     let config = settings.config_path.clone();
-    let daemon = Daemon::start(settings, mode)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (shutdown, reloads, _watching) = {
-        let _context = runtime.enter();
+    let runtime = daemon_runtime()?;
+    let result = runtime.block_on(async {
+        // Signals first: a SIGTERM or SIGHUP during start-up is handled.
         let shutdown = shutdown_signal()?;
         let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
         // A bounded run (--once, --polls) does not reload.
-        let watching = if mode.polls.is_none() {
+        let _watching = if mode.polls.is_none() {
             forward_sighup(reload_tx.clone())?;
-            Some(lookout::reload::watch(
+            Some(lookout::watchers::reload::watch(
                 &plugins,
                 config.as_deref(),
                 reload_tx,
             )?)
         } else {
+            forward_sighup_ignored()?;
             None
         };
-        (shutdown, reloads, watching)
-    };
-    daemon.run(&runtime, mode, reloads, shutdown)
+        let daemon = Daemon::prepare(settings, mode)?;
+        daemon.run(mode, reloads, shutdown).await
+    });
+    // A compile still running on the blocking pool is not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
+}
+
+/// The daemon's runtime: a worker per core (at most 8); idle workers sleep
+/// until a timer or a socket wakes them.
+fn daemon_runtime() -> Result<tokio::runtime::Runtime> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("lookout")
+        .enable_all()
+        .build()?)
+}
+
+/// A runtime for the authoring commands.
+fn authoring_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn check(args: CheckArgs) -> Result<()> {
@@ -216,7 +235,7 @@ fn check(args: CheckArgs) -> Result<()> {
         &[],
     )?;
     init_logging(settings.log_format);
-    let report = lookout::check::check(&args.file, &settings)?;
+    let report = authoring_runtime()?.block_on(lookout::authoring::check::check(&args.file, &settings))?;
     print!("{report}");
     Ok(())
 }
@@ -253,7 +272,7 @@ fn authoring_settings(
             .watchers
             .entry(name)
             .or_default()
-            .extend(lookout::recording::parse_sets(sets)?);
+            .extend(lookout::authoring::replay::parse_sets(sets)?);
         settings.config_path = Some(PathBuf::from("--set"));
     }
     Ok(settings)
@@ -264,11 +283,8 @@ fn record(args: RecordArgs) -> Result<()> {
         .redis
         .unwrap_or_else(|| lookout::config::DEFAULT_REDIS_URL.to_owned());
     lookout::config::check_url(&url)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let mut out = std::io::stdout().lock();
-    runtime.block_on(lookout::recording::record(
+    authoring_runtime()?.block_on(lookout::authoring::record::record(
         &url,
         args.polls,
         std::time::Duration::from_secs_f64(args.every),
@@ -286,14 +302,16 @@ fn test(args: TestArgs) -> Result<()> {
         args.config.as_deref(),
         &args.set,
     )?;
-    let snapshots = lookout::recording::read_snapshots(&args.snapshots)?;
-    let events = lookout::recording::run_watcher(&args.file, &settings, &snapshots)?;
+    let snapshots = lookout::authoring::record::read_snapshots(&args.snapshots)?;
+    let events = authoring_runtime()?.block_on(lookout::authoring::replay::run_watcher(
+        &args.file, &settings, &snapshots,
+    ))?;
     let mut out = std::io::stdout().lock();
     for event in &events {
         writeln!(out, "{}", serde_json::to_string(event)?)?;
     }
     if let Some(expected) = &args.expect
-        && let Some(diff) = lookout::recording::compare(&events, expected)?
+        && let Some(diff) = lookout::authoring::replay::compare(&events, expected)?
     {
         anyhow::bail!(
             "events differ from {} (- expected, + actual):\n{diff}",
@@ -304,8 +322,8 @@ fn test(args: TestArgs) -> Result<()> {
 }
 
 fn new(args: NewArgs) -> Result<()> {
-    let sdk = args.sdk.unwrap_or_else(lookout::scaffold::default_sdk);
-    let root = lookout::scaffold::new_watcher(&args.name, &args.dir, &sdk)?;
+    let sdk = args.sdk.unwrap_or_else(lookout::authoring::scaffold::default_sdk);
+    let root = lookout::authoring::scaffold::new_watcher(&args.name, &args.dir, &sdk)?;
     let name = &args.name;
     let lib = name.replace('-', "_");
     println!(
@@ -345,6 +363,19 @@ fn forward_sighup(tx: tokio::sync::mpsc::UnboundedSender<()>) -> Result<()> {
             if tx.send(()).is_err() {
                 break;
             }
+        }
+    });
+    Ok(())
+}
+
+/// A bounded run does not reload: SIGHUP is logged and otherwise ignored
+/// rather than ending the process.
+fn forward_sighup_ignored() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received; a bounded run does not reload");
         }
     });
     Ok(())

@@ -16,9 +16,9 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 
 use super::{BATCH, MemoryBus, Publisher, Sink};
-use crate::breaker::{BreakerSettings, State};
-use crate::buffer::{Caps, DropPolicy};
-use crate::envelope::{Envelope, HOST_TARGET, Level, Origin};
+use crate::delivery::breaker::{BreakerSettings, State};
+use crate::delivery::outbox::{Caps, DropPolicy};
+use crate::delivery::envelope::{Envelope, HOST_TARGET, Level, Origin};
 use crate::fields;
 
 /// Recovery time after which an open breaker probes at once.

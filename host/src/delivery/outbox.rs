@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 use serde::Deserialize;
 
-use crate::envelope::Envelope;
+use crate::delivery::envelope::Envelope;
 
 /// What to drop when the outbox is full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -228,7 +228,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{Level, Origin};
+    use crate::delivery::envelope::{Level, Origin};
 
     fn env(n: usize) -> Envelope {
         Origin::new("redis", "h:1").envelope(Level::Info, "t", format!("m{n}"), Default::default())

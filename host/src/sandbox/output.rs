@@ -1,11 +1,11 @@
 //! What a watcher returns, made safe to publish: events, messages, fields
 //! and text values cut to the watcher's caps, with counts of what was cut.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::envelope::Level;
-use crate::limits::WatcherLimits;
-use crate::plugin::bindings::lookout::watcher::types as wit;
+use super::limits::WatcherLimits;
+use super::wit;
+use crate::delivery::envelope::{Emitted, Level};
 
 /// How much of one call's output was over the caps.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -25,19 +25,6 @@ impl Cut {
     pub fn any(&self) -> bool {
         *self != Self::default()
     }
-}
-
-/// An event ready to be wrapped in an envelope.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Emitted {
-    /// Severity.
-    pub level: Level,
-    /// Envelope `target`.
-    pub target: String,
-    /// Message.
-    pub msg: String,
-    /// Fields (without `instance`, which the envelope adds).
-    pub fields: Map<String, Value>,
 }
 
 /// Applies the caps of `limits` to `events` from the watcher `target`.

@@ -1,124 +1,120 @@
-//! The supervisor: owns every loaded watcher, decides which are due, runs
-//! them and handles their failures: a trapped watcher is rebuilt before its
-//! next poll, repeated failures back off, and K in a row quarantine it until
-//! it changes. Its methods call into wasm, so they must run outside the
-//! async runtime's context (synchronous WASI calls block on a runtime of
-//! their own).
+//! The supervisor of one target's watchers: which are due, their calls
+//! (each under its own deadline), and their failures. A failed watcher's
+//! instance is dropped and rebuilt before its next run, repeated failures
+//! back off, and K in a row quarantine it until its file or settings
+//! change. Each target has its own supervisor, so a watcher's state is per
+//! target; the compiled components are shared.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
-
-use crate::envelope::{HOST_TARGET, Level};
+use super::load::Spec;
+use crate::delivery::envelope::{Emitted, Level};
 use crate::fields;
-use crate::limits::Cadence;
-use crate::output::{Emitted, cap};
-use crate::plugin::Runtime;
-use crate::probe::{Probes, Snapshot};
-use crate::watcher::Watcher;
+use crate::redis::probe::{Probes, Snapshot};
+use crate::sandbox::limits::Cadence;
+use crate::sandbox::output::cap;
+use crate::sandbox::{Engine, Instance, Trap};
 
-/// Health of one watcher.
+/// Health of one watcher on one target.
 #[derive(Debug, Clone)]
 enum Health {
     Healthy,
-    /// Trapped `consecutive` times in a row; rebuilt at poll `retry_at`.
+    /// Failed `consecutive` times in a row; rebuilt at poll `retry_at`.
     Failing {
         consecutive: u32,
         retry_at: u64,
         reason: String,
     },
     /// Rebuilt; recovered once an `observe` succeeds.
-    Restarted {
-        consecutive: u32,
-    },
+    Restarted { consecutive: u32 },
     /// Not run again until its file or settings change.
     Quarantined,
 }
 
 struct Slot {
-    watcher: Watcher,
+    spec: Arc<Spec>,
+    instance: Option<Instance>,
     health: Health,
     last_run: Option<(u64, Instant)>,
 }
 
-/// A summary of one loaded watcher, for reloads and status.
+/// A summary of one loaded watcher, for reloads.
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub struct Listed {
     /// File name.
     pub name: String,
     /// Fingerprint of its file and settings.
     pub fingerprint: u64,
 }
 
-/// Runs and supervises the loaded watchers.
+/// Runs and supervises one target's watchers.
 pub struct Supervisor {
-    runtime: Runtime,
+    engine: Engine,
     slots: Vec<Slot>,
     /// Poll interval, to plan the next poll's probes.
     interval: Duration,
 }
 
-fn notice(level: Level, msg: String, fields: Map<String, Value>) -> Emitted {
-    Emitted {
-        level,
-        target: HOST_TARGET.to_owned(),
-        msg,
-        fields,
-    }
-}
-
 impl Supervisor {
-    /// Supervises `watchers`, rebuilding them with `runtime`; `interval`
-    /// is the poll interval, used to plan the next poll's probes.
-    pub fn new(runtime: Runtime, watchers: Vec<Watcher>, interval: Duration) -> Self {
-        let slots = watchers
-            .into_iter()
-            .map(|watcher| Slot {
-                watcher,
-                health: Health::Healthy,
-                last_run: None,
-            })
-            .collect();
+    /// An empty supervisor building instances with `engine`; `interval` is
+    /// the poll interval, used to plan the next poll's probes.
+    pub fn new(engine: Engine, interval: Duration) -> Self {
         Self {
-            runtime,
-            slots,
+            engine,
+            slots: Vec::new(),
             interval,
         }
     }
 
-    /// Unloads the watcher named `name`.
-    pub fn remove(&mut self, name: &str) -> Vec<Emitted> {
-        let before = self.slots.len();
-        self.slots.retain(|s| s.watcher.name != name);
-        if self.slots.len() == before {
-            return Vec::new();
+    /// Adds a watcher, or replaces the one with the same name (its state
+    /// and any quarantine go with it). Without an `instance`, one is built
+    /// before its first run.
+    pub fn install(&mut self, spec: Arc<Spec>, instance: Option<Instance>) {
+        let slot = Slot {
+            spec,
+            instance,
+            health: Health::Healthy,
+            last_run: None,
+        };
+        match self
+            .slots
+            .iter_mut()
+            .find(|s| s.spec.name == slot.spec.name)
+        {
+            Some(existing) => *existing = slot,
+            None => {
+                self.slots.push(slot);
+                self.slots.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+            }
         }
-        tracing::info!(watcher = %name, "watcher unloaded");
-        vec![notice(
-            Level::Info,
-            format!("watcher {name} unloaded (its file was removed)"),
-            fields! {"watcher" => name},
-        )]
     }
 
-    /// The loaded watchers.
-    pub fn list(&self) -> Vec<Loaded> {
+    /// Unloads the watcher named `name`; whether it was there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let before = self.slots.len();
+        self.slots.retain(|s| s.spec.name != name);
+        self.slots.len() != before
+    }
+
+    /// The watchers installed.
+    pub fn list(&self) -> Vec<Listed> {
         self.slots
             .iter()
-            .map(|s| Loaded {
-                name: s.watcher.name.clone(),
-                fingerprint: s.watcher.fingerprint,
+            .map(|s| Listed {
+                name: s.spec.name.clone(),
+                fingerprint: s.spec.fingerprint,
             })
             .collect()
     }
 
     fn due(slot: &Slot, poll: u64, now: Instant) -> bool {
         let runnable = match slot.health {
-            Health::Healthy | Health::Restarted { .. } => slot.watcher.is_live(),
+            Health::Healthy | Health::Restarted { .. } => true,
             Health::Failing { .. } | Health::Quarantined => false,
         };
         runnable
-            && match (slot.watcher.cadence(), slot.last_run) {
+            && match (slot.spec.cadence(), slot.last_run) {
                 (_, None) | (Cadence::EveryPoll, _) => true,
                 (Cadence::EveryPolls(n), Some((last, _))) => poll >= last + u64::from(n),
                 (Cadence::Interval(every), Some((_, at))) => {
@@ -133,7 +129,7 @@ impl Supervisor {
             .iter()
             .filter(|s| Self::due(s, poll, now))
             .fold(Probes::default(), |acc, s| {
-                let p = s.watcher.probes();
+                let p = s.spec.probes();
                 Probes {
                     info: acc.info || p.info,
                     slowlog: acc.slowlog || p.slowlog,
@@ -141,10 +137,11 @@ impl Supervisor {
             })
     }
 
-    /// Runs the watchers due at `poll` whose needs the snapshot covers and
-    /// returns their capped events, the host's notices about failures,
-    /// restarts and quarantines, and the probes the next poll will need.
-    pub fn poll(
+    /// Runs the watchers due at `poll` whose needs the snapshot covers, one
+    /// after the other, each under its own deadline, and returns their
+    /// capped events, the host's notices about failures, restarts and
+    /// quarantines, and the probes the next poll will need.
+    pub async fn poll(
         &mut self,
         poll: u64,
         instance: &str,
@@ -154,22 +151,32 @@ impl Supervisor {
         let mut out = Vec::new();
         let have = snapshot.probes;
         for slot in &mut self.slots {
-            let needs = slot.watcher.probes();
+            let needs = slot.spec.probes();
             let covered = (have.info || !needs.info) && (have.slowlog || !needs.slowlog);
             // Not covered: the plan missed it (cadence by time); next poll.
             if !covered || !Self::due(slot, poll, now) {
                 continue;
             }
             slot.last_run = Some((poll, now));
-            let name = slot.watcher.name.clone();
-            match slot.watcher.observe(instance, snapshot) {
+            let name = slot.spec.name.clone();
+            let result = match slot.instance.as_mut() {
+                Some(live) => live.observe(&slot.spec.view(instance, snapshot)).await,
+                None => match slot.spec.instantiate(&self.engine).await {
+                    Ok(mut live) => {
+                        let result = live.observe(&slot.spec.view(instance, snapshot)).await;
+                        slot.instance = Some(live);
+                        result
+                    }
+                    Err(trap) => Err(trap),
+                },
+            };
+            match result {
                 Ok(events) => {
-                    let (emitted, cut) =
-                        cap(&slot.watcher.manifest.name, events, &slot.watcher.limits);
+                    let (emitted, cut) = cap(&slot.spec.manifest.name, events, &slot.spec.limits);
                     out.extend(emitted);
                     if cut.any() {
                         tracing::warn!(watcher = %name, ?cut, "watcher output over its caps");
-                        out.push(notice(
+                        out.push(Emitted::host(
                             Level::Warn,
                             format!("watcher {name} output over its caps; cut"),
                             fields! {
@@ -183,7 +190,7 @@ impl Supervisor {
                     }
                     if let Health::Restarted { consecutive } = slot.health {
                         tracing::info!(watcher = %name, "watcher recovered");
-                        out.push(notice(
+                        out.push(Emitted::host(
                             Level::Info,
                             format!("watcher {name} recovered after {consecutive} failure(s)"),
                             fields! {"watcher" => name, "failures" => consecutive},
@@ -192,27 +199,30 @@ impl Supervisor {
                     }
                 }
                 Err(trap) => {
+                    // Never enter an instance again after a failure.
+                    slot.instance = None;
                     let consecutive = match slot.health {
                         Health::Restarted { consecutive } => consecutive + 1,
                         _ => 1,
                     };
-                    out.extend(Self::failed(slot, poll, consecutive, trap.0));
+                    out.extend(Self::failed(slot, poll, consecutive, &trap));
                 }
             }
         }
-        self.restart_due(poll, &mut out);
+        self.restart_due(poll, &mut out).await;
         let next = self.plan(poll + 1, Instant::now() + self.interval);
         (out, next)
     }
 
     /// Records a failure: backs off or quarantines, and reports it once.
-    fn failed(slot: &mut Slot, poll: u64, consecutive: u32, reason: String) -> Option<Emitted> {
-        let name = slot.watcher.name.clone();
-        let limit = slot.watcher.limits.quarantine_after;
+    fn failed(slot: &mut Slot, poll: u64, consecutive: u32, trap: &Trap) -> Option<Emitted> {
+        let name = slot.spec.name.clone();
+        let reason = trap.to_string();
+        let limit = slot.spec.limits.quarantine_after;
         if consecutive >= limit {
             slot.health = Health::Quarantined;
             tracing::error!(watcher = %name, %reason, "watcher quarantined after {consecutive} failures");
-            return Some(notice(
+            return Some(Emitted::host(
                 Level::Error,
                 format!(
                     "watcher {name} quarantined after {consecutive} consecutive failures: {reason}; \
@@ -229,14 +239,14 @@ impl Supervisor {
             reason: reason.clone(),
         };
         tracing::error!(watcher = %name, %reason, consecutive, "watcher failed; instance dropped");
-        Some(notice(
+        Some(Emitted::host(
             Level::Error,
             format!("watcher {name} failed: {reason}; its instance was dropped and its state lost"),
             fields! {"watcher" => name, "reason" => reason, "failures" => consecutive, "state" => "failed"},
         ))
     }
 
-    fn restart_due(&mut self, poll: u64, out: &mut Vec<Emitted>) {
+    async fn restart_due(&mut self, poll: u64, out: &mut Vec<Emitted>) {
         for slot in &mut self.slots {
             let Health::Failing {
                 consecutive,
@@ -250,14 +260,15 @@ impl Supervisor {
                 continue;
             }
             let reason = reason.clone();
-            let name = slot.watcher.name.clone();
+            let name = slot.spec.name.clone();
             let started = Instant::now();
-            match slot.watcher.restart(&self.runtime) {
-                Ok(()) => {
+            match slot.spec.instantiate(&self.engine).await {
+                Ok(instance) => {
                     let took = started.elapsed();
+                    slot.instance = Some(instance);
                     slot.health = Health::Restarted { consecutive };
                     tracing::info!(watcher = %name, restart_us = took.as_micros(), "watcher restarted");
-                    out.push(notice(
+                    out.push(Emitted::host(
                         Level::Info,
                         format!("watcher {name} restarted with a fresh instance (state lost) after: {reason}"),
                         fields! {
@@ -268,39 +279,11 @@ impl Supervisor {
                         },
                     ));
                 }
-                Err(error) => out.extend(Self::failed(slot, poll, consecutive + 1, error)),
+                Err(trap) => {
+                    let trap = Trap::Other(format!("restart failed: {trap}"));
+                    out.extend(Self::failed(slot, poll, consecutive + 1, &trap));
+                }
             }
         }
-    }
-
-    /// Adds a watcher, or replaces the one with the same name (its state
-    /// and any quarantine go with it).
-    pub fn install(&mut self, watcher: Watcher) -> Vec<Emitted> {
-        let name = watcher.name.clone();
-        let version = watcher.manifest.version.clone();
-        let file = watcher.file.display().to_string();
-        let slot = Slot {
-            watcher,
-            health: Health::Healthy,
-            last_run: None,
-        };
-        let (verb, msg) = match self.slots.iter_mut().find(|s| s.watcher.name == name) {
-            Some(existing) => {
-                *existing = slot;
-                ("reloaded", format!("watcher {name} {version} reloaded"))
-            }
-            None => {
-                self.slots.push(slot);
-                self.slots
-                    .sort_by(|a, b| a.watcher.name.cmp(&b.watcher.name));
-                ("loaded", format!("watcher {name} {version} loaded"))
-            }
-        };
-        tracing::info!(watcher = %name, %version, %file, "watcher {verb}");
-        vec![notice(
-            Level::Info,
-            msg,
-            fields! {"watcher" => name, "version" => version, "file" => file},
-        )]
     }
 }

@@ -64,6 +64,33 @@ pub struct Envelope {
     pub fields: Map<String, Value>,
 }
 
+/// An event ready to be wrapped in an envelope: a watcher's (cut to its
+/// caps) or the host's own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emitted {
+    /// Severity.
+    pub level: Level,
+    /// Envelope `target`.
+    pub target: String,
+    /// Message.
+    pub msg: String,
+    /// Fields (without `instance`, which the envelope adds).
+    pub fields: Map<String, Value>,
+}
+
+impl Emitted {
+    /// One of the host's own events (target [`HOST_TARGET`]): the one
+    /// constructor for them all.
+    pub fn host(level: Level, msg: impl Into<String>, fields: Map<String, Value>) -> Self {
+        Self {
+            level,
+            target: HOST_TARGET.to_owned(),
+            msg: msg.into(),
+            fields,
+        }
+    }
+}
+
 /// What every envelope of this process shares.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -73,7 +100,8 @@ pub struct Origin {
     pub host: String,
     /// `pid` field.
     pub pid: u32,
-    /// `fields.instance`: the watched `host:port`.
+    /// `fields.instance` of the process's own events that concern no
+    /// particular target: the first watched `host:port`.
     pub instance: String,
 }
 
@@ -92,15 +120,33 @@ impl Origin {
         }
     }
 
-    /// Wraps an event in an envelope stamped now.
+    /// Wraps `event`, about the Redis at `instance`, in an envelope
+    /// stamped now.
+    pub fn wrap(&self, instance: &str, event: Emitted) -> Envelope {
+        self.stamp(instance, event.level, &event.target, event.msg, event.fields)
+    }
+
+    /// Wraps an event about the process's first instance in an envelope
+    /// stamped now.
     pub fn envelope(
         &self,
         level: Level,
         target: &str,
         msg: impl Into<String>,
+        fields: Map<String, Value>,
+    ) -> Envelope {
+        self.stamp(&self.instance, level, target, msg, fields)
+    }
+
+    fn stamp(
+        &self,
+        instance: &str,
+        level: Level,
+        target: &str,
+        msg: impl Into<String>,
         mut fields: Map<String, Value>,
     ) -> Envelope {
-        fields.insert("instance".to_owned(), Value::from(self.instance.clone()));
+        fields.insert("instance".to_owned(), Value::from(instance));
         Envelope {
             v: SCHEMA_VERSION,
             id: uuid::Uuid::now_v7().to_string(),
@@ -191,7 +237,7 @@ mod tests {
     #[test]
     fn schema_file_lists_every_key() {
         let schema: Value =
-            serde_json::from_str(include_str!("../schema/envelope.schema.json")).unwrap();
+            serde_json::from_str(include_str!("../../schema/envelope.schema.json")).unwrap();
         let required: Vec<&str> = schema["required"]
             .as_array()
             .unwrap()

@@ -10,27 +10,27 @@ use anyhow::{Context, Result, bail};
 const TEMPLATES: &[(&str, &str)] = &[
     (
         "Cargo.toml",
-        include_str!("../templates/watcher/Cargo.toml.in"),
+        include_str!("../../templates/watcher/Cargo.toml.in"),
     ),
     (
         "src/lib.rs",
-        include_str!("../templates/watcher/src/lib.rs.in"),
+        include_str!("../../templates/watcher/src/lib.rs.in"),
     ),
     (
         "{{name}}.toml",
-        include_str!("../templates/watcher/watcher.toml.in"),
+        include_str!("../../templates/watcher/watcher.toml.in"),
     ),
     (
         ".gitignore",
-        include_str!("../templates/watcher/gitignore.in"),
+        include_str!("../../templates/watcher/gitignore.in"),
     ),
     (
         "golden/snapshots.jsonl",
-        include_str!("../templates/watcher/golden/snapshots.jsonl"),
+        include_str!("../../templates/watcher/golden/snapshots.jsonl"),
     ),
     (
         "golden/expected.jsonl",
-        include_str!("../templates/watcher/golden/expected.jsonl.in"),
+        include_str!("../../templates/watcher/golden/expected.jsonl.in"),
     ),
 ];
 

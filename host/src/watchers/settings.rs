@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::plugin::bindings::lookout::watcher::types::{
+use crate::sandbox::wit::{
     ConfigKey, Manifest, Setting, Value, ValueKind,
 };
 
@@ -113,7 +113,7 @@ pub fn show(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::bindings::lookout::watcher::types::{Cadence, Needs};
+    use crate::sandbox::wit::{Cadence, Needs};
 
     fn manifest() -> Manifest {
         Manifest {

@@ -1,8 +1,9 @@
 //! Hot reload: file-system events on the plugins folder and the config
 //! file, and SIGHUP, trigger a reload. A reload waits for files to settle,
-//! re-reads the settings, loads every new or changed watcher off the async
-//! runtime and reports what to install or remove; a watcher that fails to
-//! load leaves the running version in place.
+//! re-reads the settings, loads every new or changed watcher (compiles run
+//! concurrently, off the async workers) and reports what to install or
+//! remove; a watcher that fails to load leaves the running version in
+//! place.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,13 +13,12 @@ use anyhow::{Context, Result};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
+use super::load::{Loaded, load, name_of, signature};
+use super::supervisor::Listed;
 use crate::config::Settings;
-use crate::envelope::Level;
+use crate::delivery::envelope::{Emitted, Level};
 use crate::fields;
-use crate::output::Emitted;
-use crate::plugin::Runtime;
-use crate::supervisor::Loaded;
-use crate::watcher::{Watcher, name_of, signature};
+use crate::sandbox::Engine;
 
 /// How long files must stay unchanged before they are loaded, so a copy in
 /// progress is not taken for a broken watcher.
@@ -70,7 +70,7 @@ pub struct Plan {
     /// New settings, when the config file parsed.
     pub settings: Option<Settings>,
     /// Watchers to add or replace.
-    pub install: Vec<Watcher>,
+    pub install: Vec<Loaded>,
     /// Watchers whose file is gone.
     pub remove: Vec<String>,
     /// Errors to publish (a refused new version, a bad config file).
@@ -78,15 +78,6 @@ pub struct Plan {
     /// Signatures of files that failed to load, so the same broken file is
     /// reported once.
     pub refused: HashMap<String, u64>,
-}
-
-fn notice(msg: String, fields: serde_json::Map<String, serde_json::Value>) -> Emitted {
-    Emitted {
-        level: Level::Error,
-        target: crate::envelope::HOST_TARGET.to_owned(),
-        msg,
-        fields,
-    }
 }
 
 fn stamps(files: &[PathBuf]) -> Vec<(u64, Option<SystemTime>)> {
@@ -117,11 +108,11 @@ pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Works out a reload. Blocking: run it off the async runtime.
-pub fn prepare(
-    runtime: &Runtime,
+/// Works out a reload.
+pub async fn prepare(
+    engine: &Engine,
     current: &Settings,
-    loaded: &[Loaded],
+    loaded: &[Listed],
     mut refused: HashMap<String, u64>,
 ) -> Plan {
     let mut plan = Plan::default();
@@ -130,7 +121,8 @@ pub fn prepare(
         Err(e) => {
             let reason = format!("{e:#}");
             tracing::error!("reload: {reason}; keeping the running configuration");
-            plan.notices.push(notice(
+            plan.notices.push(Emitted::host(
+                Level::Error,
                 format!("reload refused: {reason}; keeping the running configuration"),
                 fields! {"reason" => reason},
             ));
@@ -142,12 +134,13 @@ pub fn prepare(
     let files = loop {
         let before = wasm_files(&settings.plugins).unwrap_or_default();
         let first = stamps(&before);
-        std::thread::sleep(SETTLE);
+        tokio::time::sleep(SETTLE).await;
         let after = wasm_files(&settings.plugins).unwrap_or_default();
         if before == after && first == stamps(&after) {
             break after;
         }
     };
+    let mut changed = Vec::new();
     for path in &files {
         let name = name_of(path);
         let Ok(sig) = signature(path, &settings) else {
@@ -160,7 +153,12 @@ pub fn prepare(
         {
             continue;
         }
-        match Watcher::load(runtime, path, &settings) {
+        changed.push((path.clone(), name, sig));
+    }
+    let paths: Vec<PathBuf> = changed.iter().map(|(path, _, _)| path.clone()).collect();
+    let results = load_all(engine, &paths, &settings).await;
+    for ((_, name, sig), result) in changed.into_iter().zip(results) {
+        match result {
             Ok(watcher) => {
                 refused.remove(&name);
                 plan.install.push(watcher);
@@ -174,7 +172,8 @@ pub fn prepare(
                 } else {
                     format!("watcher {name} not loaded: {reason}")
                 };
-                plan.notices.push(notice(
+                plan.notices.push(Emitted::host(
+                    Level::Error,
                     msg,
                     fields! {"watcher" => name.clone(), "reason" => reason},
                 ));
@@ -191,4 +190,25 @@ pub fn prepare(
     plan.refused = refused;
     plan.settings = Some(settings);
     plan
+}
+
+/// Loads `paths` concurrently, one task each; results in their order.
+pub async fn load_all(engine: &Engine, paths: &[PathBuf], settings: &Settings) -> Vec<Result<Loaded>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, path) in paths.iter().enumerate() {
+        let (engine, path, settings) = (engine.clone(), path.clone(), settings.clone());
+        tasks.spawn(async move { (i, load(&engine, &path, &settings).await) });
+    }
+    let mut results: Vec<Option<Result<Loaded>>> = paths.iter().map(|_| None).collect();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((i, result)) => results[i] = Some(result),
+            Err(e) => tracing::error!("a watcher load task failed: {e}"),
+        }
+    }
+    results
+        .into_iter()
+        .zip(paths)
+        .map(|(r, path)| r.unwrap_or_else(|| Err(anyhow::anyhow!("{}: loading failed", path.display()))))
+        .collect()
 }

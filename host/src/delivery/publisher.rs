@@ -1,4 +1,4 @@
-//! Publishing envelopes: PUBLISH on `<prefix>.<level>` and XADD to the
+//! The publisher's state: PUBLISH on `<prefix>.<level>` and XADD to the
 //! stream, in pipelined batches, oldest first; or JSON lines on stdout for
 //! `--dry-run`. Envelopes wait in the bounded [`Outbox`] while the bus is
 //! unreachable and a circuit breaker keeps failing sends from piling up;
@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::breaker::{Breaker, BreakerSettings};
-use crate::buffer::{Caps, Counts, Item, Outbox};
+use super::breaker::{Breaker, BreakerSettings};
+use super::envelope::{Emitted, Envelope, Level, Origin};
+use super::outbox::{Caps, Counts, Item, Outbox};
+use super::spool::{Replay, Spool};
 use crate::config::PublishSettings;
-use crate::envelope::{Envelope, HOST_TARGET, Level, Origin};
 use crate::fields;
-use crate::probe::Conn;
-use crate::spool::{Replay, Spool};
+use crate::redis::conn::Conn;
 
 /// Envelopes per pipelined batch.
 pub const BATCH: usize = 500;
@@ -208,9 +208,8 @@ impl Publisher {
                 caps.bytes
             );
             tracing::warn!("{msg}");
-            let envelope = self.origin.envelope(
+            let event = Emitted::host(
                 Level::Warn,
-                HOST_TARGET,
                 msg,
                 fields! {
                     "dropped" => report.count,
@@ -219,12 +218,13 @@ impl Publisher {
                     "policy" => caps.policy.as_str(),
                 },
             );
+            let envelope = self.origin.wrap(&self.origin.instance, event);
             self.outbox.push(envelope);
         }
     }
 
     /// The breaker's state, for tests and status.
-    pub fn breaker_state(&self) -> crate::breaker::State {
+    pub fn breaker_state(&self) -> super::breaker::State {
         self.breaker.state()
     }
 
@@ -257,14 +257,9 @@ impl Publisher {
                     }
                     xadd.ignore();
                 }
-                let was_connected = conn.is_connected();
-                let result = match conn.query(&pipe).await {
-                    // A connection the server closed while idle (`timeout`
-                    // in redis.conf): redial once before counting a failure.
-                    Err(e) if e.link_down && was_connected => conn.query(&pipe).await,
-                    other => other,
-                };
-                result.with_context(|| format!("publishing to {}", conn.instance))?;
+                conn.query(&pipe)
+                    .await
+                    .with_context(|| format!("publishing to {}", conn.instance))?;
             }
             #[cfg(test)]
             Sink::Memory(bus) => {
@@ -291,5 +286,5 @@ impl Publisher {
 }
 
 #[cfg(test)]
-#[path = "publish_model_tests.rs"]
+#[path = "model_tests.rs"]
 mod model_tests;

@@ -7,18 +7,18 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::config::Settings;
-use crate::limits::Cadence;
-use crate::plugin::Runtime;
-use crate::watcher::Watcher;
-use crate::watcher_config::{kind_name, show};
+use crate::sandbox::limits::Cadence;
+use crate::sandbox::Engine;
+use crate::watchers::load::load;
+use crate::watchers::settings::{kind_name, show};
 
 /// Loads and configures the watcher at `path` and describes it.
 ///
 /// # Errors
 /// Anything that would stop the daemon from running this watcher.
-pub fn check(path: &Path, settings: &Settings) -> Result<String> {
-    let runtime = Runtime::new(settings.cache_dir.as_deref())?;
-    let watcher = Watcher::load(&runtime, path, settings)?;
+pub async fn check(path: &Path, settings: &Settings) -> Result<String> {
+    let engine = Engine::new(settings.cache_dir.as_deref())?;
+    let watcher = load(&engine, path, settings).await?.spec;
     let m = &watcher.manifest;
     let mut out = String::new();
     let _ = writeln!(out, "{} {} ({})", m.name, m.version, path.display());

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::envelope::Envelope;
+use crate::delivery::envelope::Envelope;
 
 const MAGIC: &[u8; 4] = b"LKSP";
 const HEADER: usize = 12;
@@ -188,7 +188,7 @@ fn decode(bytes: &[u8]) -> Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{Level, Origin};
+    use crate::delivery::envelope::{Level, Origin};
 
     fn jsons(n: usize) -> Vec<String> {
         let origin = Origin::new("redis", "h:1");

@@ -1,0 +1,439 @@
+//! The daemon: its state (settings, the shared engine, the loaded watchers,
+//! the publisher) and the wiring of its tasks. Scheduling lives in
+//! [`poller`] (one task per watched Redis) and [`crate::delivery::task`]
+//! (the publisher); this module starts them, loads the watchers
+//! concurrently, applies reloads and stops everything on shutdown.
+//!
+//! ```text
+//!  watchers/*.wasm ──compile (blocking pool, concurrent)──┐
+//!                                                         ▼ Control (bounded)
+//!  poll timer ──► poller task ── probe Redis ── call watchers (each under its deadline)
+//!                     │
+//!                     ▼ envelopes (bounded queue, always drained)
+//!                publisher task ── outbox ── breaker ── spool ──► bus
+//! ```
+
+pub mod poller;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::config::Settings;
+use crate::delivery::envelope::{Emitted, Level, Origin};
+use crate::delivery::publisher::{Publisher, Sink};
+use crate::delivery::task::{self, Outlet};
+use crate::fields;
+use crate::redis::conn::Conn;
+use crate::redis::probe::Prober;
+use crate::redis::redact::redact_url;
+use crate::sandbox::Engine;
+use crate::sandbox::engine::read_checked;
+use crate::watchers::load::{Loaded, Spec, load, name_of};
+use crate::watchers::reload::{Plan, prepare, wasm_files};
+use crate::watchers::supervisor::Listed;
+use poller::{Control, FirstPoll, Poller};
+
+/// Control messages a poller may have waiting before it takes them.
+const CONTROL_QUEUE: usize = 64;
+
+/// How a run ends besides the shutdown future.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunMode {
+    /// Print envelopes on stdout instead of publishing.
+    pub dry_run: bool,
+    /// Stop after this many polls (`--once` is 1); `None` runs until shutdown.
+    pub polls: Option<u64>,
+}
+
+/// A prepared daemon: settings checked, watcher files listed, connections
+/// and publisher built. Nothing is compiled or dialled yet.
+pub struct Daemon {
+    settings: Settings,
+    origin: Origin,
+    engine: Engine,
+    publisher: Publisher,
+    /// The watched Redis (one today; each target gets its own poller).
+    target: Conn,
+    /// Start-up watcher files.
+    files: Vec<PathBuf>,
+    /// Spool replay at start: (envelopes, corrupt records, folder).
+    replayed: Option<(usize, u64, String)>,
+}
+
+/// The watchers running, by name, shared by every poller.
+type Registry = BTreeMap<String, Arc<Spec>>;
+
+impl Daemon {
+    /// Start-up checks: settings, the plugins folder and its files (size
+    /// and header; compiling comes later, concurrently), URLs, the spool.
+    ///
+    /// # Errors
+    /// Any start-up problem: missing plugins folder, a file that is not a
+    /// WebAssembly component, a bad setting, a bad URL. The message names
+    /// the file or key.
+    pub fn prepare(settings: Settings, mode: RunMode) -> Result<Self> {
+        let engine = Engine::new(settings.cache_dir.as_deref())?;
+        let files = wasm_files(&settings.plugins)?;
+        for path in &files {
+            let limits = settings.limits.of(&name_of(path));
+            read_checked(path, limits.max_wasm_bytes)?;
+        }
+        let config_file = || {
+            settings
+                .config_path
+                .as_ref()
+                .map_or_else(|| "config".to_owned(), |p| p.display().to_string())
+        };
+        for name in settings.watchers.keys() {
+            if !files.iter().any(|f| &name_of(f) == name) {
+                bail!(
+                    "{}: [watchers.{name}] names no watcher in {} (expected {name}.wasm there)",
+                    config_file(),
+                    settings.plugins.display()
+                );
+            }
+        }
+        let target = Conn::new(
+            &settings.redis_url,
+            settings.connect_timeout,
+            settings.response_timeout,
+        )?;
+        let origin = Origin::new(&settings.service, &target.instance);
+        let sink = if mode.dry_run {
+            Sink::Stdout
+        } else {
+            Sink::Redis {
+                conn: Box::new(Conn::new(
+                    &settings.publish.url,
+                    settings.connect_timeout,
+                    settings.response_timeout,
+                )?),
+                settings: settings.publish.clone(),
+            }
+        };
+        let mut publisher = Publisher::new(sink, settings.buffer, settings.breaker, origin.clone());
+        let mut replayed = None;
+        if let Some(dir) = &settings.spool_dir
+            && !mode.dry_run
+        {
+            let replay = publisher.with_spool(dir)?;
+            replayed = Some((
+                replay.envelopes.len(),
+                replay.corrupt,
+                dir.display().to_string(),
+            ));
+        }
+        Ok(Self {
+            settings,
+            origin,
+            engine,
+            publisher,
+            target,
+            files,
+            replayed,
+        })
+    }
+
+    /// Runs until `shutdown` completes or `mode.polls` polls are done:
+    /// starts the publisher and the poller, loads the watchers
+    /// concurrently (polling starts when they are ready, or one interval
+    /// after start at the latest, with those that are), applies reloads
+    /// whenever `reloads` yields, and drains on the way out.
+    ///
+    /// # Errors
+    /// A watcher refused at start-up (the message names the file), or with
+    /// `--once`: the poll failed or its envelopes could not be published.
+    pub async fn run(
+        self,
+        mode: RunMode,
+        mut reloads: mpsc::UnboundedReceiver<()>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let Self {
+            mut settings,
+            origin,
+            engine,
+            publisher,
+            target,
+            files,
+            replayed,
+        } = self;
+        let (stop_tx, stop) = watch::channel(false);
+        let (stop_publisher, publisher_stop) = watch::channel(false);
+        let (outlet, publishing) = task::spawn(publisher, publisher_stop, settings.shutdown_grace);
+        announce(&settings, &files, replayed, &origin, &outlet).await;
+
+        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let poller = Poller::new(
+            Prober::new(target, settings.slowlog_count),
+            engine.clone(),
+            settings.poll_interval,
+            origin.clone(),
+            outlet.clone(),
+        );
+        let first = if mode.polls.is_some() {
+            FirstPoll::WhenReady
+        } else {
+            FirstPoll::WhenReadyOrAfterInterval
+        };
+        let mut polling = tokio::spawn(poller.run(control_rx, stop.clone(), first, mode.polls));
+
+        // Start-up loads: every file at once, each joining when ready.
+        let (loaded_tx, mut loaded_rx) = mpsc::channel::<(PathBuf, Result<Loaded>)>(CONTROL_QUEUE);
+        for path in files.clone() {
+            let (engine, settings, tx) = (engine.clone(), settings.clone(), loaded_tx.clone());
+            tokio::spawn(async move {
+                let result = load(&engine, &path, &settings).await;
+                let _ = tx.send((path, result)).await;
+            });
+        }
+        drop(loaded_tx);
+        let mut loading = files.len();
+        let load_started = Instant::now();
+        if loading == 0 {
+            warn!(plugins = %settings.plugins.display(), "no watchers loaded");
+            let _ = control.send(Control::Start).await;
+        }
+
+        let mut registry = Registry::new();
+        let mut refused: HashMap<String, u64> = HashMap::new();
+        let mut reloading: Option<tokio::task::JoinHandle<Plan>> = None;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut failure: Option<anyhow::Error> = None;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                outcome = &mut polling => {
+                    match outcome {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => failure = Some(e),
+                        Err(e) => failure = Some(anyhow::anyhow!("poller task failed: {e}")),
+                    }
+                    break;
+                }
+                Some((path, result)) = loaded_rx.recv() => {
+                    loading -= 1;
+                    match result {
+                        Ok(loaded) => {
+                            install(&mut registry, &control, &outlet, &origin, loaded, false).await;
+                        }
+                        Err(e) => {
+                            error!(file = %path.display(), "watcher refused at start-up: {e:#}");
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                    if loading == 0 {
+                        info!(
+                            watchers = registry.len(),
+                            load_ms = millis(load_started.elapsed()),
+                            "watchers ready"
+                        );
+                        let _ = control.send(Control::Start).await;
+                    }
+                }
+                Some(()) = reloads.recv(), if reloading.is_none() => {
+                    while reloads.try_recv().is_ok() {}
+                    info!("reloading watchers");
+                    let listed = list(&registry);
+                    let (engine, current) = (engine.clone(), settings.clone());
+                    let previously = std::mem::take(&mut refused);
+                    reloading = Some(tokio::spawn(async move {
+                        prepare(&engine, &current, &listed, previously).await
+                    }));
+                }
+                plan = async { reloading.as_mut().expect("guarded").await }, if reloading.is_some() => {
+                    reloading = None;
+                    match plan {
+                        Ok(plan) => {
+                            refused = plan.refused.clone();
+                            apply(plan, &mut settings, &mut registry, &control, &outlet, &origin).await;
+                        }
+                        Err(e) => error!("reload task failed: {e}"),
+                    }
+                }
+            }
+        }
+        // Pollers stop at once (a watcher call in flight is abandoned), then
+        // the publisher drains what they queued, within the grace period.
+        let _ = stop_tx.send(true);
+        if let Some(task) = reloading {
+            task.abort();
+        }
+        if !polling.is_finished() {
+            let _ = polling.await;
+        }
+        let _ = stop_publisher.send(true);
+        drop(outlet);
+        let stopped = publishing.await.unwrap_or_default();
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if mode.polls == Some(1) && stopped.lost > 0 {
+            bail!("{} envelopes could not be published", stopped.lost);
+        }
+        Ok(())
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn list(registry: &Registry) -> Vec<Listed> {
+    registry
+        .values()
+        .map(|s| Listed {
+            name: s.name.clone(),
+            fingerprint: s.fingerprint,
+        })
+        .collect()
+}
+
+async fn publish(outlet: &Outlet, origin: &Origin, events: Vec<Emitted>) {
+    let envelopes = events
+        .into_iter()
+        .map(|e| origin.wrap(&origin.instance, e))
+        .collect();
+    outlet.send(envelopes).await;
+}
+
+/// The start-up envelopes: started (with the watchers being loaded) and
+/// the spool replay.
+async fn announce(
+    settings: &Settings,
+    files: &[PathBuf],
+    replayed: Option<(usize, u64, String)>,
+    origin: &Origin,
+    outlet: &Outlet,
+) {
+    let names: Vec<String> = files.iter().map(|f| name_of(f)).collect();
+    info!(
+        redis = %redact_url(&settings.redis_url),
+        watchers = ?names,
+        interval_s = settings.poll_interval.as_secs_f64(),
+        "lookout started"
+    );
+    let mut events = vec![Emitted::host(
+        Level::Info,
+        format!("lookout started, watching {}", origin.instance),
+        fields! {
+            "version" => env!("CARGO_PKG_VERSION"),
+            "watchers" => names.join(","),
+            "poll_interval_s" => settings.poll_interval.as_secs_f64(),
+        },
+    )];
+    if let Some((envelopes, corrupt, dir)) = replayed
+        && (envelopes > 0 || corrupt > 0)
+    {
+        let level = if corrupt > 0 {
+            Level::Warn
+        } else {
+            Level::Info
+        };
+        info!(envelopes, corrupt, spool = %dir, "replaying the spool");
+        events.push(Emitted::host(
+            level,
+            format!(
+                "replaying {envelopes} spooled envelopes from {dir} ({corrupt} corrupt records skipped)"
+            ),
+            fields! {"replayed" => envelopes, "corrupt" => corrupt, "spool" => dir},
+        ));
+    }
+    publish(outlet, origin, events).await;
+}
+
+/// Puts a loaded watcher to work: in the registry, on the poller (with its
+/// configured instance), and announced.
+async fn install(
+    registry: &mut Registry,
+    control: &mpsc::Sender<Control>,
+    outlet: &Outlet,
+    origin: &Origin,
+    loaded: Loaded,
+    reload: bool,
+) {
+    let spec = loaded.spec;
+    let (name, version) = (spec.name.clone(), spec.manifest.version.clone());
+    let file = spec.file.display().to_string();
+    let load_ms = millis(loaded.took);
+    let replaced = registry.insert(name.clone(), spec.clone()).is_some();
+    let _ = control
+        .send(Control::Install(spec, Some(loaded.instance)))
+        .await;
+    let verb = if replaced && reload {
+        "reloaded"
+    } else {
+        "loaded"
+    };
+    info!(watcher = %name, %version, %file, load_ms, "watcher {verb}");
+    publish(
+        outlet,
+        origin,
+        vec![Emitted::host(
+            Level::Info,
+            format!("watcher {name} {version} {verb}"),
+            fields! {"watcher" => name, "version" => version, "file" => file, "load_ms" => load_ms},
+        )],
+    )
+    .await;
+}
+
+/// Applies a reload plan: new settings, installs, removals, notices.
+async fn apply(
+    plan: Plan,
+    settings: &mut Settings,
+    registry: &mut Registry,
+    control: &mpsc::Sender<Control>,
+    outlet: &Outlet,
+    origin: &Origin,
+) {
+    publish(outlet, origin, plan.notices).await;
+    if let Some(new) = plan.settings {
+        if new.redis_url != settings.redis_url
+            || new.publish.url != settings.publish.url
+            || new.poll_interval != settings.poll_interval
+        {
+            warn!("changes to redis_url, publish or poll_interval take effect on restart");
+        }
+        settings.watchers = new.watchers;
+        settings.limits = new.limits;
+    }
+    for loaded in plan.install {
+        install(registry, control, outlet, origin, loaded, true).await;
+    }
+    for name in plan.remove {
+        if registry.remove(&name).is_some() {
+            let _ = control.send(Control::Remove(name.clone())).await;
+            info!(watcher = %name, "watcher unloaded");
+            publish(
+                outlet,
+                origin,
+                vec![Emitted::host(
+                    Level::Info,
+                    format!("watcher {name} unloaded (its file was removed)"),
+                    fields! {"watcher" => name},
+                )],
+            )
+            .await;
+        }
+    }
+}
+
+/// Resident set size of this process in KiB (Linux), 0 when unknown.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}

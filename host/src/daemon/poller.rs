@@ -1,0 +1,228 @@
+//! One target's poller task: on its own schedule, probe the Redis, run the
+//! target's watchers (each under its own deadline) and hand the envelopes
+//! to the publisher's queue; back off while the Redis is unreachable and
+//! report the outage once. Nothing it waits for belongs to another target
+//! or to the bus.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::delivery::envelope::{Emitted, Envelope, Level, Origin};
+use crate::delivery::task::Outlet;
+use crate::fields;
+use crate::redis::backoff::{Backoff, retry_wait};
+use crate::redis::probe::{ProbeError, Prober, Probes};
+use crate::sandbox::{Engine, Instance};
+use crate::watchers::load::Spec;
+use crate::watchers::supervisor::Supervisor;
+
+/// What the daemon tells a poller between polls.
+pub enum Control {
+    /// Run this watcher (replacing one of the same name), with an instance
+    /// already configured when there is one.
+    Install(Arc<Spec>, Option<Instance>),
+    /// Stop running the watcher of this name.
+    Remove(String),
+    /// Start polling now (the start-up watchers are ready), if not yet.
+    Start,
+}
+
+/// When a poller's first poll happens.
+#[derive(Debug, Clone, Copy)]
+pub enum FirstPoll {
+    /// On [`Control::Start`], or one interval after start at the latest.
+    WhenReadyOrAfterInterval,
+    /// Only on [`Control::Start`] (bounded runs poll with every watcher).
+    WhenReady,
+}
+
+/// One watched Redis and everything polling it needs.
+pub struct Poller {
+    /// `host:port`, the `instance` field of its envelopes.
+    instance: Arc<str>,
+    prober: Prober,
+    supervisor: Supervisor,
+    outlet: Outlet,
+    origin: Origin,
+    interval: Duration,
+    polls: u64,
+    /// Probes the next poll needs; `None` asks the supervisor afresh.
+    next_probes: Option<Probes>,
+}
+
+impl Poller {
+    /// A poller for the Redis behind `prober`, running watchers with
+    /// `engine`, every `interval`, publishing through `outlet`.
+    pub fn new(
+        prober: Prober,
+        engine: Engine,
+        interval: Duration,
+        origin: Origin,
+        outlet: Outlet,
+    ) -> Self {
+        Self {
+            instance: Arc::from(prober.conn.instance.as_str()),
+            prober,
+            supervisor: Supervisor::new(engine, interval),
+            outlet,
+            origin,
+            interval,
+            polls: 0,
+            next_probes: None,
+        }
+    }
+
+    /// Polls until `stop` turns true or `limit` polls are done.
+    ///
+    /// # Errors
+    /// Only with a limit of one poll (`--once`): that poll failed.
+    pub async fn run(
+        mut self,
+        mut control: mpsc::Receiver<Control>,
+        mut stop: watch::Receiver<bool>,
+        first: FirstPoll,
+        limit: Option<u64>,
+    ) -> Result<()> {
+        let once = limit == Some(1);
+        let mut backoff = Backoff::default();
+        let mut down_since: Option<Instant> = None;
+        let mut started = false;
+        let mut next_poll = match first {
+            FirstPoll::WhenReadyOrAfterInterval => Some(Instant::now() + self.interval),
+            FirstPoll::WhenReady => None,
+        };
+        let mut done = 0u64;
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                Some(c) = control.recv() => {
+                    match c {
+                        Control::Install(spec, instance) => {
+                            self.supervisor.install(spec, instance);
+                            self.next_probes = None;
+                        }
+                        Control::Remove(name) => {
+                            self.supervisor.remove(&name);
+                            self.next_probes = None;
+                        }
+                        Control::Start if !started => next_poll = Some(Instant::now()),
+                        Control::Start => {}
+                    }
+                    continue;
+                }
+                () = sleep_until(next_poll) => {}
+            }
+            started = true;
+            let began = Instant::now();
+            let outcome = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                outcome = self.poll() => outcome,
+            };
+            done += 1;
+            let wait = match outcome {
+                Ok(()) => {
+                    backoff.reset();
+                    if let Some(since) = down_since.take() {
+                        self.back_online(since.elapsed()).await;
+                    }
+                    self.interval.saturating_sub(began.elapsed())
+                }
+                Err(e) if once => return Err(e.into()),
+                Err(e) => self.failed_poll(e, &mut down_since, &mut backoff).await,
+            };
+            if limit.is_some_and(|limit| done >= limit) {
+                return Ok(());
+            }
+            next_poll = Some(Instant::now() + wait);
+        }
+    }
+
+    /// One poll: probe what the due watchers need, run them, queue their
+    /// envelopes.
+    async fn poll(&mut self) -> Result<(), ProbeError> {
+        self.polls += 1;
+        let probes = self
+            .next_probes
+            .unwrap_or_else(|| self.supervisor.plan(self.polls, Instant::now()));
+        let snapshot = self.prober.poll(probes).await?;
+        let (emitted, next) = self
+            .supervisor
+            .poll(self.polls, &self.instance, &snapshot)
+            .await;
+        self.next_probes = Some(next);
+        self.publish(emitted).await;
+        Ok(())
+    }
+
+    async fn publish(&mut self, emitted: Vec<Emitted>) {
+        let envelopes: Vec<Envelope> = emitted
+            .into_iter()
+            .map(|e| self.origin.wrap(&self.instance, e))
+            .collect();
+        self.outlet.send(envelopes).await;
+    }
+
+    async fn back_online(&mut self, outage: Duration) {
+        let instance = self.instance.clone();
+        info!(
+            outage_s = outage.as_secs_f64(),
+            "redis reachable again at {instance}"
+        );
+        let event = Emitted::host(
+            Level::Info,
+            format!(
+                "instance back: redis reachable again at {instance} after {:.1}s",
+                outage.as_secs_f64()
+            ),
+            fields! {"outage_ms" => u64::try_from(outage.as_millis()).unwrap_or(u64::MAX)},
+        );
+        self.publish(vec![event]).await;
+    }
+
+    async fn failed_poll(
+        &mut self,
+        e: ProbeError,
+        down_since: &mut Option<Instant>,
+        backoff: &mut Backoff,
+    ) -> Duration {
+        let instance = self.instance.clone();
+        match e {
+            ProbeError::Unreachable(cause) => {
+                if down_since.is_none() {
+                    *down_since = Some(Instant::now());
+                    error!("redis lost at {instance}: {cause:#}");
+                    let event = Emitted::host(
+                        Level::Error,
+                        format!("instance unreachable: redis at {instance} does not answer"),
+                        fields! {"error" => format!("{cause:#}")},
+                    );
+                    self.publish(vec![event]).await;
+                }
+                let wait = backoff.next_wait();
+                warn!(
+                    "redis unreachable at {instance}, retrying in {:.1}s",
+                    wait.as_secs_f64()
+                );
+                wait
+            }
+            other => {
+                let wait = retry_wait();
+                warn!("{other}; retrying in {:.1}s", wait.as_secs_f64());
+                wait
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

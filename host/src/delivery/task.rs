@@ -1,0 +1,189 @@
+//! The publisher task: the one owner of the outbox, breaker and spool. The
+//! pollers hand it envelopes through a bounded queue that it keeps
+//! draining even while a send is in flight, so a dead or frozen bus never
+//! delays a poll; it publishes as soon as envelopes arrive (unless the
+//! breaker is open), retries on the breaker's schedule, and on shutdown
+//! drains within the grace period and spools what is left.
+
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::envelope::Envelope;
+use super::publisher::Publisher;
+use crate::redis::backoff::retry_wait;
+
+/// Batches (one per poll, usually) the queue holds before senders wait.
+/// The task drains it continuously, so it fills only if the task itself
+/// is starved.
+pub const QUEUE: usize = 1024;
+
+/// How a publisher task ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// Envelopes pushed in all.
+    pub emitted: u64,
+    /// Confirmed delivered.
+    pub delivered: u64,
+    /// Dropped by the outbox policy.
+    pub dropped: u64,
+    /// Left undelivered but written to the spool.
+    pub spooled: usize,
+    /// Left undelivered and not spooled: lost.
+    pub lost: usize,
+}
+
+/// A handle to the publisher task; cheap to clone, one per poller.
+#[derive(Clone)]
+pub struct Outlet {
+    tx: mpsc::Sender<Vec<Envelope>>,
+}
+
+impl Outlet {
+    /// Queues `envelopes` behind everything queued before. Returns at once
+    /// unless the queue is full, which only a starved task causes.
+    pub async fn send(&self, envelopes: Vec<Envelope>) {
+        if envelopes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.tx.send(envelopes).await {
+            warn!(
+                lost = e.0.len(),
+                "publisher stopped; envelopes not queued"
+            );
+        }
+    }
+}
+
+/// Starts the publisher task on the current runtime. It runs until `stop`
+/// turns true (or every [`Outlet`] is gone), then drains for at most
+/// `grace`.
+pub fn spawn(
+    publisher: Publisher,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> (Outlet, JoinHandle<Stopped>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let task = tokio::spawn(run(publisher, rx, stop, grace));
+    (Outlet { tx }, task)
+}
+
+async fn run(
+    mut publisher: Publisher,
+    mut rx: mpsc::Receiver<Vec<Envelope>>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> Stopped {
+    let mut next_try: Option<Instant> = (publisher.pending() > 0).then(Instant::now);
+    let mut staged: Vec<Envelope> = Vec::new();
+    'run: loop {
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+                continue;
+            }
+            batch = rx.recv() => match batch {
+                Some(batch) => batch.into_iter().for_each(|e| publisher.push(e)),
+                None => break,
+            },
+            () = sleep_until(next_try), if next_try.is_some() => {}
+        }
+        // Publish, taking in what arrives meanwhile; again while more came.
+        loop {
+            let result = {
+                let mut flush = pin!(publisher.flush());
+                loop {
+                    tokio::select! {
+                        biased;
+                        result = &mut flush => break Some(result),
+                        changed = stop.changed() => {
+                            if changed.is_err() || *stop.borrow() {
+                                // The drain below sends again what this
+                                // attempt did not confirm.
+                                break None;
+                            }
+                        }
+                        Some(batch) = rx.recv() => staged.extend(batch),
+                    }
+                }
+            };
+            let more = !staged.is_empty();
+            staged.drain(..).for_each(|e| publisher.push(e));
+            match result {
+                None => break 'run,
+                Some(Ok(_)) if more => continue,
+                Some(Ok(_)) => {
+                    next_try = (publisher.pending() > 0).then(|| retry_at(&publisher));
+                }
+                Some(Err(e)) => {
+                    warn!(
+                        buffered = publisher.pending(),
+                        "publish failed, will retry: {e:#}"
+                    );
+                    next_try = Some(retry_at(&publisher));
+                }
+            }
+            break;
+        }
+    }
+    rx.close();
+    while let Ok(batch) = rx.try_recv() {
+        batch.into_iter().for_each(|e| publisher.push(e));
+    }
+    drain(&mut publisher, grace).await
+}
+
+/// When to try again: when the breaker allows it, else in 1-2 s.
+fn retry_at(publisher: &Publisher) -> Instant {
+    publisher
+        .retry_at()
+        .unwrap_or_else(|| Instant::now() + retry_wait())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Shutdown: drains the outbox within the grace period, spools what is
+/// left (with a spool) and logs the counts.
+async fn drain(publisher: &mut Publisher, grace: Duration) -> Stopped {
+    let left = publisher.drain(grace).await;
+    let spooled = if left > 0 {
+        publisher.spool_pending()
+    } else {
+        0
+    };
+    let lost = left - spooled.min(left);
+    let counts = publisher.counts();
+    if lost > 0 {
+        warn!(lost, "could not publish queued envelopes before exit");
+    }
+    info!(
+        emitted = counts.emitted,
+        delivered = counts.delivered,
+        dropped = counts.dropped,
+        spooled,
+        lost,
+        rss_kib = crate::daemon::rss_kib(),
+        "lookout stopped"
+    );
+    Stopped {
+        emitted: counts.emitted,
+        delivered: counts.delivered,
+        dropped: counts.dropped,
+        spooled,
+        lost,
+    }
+}

@@ -1,0 +1,8 @@
+//! Redis I/O: connections (lazy dial, timeouts, the redial-once rule),
+//! the probes that build a snapshot, backoff while a Redis is unreachable,
+//! and redaction of passwords.
+
+pub mod backoff;
+pub mod conn;
+pub mod probe;
+pub mod redact;
