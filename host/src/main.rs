@@ -187,6 +187,7 @@ fn run(args: RunArgs) -> Result<()> {
     let result = runtime.block_on(async {
         // Signals first: a SIGTERM or SIGHUP during start-up is handled.
         let shutdown = shutdown_signal()?;
+        let daemon = Daemon::prepare(settings, mode)?;
         let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
         // A bounded run (--once, --polls) does not reload.
         let _watching = if mode.polls.is_none() {
@@ -200,7 +201,6 @@ fn run(args: RunArgs) -> Result<()> {
             forward_sighup_ignored()?;
             None
         };
-        let daemon = Daemon::prepare(settings, mode)?;
         daemon.run(mode, reloads, shutdown).await
     });
     // A compile still running on the blocking pool is not waited for.

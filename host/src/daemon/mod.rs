@@ -199,6 +199,7 @@ impl Daemon {
         let load_started = Instant::now();
         if loading == 0 {
             warn!(plugins = %settings.plugins.display(), "no watchers loaded");
+            info!(watchers = 0, load_ms = 0, "watchers ready");
             let _ = control.send(Control::Start).await;
         }
 
