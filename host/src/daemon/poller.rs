@@ -102,10 +102,7 @@ impl Poller {
                 _ = stop.wait_for(|s| *s) => return Ok(()),
                 Some(c) = control.recv() => {
                     match c {
-                        Control::Install(spec, instance) => {
-                            self.supervisor.install(spec, instance);
-                            self.next_probes = None;
-                        }
+                        Control::Install(spec, instance) => self.install(spec, instance),
                         Control::Remove(name) => {
                             self.supervisor.remove(&name);
                             self.next_probes = None;
@@ -141,6 +138,20 @@ impl Poller {
             }
             next_poll = Some(Instant::now() + wait);
         }
+    }
+
+    /// Runs `spec` on this target from the next poll on.
+    pub fn install(&mut self, spec: Arc<Spec>, instance: Option<Instance>) {
+        self.supervisor.install(spec, instance);
+        self.next_probes = None;
+    }
+
+    /// One poll now, outside the schedule (for measurements).
+    ///
+    /// # Errors
+    /// The watched Redis is unreachable or a probe failed.
+    pub async fn poll_now(&mut self) -> Result<(), ProbeError> {
+        self.poll().await
     }
 
     /// One poll: probe what the due watchers need, run them, queue their
