@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use crate::delivery::breaker::BreakerSettings;
 use crate::delivery::outbox::{Caps, DropPolicy};
-use crate::sandbox::limits::{Limits, LimitsFile};
 use crate::redis::redact::redact_url;
+use crate::sandbox::limits::{Limits, LimitsFile};
 
 /// Watched Redis when nothing else is configured.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";

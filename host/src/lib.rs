@@ -15,13 +15,13 @@
 //!   concurrent watcher loading, reloads, shutdown.
 //! - [`authoring`]: `lookout check`, `record`, `test` and `new`.
 
+pub mod authoring;
 pub mod config;
+pub mod daemon;
+pub mod delivery;
 pub mod redis;
 pub mod sandbox;
 pub mod watchers;
-pub mod delivery;
-pub mod daemon;
-pub mod authoring;
 
 pub use config::Settings;
 pub use daemon::{Daemon, RunMode};

@@ -235,7 +235,8 @@ fn check(args: CheckArgs) -> Result<()> {
         &[],
     )?;
     init_logging(settings.log_format);
-    let report = authoring_runtime()?.block_on(lookout::authoring::check::check(&args.file, &settings))?;
+    let report =
+        authoring_runtime()?.block_on(lookout::authoring::check::check(&args.file, &settings))?;
     print!("{report}");
     Ok(())
 }
@@ -322,7 +323,9 @@ fn test(args: TestArgs) -> Result<()> {
 }
 
 fn new(args: NewArgs) -> Result<()> {
-    let sdk = args.sdk.unwrap_or_else(lookout::authoring::scaffold::default_sdk);
+    let sdk = args
+        .sdk
+        .unwrap_or_else(lookout::authoring::scaffold::default_sdk);
     let root = lookout::authoring::scaffold::new_watcher(&args.name, &args.dir, &sdk)?;
     let name = &args.name;
     let lib = name.replace('-', "_");

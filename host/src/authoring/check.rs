@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::config::Settings;
-use crate::sandbox::limits::Cadence;
 use crate::sandbox::Engine;
+use crate::sandbox::limits::Cadence;
 use crate::watchers::load::load;
 use crate::watchers::settings::{kind_name, show};
 

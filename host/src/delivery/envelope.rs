@@ -123,7 +123,13 @@ impl Origin {
     /// Wraps `event`, about the Redis at `instance`, in an envelope
     /// stamped now.
     pub fn wrap(&self, instance: &str, event: Emitted) -> Envelope {
-        self.stamp(instance, event.level, &event.target, event.msg, event.fields)
+        self.stamp(
+            instance,
+            event.level,
+            &event.target,
+            event.msg,
+            event.fields,
+        )
     }
 
     /// Wraps an event about the process's first instance in an envelope

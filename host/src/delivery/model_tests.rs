@@ -17,8 +17,8 @@ use proptest::test_runner::Config;
 
 use super::{BATCH, MemoryBus, Publisher, Sink};
 use crate::delivery::breaker::{BreakerSettings, State};
-use crate::delivery::outbox::{Caps, DropPolicy};
 use crate::delivery::envelope::{Envelope, HOST_TARGET, Level, Origin};
+use crate::delivery::outbox::{Caps, DropPolicy};
 use crate::fields;
 
 /// Recovery time after which an open breaker probes at once.

@@ -50,10 +50,7 @@ impl Outlet {
             return;
         }
         if let Err(e) = self.tx.send(envelopes).await {
-            warn!(
-                lost = e.0.len(),
-                "publisher stopped; envelopes not queued"
-            );
+            warn!(lost = e.0.len(), "publisher stopped; envelopes not queued");
         }
     }
 }

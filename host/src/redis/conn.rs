@@ -139,4 +139,3 @@ pub struct QueryError {
     /// What happened, without any password.
     pub message: String,
 }
-

@@ -94,8 +94,8 @@ impl Engine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| anyhow!("{shown}: cannot link: {e:#}"))?;
-        let pre = bindings::WatcherPre::new(pre)
-            .map_err(|e| anyhow!("{shown}: cannot link: {e:#}"))?;
+        let pre =
+            bindings::WatcherPre::new(pre).map_err(|e| anyhow!("{shown}: cannot link: {e:#}"))?;
         Ok(Compiled { pre })
     }
 

@@ -193,7 +193,11 @@ pub async fn prepare(
 }
 
 /// Loads `paths` concurrently, one task each; results in their order.
-pub async fn load_all(engine: &Engine, paths: &[PathBuf], settings: &Settings) -> Vec<Result<Loaded>> {
+pub async fn load_all(
+    engine: &Engine,
+    paths: &[PathBuf],
+    settings: &Settings,
+) -> Vec<Result<Loaded>> {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, path) in paths.iter().enumerate() {
         let (engine, path, settings) = (engine.clone(), path.clone(), settings.clone());
@@ -209,6 +213,8 @@ pub async fn load_all(engine: &Engine, paths: &[PathBuf], settings: &Settings) -
     results
         .into_iter()
         .zip(paths)
-        .map(|(r, path)| r.unwrap_or_else(|| Err(anyhow::anyhow!("{}: loading failed", path.display()))))
+        .map(|(r, path)| {
+            r.unwrap_or_else(|| Err(anyhow::anyhow!("{}: loading failed", path.display())))
+        })
         .collect()
 }

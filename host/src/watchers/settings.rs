@@ -6,9 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::sandbox::wit::{
-    ConfigKey, Manifest, Setting, Value, ValueKind,
-};
+use crate::sandbox::wit::{ConfigKey, Manifest, Setting, Value, ValueKind};
 
 /// One layer of settings and the file it came from, for error messages.
 pub struct Layer<'a> {

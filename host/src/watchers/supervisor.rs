@@ -27,7 +27,9 @@ enum Health {
         reason: String,
     },
     /// Rebuilt; recovered once an `observe` succeeds.
-    Restarted { consecutive: u32 },
+    Restarted {
+        consecutive: u32,
+    },
     /// Not run again until its file or settings change.
     Quarantined,
 }
