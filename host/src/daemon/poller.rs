@@ -21,7 +21,7 @@ use crate::watchers::load::Spec;
 use crate::watchers::supervisor::Supervisor;
 
 /// What the daemon tells a poller between polls.
-pub enum Control {
+pub(crate) enum Control {
     /// Run this watcher (replacing one of the same name), with an instance
     /// already configured when there is one.
     Install(Arc<Spec>, Option<Instance>),
@@ -33,7 +33,7 @@ pub enum Control {
 
 /// When a poller's first poll happens.
 #[derive(Debug, Clone, Copy)]
-pub enum FirstPoll {
+pub(crate) enum FirstPoll {
     /// On [`Control::Start`], or one interval after start at the latest.
     WhenReadyOrAfterInterval,
     /// Only on [`Control::Start`] (bounded runs poll with every watcher).
@@ -80,7 +80,7 @@ impl Poller {
     ///
     /// # Errors
     /// Only with a limit of one poll (`--once`): that poll failed.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut control: mpsc::Receiver<Control>,
         mut stop: watch::Receiver<bool>,

@@ -65,7 +65,7 @@ pub struct Counts {
 
 /// Drops not yet reported: how many, and between which envelope times.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DropReport {
+pub(crate) struct DropReport {
     /// Envelopes dropped.
     pub count: u64,
     /// `ts` of the first dropped envelope.
@@ -76,7 +76,7 @@ pub struct DropReport {
 
 /// One envelope with its serialized JSON, computed once.
 #[derive(Debug, Clone)]
-pub struct Item {
+pub(crate) struct Item {
     /// The envelope.
     pub envelope: Envelope,
     /// Its JSON payload.
@@ -162,7 +162,7 @@ impl Outbox {
     }
 
     /// The oldest `n` envelopes (fewer when fewer are held).
-    pub fn front(&self, n: usize) -> impl Iterator<Item = &Item> {
+    pub(crate) fn front(&self, n: usize) -> impl Iterator<Item = &Item> {
         self.items.iter().take(n)
     }
 
@@ -195,7 +195,7 @@ impl Outbox {
     }
 
     /// Takes the drops not reported yet.
-    pub fn take_drop_report(&mut self) -> Option<DropReport> {
+    pub(crate) fn take_drop_report(&mut self) -> Option<DropReport> {
         self.unreported.take()
     }
 

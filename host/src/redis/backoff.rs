@@ -8,7 +8,7 @@ use rand::Rng;
 /// Exponential backoff with "equal jitter": each wait is uniform in
 /// `[nominal / 2, nominal]`, where the nominal wait doubles per attempt.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     first: Duration,
     cap: Duration,
     attempt: u32,
@@ -51,7 +51,7 @@ impl Backoff {
 }
 
 /// A short wait after a single failed probe or publish: uniform in 1-2 s.
-pub fn retry_wait() -> Duration {
+pub(crate) fn retry_wait() -> Duration {
     rand::rng().random_range(Duration::from_secs(1)..=Duration::from_secs(2))
 }
 

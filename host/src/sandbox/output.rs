@@ -9,7 +9,7 @@ use crate::delivery::envelope::{Emitted, Level};
 
 /// How much of one call's output was over the caps.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Cut {
+pub(crate) struct Cut {
     /// Events beyond `max_events`, dropped.
     pub events: usize,
     /// Messages cut to `max_msg_bytes`.
@@ -28,7 +28,7 @@ impl Cut {
 }
 
 /// Applies the caps of `limits` to `events` from the watcher `target`.
-pub fn cap(
+pub(crate) fn cap(
     target: &str,
     mut events: Vec<wit::Event>,
     limits: &WatcherLimits,

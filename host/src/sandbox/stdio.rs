@@ -28,7 +28,7 @@ struct State {
 
 /// One output stream of one watcher.
 #[derive(Debug, Clone)]
-pub struct LogPipe {
+pub(crate) struct LogPipe {
     watcher: Arc<str>,
     stream: &'static str,
     state: Arc<Mutex<State>>,

@@ -66,7 +66,7 @@ pub fn watch(
 
 /// What a reload decided.
 #[derive(Default)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// New settings, when the config file parsed.
     pub settings: Option<Settings>,
     /// Watchers to add or replace.
@@ -109,7 +109,7 @@ pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Works out a reload.
-pub async fn prepare(
+pub(crate) async fn prepare(
     engine: &Engine,
     current: &Settings,
     loaded: &[Listed],
@@ -193,7 +193,7 @@ pub async fn prepare(
 }
 
 /// Loads `paths` concurrently, one task each; results in their order.
-pub async fn load_all(
+pub(crate) async fn load_all(
     engine: &Engine,
     paths: &[PathBuf],
     settings: &Settings,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use crate::sandbox::wit::{ConfigKey, Manifest, Setting, Value, ValueKind};
 
 /// One layer of settings and the file it came from, for error messages.
-pub struct Layer<'a> {
+pub(crate) struct Layer<'a> {
     /// File the table was read from.
     pub origin: String,
     /// The settings.
@@ -20,7 +20,7 @@ pub struct Layer<'a> {
 ///
 /// # Errors
 /// The file exists but cannot be read or is not valid TOML.
-pub fn read_side_file(wasm: &Path) -> Result<Option<(String, toml::Table)>> {
+pub(crate) fn read_side_file(wasm: &Path) -> Result<Option<(String, toml::Table)>> {
     let path = wasm.with_extension("toml");
     if !path.exists() {
         return Ok(None);
@@ -39,7 +39,7 @@ pub fn read_side_file(wasm: &Path) -> Result<Option<(String, toml::Table)>> {
 /// # Errors
 /// A key the manifest does not declare, or a value of the wrong type; the
 /// message names the file, the key and what was expected.
-pub fn resolve(manifest: &Manifest, layers: &[Layer<'_>]) -> Result<Vec<Setting>> {
+pub(crate) fn resolve(manifest: &Manifest, layers: &[Layer<'_>]) -> Result<Vec<Setting>> {
     let mut settings: Vec<Setting> = manifest
         .config
         .iter()
@@ -89,7 +89,7 @@ fn convert(key: &ConfigKey, raw: &toml::Value) -> Result<Value> {
 }
 
 /// Human name of a value kind.
-pub fn kind_name(kind: ValueKind) -> &'static str {
+pub(crate) fn kind_name(kind: ValueKind) -> &'static str {
     match kind {
         ValueKind::Text => "a string",
         ValueKind::Integer => "an integer",
@@ -99,7 +99,7 @@ pub fn kind_name(kind: ValueKind) -> &'static str {
 }
 
 /// A value as TOML-ish text, for manifests printed to people.
-pub fn show(value: &Value) -> String {
+pub(crate) fn show(value: &Value) -> String {
     match value {
         Value::Text(s) => format!("{s:?}"),
         Value::Integer(n) => n.to_string(),

@@ -43,7 +43,7 @@ struct Slot {
 
 /// A summary of one loaded watcher, for reloads.
 #[derive(Debug, Clone)]
-pub struct Listed {
+pub(crate) struct Listed {
     /// File name.
     pub name: String,
     /// Fingerprint of its file and settings.
@@ -51,7 +51,7 @@ pub struct Listed {
 }
 
 /// Runs and supervises one target's watchers.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     engine: Engine,
     slots: Vec<Slot>,
     /// Poll interval, to plan the next poll's probes.
@@ -97,17 +97,6 @@ impl Supervisor {
         let before = self.slots.len();
         self.slots.retain(|s| s.spec.name != name);
         self.slots.len() != before
-    }
-
-    /// The watchers installed.
-    pub fn list(&self) -> Vec<Listed> {
-        self.slots
-            .iter()
-            .map(|s| Listed {
-                name: s.spec.name.clone(),
-                fingerprint: s.spec.fingerprint,
-            })
-            .collect()
     }
 
     fn due(slot: &Slot, poll: u64, now: Instant) -> bool {
