@@ -45,11 +45,15 @@ fn client_delta_sees_twenty_new_connections() {
     // sent INFO, which only a watcher needing it asks for (our own INFO
     // calls are counted too, and subtracted).
     let mut ours = 0;
-    wait_for("a first poll with the watcher", Duration::from_secs(20), || {
-        let calls = info_calls(&redis);
-        ours += 1;
-        (calls >= ours).then_some(())
-    });
+    wait_for(
+        "a first poll with the watcher",
+        Duration::from_secs(20),
+        || {
+            let calls = info_calls(&redis);
+            ours += 1;
+            (calls >= ours).then_some(())
+        },
+    );
     let extra: Vec<redis::Connection> = (0..20).map(|_| redis.conn()).collect();
     let event = wait_for("a client-delta event", Duration::from_secs(20), || {
         by_target(&redis.stream("logs:stream:redis"), "client-delta")
