@@ -105,7 +105,7 @@ impl Poller {
                         Control::Install(spec, instance) => self.install(spec, instance),
                         Control::Remove(name) => {
                             self.supervisor.remove(&name);
-                            self.next_probes = None;
+                            self.watchers_changed();
                         }
                         Control::Start if !started => next_poll = Some(Instant::now()),
                         Control::Start => {}
@@ -143,6 +143,12 @@ impl Poller {
     /// Runs `spec` on this target from the next poll on.
     pub fn install(&mut self, spec: Arc<Spec>, instance: Option<Instance>) {
         self.supervisor.install(spec, instance);
+        self.watchers_changed();
+    }
+
+    fn watchers_changed(&mut self) {
+        let (fields, sections) = self.supervisor.info_needs();
+        self.prober.read_info(fields, sections);
         self.next_probes = None;
     }
 

@@ -78,6 +78,59 @@ pub struct Prober {
     slowlog_count: u32,
     run_id: Option<String>,
     last_slowlog_id: Option<u64>,
+    sections: Sections,
+}
+
+/// Which INFO sections to ask for. The watchers declare fields by name;
+/// the first full INFO of a server tells which section each is in, and
+/// from then on (Redis 7 and later take several sections in one INFO) only
+/// those sections are fetched: less work for the watched Redis and for
+/// the host. A declared field the server does not show keeps INFO whole.
+#[derive(Debug, Default)]
+struct Sections {
+    fields: std::collections::BTreeSet<String>,
+    sections: std::collections::BTreeSet<String>,
+    /// Field name to section, learnt from a full INFO.
+    located: std::collections::HashMap<String, std::sync::Arc<str>>,
+    /// The server takes several sections in one INFO.
+    several: bool,
+}
+
+impl Sections {
+    /// The sections to ask for, or `None` for the whole default INFO.
+    fn plan(&self, slowlog: bool) -> Option<Vec<String>> {
+        if !self.several || (self.fields.is_empty() && self.sections.is_empty()) {
+            return None;
+        }
+        let mut wanted = self.sections.clone();
+        for field in &self.fields {
+            wanted.insert(self.located.get(field)?.to_string());
+        }
+        if slowlog {
+            // `run_id` tells a restart, which resets the SLOWLOG cursor.
+            wanted.insert("server".to_owned());
+        }
+        Some(wanted.into_iter().collect())
+    }
+
+    /// Learns where each field is from a full INFO.
+    fn learn(&mut self, info: &[InfoField]) {
+        self.located = info
+            .iter()
+            .map(|f| (f.name.clone(), f.section.clone()))
+            .collect();
+        self.several = info
+            .iter()
+            .find(|f| f.name == "redis_version")
+            .and_then(|f| f.value.split('.').next()?.parse::<u32>().ok())
+            .is_some_and(|major| major >= 7);
+    }
+
+    /// Forgets what was learnt (a restart may bring another version).
+    fn forget(&mut self) {
+        self.located.clear();
+        self.several = false;
+    }
 }
 
 impl Prober {
@@ -88,7 +141,19 @@ impl Prober {
             slowlog_count,
             run_id: None,
             last_slowlog_id: None,
+            sections: Sections::default(),
         }
+    }
+
+    /// The INFO fields and sections the watchers read; INFO is cut down to
+    /// the sections that hold them once they are located.
+    pub fn read_info(
+        &mut self,
+        fields: impl IntoIterator<Item = String>,
+        sections: impl IntoIterator<Item = String>,
+    ) {
+        self.sections.fields = fields.into_iter().collect();
+        self.sections.sections = sections.into_iter().collect();
     }
 
     /// PINGs and runs the requested INFO and SLOWLOG GET 1 in one
@@ -104,8 +169,15 @@ impl Prober {
         };
         let mut pipe = redis::pipe();
         pipe.cmd("PING");
+        let sections = probes
+            .info
+            .then(|| self.sections.plan(probes.slowlog))
+            .flatten();
         if probes.info {
-            pipe.cmd("INFO");
+            let info = pipe.cmd("INFO");
+            for section in sections.iter().flatten() {
+                info.arg(section);
+            }
         }
         if probes.slowlog {
             pipe.cmd("SLOWLOG").arg("GET").arg(1);
@@ -114,6 +186,11 @@ impl Prober {
             if e.link_down {
                 ProbeError::Unreachable(e.into())
             } else {
+                if sections.is_some() {
+                    // Refused, perhaps by an older server after a restart:
+                    // the whole INFO next time.
+                    self.sections.forget();
+                }
                 ProbeError::Failed(e.into())
             }
         })?;
@@ -129,6 +206,9 @@ impl Prober {
             self.probe(probes, &replies, &mut snapshot)
                 .await
                 .map_err(ProbeError::Failed)?;
+            if sections.is_none() {
+                self.sections.learn(&snapshot.info);
+            }
         }
         Ok(snapshot)
     }
@@ -151,6 +231,9 @@ impl Prober {
             .map(|f| f.value.clone());
         if run_id != self.run_id {
             // First poll, or Redis restarted: ids start again.
+            if self.run_id.is_some() {
+                self.sections.forget();
+            }
             self.last_slowlog_id = None;
             self.run_id = run_id;
         }

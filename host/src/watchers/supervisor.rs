@@ -99,6 +99,22 @@ impl Supervisor {
         self.slots.len() != before
     }
 
+    /// Every INFO field and section the installed watchers read.
+    pub fn info_needs(&self) -> (Vec<String>, Vec<String>) {
+        let fields = self
+            .slots
+            .iter()
+            .flat_map(|s| s.spec.manifest.needs.info_fields.iter().cloned())
+            .collect();
+        let sections = self
+            .slots
+            .iter()
+            .flat_map(|s| s.spec.manifest.needs.info_sections.iter())
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        (fields, sections)
+    }
+
     fn due(slot: &Slot, poll: u64, now: Instant) -> bool {
         let runnable = match slot.health {
             Health::Healthy | Health::Restarted { .. } => true,
