@@ -362,6 +362,29 @@ mod tests {
     }
 
     #[test]
+    fn info_is_cut_to_the_sections_holding_the_fields() {
+        let full = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc\r\n# Clients\r\nconnected_clients:3\r\n# Memory\r\nused_memory:1\r\n";
+        let mut s = Sections::default();
+        s.fields = ["connected_clients".to_owned()].into();
+        assert_eq!(s.plan(false), None, "nothing located yet");
+        s.learn(&parse_info(full));
+        assert_eq!(s.plan(false), Some(vec!["clients".to_owned()]));
+        assert_eq!(
+            s.plan(true),
+            Some(vec!["clients".to_owned(), "server".to_owned()]),
+            "run_id for the SLOWLOG cursor"
+        );
+        s.fields.insert("master_link_status".to_owned());
+        assert_eq!(s.plan(false), None, "a field the server does not show");
+        s.fields.remove("master_link_status");
+        s.learn(&parse_info(&full.replace("7.0.15", "6.2.14")));
+        assert_eq!(s.plan(false), None, "Redis 6 takes one section per INFO");
+        s.learn(&parse_info(full));
+        s.forget();
+        assert_eq!(s.plan(false), None);
+    }
+
+    #[test]
     fn slowlog_reply_parses() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let reply = Value::Array(vec![Value::Array(vec![
