@@ -364,8 +364,10 @@ mod tests {
     #[test]
     fn info_is_cut_to_the_sections_holding_the_fields() {
         let full = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc\r\n# Clients\r\nconnected_clients:3\r\n# Memory\r\nused_memory:1\r\n";
-        let mut s = Sections::default();
-        s.fields = ["connected_clients".to_owned()].into();
+        let mut s = Sections {
+            fields: ["connected_clients".to_owned()].into(),
+            ..Sections::default()
+        };
         assert_eq!(s.plan(false), None, "nothing located yet");
         s.learn(&parse_info(full));
         assert_eq!(s.plan(false), Some(vec!["clients".to_owned()]));
