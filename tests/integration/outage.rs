@@ -4,96 +4,20 @@
 //! stall the poll loop, SIGTERM drains what is queued, and an unreachable
 //! watched Redis is reported once per outage on a separate bus.
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Lookout, Redis, by_target, plugins_with, run_lookout, wait_for};
-
-const STREAM: &str = "logs:stream:redis";
+use crate::support::{
+    Redis, STREAM, bus_config, by_target, info_field, max_tick, no_gap, pings, signal_pid,
+    start_ticker, stop, ticks, unique, wait_for,
+};
 
 /// A bus that keeps every acknowledged write across `kill -9` (append-only
 /// file, fsync on every write), so that the stream can be checked end to
 /// end across a restart: what the daemon was told is delivered stays there.
 fn durable_bus() -> Redis {
     Redis::start(&["--appendonly", "yes", "--appendfsync", "always"])
-}
-
-/// Writes `lookout.toml` (in a folder of its own, so the daemon's reload
-/// watcher sees nothing else) publishing to `bus`; `top` holds top-level
-/// keys, `tables` further tables.
-fn config(tmp: &Path, bus: &Redis, top: &str, tables: &str) -> PathBuf {
-    let dir = tmp.join("etc");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("lookout.toml");
-    std::fs::write(
-        &path,
-        format!("{top}\n[publish]\nurl = '{}'\n{tables}\n", bus.url()),
-    )
-    .unwrap();
-    path
-}
-
-/// Starts the daemon watching `watched` with only the `ticker` fixture,
-/// polling every `poll` seconds, and waits until it runs.
-fn start(tmp: &Path, watched: &Redis, config: &Path, poll: &str) -> Lookout {
-    let plugins = plugins_with(tmp, &[], &["ticker"]);
-    let lookout = run_lookout(
-        tmp,
-        &watched.url(),
-        &plugins,
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--poll-interval",
-            poll,
-        ],
-    );
-    lookout.wait_started();
-    lookout
-}
-
-/// The stream's envelopes, each id once (the first occurrence: a batch cut
-/// by an outage may be delivered twice).
-fn unique(all: Vec<Value>) -> Vec<Value> {
-    let mut seen = HashSet::new();
-    all.into_iter()
-        .filter(|e| seen.insert(e["id"].as_str().unwrap().to_owned()))
-        .collect()
-}
-
-/// The ticker's `n` values in stream order.
-fn ticks(envelopes: &[Value]) -> Vec<i64> {
-    by_target(envelopes, "ticker")
-        .iter()
-        .map(|e| e["fields"]["n"].as_i64().unwrap())
-        .collect()
-}
-
-/// Whether `ns` is exactly 1, 2, ..., len.
-fn no_gap(ns: &[i64]) -> bool {
-    ns.iter().zip(1..).all(|(n, i)| *n == i)
-}
-
-/// The highest ticker `n` in the stream of `bus` so far.
-fn max_tick(bus: &Redis) -> i64 {
-    ticks(&bus.stream(STREAM)).into_iter().max().unwrap_or(0)
-}
-
-/// How many PINGs `watched` has answered: one per poll of the daemon (plus
-/// one from the start-up check), so the ticker's progress can be followed
-/// while the bus is unreachable.
-fn pings(watched: &Redis) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut watched.conn())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
-        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
 
 /// Waits until the daemon has polled `watched` `n` more times.
@@ -115,48 +39,6 @@ fn kill_between_polls(bus: &mut Redis) {
     bus.kill();
 }
 
-/// An `INFO` field of `redis`.
-fn info_field(redis: &Redis, section: &str, key: &str) -> String {
-    let info: String = redis::cmd("INFO")
-        .arg(section)
-        .query(&mut redis.conn())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .unwrap_or_else(|| panic!("no {key} in INFO {section}"))
-        .trim()
-        .to_owned()
-}
-
-/// Sends `signal` (`-STOP`, `-CONT`) to the process `pid`.
-fn kill(signal: &str, pid: &str) {
-    assert!(
-        Command::new("kill")
-            .args([signal, pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
-/// SIGTERM; asserts exit 0 and returns the `key=value` counts of the
-/// "lookout stopped" line.
-fn stop(lookout: &mut Lookout) -> HashMap<String, u64> {
-    assert!(lookout.terminate().success(), "SIGTERM exits 0");
-    let line = wait_for("the stop line", Duration::from_secs(5), || {
-        lookout.stderr.matching("lookout stopped").pop()
-    });
-    let counts: HashMap<String, u64> = line
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-        .collect();
-    for key in ["emitted", "delivered", "dropped", "lost"] {
-        assert!(counts.contains_key(key), "{key} in {line}");
-    }
-    counts
-}
-
 /// The bus is killed (for about 5 s, a short outage to keep the suite fast;
 /// well within the outbox) while the ticker emits, then restarted on the
 /// same port: every ticker `n` from 1 to the latest arrives, in order of
@@ -167,13 +49,13 @@ fn bus_outage_replays_everything_in_order() {
     let watched = Redis::start(&[]);
     let mut bus = durable_bus();
     let tmp = tempfile::tempdir().unwrap();
-    let config = config(
+    let config = bus_config(
         tmp.path(),
         &bus,
         "",
         "[breaker]\nfailures = 3\nrecovery_s = 0.5\n",
     );
-    let mut lookout = start(tmp.path(), &watched, &config, "0.1");
+    let mut lookout = start_ticker(tmp.path(), &watched, &config, "0.1");
     kill_between_polls(&mut bus);
     let killed = Instant::now();
     wait_polls(&watched, 30, "30 polls with the bus down");
@@ -228,14 +110,14 @@ fn full_outbox_drops_oldest_and_reports_exactly() {
     let watched = Redis::start(&[]);
     let mut bus = durable_bus();
     let tmp = tempfile::tempdir().unwrap();
-    let config = config(
+    let config = bus_config(
         tmp.path(),
         &bus,
         "",
         "[buffer]\nmax_envelopes = 20\npolicy = 'drop_oldest'\n\
          [breaker]\nrecovery_s = 0.5\n",
     );
-    let mut lookout = start(tmp.path(), &watched, &config, "0.1");
+    let mut lookout = start_ticker(tmp.path(), &watched, &config, "0.1");
     kill_between_polls(&mut bus);
     wait_polls(&watched, 35, "35 polls with the bus down");
     bus.restart();
@@ -349,19 +231,19 @@ fn frozen_bus_does_not_stall_polling() {
     let watched = Redis::start(&[]);
     let bus = Redis::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let config = config(
+    let config = bus_config(
         tmp.path(),
         &bus,
         "response_timeout = 0.5\nconnect_timeout = 0.5",
         "[breaker]\nrecovery_s = 0.5\n",
     );
-    let mut lookout = start(tmp.path(), &watched, &config, "0.2");
+    let mut lookout = start_ticker(tmp.path(), &watched, &config, "0.2");
     wait_for("the first ticks", Duration::from_secs(20), || {
         (max_tick(&bus) >= 2).then_some(())
     });
     let pid = info_field(&bus, "server", "process_id");
     let polls_before = pings(&watched);
-    kill("-STOP", &pid);
+    signal_pid("-STOP", &pid);
     let stopped = Instant::now();
     let polls_during = wait_for(
         "polls to go on for 4 s while the bus is frozen",
@@ -372,7 +254,7 @@ fn frozen_bus_does_not_stall_polling() {
         },
     );
     let frozen_for = stopped.elapsed();
-    kill("-CONT", &pid);
+    signal_pid("-CONT", &pid);
     assert!(lookout.alive(), "the daemon survives a frozen bus");
     let failures = lookout.stderr.matching("publish fail");
     assert!(
@@ -413,8 +295,8 @@ fn idle_timeout_on_the_bus_loses_nothing() {
     let watched = Redis::start(&[]);
     let bus = Redis::start(&["--timeout", "1"]);
     let tmp = tempfile::tempdir().unwrap();
-    let config = config(tmp.path(), &bus, "", "");
-    let mut lookout = start(tmp.path(), &watched, &config, "2.2");
+    let config = bus_config(tmp.path(), &bus, "", "");
+    let mut lookout = start_ticker(tmp.path(), &watched, &config, "2.2");
     // Follow the polls on the watched Redis and count our own reads of the
     // bus, to tell the daemon's connections from ours.
     wait_polls(&watched, 5, "five polls");
@@ -452,8 +334,8 @@ fn idle_timeout_on_the_watched_redis_is_no_outage() {
     let watched = Redis::start(&["--timeout", "1"]);
     let bus = Redis::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let config = config(tmp.path(), &bus, "", "");
-    let mut lookout = start(tmp.path(), &watched, &config, "2.2");
+    let config = bus_config(tmp.path(), &bus, "", "");
+    let mut lookout = start_ticker(tmp.path(), &watched, &config, "2.2");
     let all = wait_for("four ticks", Duration::from_secs(20), || {
         let all = bus.stream(STREAM);
         (ticks(&all).len() >= 4).then_some(all)
@@ -478,14 +360,14 @@ fn sigterm_drains_the_outbox_once_the_bus_is_back() {
     let watched = Redis::start(&[]);
     let mut bus = durable_bus();
     let tmp = tempfile::tempdir().unwrap();
-    let config = config(
+    let config = bus_config(
         tmp.path(),
         &bus,
         "shutdown_grace = 5.0",
         // A long recovery: the outbox is still full when SIGTERM comes.
         "[breaker]\nrecovery_s = 30.0\n",
     );
-    let mut lookout = start(tmp.path(), &watched, &config, "0.1");
+    let mut lookout = start_ticker(tmp.path(), &watched, &config, "0.1");
     kill_between_polls(&mut bus);
     let polls_at_kill = pings(&watched) - 1;
     wait_polls(&watched, 12, "at least 10 ticks queued");
@@ -519,8 +401,8 @@ fn watched_outage_is_reported_once_on_a_separate_bus() {
     let mut watched = Redis::start(&[]);
     let bus = Redis::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let config = config(tmp.path(), &bus, "", "");
-    let mut lookout = start(tmp.path(), &watched, &config, "0.2");
+    let config = bus_config(tmp.path(), &bus, "", "");
+    let mut lookout = start_ticker(tmp.path(), &watched, &config, "0.2");
     wait_for("the first ticks", Duration::from_secs(20), || {
         (max_tick(&bus) >= 2).then_some(())
     });

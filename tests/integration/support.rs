@@ -1,6 +1,7 @@
 //! Test helpers: a real `redis-server` on a free port in a temp dir, the
 //! real `lookout` binary as a child process, and deadline-bounded waits.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -375,14 +376,17 @@ impl Lookout {
 
     /// Sends SIGTERM and waits (with a deadline) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.terminate_within(Duration::from_secs(10))
+    }
+
+    /// Sends SIGTERM and waits at most `deadline` for the exit status.
+    pub fn terminate_within(&mut self, deadline: Duration) -> ExitStatus {
         let child = self.child.as_mut().unwrap();
         let pid = child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = wait_for(
-            "lookout to exit after SIGTERM",
-            Duration::from_secs(10),
-            || child.try_wait().unwrap(),
-        );
+        let status = wait_for("lookout to exit after SIGTERM", deadline, || {
+            child.try_wait().unwrap()
+        });
         self.child = None;
         status
     }
@@ -455,4 +459,123 @@ pub fn by_target(envelopes: &[Value], target: &str) -> Vec<Value> {
         .filter(|e| e["target"] == target)
         .cloned()
         .collect()
+}
+
+/// The stream the daemon publishes envelopes to.
+pub const STREAM: &str = "logs:stream:redis";
+
+/// Writes `lookout.toml` (in a folder of its own, so the daemon's reload
+/// watcher sees nothing else) publishing to `bus`; `top` holds top-level
+/// keys, `tables` further tables.
+pub fn bus_config(tmp: &Path, bus: &Redis, top: &str, tables: &str) -> PathBuf {
+    let dir = tmp.join("etc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lookout.toml");
+    std::fs::write(
+        &path,
+        format!("{top}\n[publish]\nurl = '{}'\n{tables}\n", bus.url()),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts the daemon watching `watched` with only the `ticker` fixture,
+/// polling every `poll` seconds, and waits until it runs.
+pub fn start_ticker(tmp: &Path, watched: &Redis, config: &Path, poll: &str) -> Lookout {
+    let plugins = plugins_with(tmp, &[], &["ticker"]);
+    let lookout = run_lookout(
+        tmp,
+        &watched.url(),
+        &plugins,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--poll-interval",
+            poll,
+        ],
+    );
+    lookout.wait_started();
+    lookout
+}
+
+/// The stream's envelopes, each id once (the first occurrence: a batch cut
+/// by an outage may be delivered twice).
+pub fn unique(all: Vec<Value>) -> Vec<Value> {
+    let mut seen = HashSet::new();
+    all.into_iter()
+        .filter(|e| seen.insert(e["id"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// The ticker's `n` values in stream order.
+pub fn ticks(envelopes: &[Value]) -> Vec<i64> {
+    by_target(envelopes, "ticker")
+        .iter()
+        .map(|e| e["fields"]["n"].as_i64().unwrap())
+        .collect()
+}
+
+/// Whether `ns` is exactly 1, 2, ..., len.
+pub fn no_gap(ns: &[i64]) -> bool {
+    ns.iter().zip(1..).all(|(n, i)| *n == i)
+}
+
+/// The highest ticker `n` in the stream of `bus` so far.
+pub fn max_tick(bus: &Redis) -> i64 {
+    ticks(&bus.stream(STREAM)).into_iter().max().unwrap_or(0)
+}
+
+/// How many PINGs `watched` has answered: one per poll of the daemon (plus
+/// one from the start-up check), so the daemon's polls can be followed
+/// while the bus is unreachable.
+pub fn pings(watched: &Redis) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut watched.conn())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// An `INFO` field of `redis`.
+pub fn info_field(redis: &Redis, section: &str, key: &str) -> String {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query(&mut redis.conn())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in INFO {section}"))
+        .trim()
+        .to_owned()
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to the process `pid`.
+pub fn signal_pid(signal: &str, pid: &str) {
+    assert!(
+        Command::new("kill")
+            .args([signal, pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// SIGTERM; asserts exit 0 and returns the `key=value` counts of the
+/// "lookout stopped" line.
+pub fn stop(lookout: &mut Lookout) -> HashMap<String, u64> {
+    assert!(lookout.terminate().success(), "SIGTERM exits 0");
+    let line = wait_for("the stop line", Duration::from_secs(5), || {
+        lookout.stderr.matching("lookout stopped").pop()
+    });
+    let counts: HashMap<String, u64> = line
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect();
+    for key in ["emitted", "delivered", "dropped", "lost"] {
+        assert!(counts.contains_key(key), "{key} in {line}");
+    }
+    counts
 }
