@@ -391,10 +391,11 @@ impl Lookout {
         status
     }
 
-    /// Waits until the daemon has loaded its watchers and starts polling.
+    /// Waits until the daemon has loaded its start-up watchers (it polls
+    /// from then on, if not already).
     pub fn wait_started(&self) {
         wait_for("lookout to start", Duration::from_secs(30), || {
-            (!self.stderr.matching("lookout started").is_empty()).then_some(())
+            (!self.stderr.matching("watchers ready").is_empty()).then_some(())
         });
     }
 
