@@ -5,16 +5,17 @@
 #[allow(dead_code)]
 mod support;
 
+mod process;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cpu_time::ProcessTime;
 use lookout::config::{Overrides, Settings};
-use lookout::plugin::Runtime;
-use lookout::probe::{Probes, SlowEntry, Snapshot, parse_info};
-use lookout::watcher::Watcher;
-use lookout::{Daemon, RunMode};
+use lookout::redis::probe::{Probes, SlowEntry, Snapshot, parse_info};
+use lookout::sandbox::{Engine, Instance, wit};
+use lookout::watchers::load::{Loaded, load};
 use support::{Redis, lookout_cmd, plugins_dir};
 
 const WATCHERS: [&str; 3] = ["slowlog", "client-delta", "memory-pressure"];
@@ -49,66 +50,64 @@ fn row(what: &str, value: String, target: &str) {
     println!("| {what:<52} | {value:>14} | {target:>10} |");
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn load_watcher(
+    rt: &tokio::runtime::Runtime,
+    engine: &Engine,
+    path: &Path,
+    settings: &Settings,
+) -> Loaded {
+    rt.block_on(load(engine, path, settings)).unwrap()
+}
+
 /// Mean microseconds of one `observe` call per watcher, on a snapshot made
-/// from the real INFO of `redis` and ten slowlog entries.
+/// from the real INFO of `redis` and ten slowlog entries; each call runs
+/// as in the daemon: fuel-metered, under its deadline.
 fn observe_cost(redis: &Redis, cache: &Path) {
     let settings = settings(redis, cache);
-    let runtime = Runtime::new(Some(cache)).unwrap();
+    let rt = runtime();
+    let engine = Engine::new(Some(cache)).unwrap();
     let snapshot = realistic_snapshot(redis);
     let fields = snapshot.info.len();
+    let mut total = 0.0;
     for name in WATCHERS {
         let path = plugins_dir().join(format!("{name}.wasm"));
-        let mut watcher = Watcher::load(&runtime, &path, &settings).unwrap();
-        let us = mean_observe_us(&mut watcher, &snapshot);
+        let mut loaded = load_watcher(&rt, &engine, &path, &settings);
+        let view = loaded.spec.view("127.0.0.1:6379", &snapshot);
+        let us = mean_observe_us(&rt, &mut loaded.instance, &view);
+        total += us;
         row(
             &format!("observe() {name} ({fields} INFO fields offered)"),
             format!("{us:.2} us"),
             "",
         );
     }
+    row("3 observe calls per poll", format!("{total:.2} us"), "");
 }
 
-/// Mean microseconds of `observe` for the three watchers, with and without
-/// epoch-based call deadlines: what the deadline mechanism costs a poll.
-fn deadline_overhead(redis: &Redis, cache: &Path) {
-    let settings = settings(redis, cache);
-    let snapshot = realistic_snapshot(redis);
-    let mut per_poll = [0.0f64; 2];
-    for (i, deadlines) in [false, true].into_iter().enumerate() {
-        let runtime = Runtime::with_deadlines(None, deadlines).unwrap();
-        for name in WATCHERS {
-            let path = plugins_dir().join(format!("{name}.wasm"));
-            let mut watcher = Watcher::load(&runtime, &path, &settings).unwrap();
-            per_poll[i] += mean_observe_us(&mut watcher, &snapshot);
-        }
-    }
-    row(
-        "3 observe calls per poll, no deadlines",
-        format!("{:.2} us", per_poll[0]),
-        "",
-    );
-    row(
-        "3 observe calls per poll, with deadlines",
-        format!("{:.2} us", per_poll[1]),
-        "",
-    );
-}
-
-/// Time to rebuild a trapped watcher: a fresh instance, configured.
+/// Time to rebuild a failed watcher: a fresh instance, configured.
 fn recovery(redis: &Redis, cache: &Path) {
     let settings = settings(redis, cache);
-    let runtime = Runtime::new(Some(cache)).unwrap();
-    let mut watcher = Watcher::load(&runtime, &support::fixture("panicker"), &settings).unwrap();
-    let snapshot = realistic_snapshot(redis);
+    let rt = runtime();
+    let engine = Engine::new(Some(cache)).unwrap();
+    let loaded = load_watcher(&rt, &engine, &support::fixture("panicker"), &settings);
+    let view = loaded.spec.view("i", &realistic_snapshot(redis));
+    let mut instance = loaded.instance;
     let mut took = Vec::new();
     for _ in 0..50 {
-        watcher.observe("i", &snapshot).unwrap();
+        rt.block_on(instance.observe(&view)).unwrap();
         assert!(
-            watcher.observe("i", &snapshot).is_err(),
+            rt.block_on(instance.observe(&view)).is_err(),
             "the fixture traps on its 2nd call"
         );
         let start = Instant::now();
-        watcher.restart(&runtime).unwrap();
+        instance = rt.block_on(loaded.spec.instantiate(&engine)).unwrap();
         took.push(start.elapsed());
     }
     took.sort();
@@ -175,16 +174,22 @@ fn realistic_snapshot(redis: &Redis) -> Snapshot {
     }
 }
 
-fn mean_observe_us(watcher: &mut Watcher, snapshot: &Snapshot) -> f64 {
+fn mean_observe_us(
+    rt: &tokio::runtime::Runtime,
+    instance: &mut Instance,
+    view: &wit::Snapshot,
+) -> f64 {
     let n = 5_000u32;
-    for _ in 0..200 {
-        watcher.observe("127.0.0.1:6379", snapshot).unwrap();
-    }
-    let start = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(watcher.observe("127.0.0.1:6379", snapshot).unwrap());
-    }
-    start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    rt.block_on(async {
+        for _ in 0..200 {
+            instance.observe(view).await.unwrap();
+        }
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(instance.observe(view).await.unwrap());
+        }
+        start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    })
 }
 
 /// Runs the daemon to completion with `args` and reads the RSS (KiB) from
@@ -207,38 +212,73 @@ fn stop_rss(redis: &Redis, cache: &Path, args: &[&str]) -> f64 {
         .unwrap_or_else(|| panic!("no rss in the stop line: {stderr}"))
 }
 
-/// Host CPU time per poll (PING + probes + three watchers + publish),
-/// excluding time spent waiting on the network.
+/// Host CPU time per poll (PING + probes + three watchers + queueing),
+/// in a tight loop in this process: the work of a poll without the cost
+/// of waking up for it (the whole-process rows below have that).
 fn poll_cpu(redis: &Redis, cache: &Path) {
+    use lookout::daemon::poller::Poller;
+    use lookout::delivery::envelope::Origin;
+    use lookout::delivery::publisher::{Publisher, Sink};
+    use lookout::redis::conn::Conn;
+    use lookout::redis::probe::Prober;
     let settings = settings(redis, cache);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut daemon = Daemon::start(settings, RunMode::default()).unwrap();
-    {
+    let rt = runtime();
+    let engine = Engine::new(Some(cache)).unwrap();
+    let timeout = Duration::from_secs(2);
+    let conn = || Conn::new(&redis.url(), timeout, timeout).unwrap();
+    let origin = Origin::new("redis", "bench");
+    let publisher = Publisher::new(
+        Sink::Redis {
+            conn: Box::new(conn()),
+            settings: settings.publish.clone(),
+        },
+        settings.buffer,
+        settings.breaker,
+        origin.clone(),
+    );
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let _context = rt.enter();
+    let (outlet, publishing) = lookout::delivery::task::spawn(publisher, stop, timeout);
+    let mut poller = Poller::new(
+        Prober::new(conn(), settings.slowlog_count),
+        engine.clone(),
+        settings.poll_interval,
+        origin,
+        outlet,
+    );
+    for name in WATCHERS {
+        let path = plugins_dir().join(format!("{name}.wasm"));
+        let loaded = load_watcher(&rt, &engine, &path, &settings);
+        poller.install(loaded.spec, Some(loaded.instance));
+    }
+    let (cpu_us, wall_us) = rt.block_on(async {
         for _ in 0..100 {
-            daemon.poll(&rt).unwrap();
+            poller.poll_now().await.unwrap();
         }
         let polls = 2_000u32;
         let cpu = ProcessTime::now();
         let wall = Instant::now();
         for _ in 0..polls {
-            daemon.poll(&rt).unwrap();
+            poller.poll_now().await.unwrap();
         }
-        let cpu_us = cpu.elapsed().as_secs_f64() * 1e6 / f64::from(polls);
-        let wall_us = wall.elapsed().as_secs_f64() * 1e6 / f64::from(polls);
-        row(
-            "host CPU per poll, 3 watchers (all threads)",
-            format!("{cpu_us:.1} us"),
-            "<= 100 us",
-        );
-        row(
-            "wall time per poll incl. loopback round trips",
-            format!("{wall_us:.1} us"),
-            "",
-        );
-    }
+        (
+            cpu.elapsed().as_secs_f64() * 1e6 / f64::from(polls),
+            wall.elapsed().as_secs_f64() * 1e6 / f64::from(polls),
+        )
+    });
+    row(
+        "host CPU per poll, 3 watchers, in-process tight loop",
+        format!("{cpu_us:.1} us"),
+        "",
+    );
+    row(
+        "wall time per poll incl. loopback round trips",
+        format!("{wall_us:.1} us"),
+        "",
+    );
+    drop(poller);
+    let _ = stop_tx.send(true);
+    let _ = rt.block_on(publishing);
 }
 
 fn startup(redis: &Redis, cache: &Path, label: &str) -> Duration {
@@ -323,15 +363,17 @@ fn python_watcher(redis: &Redis) {
         ("client-delta", plugins_dir().join("client-delta.wasm")),
         ("hit-ratio", wasm.clone()),
     ] {
-        let runtime = Runtime::new(Some(&cache)).unwrap();
+        let rt = runtime();
+        let engine = Engine::new(Some(&cache)).unwrap();
         let start = Instant::now();
-        Watcher::load(&runtime, &path, &settings).unwrap();
+        load_watcher(&rt, &engine, &path, &settings);
         let cold = start.elapsed();
-        let runtime = Runtime::new(Some(&cache)).unwrap();
+        let engine = Engine::new(Some(&cache)).unwrap();
         let start = Instant::now();
-        let mut watcher = Watcher::load(&runtime, &path, &settings).unwrap();
+        let mut loaded = load_watcher(&rt, &engine, &path, &settings);
         let warm = start.elapsed();
-        let us = mean_observe_us(&mut watcher, &snapshot);
+        let view = loaded.spec.view("127.0.0.1:6379", &snapshot);
+        let us = mean_observe_us(&rt, &mut loaded.instance, &view);
         let size = std::fs::metadata(&path).unwrap().len() as f64;
         row(
             &format!("{name}: .wasm size"),
@@ -372,11 +414,11 @@ fn python_watcher(redis: &Redis) {
     );
 }
 
-fn sample_envelopes(n: usize) -> impl Iterator<Item = lookout::envelope::Envelope> {
-    let origin = lookout::envelope::Origin::new("redis", "127.0.0.1:6379");
+fn sample_envelopes(n: usize) -> impl Iterator<Item = lookout::delivery::envelope::Envelope> {
+    let origin = lookout::delivery::envelope::Origin::new("redis", "127.0.0.1:6379");
     (0..n).map(move |i| {
         origin.envelope(
-            lookout::envelope::Level::Warn,
+            lookout::delivery::envelope::Level::Warn,
             "slowlog",
             format!("slow command HGETALL took {}us", 1000 + i),
             lookout::fields! {
@@ -391,17 +433,20 @@ fn sample_envelopes(n: usize) -> impl Iterator<Item = lookout::envelope::Envelop
 /// Replay of a full outbox (PUBLISH + XADD per envelope, pipelined batches)
 /// next to redis-benchmark's pipelined XADD on the same server.
 fn replay_throughput(redis: &Redis) {
-    use lookout::buffer::Caps;
-    use lookout::publish::{Publisher, Sink};
+    use lookout::delivery::outbox::Caps;
+    use lookout::delivery::publisher::{Publisher, Sink};
     let n = 50_000;
     let settings = settings(redis, Path::new("/nonexistent"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let conn =
-        lookout::probe::Conn::new(&redis.url(), Duration::from_secs(2), Duration::from_secs(5))
-            .unwrap();
+    let conn = lookout::redis::conn::Conn::new(
+        &redis.url(),
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let sink = Sink::Redis {
         conn: Box::new(conn),
         settings: settings.publish.clone(),
@@ -411,7 +456,7 @@ fn replay_throughput(redis: &Redis) {
         bytes: usize::MAX,
         ..Caps::default()
     };
-    let origin = lookout::envelope::Origin::new("redis", "127.0.0.1:6379");
+    let origin = lookout::delivery::envelope::Origin::new("redis", "127.0.0.1:6379");
     let mut publisher = Publisher::new(sink, caps, settings.breaker, origin);
     for e in sample_envelopes(n) {
         publisher.push(e);
@@ -469,7 +514,7 @@ fn replay_throughput(redis: &Redis) {
 
 /// Memory held by the outbox per 10,000 typical envelopes.
 fn outbox_memory() {
-    use lookout::buffer::{Caps, Outbox};
+    use lookout::delivery::outbox::{Caps, Outbox};
     let before = lookout::daemon::rss_kib();
     let mut outbox = Outbox::new(Caps {
         envelopes: 100_000,
@@ -504,7 +549,6 @@ fn main() {
     println!("|{:-<54}|{:-<16}|{:-<12}|", "", "", "");
     poll_cpu(&redis, cache.path());
     observe_cost(&redis, cache.path());
-    deadline_overhead(&redis, cache.path());
     recovery(&redis, cache.path());
     startup_times(&redis);
     rss_after_polls(&redis, cache.path());
@@ -522,4 +566,5 @@ fn main() {
             "<= 150 KB",
         );
     }
+    process::rows(&redis);
 }
