@@ -98,7 +98,7 @@ lint: toolchain
 	cd tests/fixtures && $(CARGO) clippy --target $(WASM_TARGET) -- -D warnings
 
 ## Benchmarks against a real local redis-server.
-bench: deps plugins plugins-extra
+bench: deps plugins plugins-extra fixtures
 	$(CARGO) bench -p lookout --bench bench
 
 clean:
