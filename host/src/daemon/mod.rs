@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 use crate::config::Settings;
 use crate::delivery::envelope::{Emitted, Level, Origin};
 use crate::delivery::publisher::{Publisher, Sink};
+pub use crate::delivery::task::rss_kib;
 use crate::delivery::task::{self, Outlet};
 use crate::fields;
 use crate::redis::conn::Conn;
@@ -426,15 +427,4 @@ async fn apply(
             .await;
         }
     }
-}
-
-/// Resident set size of this process in KiB (Linux), 0 when unknown.
-pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
 }

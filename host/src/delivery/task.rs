@@ -173,7 +173,7 @@ async fn drain(publisher: &mut Publisher, grace: Duration) -> Stopped {
         dropped = counts.dropped,
         spooled,
         lost,
-        rss_kib = crate::daemon::rss_kib(),
+        rss_kib = rss_kib(),
         "lookout stopped"
     );
     Stopped {
@@ -183,4 +183,15 @@ async fn drain(publisher: &mut Publisher, grace: Duration) -> Stopped {
         spooled,
         lost,
     }
+}
+
+/// Resident set size of this process in KiB (Linux), 0 when unknown.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
 }

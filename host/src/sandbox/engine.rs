@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use wasmtime::component::{Component, Linker};
 
-use super::instance::HostState;
+use super::store::HostState;
 
 /// Generated bindings of the `lookout:watcher` world; the one place the
 /// host reads the WIT package. Exports are called asynchronously so that a

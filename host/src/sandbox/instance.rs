@@ -11,131 +11,21 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use wasmtime::Store;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::WasiCtx;
 
 use super::engine::bindings::lookout::watcher::types as wit;
 use super::engine::{Compiled, Engine, bindings};
 use super::limits::WatcherLimits;
 use super::stdio::LogPipe;
+use super::store::{HostState, Limiter};
+pub use super::trap::Trap;
 
 /// Fuel between two yields of running wasm to the async runtime: about a
 /// tenth of a millisecond of guest code, the precision of a deadline on a
 /// guest that computes without calling the host.
 const YIELD_EVERY_FUEL: u64 = 100_000;
-
-/// Largest table a watcher may grow to, in elements.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
-/// Most instances, memories and tables one watcher's store may create.
-const MAX_STORE_ITEMS: usize = 64;
-
-/// Why a call failed. After any of these the instance is dropped and never
-/// entered again.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Trap {
-    /// The call was still running (in wasm or waiting in a host call) at
-    /// its deadline and was abandoned.
-    #[error("call deadline exceeded ({} ms)", .0.as_millis())]
-    Deadline(Duration),
-    /// The guest tried to grow its memory past the cap.
-    #[error("memory cap reached: {requested} bytes requested, cap {cap} bytes (limits.memory_mib)")]
-    MemoryCap {
-        /// Size the guest asked for.
-        requested: usize,
-        /// The cap.
-        cap: usize,
-    },
-    /// The guest's wasm stack overflowed.
-    #[error("stack overflow")]
-    StackOverflow,
-    /// A wasm trap (a panic is `unreachable`), with its description.
-    #[error("trapped: {0}")]
-    Wasm(String),
-    /// Anything else that ended the call: a failed instantiation, a host
-    /// error; the text has the detail.
-    #[error("{0}")]
-    Other(String),
-    /// There was no live instance to call.
-    #[error("no live instance")]
-    NoInstance,
-}
-
-impl Trap {
-    fn classify(error: &wasmtime::Error, limiter: &Limiter) -> Self {
-        if let Some(hit) = &limiter.hit {
-            return hit.clone();
-        }
-        match error.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::StackOverflow) => Self::StackOverflow,
-            Some(trap) => Self::Wasm(trap.to_string()),
-            None => Self::Other(format!("{error:#}")),
-        }
-    }
-}
-
-/// The store's resource limiter: records which cap was hit so the failure
-/// is reported by type, not by its text.
-pub(crate) struct Limiter {
-    memory_bytes: usize,
-    hit: Option<Trap>,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            let trap = Trap::MemoryCap {
-                requested: desired,
-                cap: self.memory_bytes,
-            };
-            self.hit = Some(trap.clone());
-            return Err(trap.into());
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
-    }
-
-    fn instances(&self) -> usize {
-        MAX_STORE_ITEMS
-    }
-
-    fn tables(&self) -> usize {
-        MAX_STORE_ITEMS
-    }
-
-    fn memories(&self) -> usize {
-        MAX_STORE_ITEMS
-    }
-}
-
-/// Per-store data: the WASI context and the limiter.
-pub(crate) struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limiter: Limiter,
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
 
 /// Runs `call` until it completes or `deadline` passes, whichever comes
 /// first. A guest computing yields every [`YIELD_EVERY_FUEL`], when the
@@ -188,10 +78,7 @@ impl Instance {
             HostState {
                 wasi,
                 table: ResourceTable::new(),
-                limiter: Limiter {
-                    memory_bytes: limits.memory_bytes,
-                    hit: None,
-                },
+                limiter: Limiter::new(limits.memory_bytes),
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -211,7 +98,7 @@ impl Instance {
                 deadline,
             }),
             Some(Err(e)) => {
-                let trap = Trap::classify(&e, &store.data().limiter);
+                let trap = Trap::classify(&e, store.data().limiter.hit());
                 Err(match trap {
                     Trap::Other(text) => Trap::Other(format!("cannot instantiate: {text}")),
                     other => other,
@@ -224,7 +111,7 @@ impl Instance {
         match result {
             None => Err(Trap::Deadline(self.deadline)),
             Some(Ok(v)) => Ok(v),
-            Some(Err(e)) => Err(Trap::classify(&e, &self.store.data().limiter)),
+            Some(Err(e)) => Err(Trap::classify(&e, self.store.data().limiter.hit())),
         }
     }
 

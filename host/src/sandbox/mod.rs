@@ -7,6 +7,8 @@ pub mod instance;
 pub mod limits;
 pub mod output;
 pub mod stdio;
+mod store;
+pub mod trap;
 
 pub use engine::{Compiled, Engine, bindings::lookout::watcher::types as wit};
 pub use instance::{Instance, Trap};
