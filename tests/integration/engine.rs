@@ -217,6 +217,16 @@ fn frozen_bus_for_five_seconds_does_not_stop_polling() {
          at 0.25 s at least 18 of the 20 expected"
     );
     assert!(lookout.alive(), "the daemon survives a frozen bus");
+    assert!(
+        !lookout.stderr.matching("publish fail").is_empty(),
+        "publish failures are logged: {:#?}",
+        lookout.stderr.all()
+    );
+    assert!(
+        !lookout.stderr.matching("breaker open").is_empty(),
+        "the breaker opens: {:#?}",
+        lookout.stderr.all()
+    );
 
     // One PING per poll plus the start-up check: the ticker's n so far.
     let emitted = i64::try_from(pings(&watched)).unwrap() - 1;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    Redis, STREAM, bus_config, by_target, info_field, max_tick, no_gap, pings, signal_pid,
-    start_ticker, stop, ticks, unique, wait_for,
+    Redis, STREAM, bus_config, by_target, info_field, max_tick, no_gap, pings, start_ticker, stop,
+    ticks, unique, wait_for,
 };
 
 /// A bus that keeps every acknowledged write across `kill -9` (append-only
@@ -219,69 +219,6 @@ fn full_outbox_drops_oldest_and_reports_exactly() {
         counts["delivered"],
         "{counts:?}"
     );
-}
-
-/// A frozen bus (SIGSTOP for about 4 s: connections are accepted by the
-/// kernel but never answered) with a 0.5 s response timeout: publishes
-/// fail and the breaker opens, but the daemon stays alive and keeps
-/// polling the watched Redis; after SIGCONT every ticker `n` arrives, in
-/// order once duplicates of timed-out batches are removed.
-#[test]
-fn frozen_bus_does_not_stall_polling() {
-    let watched = Redis::start(&[]);
-    let bus = Redis::start(&[]);
-    let tmp = tempfile::tempdir().unwrap();
-    let config = bus_config(
-        tmp.path(),
-        &bus,
-        "response_timeout = 0.5\nconnect_timeout = 0.5",
-        "[breaker]\nrecovery_s = 0.5\n",
-    );
-    let mut lookout = start_ticker(tmp.path(), &watched, &config, "0.2");
-    wait_for("the first ticks", Duration::from_secs(20), || {
-        (max_tick(&bus) >= 2).then_some(())
-    });
-    let pid = info_field(&bus, "server", "process_id");
-    let polls_before = pings(&watched);
-    signal_pid("-STOP", &pid);
-    let stopped = Instant::now();
-    let polls_during = wait_for(
-        "polls to go on for 4 s while the bus is frozen",
-        Duration::from_secs(20),
-        || {
-            let polls = pings(&watched) - polls_before;
-            (stopped.elapsed() >= Duration::from_secs(4) && polls >= 8).then_some(polls)
-        },
-    );
-    let frozen_for = stopped.elapsed();
-    signal_pid("-CONT", &pid);
-    assert!(lookout.alive(), "the daemon survives a frozen bus");
-    let failures = lookout.stderr.matching("publish fail");
-    assert!(
-        !failures.is_empty(),
-        "publish failures are logged: {:#?}",
-        lookout.stderr.all()
-    );
-    assert!(
-        !lookout.stderr.matching("breaker open").is_empty(),
-        "the breaker opens: {failures:#?}"
-    );
-
-    let emitted = pings(&watched) - 1;
-    let all = wait_for("every tick after SIGCONT", Duration::from_secs(20), || {
-        let all = unique(bus.stream(STREAM));
-        let ns = ticks(&all);
-        (ns.len() as u64 >= emitted && no_gap(&ns)).then_some(all)
-    });
-    let ns = ticks(&all);
-    assert!(
-        ns.len() as u64 >= polls_during,
-        "ticks emitted while frozen arrive ({polls_during} polls in {frozen_for:?}): {ns:?}"
-    );
-    assert!(lookout.alive());
-    let counts = stop(&mut lookout);
-    assert_eq!(counts["lost"], 0, "{counts:?}");
-    assert_eq!(counts["dropped"], 0, "{counts:?}");
 }
 
 /// A bus that closes idle connections after 1 s (`timeout 1`) while the
