@@ -228,20 +228,32 @@ fn warm_cache(redis: &Redis, cache: &Path, plugins: &Path) {
     assert!(status.success(), "warming the compile cache: {stderr}");
 }
 
-/// Microseconds of CPU per poll at a 20 ms cadence, whole process, median
-/// of three daemons measured for 10 s each.
-fn cpu_per_poll(redis: &Redis, cache: &Path, plugins: &Path) {
-    let windows: Vec<Window> = (0..3)
+/// Three daemons polling every `interval` seconds, each measured for
+/// `length`.
+fn three_windows(
+    redis: &Redis,
+    cache: &Path,
+    plugins: &Path,
+    interval: &str,
+    length: Duration,
+) -> Vec<Window> {
+    (0..3)
         .map(|_| {
             let plugins = plugins.to_str().unwrap();
             let daemon = Running::start(
                 redis,
                 cache,
-                &["--poll-interval", "0.02", "--plugins", plugins],
+                &["--poll-interval", interval, "--plugins", plugins],
             );
-            measure(daemon.pid(), redis, Duration::from_secs(10))
+            measure(daemon.pid(), redis, length)
         })
-        .collect();
+        .collect()
+}
+
+/// Microseconds of CPU per poll at a 20 ms cadence, whole process, median
+/// of three daemons measured for 10 s each.
+fn cpu_per_poll(redis: &Redis, cache: &Path, plugins: &Path) {
+    let windows = three_windows(redis, cache, plugins, "0.02", Duration::from_secs(10));
     let per_poll = |ns: fn(&Window) -> u64| {
         median(
             windows
@@ -268,17 +280,7 @@ fn cpu_per_poll(redis: &Redis, cache: &Path, plugins: &Path) {
 /// time included: three daemons, each measured for 30 s once start-up and
 /// its first poll are over.
 fn cpu_per_interval(redis: &Redis, cache: &Path, plugins: &Path) -> f64 {
-    let windows: Vec<Window> = (0..3)
-        .map(|_| {
-            let plugins = plugins.to_str().unwrap();
-            let daemon = Running::start(
-                redis,
-                cache,
-                &["--poll-interval", "5", "--plugins", plugins],
-            );
-            measure(daemon.pid(), redis, Duration::from_secs(30))
-        })
-        .collect();
+    let windows = three_windows(redis, cache, plugins, "5", Duration::from_secs(30));
     let per_interval = |ns: fn(&Window) -> u64| {
         median(
             windows
