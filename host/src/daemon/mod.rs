@@ -36,8 +36,8 @@ use crate::redis::probe::Prober;
 use crate::redis::redact::redact_url;
 use crate::sandbox::Engine;
 use crate::sandbox::engine::read_checked;
-use crate::watchers::load::{Loaded, Spec, load, name_of};
-use crate::watchers::reload::{Plan, prepare, wasm_files};
+use crate::watchers::load::{Loaded, Spec, name_of};
+use crate::watchers::reload::{Plan, load_each, prepare, wasm_files};
 use crate::watchers::supervisor::Listed;
 use poller::{Control, FirstPoll, Poller};
 
@@ -143,9 +143,9 @@ impl Daemon {
     }
 
     /// Runs until `shutdown` completes or `mode.polls` polls are done:
-    /// starts the publisher and the poller, loads the watchers
-    /// concurrently (polling starts when they are ready, or one interval
-    /// after start at the latest, with those that are), applies reloads
+    /// starts the publisher and the poller, loads the watchers off the poll
+    /// path, smallest first (polling starts when they are ready, or one
+    /// interval after start at the latest, with those that are), applies reloads
     /// whenever `reloads` yields, and drains on the way out.
     ///
     /// # Errors
@@ -186,16 +186,8 @@ impl Daemon {
         };
         let mut polling = tokio::spawn(poller.run(control_rx, stop.clone(), first, mode.polls));
 
-        // Start-up loads: every file at once, each joining when ready.
-        let (loaded_tx, mut loaded_rx) = mpsc::channel::<(PathBuf, Result<Loaded>)>(CONTROL_QUEUE);
-        for path in files.clone() {
-            let (engine, settings, tx) = (engine.clone(), settings.clone(), loaded_tx.clone());
-            tokio::spawn(async move {
-                let result = load(&engine, &path, &settings).await;
-                let _ = tx.send((path, result)).await;
-            });
-        }
-        drop(loaded_tx);
+        // Start-up loads, off the poll path: each watcher joins when ready.
+        let mut loaded_rx = load_each(&engine, &files, &settings);
         let mut loading = files.len();
         let load_started = Instant::now();
         if loading == 0 {

@@ -1,7 +1,7 @@
 //! Hot reload: file-system events on the plugins folder and the config
 //! file, and SIGHUP, trigger a reload. A reload waits for files to settle,
-//! re-reads the settings, loads every new or changed watcher (compiles run
-//! concurrently, off the async workers) and reports what to install or
+//! re-reads the settings, loads every new or changed watcher (off the
+//! async workers, smallest file first) and reports what to install or
 //! remove; a watcher that fails to load leaves the running version in
 //! place.
 
@@ -192,22 +192,48 @@ pub(crate) async fn prepare(
     plan
 }
 
-/// Loads `paths` concurrently, one task each; results in their order.
+/// `paths` smallest file first: the order loads take, so that a large
+/// component (seconds to compile) never holds up a small one. Each compile
+/// uses every core on its own (wasmtime compiles functions in parallel),
+/// so one at a time costs no throughput.
+pub(crate) fn smallest_first(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut sorted = paths.to_vec();
+    sorted.sort_by_key(|p| std::fs::metadata(p).map_or(u64::MAX, |m| m.len()));
+    sorted
+}
+
+/// Loads `paths` one after the other, smallest first, on a task of their
+/// own, sending each result as soon as it is ready.
+pub(crate) fn load_each(
+    engine: &Engine,
+    paths: &[PathBuf],
+    settings: &Settings,
+) -> tokio::sync::mpsc::Receiver<(PathBuf, Result<Loaded>)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(paths.len().max(1));
+    let (engine, paths, settings) = (engine.clone(), smallest_first(paths), settings.clone());
+    tokio::spawn(async move {
+        for path in paths {
+            let result = load(&engine, &path, &settings).await;
+            if tx.send((path, result)).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Loads `paths` (smallest first, see [`load_each`]); results in the
+/// order of `paths`.
 pub(crate) async fn load_all(
     engine: &Engine,
     paths: &[PathBuf],
     settings: &Settings,
 ) -> Vec<Result<Loaded>> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, path) in paths.iter().enumerate() {
-        let (engine, path, settings) = (engine.clone(), path.clone(), settings.clone());
-        tasks.spawn(async move { (i, load(&engine, &path, &settings).await) });
-    }
+    let mut done = load_each(engine, paths, settings);
     let mut results: Vec<Option<Result<Loaded>>> = paths.iter().map(|_| None).collect();
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok((i, result)) => results[i] = Some(result),
-            Err(e) => tracing::error!("a watcher load task failed: {e}"),
+    while let Some((path, result)) = done.recv().await {
+        if let Some(i) = paths.iter().position(|p| *p == path) {
+            results[i] = Some(result);
         }
     }
     results
