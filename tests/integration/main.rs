@@ -9,6 +9,7 @@ mod outage;
 mod reload;
 mod resilience;
 mod sandbox;
+mod slowlog;
 mod smoke;
 mod spool;
 mod startup;

@@ -66,6 +66,7 @@ impl Recorded {
                 })
                 .collect(),
             slowlog: Some(self.slowlog.clone()),
+            notices: Vec::new(),
             probes: Probes {
                 info: true,
                 slowlog: true,

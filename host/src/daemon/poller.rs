@@ -15,7 +15,7 @@ use crate::delivery::envelope::{Emitted, Envelope, Level, Origin};
 use crate::delivery::task::Outlet;
 use crate::fields;
 use crate::redis::backoff::{Backoff, retry_wait};
-use crate::redis::probe::{ProbeError, Prober, Probes};
+use crate::redis::probe::{Notice, ProbeError, Prober, Probes};
 use crate::sandbox::{Engine, Instance};
 use crate::watchers::load::Spec;
 use crate::watchers::supervisor::Supervisor;
@@ -52,7 +52,13 @@ pub struct Poller {
     polls: u64,
     /// Probes the next poll needs; `None` asks the supervisor afresh.
     next_probes: Option<Probes>,
+    /// The refusal last reported, so it is said once.
+    refused: Option<String>,
 }
+
+/// Wait before asking again a Redis that refused the credentials or a
+/// command: an operator has to change something first.
+const REFUSED_WAIT: Duration = Duration::from_secs(30);
 
 impl Poller {
     /// A poller for the Redis behind `prober`, running watchers with
@@ -73,6 +79,7 @@ impl Poller {
             interval,
             polls: 0,
             next_probes: None,
+            refused: None,
         }
     }
 
@@ -128,6 +135,9 @@ impl Poller {
                     if let Some(since) = down_since.take() {
                         self.back_online(since.elapsed()).await;
                     }
+                    if self.refused.take().is_some() {
+                        self.accepted().await;
+                    }
                     self.interval.saturating_sub(began.elapsed())
                 }
                 Err(e) if once => return Err(e.into()),
@@ -168,13 +178,71 @@ impl Poller {
             .next_probes
             .unwrap_or_else(|| self.supervisor.plan(self.polls, Instant::now()));
         let snapshot = self.prober.poll(probes).await?;
+        let mut notices: Vec<Emitted> = snapshot.notices.iter().map(|n| self.notice(n)).collect();
         let (emitted, next) = self
             .supervisor
             .poll(self.polls, &self.instance, &snapshot)
             .await;
         self.next_probes = Some(next);
-        self.publish(emitted).await;
+        notices.extend(emitted);
+        self.publish(notices).await;
         Ok(())
+    }
+
+    /// The host's event (and log line) for a probe's notice.
+    fn notice(&self, notice: &Notice) -> Emitted {
+        let instance = &self.instance;
+        match notice {
+            Notice::SlowlogGap { first, last } => {
+                let missed = last - first + 1;
+                warn!(
+                    missed,
+                    first_id = first,
+                    last_id = last,
+                    "slowlog entries missed at {instance}"
+                );
+                Emitted::host(
+                    Level::Warn,
+                    format!(
+                        "slowlog gap: {missed} entries (ids {first} to {last}) on {instance} were \
+                         logged but could not be read; raise slowlog-max-len on the server, or \
+                         slowlog_count, or poll more often"
+                    ),
+                    fields! {"missed" => missed, "first_id" => *first, "last_id" => *last},
+                )
+            }
+            Notice::SlowlogRefused(reason) => {
+                error!("{reason}; SLOWLOG switched off, watchers reading it wait");
+                Emitted::host(
+                    Level::Error,
+                    format!(
+                        "probe refused: {reason}; SLOWLOG switched off, watchers reading it wait, the others run"
+                    ),
+                    fields! {"probe" => "slowlog", "error" => reason.clone()},
+                )
+            }
+            Notice::SlowlogAllowed => {
+                info!("SLOWLOG allowed again at {instance}");
+                Emitted::host(
+                    Level::Info,
+                    format!("probe allowed: SLOWLOG answered again at {instance}"),
+                    fields! {"probe" => "slowlog"},
+                )
+            }
+        }
+    }
+
+    async fn accepted(&mut self) {
+        let instance = self.instance.clone();
+        info!("redis at {instance} accepts lookout again");
+        let event = Emitted::host(
+            Level::Info,
+            format!(
+                "instance accepted: redis at {instance} accepts lookout's credentials and probes again"
+            ),
+            fields! {},
+        );
+        self.publish(vec![event]).await;
     }
 
     async fn publish(&mut self, emitted: Vec<Emitted>) {
@@ -227,6 +295,19 @@ impl Poller {
                     wait.as_secs_f64()
                 );
                 wait
+            }
+            ProbeError::Refused(reason) => {
+                if self.refused.as_deref() != Some(reason.as_str()) {
+                    error!("{reason} (retrying every {}s)", REFUSED_WAIT.as_secs());
+                    let event = Emitted::host(
+                        Level::Error,
+                        format!("instance refused: {reason}"),
+                        fields! {"error" => reason.clone(), "retry_s" => REFUSED_WAIT.as_secs()},
+                    );
+                    self.publish(vec![event]).await;
+                    self.refused = Some(reason);
+                }
+                REFUSED_WAIT
             }
             other => {
                 let wait = retry_wait();

@@ -1,7 +1,12 @@
 //! Connections to Redis, watched or bus: dialled lazily, named, with
 //! connect and reply timeouts, redialled once when the server closed an
-//! idle connection, and errors that never carry a password.
+//! idle connection, and errors that never carry a password. Each
+//! connection learns the address the server sees it from (CLIENT INFO),
+//! so the host's own commands can be told apart in SLOWLOG without
+//! trusting a client name anyone can set.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -10,9 +15,48 @@ use redis::aio::MultiplexedConnection;
 
 use super::redact::{instance_of, redact_text};
 
-/// Client name of every Lookout connection, so watchers can skip the host's
-/// own commands in SLOWLOG.
+/// Client name of every Lookout connection, shown in CLIENT LIST.
 pub const CLIENT_NAME: &str = "lookout";
+
+/// How many of this process's recent connections are remembered.
+const OWN_REMEMBERED: usize = 256;
+
+/// Client addresses (as the servers see them) of this process's recent
+/// connections, watched and bus alike.
+static OWN: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+
+/// Whether a SLOWLOG entry from `client_addr` named `client_name` came from
+/// one of this process's connections. The address of a TCP connection is
+/// unique while it is open; a Unix socket's is shared by all its clients,
+/// so there the name must match too.
+pub fn is_own(client_addr: &str, client_name: &str) -> bool {
+    if client_name != CLIENT_NAME {
+        return false;
+    }
+    let own = OWN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    own.iter().any(|a| a == client_addr)
+}
+
+fn remember_own(addr: String) {
+    let mut own = OWN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if own.iter().any(|a| *a == addr) {
+        return;
+    }
+    if own.len() == OWN_REMEMBERED {
+        own.pop_front();
+    }
+    own.push_back(addr);
+}
+
+/// The `addr=` field of a CLIENT INFO line.
+fn client_addr(info: &str) -> Option<&str> {
+    info.split_ascii_whitespace()
+        .find_map(|kv| kv.strip_prefix("addr="))
+}
 
 /// A lazily (re)connected, named connection with connect and reply timeouts.
 pub struct Conn {
@@ -24,6 +68,8 @@ pub struct Conn {
     conn: Option<MultiplexedConnection>,
     /// `host:port`, for messages.
     pub instance: String,
+    /// The server refused CLIENT INFO once; said once.
+    unidentified: bool,
 }
 
 impl Conn {
@@ -49,13 +95,15 @@ impl Conn {
             connect_budget: connect_timeout + response_timeout * 2,
             conn: None,
             instance: instance_of(url),
+            unidentified: false,
         })
     }
 
-    /// The open connection, dialling and naming it first when needed.
+    /// The open connection, dialling, naming and identifying it first when
+    /// needed.
     ///
     /// # Errors
-    /// Connecting, authenticating or naming failed or timed out.
+    /// Connecting or authenticating failed or timed out.
     async fn get(&mut self) -> Result<&mut MultiplexedConnection, QueryError> {
         if self.conn.is_none() {
             let dial = async {
@@ -63,26 +111,81 @@ impl Conn {
                     .client
                     .get_multiplexed_async_connection_with_config(&self.config)
                     .await?;
-                redis::cmd("CLIENT")
-                    .arg("SETNAME")
-                    .arg(CLIENT_NAME)
-                    .exec_async(&mut conn)
-                    .await?;
-                Ok::<_, redis::RedisError>(conn)
+                let mut hello = redis::pipe();
+                hello.ignore_errors();
+                hello.cmd("CLIENT").arg("SETNAME").arg(CLIENT_NAME);
+                hello.cmd("CLIENT").arg("INFO");
+                let replies: Vec<Value> = hello.query_async(&mut conn).await?;
+                Ok::<_, redis::RedisError>((conn, replies))
             };
-            let conn = tokio::time::timeout(self.connect_budget, dial)
+            let (conn, replies) = tokio::time::timeout(self.connect_budget, dial)
                 .await
                 .map_err(|_| QueryError {
                     link_down: true,
+                    code: None,
                     message: format!("connect to {} timed out", self.instance),
                 })?
-                .map_err(|e| QueryError {
-                    link_down: true,
-                    message: redact_text(&e.to_string(), &self.url),
-                })?;
+                .map_err(|e| self.error(&e))?;
+            for reply in &replies {
+                if let Value::ServerError(e) = reply
+                    && matches!(e.code(), "NOAUTH" | "WRONGPASS")
+                {
+                    return Err(QueryError {
+                        link_down: false,
+                        code: Some(e.code().to_owned()),
+                        message: redact_text(&format!("{e:?}"), &self.url),
+                    });
+                }
+            }
+            match replies.get(1) {
+                Some(Value::BulkString(info)) => {
+                    if let Some(addr) = client_addr(&String::from_utf8_lossy(info)) {
+                        remember_own(addr.to_owned());
+                    }
+                }
+                Some(Value::VerbatimString { text, .. }) => {
+                    if let Some(addr) = client_addr(text) {
+                        remember_own(addr.to_owned());
+                    }
+                }
+                other if !self.unidentified => {
+                    self.unidentified = true;
+                    tracing::warn!(
+                        "redis at {} refused CLIENT SETNAME/CLIENT INFO ({}): its own commands \
+                         cannot be told apart in SLOWLOG; allow +client|setname +client|info",
+                        self.instance,
+                        other.map_or_else(|| "no reply".to_owned(), |v| format!("{v:?}"))
+                    );
+                }
+                _ => {}
+            }
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// A failed call as a [`QueryError`]; dropping the connection is the
+    /// caller's business.
+    fn error(&self, e: &redis::RedisError) -> QueryError {
+        let code = if e.kind() == redis::ErrorKind::AuthenticationFailed {
+            Some("WRONGPASS".to_owned())
+        } else {
+            e.code().map(str::to_owned)
+        };
+        QueryError {
+            link_down: code.is_none()
+                && (e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()),
+            code,
+            message: redact_text(&e.to_string(), &self.url),
+        }
+    }
+
+    /// The URL with its password hidden, for messages.
+    pub fn redacted_url(&self) -> String {
+        super::redact::redact_url(&self.url)
     }
 
     /// Whether a connection is open (it may still have been closed by the
@@ -116,15 +219,9 @@ impl Conn {
         match pipe.query_async::<Vec<Value>>(conn).await {
             Ok(values) => Ok(values),
             Err(e) => {
-                let link_down = e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal();
+                let error = self.error(&e);
                 self.reset();
-                Err(QueryError {
-                    link_down,
-                    message: redact_text(&e.to_string(), &self.url),
-                })
+                Err(error)
             }
         }
     }
@@ -136,6 +233,43 @@ impl Conn {
 pub struct QueryError {
     /// The connection failed or timed out (as opposed to an error reply).
     pub link_down: bool,
+    /// The server's error code (`NOPERM`, `OOM`...), `WRONGPASS` for any
+    /// refused authentication.
+    pub code: Option<String>,
     /// What happened, without any password.
     pub message: String,
+}
+
+impl QueryError {
+    /// The server refused the credentials or the command for this user:
+    /// a configuration error, not an outage.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self.code.as_deref(),
+            Some("WRONGPASS" | "NOAUTH" | "NOPERM")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_info_addr() {
+        let line = "id=7 addr=127.0.0.1:50312 laddr=127.0.0.1:6379 fd=8 name=lookout age=0";
+        assert_eq!(client_addr(line), Some("127.0.0.1:50312"));
+        assert_eq!(client_addr("id=7 laddr=x"), None);
+    }
+
+    #[test]
+    fn own_connections_need_address_and_name() {
+        remember_own("10.0.0.9:41000".to_owned());
+        assert!(is_own("10.0.0.9:41000", CLIENT_NAME));
+        assert!(!is_own("10.0.0.9:41000", "app"), "another name");
+        assert!(
+            !is_own("10.0.0.9:41001", CLIENT_NAME),
+            "a client calling itself lookout"
+        );
+    }
 }

@@ -1,12 +1,26 @@
 //! The per-poll probes (PING, INFO, incremental SLOWLOG) that build a
 //! snapshot of the watched Redis.
+//!
+//! SLOWLOG is read exactly: the ring holds a contiguous range of ids, so a
+//! read that reaches back to the id after the last one seen has every new
+//! entry. Reads ask for a little more than the newest id says (entries
+//! logged between two commands), and ask again when the answer does not
+//! reach back; what the ring no longer holds, or more than
+//! `slowlog_count` can fetch, is reported as a gap with its ids.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use redis::Value;
 
-use super::conn::Conn;
+use super::conn::{Conn, QueryError, is_own};
+
+/// Entries asked for beyond what the newest id says, for entries logged
+/// between the two SLOWLOG reads.
+const SLACK: u64 = 32;
+
+/// How long a refused SLOWLOG stays switched off before it is tried again.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
 
 /// One INFO field with its section.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,10 +58,30 @@ pub struct Snapshot {
     pub taken_at_ms: i64,
     /// INFO fields, empty when no watcher reads INFO.
     pub info: Vec<InfoField>,
-    /// New SLOWLOG entries, oldest first; `None` when no watcher reads them.
+    /// New SLOWLOG entries, oldest first, without the host's own commands;
+    /// `None` when no watcher reads them.
     pub slowlog: Option<Vec<SlowEntry>>,
     /// The probes that ran.
     pub probes: Probes,
+    /// What the host should say about this poll's probes.
+    pub notices: Vec<Notice>,
+}
+
+/// Something a poll's probes met that the operator should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// SLOWLOG entries `first..=last` were logged but could not be read:
+    /// the ring had dropped them, or more arrived than one read fetches.
+    SlowlogGap {
+        /// First missed id.
+        first: u64,
+        /// Last missed id.
+        last: u64,
+    },
+    /// SLOWLOG was refused for this user; switched off for a while.
+    SlowlogRefused(String),
+    /// SLOWLOG is allowed again.
+    SlowlogAllowed,
 }
 
 /// Which probes a poll runs.
@@ -68,6 +102,21 @@ pub enum ProbeError {
     /// PING answered but a later probe failed.
     #[error("probe failed: {0:#}")]
     Failed(anyhow::Error),
+    /// The server refused the credentials or a probe for this user
+    /// (WRONGPASS, NOAUTH, NOPERM): a configuration error, not an outage.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Where the SLOWLOG cursor stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    /// Nothing read yet from this server: the whole ring is new.
+    Unknown,
+    /// The server restarted: its ids start again at 0.
+    FromStart,
+    /// Every id up to this one was read.
+    After(u64),
 }
 
 /// Runs the probes against the watched Redis and keeps the SLOWLOG
@@ -77,8 +126,10 @@ pub struct Prober {
     pub conn: Conn,
     slowlog_count: u32,
     run_id: Option<String>,
-    last_slowlog_id: Option<u64>,
+    cursor: Cursor,
     sections: Sections,
+    /// SLOWLOG was refused; not asked again before then.
+    slowlog_refused_until: Option<Instant>,
 }
 
 /// Which INFO sections to ask for. The watchers declare fields by name;
@@ -140,8 +191,9 @@ impl Prober {
             conn,
             slowlog_count,
             run_id: None,
-            last_slowlog_id: None,
+            cursor: Cursor::Unknown,
             sections: Sections::default(),
+            slowlog_refused_until: None,
         }
     }
 
@@ -161,13 +213,20 @@ impl Prober {
     ///
     /// # Errors
     /// [`ProbeError::Unreachable`] when the connection fails or times out,
-    /// [`ProbeError::Failed`] when Redis answers with an error or garbage.
+    /// [`ProbeError::Refused`] when the server refuses the credentials or
+    /// PING or INFO for this user, [`ProbeError::Failed`] when Redis
+    /// answers with another error or garbage.
     pub async fn poll(&mut self, probes: Probes) -> Result<Snapshot, ProbeError> {
+        let mut notices = Vec::new();
+        let refused = self
+            .slowlog_refused_until
+            .is_some_and(|until| Instant::now() < until);
         let probes = Probes {
             info: probes.info || probes.slowlog,
-            slowlog: probes.slowlog,
+            slowlog: probes.slowlog && !refused,
         };
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         pipe.cmd("PING");
         let sections = probes
             .info
@@ -182,18 +241,14 @@ impl Prober {
         if probes.slowlog {
             pipe.cmd("SLOWLOG").arg("GET").arg(1);
         }
-        let replies = self.conn.query(&pipe).await.map_err(|e| {
-            if e.link_down {
-                ProbeError::Unreachable(e.into())
-            } else {
-                if sections.is_some() {
-                    // Refused, perhaps by an older server after a restart:
-                    // the whole INFO next time.
-                    self.sections.forget();
-                }
-                ProbeError::Failed(e.into())
-            }
-        })?;
+        let replies = self
+            .conn
+            .query(&pipe)
+            .await
+            .map_err(|e| self.query_error(e, "the connection"))?;
+        if let Some(Value::ServerError(e)) = replies.first() {
+            return Err(self.server_error(e, "PING"));
+        }
         let taken_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -203,70 +258,173 @@ impl Prober {
             ..Snapshot::default()
         };
         if probes.info {
-            self.probe(probes, &replies, &mut snapshot)
-                .await
+            if let Some(Value::ServerError(e)) = replies.get(1) {
+                if sections.is_some() {
+                    // Refused, perhaps by an older server after a restart:
+                    // the whole INFO next time.
+                    self.sections.forget();
+                }
+                return Err(self.server_error(e, "INFO"));
+            }
+            let info_text = text(replies.get(1))
+                .context("INFO reply")
                 .map_err(ProbeError::Failed)?;
+            snapshot.info = parse_info(&info_text);
             if sections.is_none() {
                 self.sections.learn(&snapshot.info);
             }
         }
+        if probes.slowlog {
+            match replies.get(2) {
+                Some(Value::ServerError(e)) if e.code() == "NOPERM" => {
+                    let first = self
+                        .slowlog_refused_until
+                        .replace(Instant::now() + REFUSED_RETRY)
+                        .is_none();
+                    snapshot.probes.slowlog = false;
+                    if first {
+                        notices.push(Notice::SlowlogRefused(refusal(
+                            &self.conn.redacted_url(),
+                            "SLOWLOG GET",
+                            &format!("NOPERM {}", e.details().unwrap_or_default()),
+                        )));
+                    }
+                }
+                reply => {
+                    if self.slowlog_refused_until.take().is_some() {
+                        notices.push(Notice::SlowlogAllowed);
+                    }
+                    let newest = parse_slowlog(
+                        reply
+                            .context("SLOWLOG GET 1 reply")
+                            .map_err(ProbeError::Failed)?,
+                    )
+                    .map_err(ProbeError::Failed)?
+                    .first()
+                    .map(|e| e.id);
+                    let entries = self
+                        .slowlog(&snapshot.info, newest, &mut notices)
+                        .await
+                        .map_err(ProbeError::Failed)?;
+                    snapshot.slowlog = Some(entries);
+                }
+            }
+        }
+        snapshot.notices = notices;
         Ok(snapshot)
     }
 
-    async fn probe(
-        &mut self,
-        probes: Probes,
-        replies: &[Value],
-        snapshot: &mut Snapshot,
-    ) -> Result<()> {
-        let info_text = text(replies.get(1)).context("INFO reply")?;
-        snapshot.info = parse_info(&info_text);
-        if !probes.slowlog {
-            return Ok(());
+    fn query_error(&mut self, e: QueryError, what: &str) -> ProbeError {
+        if e.link_down {
+            ProbeError::Unreachable(e.into())
+        } else if e.is_refusal() {
+            let code = e.code.as_deref().unwrap_or_default();
+            let message = if e.message.contains(code) {
+                e.message.clone()
+            } else {
+                format!("{code} ({})", e.message)
+            };
+            ProbeError::Refused(refusal(&self.conn.redacted_url(), what, &message))
+        } else {
+            ProbeError::Failed(e.into())
         }
-        let run_id = snapshot
-            .info
+    }
+
+    fn server_error(&self, e: &redis::ServerError, what: &str) -> ProbeError {
+        let message = e
+            .details()
+            .map_or_else(|| e.code().to_owned(), |d| format!("{} {d}", e.code()));
+        if matches!(e.code(), "NOPERM" | "NOAUTH" | "WRONGPASS") {
+            ProbeError::Refused(refusal(&self.conn.redacted_url(), what, &message))
+        } else {
+            ProbeError::Failed(anyhow::anyhow!("{what}: server error: {message}"))
+        }
+    }
+
+    /// The new SLOWLOG entries, oldest first, given the newest id now in
+    /// the ring; records gaps in `notices`.
+    async fn slowlog(
+        &mut self,
+        info: &[InfoField],
+        newest: Option<u64>,
+        notices: &mut Vec<Notice>,
+    ) -> Result<Vec<SlowEntry>> {
+        let run_id = info
             .iter()
             .find(|f| f.name == "run_id")
             .map(|f| f.value.clone());
         if run_id != self.run_id {
-            // First poll, or Redis restarted: ids start again.
             if self.run_id.is_some() {
+                // Redis restarted: ids start again at 0.
                 self.sections.forget();
+                self.cursor = Cursor::FromStart;
             }
-            self.last_slowlog_id = None;
             self.run_id = run_id;
         }
-        let newest = parse_slowlog(replies.get(2).context("SLOWLOG GET 1 reply")?)?
-            .first()
-            .map(|e| e.id);
-        let want = match (newest, self.last_slowlog_id) {
-            (None, _) => 0,
-            (Some(newest), Some(last)) if newest <= last => 0,
-            (Some(newest), Some(last)) => u32::try_from(newest - last)
-                .map_or(self.slowlog_count, |n| n.min(self.slowlog_count)),
-            (Some(_), None) => self.slowlog_count,
+        let Some(newest) = newest else {
+            // An empty ring: nothing new (SLOWLOG RESET keeps the ids going).
+            return Ok(Vec::new());
         };
-        let mut entries = if want == 0 {
-            Vec::new()
-        } else {
+        let from = match self.cursor {
+            Cursor::Unknown => None,
+            Cursor::FromStart => Some(0),
+            Cursor::After(last) => Some(last + 1),
+        };
+        let max = u64::from(self.slowlog_count);
+        let mut need = match from {
+            None => max,
+            Some(from) if newest < from => return Ok(Vec::new()),
+            Some(from) => newest - from + 1,
+        };
+        let mut entries;
+        loop {
+            let ask = (need + SLACK).min(max);
             let mut get = redis::pipe();
-            get.cmd("SLOWLOG").arg("GET").arg(want);
+            get.cmd("SLOWLOG").arg("GET").arg(ask);
             let replies = self.conn.query(&get).await.context("SLOWLOG GET")?;
-            parse_slowlog(replies.first().context("SLOWLOG GET reply")?)?
-        };
-        if let Some(last) = self.last_slowlog_id {
-            entries.retain(|e| e.id > last);
+            entries = parse_slowlog(replies.first().context("SLOWLOG GET reply")?)?;
+            entries.sort_by_key(|e| e.id);
+            let (Some(from), Some(oldest), Some(top)) = (
+                from,
+                entries.first().map(|e| e.id),
+                entries.last().map(|e| e.id),
+            ) else {
+                break;
+            };
+            if oldest <= from {
+                break;
+            }
+            let got = u64::try_from(entries.len()).unwrap_or(u64::MAX);
+            if got < ask || ask >= max {
+                // The ring no longer holds them, or one read cannot reach.
+                notices.push(Notice::SlowlogGap {
+                    first: from,
+                    last: oldest - 1,
+                });
+                break;
+            }
+            // More were logged since the first read: ask again.
+            need = top - from + 1;
         }
-        entries.sort_by_key(|e| e.id);
-        if let Some(max) = entries.last().map(|e| e.id) {
-            self.last_slowlog_id = Some(max);
-        } else if self.last_slowlog_id.is_none() {
-            self.last_slowlog_id = newest;
+        if let Some(top) = entries.last().map(|e| e.id) {
+            self.cursor = Cursor::After(top.max(newest));
         }
-        snapshot.slowlog = Some(entries);
-        Ok(())
+        if let Some(from) = from {
+            entries.retain(|e| e.id >= from);
+        }
+        entries.retain(|e| !is_own(&e.client_addr, &e.client_name));
+        Ok(entries)
     }
+}
+
+/// The line for a refused credential or command.
+fn refusal(url: &str, what: &str, message: &str) -> String {
+    let fix = if message.contains("WRONGPASS") || message.contains("NOAUTH") {
+        "check the user and password in the URL"
+    } else {
+        "grant the command to this user (README: ACL rules)"
+    };
+    format!("redis at {url} refused {what}: {message}; {fix}")
 }
 
 /// Parses INFO text into fields tagged with their section.

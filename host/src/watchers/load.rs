@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::settings::{Layer, read_side_file, resolve};
 use crate::config::Settings;
-use crate::redis::probe::{Probes, Snapshot};
+use crate::redis::probe::{Probes, SlowEntry, Snapshot};
 use crate::sandbox::limits::{Cadence, WatcherLimits};
 use crate::sandbox::{Compiled, Engine, Instance, Trap, wit};
 
@@ -192,6 +192,21 @@ impl Spec {
 
     /// The part of `snapshot` this watcher declared, for `instance`.
     pub fn view(&self, instance: &str, snapshot: &Snapshot) -> wit::Snapshot {
+        self.view_with(
+            instance,
+            snapshot,
+            snapshot.slowlog.as_deref().map(<[SlowEntry]>::iter),
+        )
+    }
+
+    /// The part of `snapshot` this watcher declared, for `instance`, with
+    /// `slowlog` as its SLOWLOG entries (those not yet handed to it).
+    pub fn view_with<'a>(
+        &self,
+        instance: &str,
+        snapshot: &Snapshot,
+        slowlog: Option<impl Iterator<Item = &'a SlowEntry>>,
+    ) -> wit::Snapshot {
         let info = snapshot
             .info
             .iter()
@@ -205,9 +220,8 @@ impl Spec {
             })
             .collect();
         let slowlog = if self.manifest.needs.slowlog {
-            snapshot.slowlog.as_ref().map(|entries| {
+            slowlog.map(|entries| {
                 entries
-                    .iter()
                     .map(|e| wit::SlowlogEntry {
                         id: e.id,
                         started_at: e.started_at,

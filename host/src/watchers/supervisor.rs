@@ -5,13 +5,14 @@
 //! change. Each target has its own supervisor, so a watcher's state is per
 //! target; the compiled components are shared.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::load::Spec;
 use crate::delivery::envelope::{Emitted, Level};
 use crate::fields;
-use crate::redis::probe::{Probes, Snapshot};
+use crate::redis::probe::{Probes, SlowEntry, Snapshot};
 use crate::sandbox::limits::Cadence;
 use crate::sandbox::output::cap;
 use crate::sandbox::{Engine, Instance, Trap};
@@ -39,6 +40,44 @@ struct Slot {
     instance: Option<Instance>,
     health: Health,
     last_run: Option<(u64, Instant)>,
+    /// SLOWLOG entries read since this watcher last ran, in reads: each
+    /// watcher has its own cursor, whatever its cadence.
+    backlog: VecDeque<Arc<Vec<SlowEntry>>>,
+    /// Entries in `backlog`.
+    backlog_len: usize,
+}
+
+/// Most SLOWLOG entries kept for one watcher between its runs.
+pub const BACKLOG_MAX: usize = 10_000;
+
+impl Slot {
+    /// Keeps `read` for the watcher's next run; drops the oldest reads
+    /// beyond [`BACKLOG_MAX`] and says which ids went.
+    fn keep(&mut self, read: &Arc<Vec<SlowEntry>>) -> Option<Emitted> {
+        self.backlog.push_back(read.clone());
+        self.backlog_len += read.len();
+        let (mut dropped, mut first, mut last) = (0usize, u64::MAX, 0u64);
+        while self.backlog_len > BACKLOG_MAX
+            && let Some(old) = self.backlog.pop_front()
+        {
+            self.backlog_len -= old.len();
+            dropped += old.len();
+            first = first.min(old.first().map_or(u64::MAX, |e| e.id));
+            last = last.max(old.last().map_or(0, |e| e.id));
+        }
+        (dropped > 0).then(|| {
+            let name = &self.spec.name;
+            tracing::warn!(watcher = %name, dropped, "slowlog backlog over {BACKLOG_MAX} entries");
+            Emitted::host(
+                Level::Warn,
+                format!(
+                    "watcher {name} fell behind: {dropped} SLOWLOG entries (ids {first} to {last}) \
+                     read while it was not due were dropped from its backlog of {BACKLOG_MAX}"
+                ),
+                fields! {"watcher" => name.clone(), "missed" => dropped, "first_id" => first, "last_id" => last},
+            )
+        })
+    }
 }
 
 /// A summary of one loaded watcher, for reloads.
@@ -73,18 +112,27 @@ impl Supervisor {
     /// and any quarantine go with it). Without an `instance`, one is built
     /// before its first run.
     pub fn install(&mut self, spec: Arc<Spec>, instance: Option<Instance>) {
-        let slot = Slot {
+        let mut slot = Slot {
             spec,
             instance,
             health: Health::Healthy,
             last_run: None,
+            backlog: VecDeque::new(),
+            backlog_len: 0,
         };
         match self
             .slots
             .iter_mut()
             .find(|s| s.spec.name == slot.spec.name)
         {
-            Some(existing) => *existing = slot,
+            Some(existing) => {
+                // Entries read for the old version are the new one's.
+                if slot.spec.probes().slowlog {
+                    slot.backlog = std::mem::take(&mut existing.backlog);
+                    slot.backlog_len = existing.backlog_len;
+                }
+                *existing = slot;
+            }
             None => {
                 self.slots.push(slot);
                 self.slots.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
@@ -157,8 +205,18 @@ impl Supervisor {
         let now = Instant::now();
         let mut out = Vec::new();
         let have = snapshot.probes;
+        let read = snapshot
+            .slowlog
+            .as_ref()
+            .filter(|entries| have.slowlog && !entries.is_empty())
+            .map(|entries| Arc::new(entries.clone()));
         for slot in &mut self.slots {
             let needs = slot.spec.probes();
+            if let Some(read) = &read
+                && needs.slowlog
+            {
+                out.extend(slot.keep(read));
+            }
             let covered = (have.info || !needs.info) && (have.slowlog || !needs.slowlog);
             // Not covered: the plan missed it (cadence by time); next poll.
             if !covered || !Self::due(slot, poll, now) {
@@ -166,11 +224,19 @@ impl Supervisor {
             }
             slot.last_run = Some((poll, now));
             let name = slot.spec.name.clone();
+            let view = slot.spec.view_with(
+                instance,
+                snapshot,
+                have.slowlog
+                    .then(|| slot.backlog.iter().flat_map(|read| read.iter())),
+            );
+            slot.backlog.clear();
+            slot.backlog_len = 0;
             let result = match slot.instance.as_mut() {
-                Some(live) => live.observe(&slot.spec.view(instance, snapshot)).await,
+                Some(live) => live.observe(&view).await,
                 None => match slot.spec.instantiate(&self.engine).await {
                     Ok(mut live) => {
-                        let result = live.observe(&slot.spec.view(instance, snapshot)).await;
+                        let result = live.observe(&view).await;
                         slot.instance = Some(live);
                         result
                     }
@@ -185,7 +251,11 @@ impl Supervisor {
                         tracing::warn!(watcher = %name, ?cut, "watcher output over its caps");
                         out.push(Emitted::host(
                             Level::Warn,
-                            format!("watcher {name} output over its caps; cut"),
+                            format!(
+                                "watcher {name} output over its caps: {} events cut, {} messages \
+                                 and {} values truncated, {} fields dropped",
+                                cut.events, cut.msgs, cut.values, cut.fields
+                            ),
                             fields! {
                                 "watcher" => name.clone(),
                                 "events_dropped" => cut.events,
