@@ -32,7 +32,7 @@ pub struct FileConfig {
     /// `service` field of every envelope.
     pub service: Option<String>,
     /// How many entries one SLOWLOG GET asks for at most.
-    pub slowlog_count: Option<u32>,
+    pub slowlog_count: Option<i64>,
     /// Seconds to wait for a TCP connection to Redis.
     pub connect_timeout: Option<f64>,
     /// Seconds to wait for any Redis reply.
@@ -63,9 +63,9 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct BufferFile {
     /// Most envelopes held while the bus is unreachable.
-    pub max_envelopes: Option<usize>,
+    pub max_envelopes: Option<i64>,
     /// Most MiB of envelopes held.
-    pub max_mib: Option<usize>,
+    pub max_mib: Option<i64>,
     /// `drop_oldest` (default) or `drop_newest` when full.
     pub policy: Option<DropPolicy>,
     /// Folder of the durable spool; none by default.
@@ -77,7 +77,7 @@ pub struct BufferFile {
 #[serde(deny_unknown_fields)]
 pub struct BreakerFile {
     /// Consecutive failed publishes that open the breaker.
-    pub failures: Option<u32>,
+    pub failures: Option<i64>,
     /// Seconds the breaker stays open before a probe.
     pub recovery_s: Option<f64>,
 }
@@ -93,7 +93,7 @@ pub struct PublishFile {
     /// Stream that receives every envelope.
     pub stream_key: Option<String>,
     /// Approximate cap on the stream length (`MAXLEN ~`).
-    pub stream_maxlen: Option<u64>,
+    pub stream_maxlen: Option<i64>,
 }
 
 /// Log output format on stderr.
@@ -217,7 +217,7 @@ impl Settings {
         let poll = o.poll_interval.or(file.poll_interval).unwrap_or(5.0);
         let poll_interval = seconds(poll).with_context(|| {
             format!(
-                "POLL_INTERVAL / --poll-interval / {}: must be a positive number of seconds",
+                "POLL_INTERVAL / --poll-interval / {}",
                 origin("poll_interval")
             )
         })?;
@@ -225,29 +225,31 @@ impl Settings {
             .with_context(|| origin("connect_timeout"))?;
         let response_timeout = seconds(file.response_timeout.unwrap_or(2.0))
             .with_context(|| origin("response_timeout"))?;
-        let slowlog_count = file.slowlog_count.unwrap_or(128);
-        if slowlog_count == 0 {
-            bail!("{} must be at least 1", origin("slowlog_count"));
-        }
+        let slowlog_count = u32::try_from(
+            integer(file.slowlog_count, 128, INT_RANGES[0])
+                .with_context(|| origin("slowlog_count"))?,
+        )?;
         let publish_url = file.publish.url.unwrap_or_else(|| redis_url.clone());
         check_url(&publish_url).with_context(|| origin("publish.url"))?;
         let file_name = path.map_or_else(|| "config".to_owned(), |p| p.display().to_string());
         let limits = Limits::resolve(&file.limits, &file_name)?;
         let shutdown_grace = seconds(file.shutdown_grace.unwrap_or(5.0))
             .with_context(|| origin("shutdown_grace"))?;
+        let envelopes = integer(file.buffer.max_envelopes, 10_000, INT_RANGES[1])
+            .with_context(|| origin("buffer.max_envelopes"))?;
+        let mib = integer(file.buffer.max_mib, 16, INT_RANGES[2])
+            .with_context(|| origin("buffer.max_mib"))?;
         let buffer = Caps {
-            envelopes: file.buffer.max_envelopes.unwrap_or(10_000),
-            bytes: file.buffer.max_mib.unwrap_or(16).saturating_mul(1 << 20),
+            envelopes: usize::try_from(envelopes)?,
+            bytes: usize::try_from(mib)?.saturating_mul(1 << 20),
             policy: file.buffer.policy.unwrap_or_default(),
         };
-        if buffer.envelopes == 0 || buffer.bytes == 0 {
-            bail!(
-                "{} and buffer.max_mib must be at least 1",
-                origin("buffer.max_envelopes")
-            );
-        }
+        let failures = integer(file.breaker.failures, 3, INT_RANGES[3])
+            .with_context(|| origin("breaker.failures"))?;
+        let stream_maxlen = integer(file.publish.stream_maxlen, 10_000, INT_RANGES[4])
+            .with_context(|| origin("publish.stream_maxlen"))?;
         let breaker = BreakerSettings {
-            failures: file.breaker.failures.unwrap_or(3).max(1),
+            failures: u32::try_from(failures)?,
             recovery: seconds(file.breaker.recovery_s.unwrap_or(2.0))
                 .with_context(|| origin("breaker.recovery_s"))?,
         };
@@ -261,7 +263,7 @@ impl Settings {
                 .publish
                 .stream_key
                 .unwrap_or_else(|| "logs:stream:redis".to_owned()),
-            stream_maxlen: file.publish.stream_maxlen.unwrap_or(10_000),
+            stream_maxlen: u64::try_from(stream_maxlen)?,
         };
         Ok(Self {
             redis_url,
@@ -305,11 +307,42 @@ pub fn parse_seconds(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
+/// Every seconds setting (`poll_interval`, `connect_timeout`,
+/// `response_timeout`, `shutdown_grace`, `breaker.recovery_s`, and
+/// `POLL_INTERVAL`, `--poll-interval`, `record --every`) is at least this
+/// (one millisecond: less would round to nothing)...
+pub const MIN_SECONDS: f64 = 0.001;
+/// ...and below this: one day.
+pub const MAX_SECONDS: f64 = 86_400.0;
+
+/// Accepted range of every integer key, inclusive; the README's
+/// configuration section documents the same table.
+pub const INT_RANGES: [(&str, i64, i64); 5] = [
+    ("slowlog_count", 1, 100_000),
+    ("buffer.max_envelopes", 1, 10_000_000),
+    ("buffer.max_mib", 1, 16_384),
+    ("breaker.failures", 1, 1000),
+    ("publish.stream_maxlen", 1, 1_000_000_000),
+];
+
 fn seconds(value: f64) -> Result<Duration> {
-    if !(value.is_finite() && value > 0.0 && value < 86_400.0) {
-        bail!("{value} is not a positive number of seconds below one day");
+    if !(value.is_finite() && (MIN_SECONDS..MAX_SECONDS).contains(&value)) {
+        bail!(
+            "{value} is out of range: expected seconds from {MIN_SECONDS} to below {MAX_SECONDS} \
+             (one day)"
+        );
     }
     Ok(Duration::from_secs_f64(value))
+}
+
+/// `value` (or `default`) when it lies in `range`; the caller adds the key.
+fn integer(value: Option<i64>, default: i64, range: (&str, i64, i64)) -> Result<i64> {
+    let (_, min, max) = range;
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        bail!("{v} is out of range: expected an integer from {min} to {max}");
+    }
+    Ok(v)
 }
 
 /// Checks that a Redis URL parses, without echoing its password.
@@ -407,5 +440,184 @@ mod tests {
         assert_eq!(parse_seconds("0.5").unwrap(), 0.5);
         assert!(parse_seconds("0").is_err());
         assert!(parse_seconds("abc").is_err());
+        assert!(parse_seconds("1e300").is_err());
+        assert!(parse_seconds("NaN").is_err());
+    }
+
+    #[test]
+    fn every_integer_key_is_range_checked_by_name() {
+        for (key, min, max) in INT_RANGES {
+            let (table, leaf) = key.split_once('.').map_or(("", key), |(t, l)| (t, l));
+            for bad in [min - 1, max + 1, i64::MIN, i64::MAX] {
+                let text = if table.is_empty() {
+                    format!("{leaf} = {bad}")
+                } else {
+                    format!("[{table}]\n{leaf} = {bad}")
+                };
+                let err = format!("{:#}", parse(&text).unwrap_err());
+                assert!(
+                    err.contains(key) && err.contains(&format!("from {min} to {max}")),
+                    "{text}: {err}"
+                );
+            }
+        }
+        for key in ["connect_timeout", "response_timeout", "shutdown_grace"] {
+            let err = format!("{:#}", parse(&format!("{key} = 1e300")).unwrap_err());
+            assert!(err.contains(key) && err.contains("below 86400"), "{err}");
+        }
+        let err = format!("{:#}", parse("[breaker]\nrecovery_s = nan").unwrap_err());
+        assert!(err.contains("breaker.recovery_s"), "{err}");
+        let o = Overrides {
+            poll_interval: Some(f64::INFINITY),
+            ..Overrides::default()
+        };
+        let err = format!(
+            "{:#}",
+            Settings::resolve(FileConfig::default(), None, o).unwrap_err()
+        );
+        assert!(
+            err.contains("POLL_INTERVAL") && err.contains("below 86400"),
+            "{err}"
+        );
+    }
+
+    mod random {
+        use std::collections::BTreeMap;
+        use std::time::Instant;
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Every numeric key of `lookout.toml`, as `table.key`.
+        const KEYS: [&str; 22] = [
+            "poll_interval",
+            "slowlog_count",
+            "connect_timeout",
+            "response_timeout",
+            "shutdown_grace",
+            "buffer.max_envelopes",
+            "buffer.max_mib",
+            "breaker.failures",
+            "breaker.recovery_s",
+            "publish.stream_maxlen",
+            "limits.call_deadline_ms",
+            "limits.memory_mib",
+            "limits.max_events",
+            "limits.max_msg_bytes",
+            "limits.max_fields",
+            "limits.max_field_bytes",
+            "limits.max_wasm_mib",
+            "limits.quarantine_after",
+            "limits.every_polls",
+            "limits.interval_s",
+            "limits.watchers.w.memory_mib",
+            "limits.watchers.w.interval_s",
+        ];
+
+        fn float(x: f64) -> String {
+            if x.is_nan() {
+                "nan".to_owned()
+            } else if x.is_infinite() {
+                if x > 0.0 { "inf" } else { "-inf" }.to_owned()
+            } else {
+                format!("{x:?}")
+            }
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                (-3i64..200_000).prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(float),
+                (-1.0f64..100_000.0).prop_map(float),
+                Just("1e300".to_owned()),
+                Just("17592186044416".to_owned()),
+                "[a-z0-9]{0,4}".prop_map(|s| format!("'{s}'")),
+                Just("true".to_owned()),
+            ]
+        }
+
+        fn render(pairs: &[(usize, String)]) -> String {
+            let mut tables: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
+            for (i, v) in pairs {
+                let key = KEYS[*i];
+                let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+                tables.entry(table).or_default().insert(leaf, v);
+            }
+            let mut text = String::new();
+            for (table, keys) in tables {
+                if !table.is_empty() {
+                    text.push_str(&format!("[{table}]\n"));
+                }
+                for (k, v) in keys {
+                    text.push_str(&format!("{k} = {v}\n"));
+                }
+            }
+            text
+        }
+
+        fn sane(s: &Settings) {
+            let now = Instant::now();
+            let day = Duration::from_secs(86_400);
+            for d in [
+                s.poll_interval,
+                s.connect_timeout,
+                s.response_timeout,
+                s.shutdown_grace,
+                s.breaker.recovery,
+            ] {
+                assert!(d >= Duration::from_millis(1) && d < day, "{d:?}");
+            }
+            assert!(s.slowlog_count >= 1 && s.buffer.envelopes >= 1 && s.buffer.bytes >= 1);
+            assert!(s.breaker.failures >= 1 && s.publish.stream_maxlen >= 1);
+            for l in std::iter::once(&s.limits.defaults).chain(s.limits.watchers.values()) {
+                assert!(now.checked_add(l.call_deadline).is_some());
+                assert!(l.memory_bytes >= 1 << 20 && l.memory_bytes <= 4 << 30);
+                assert!(l.max_wasm_bytes >= 1 << 20 && l.quarantine_after >= 1);
+                if let Some(crate::sandbox::limits::Cadence::Interval(d)) = l.cadence {
+                    assert!(d > Duration::ZERO && now.checked_add(d).is_some());
+                }
+            }
+        }
+
+        proptest! {
+            /// Random values for every numeric key, through the file parser
+            /// and the flag/env override: an error naming a key, or a
+            /// config whose every duration and size is usable; never a
+            /// panic.
+            #[test]
+            fn random_values_give_an_error_or_a_valid_config(
+                pairs in proptest::collection::vec((0..KEYS.len(), value()), 0..8),
+                poll in proptest::option::of(any::<f64>()),
+            ) {
+                let text = render(&pairs);
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("lookout.toml");
+                std::fs::write(&path, &text).unwrap();
+                let o = Overrides { poll_interval: poll, ..Overrides::default() };
+                match Settings::load(Some(&path), o) {
+                    Ok(s) => sane(&s),
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        prop_assert!(
+                            e.contains("lookout.toml") || e.contains("POLL_INTERVAL"),
+                            "{text}: {e}"
+                        );
+                    }
+                }
+            }
+
+            /// Any text given to a seconds flag or variable is refused or
+            /// in range.
+            #[test]
+            fn seconds_flags_never_panic(text in "\\PC{0,12}", x in any::<f64>()) {
+                for t in [text, float(x), format!("{x}")] {
+                    if let Ok(v) = parse_seconds(&t) {
+                        prop_assert!((MIN_SECONDS..MAX_SECONDS).contains(&v));
+                    }
+                }
+            }
+        }
     }
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Redis, assert_counts_up, by_target, plugins_with, run_lookout, wait_for};
+use crate::support::{
+    Redis, assert_counts_up, by_target, lookout_cmd, plugins_with, run_lookout, run_to_end,
+    wait_for,
+};
 
 const HOSTILE: [&str; 10] = [
     "looper",
@@ -200,4 +203,165 @@ fn sigterm_while_a_watcher_loops() {
     let mut lookout = run_lookout(tmp.path(), &redis.url(), &plugins, &args);
     lookout.wait_started();
     assert!(lookout.terminate().success());
+}
+
+/// Reads an unsigned LEB128 number at `*at`, advancing past it.
+fn leb(bytes: &[u8], at: &mut usize) -> u64 {
+    let (mut value, mut shift) = (0u64, 0);
+    loop {
+        let byte = bytes[*at];
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return value;
+        }
+        shift += 7;
+    }
+}
+
+fn put_leb(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// The sections of a binary after its 8-byte header, as (id, payload).
+fn sections(binary: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut at = 8;
+    let mut out = Vec::new();
+    while at < binary.len() {
+        let id = binary[at];
+        at += 1;
+        let size = usize::try_from(leb(binary, &mut at)).unwrap();
+        out.push((id, binary[at..at + size].to_vec()));
+        at += size;
+    }
+    out
+}
+
+fn assemble(header: &[u8], sections: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut out = header[..8].to_vec();
+    for (id, payload) in sections {
+        out.push(*id);
+        put_leb(&mut out, payload.len() as u64);
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// A real fixture component (ticker, built from Rust) whose main core
+/// module (the one defining a memory) gets `extra` appended to its section
+/// `id` (4: tables, 5: memories), `count` more entries: the same watcher,
+/// declaring more than the store allows.
+fn spliced(id: u8, count: u64, extra: &[u8]) -> Vec<u8> {
+    const CORE_MODULE: u8 = 1;
+    const MEMORY: u8 = 5;
+    let component = std::fs::read(crate::support::fixture("ticker")).unwrap();
+    let mut top = sections(&component);
+    let (_, main) = top
+        .iter_mut()
+        .find(|(sid, module)| *sid == CORE_MODULE && sections(module).iter().any(|s| s.0 == MEMORY))
+        .expect("the component holds a core module with a memory");
+    let mut inner = sections(main);
+    if !inner.iter().any(|s| s.0 == id) {
+        let at = inner.iter().position(|s| s.0 == MEMORY).unwrap();
+        inner.insert(at, (id, vec![0]));
+    }
+    let section = inner.iter_mut().find(|s| s.0 == id).unwrap();
+    let mut at = 0;
+    let before = leb(&section.1, &mut at);
+    let mut payload = Vec::new();
+    put_leb(&mut payload, before + count);
+    payload.extend_from_slice(&section.1[at..]);
+    for _ in 0..count {
+        payload.extend_from_slice(extra);
+    }
+    section.1 = payload;
+    *main = assemble(main, &inner);
+    assemble(&component, &top)
+}
+
+/// Watchers that declare what the store does not allow (a second linear
+/// memory, a table of two million elements, 65 tables) are refused when
+/// instantiated, with the reason; nothing is allocated for them.
+#[test]
+fn extra_memories_and_large_tables_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut big_table = vec![0x70, 0x00];
+    put_leb(&mut big_table, 2_000_000);
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "two-memories",
+            spliced(5, 1, &[0x00, 0x01]),
+            "cannot instantiate: resource limit exceeded: memory count too high",
+        ),
+        ("big-table", spliced(4, 1, &big_table), "table cap reached"),
+        (
+            "many-tables",
+            spliced(4, 65, &[0x70, 0x00, 0x00]),
+            "cannot instantiate: resource limit exceeded: table count too high",
+        ),
+    ];
+    for (name, wasm, reason) in cases {
+        let path = tmp.path().join(format!("{name}.wasm"));
+        std::fs::write(&path, wasm).unwrap();
+        let mut cmd = lookout_cmd(tmp.path());
+        cmd.arg("check").arg(&path);
+        let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+        assert!(!status.success(), "{name} refused: {out}");
+        assert!(
+            err.contains(&format!("{name}.wasm: ")) && err.contains(reason),
+            "{name}: {err}"
+        );
+    }
+    // The unchanged fixture loads: the refusals are the splices' doing.
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.arg("check").arg(crate::support::fixture("ticker"));
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+    assert!(status.success() && out.contains("ok: configured"), "{err}");
+}
+
+/// A watcher calling itself `lookout` (it would forge the host's own
+/// events) or describing itself in 12 MB is refused at load, naming the
+/// file and the fix, in a short message.
+#[test]
+fn forged_or_oversized_manifests_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("lookout.toml");
+    // Room for the 12 MB string, so the manifest check is what refuses it.
+    std::fs::write(
+        &config,
+        "[limits.watchers.long-manifest]\nmemory_mib = 64\n",
+    )
+    .unwrap();
+    for (fixture, says) in [
+        ("impostor", "reserved for the host's own events"),
+        ("long-manifest", "description \"dddd"),
+    ] {
+        let wasm = crate::support::fixture(fixture);
+        let mut cmd = lookout_cmd(tmp.path());
+        cmd.arg("check")
+            .arg(&wasm)
+            .arg("--lookout-config")
+            .arg(&config);
+        let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+        assert!(!status.success(), "{fixture} refused: {out}");
+        assert!(
+            err.contains(&format!("{fixture}.wasm: manifest refused"))
+                && err.contains(says)
+                && err.contains("fix what the watcher's describe() returns"),
+            "{fixture}: {err}"
+        );
+        assert!(
+            err.len() < 1024,
+            "{fixture}: a short message: {} bytes",
+            err.len()
+        );
+    }
 }

@@ -34,7 +34,14 @@ impl Recorded {
             info: s
                 .info
                 .iter()
-                .map(|f| (f.section.to_string(), f.name.clone(), f.value.clone()))
+                .map(|f| {
+                    let value = if redact {
+                        redact_info(&f.name, &f.value)
+                    } else {
+                        f.value.clone()
+                    };
+                    (f.section.to_string(), f.name.clone(), value)
+                })
                 .collect(),
             slowlog: s
                 .slowlog
@@ -45,6 +52,7 @@ impl Recorded {
                     if redact {
                         e.args = redact_args(&e.args);
                         e.client_addr.clear();
+                        e.client_name.clear();
                     }
                     e
                 })
@@ -66,7 +74,6 @@ impl Recorded {
                 })
                 .collect(),
             slowlog: Some(self.slowlog.clone()),
-            notices: Vec::new(),
             probes: Probes {
                 info: true,
                 slowlog: true,
@@ -81,6 +88,40 @@ fn redact_args(args: &[String]) -> Vec<String> {
         .enumerate()
         .map(|(i, a)| if i == 0 { a.clone() } else { "?".to_owned() })
         .collect()
+}
+
+/// INFO fields `--redact` replaces whole: replication peers' addresses and
+/// file paths.
+const REDACTED_FIELDS: [&str; 5] = [
+    "master_host",
+    "master_port",
+    "slave_announced_ip",
+    "executable",
+    "config_file",
+];
+
+/// Parts of `key=value,...` INFO values `--redact` replaces: a replica's
+/// (`slaveN:ip=...,port=...`), a Sentinel master's `address`, a module's
+/// `path`.
+const REDACTED_PARTS: [&str; 6] = ["ip", "port", "addr", "address", "host", "path"];
+
+/// What `--redact` keeps of an INFO value: replication peers' addresses and
+/// file paths become `?`, everything else (counters, states, ids) stays.
+fn redact_info(name: &str, value: &str) -> String {
+    if REDACTED_FIELDS.contains(&name) || value.starts_with('/') {
+        return "?".to_owned();
+    }
+    if !value.contains('=') {
+        return value.to_owned();
+    }
+    value
+        .split(',')
+        .map(|part| match part.split_once('=') {
+            Some((k, v)) if REDACTED_PARTS.contains(&k) || v.starts_with('/') => format!("{k}=?"),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Records `polls` snapshots of `url`, `every` apart, as JSON lines.
@@ -152,5 +193,67 @@ mod tests {
             redact_args(&["SET".into(), "k".into(), "secret".into()]),
             ["SET", "?", "?"]
         );
+    }
+
+    #[test]
+    fn redaction_hides_names_peers_and_paths() {
+        let field = |section: &str, name: &str, value: &str| InfoField {
+            section: Arc::from(section),
+            name: name.to_owned(),
+            value: value.to_owned(),
+        };
+        let snapshot = Snapshot {
+            taken_at_ms: 1,
+            info: vec![
+                field("server", "executable", "/usr/bin/redis-server"),
+                field("server", "config_file", "/etc/redis/redis.conf"),
+                field("server", "run_id", "abc"),
+                field("replication", "master_host", "10.1.2.3"),
+                field("replication", "master_port", "6380"),
+                field(
+                    "replication",
+                    "slave0",
+                    "ip=10.9.8.7,port=6381,state=online,offset=42,lag=0",
+                ),
+                field("modules", "module", "name=m,ver=1,path=/opt/m.so"),
+                field("clients", "connected_clients", "3"),
+            ],
+            slowlog: Some(vec![SlowEntry {
+                id: 1,
+                started_at: 2,
+                duration_us: 3,
+                args: vec!["AUTH".into(), "hunter2".into()],
+                client_addr: "10.0.0.5:5000".into(),
+                client_name: "billing-api".into(),
+            }]),
+            ..Snapshot::default()
+        };
+        let line =
+            serde_json::to_string(&Recorded::from_snapshot("db:6379", &snapshot, true)).unwrap();
+        for secret in [
+            "/usr/bin",
+            "/etc/redis",
+            "10.1.2.3",
+            "6380",
+            "10.9.8.7",
+            "6381",
+            "/opt/m.so",
+            "hunter2",
+            "10.0.0.5",
+            "billing-api",
+        ] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+        }
+        for kept in [
+            "abc",
+            "state=online,offset=42,lag=0",
+            "name=m,ver=1",
+            "AUTH",
+        ] {
+            assert!(line.contains(kept), "{kept} missing from {line}");
+        }
+        let plain =
+            serde_json::to_string(&Recorded::from_snapshot("db:6379", &snapshot, false)).unwrap();
+        assert!(plain.contains("billing-api") && plain.contains("10.9.8.7"));
     }
 }

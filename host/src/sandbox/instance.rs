@@ -21,6 +21,7 @@ use super::limits::WatcherLimits;
 use super::stdio::LogPipe;
 use super::store::{HostState, Limiter};
 pub use super::trap::Trap;
+use super::trap::clip;
 
 /// Fuel between two yields of running wasm to the async runtime: about a
 /// tenth of a millisecond of guest code, the precision of a deadline on a
@@ -132,7 +133,8 @@ impl Instance {
         self.settle(result)
     }
 
-    /// Calls `configure`; the inner error is the watcher's own message.
+    /// Calls `configure`; the inner error is the watcher's own message, cut
+    /// to [`MAX_TEXT_BYTES`](super::trap::MAX_TEXT_BYTES).
     ///
     /// # Errors
     /// The watcher trapped or overran its deadline.
@@ -143,7 +145,7 @@ impl Instance {
         let at = self.refuel();
         let plugin = self.bindings.lookout_watcher_plugin();
         let result = until(at, plugin.call_configure(&mut self.store, settings)).await;
-        self.settle(result)
+        Ok(self.settle(result)?.map_err(|reason| clip(&reason)))
     }
 
     /// Calls `observe`.

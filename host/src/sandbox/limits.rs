@@ -13,23 +13,23 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     /// Milliseconds one call may run before it is interrupted.
-    pub call_deadline_ms: Option<u64>,
+    pub call_deadline_ms: Option<i64>,
     /// Linear memory cap, MiB.
-    pub memory_mib: Option<u64>,
+    pub memory_mib: Option<i64>,
     /// Events kept from one `observe` call.
-    pub max_events: Option<u32>,
+    pub max_events: Option<i64>,
     /// Bytes kept of an event message.
-    pub max_msg_bytes: Option<u32>,
+    pub max_msg_bytes: Option<i64>,
     /// Fields kept per event.
-    pub max_fields: Option<u32>,
+    pub max_fields: Option<i64>,
     /// Bytes kept of a text field value.
-    pub max_field_bytes: Option<u32>,
+    pub max_field_bytes: Option<i64>,
     /// Largest `.wasm` file accepted, MiB.
-    pub max_wasm_mib: Option<u64>,
+    pub max_wasm_mib: Option<i64>,
     /// Consecutive failures before a watcher is quarantined.
-    pub quarantine_after: Option<u32>,
+    pub quarantine_after: Option<i64>,
     /// Run every N polls, overriding what watchers declare.
-    pub every_polls: Option<u32>,
+    pub every_polls: Option<i64>,
     /// Run at most every this many seconds, overriding what watchers declare.
     pub interval_s: Option<f64>,
     /// Per-watcher overrides, by watcher file name (top level only).
@@ -105,8 +105,8 @@ impl Limits {
     /// Resolves and validates the file's limits; `origin` names the file.
     ///
     /// # Errors
-    /// A zero where at least one is needed, or a bad interval; the message
-    /// names the key.
+    /// A value outside its range ([`RANGES`], [`MAX_INTERVAL_S`]); the
+    /// message names the key and the accepted range.
     pub fn resolve(file: &LimitsFile, origin: &str) -> Result<Self> {
         let defaults = apply(WatcherLimits::default(), file, origin, "limits")?;
         let mut watchers = BTreeMap::new();
@@ -121,51 +121,76 @@ impl Limits {
     }
 }
 
+/// Accepted range of every numeric key, inclusive, with its unit; the
+/// README's `[limits]` section documents the same table.
+pub const RANGES: [(&str, i64, i64, &str); 9] = [
+    ("call_deadline_ms", 1, 600_000, "milliseconds"),
+    ("memory_mib", 1, 4096, "MiB"),
+    ("max_events", 0, 100_000, "events"),
+    ("max_msg_bytes", 0, 1 << 20, "bytes"),
+    ("max_fields", 0, 1024, "fields"),
+    ("max_field_bytes", 0, 1 << 20, "bytes"),
+    ("max_wasm_mib", 1, 1024, "MiB"),
+    ("quarantine_after", 1, 1000, "failures"),
+    ("every_polls", 1, 1_000_000, "polls"),
+];
+
+/// Shortest `interval_s`, seconds: one millisecond.
+pub const MIN_INTERVAL_S: f64 = 0.001;
+/// Longest `interval_s`, seconds: one week.
+pub const MAX_INTERVAL_S: f64 = 604_800.0;
+
 fn apply(mut l: WatcherLimits, o: &LimitsFile, origin: &str, table: &str) -> Result<WatcherLimits> {
-    let positive = |key: &str, v: u64| -> Result<u64> {
-        if v == 0 {
-            bail!("{origin}: `{table}.{key}` must be at least 1");
+    let check = |key: &str, value: Option<i64>| -> Result<Option<u64>> {
+        let Some(v) = value else { return Ok(None) };
+        let Some(&(_, min, max, unit)) = RANGES.iter().find(|r| r.0 == key) else {
+            return Ok(u64::try_from(v).ok());
+        };
+        if v < min || v > max {
+            bail!(
+                "{origin}: `{table}.{key}` = {v} is out of range: expected an integer from \
+                 {min} to {max} ({unit})"
+            );
         }
-        Ok(v)
+        Ok(u64::try_from(v).ok())
     };
-    let size = |v: u32| usize::try_from(v).unwrap_or(usize::MAX);
-    if let Some(v) = o.call_deadline_ms {
-        l.call_deadline = Duration::from_millis(positive("call_deadline_ms", v)?);
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    if let Some(v) = check("call_deadline_ms", o.call_deadline_ms)? {
+        l.call_deadline = Duration::from_millis(v);
     }
-    if let Some(v) = o.memory_mib {
-        l.memory_bytes = usize::try_from(positive("memory_mib", v)? << 20).unwrap_or(usize::MAX);
+    if let Some(v) = check("memory_mib", o.memory_mib)? {
+        l.memory_bytes = size(v << 20);
     }
-    if let Some(v) = o.max_events {
+    if let Some(v) = check("max_events", o.max_events)? {
         l.max_events = size(v);
     }
-    if let Some(v) = o.max_msg_bytes {
+    if let Some(v) = check("max_msg_bytes", o.max_msg_bytes)? {
         l.max_msg_bytes = size(v);
     }
-    if let Some(v) = o.max_fields {
+    if let Some(v) = check("max_fields", o.max_fields)? {
         l.max_fields = size(v);
     }
-    if let Some(v) = o.max_field_bytes {
+    if let Some(v) = check("max_field_bytes", o.max_field_bytes)? {
         l.max_field_bytes = size(v);
     }
-    if let Some(v) = o.max_wasm_mib {
-        l.max_wasm_bytes = positive("max_wasm_mib", v)? << 20;
+    if let Some(v) = check("max_wasm_mib", o.max_wasm_mib)? {
+        l.max_wasm_bytes = v << 20;
     }
-    if let Some(v) = o.quarantine_after {
-        l.quarantine_after = u32::try_from(positive("quarantine_after", u64::from(v))?)?;
+    if let Some(v) = check("quarantine_after", o.quarantine_after)? {
+        l.quarantine_after = u32::try_from(v)?;
     }
-    match (o.every_polls, o.interval_s) {
+    let every = check("every_polls", o.every_polls)?;
+    match (every, o.interval_s) {
         (Some(_), Some(_)) => {
             bail!("{origin}: `{table}` sets both every_polls and interval_s; pick one")
         }
-        (Some(n), None) => {
-            l.cadence = Some(Cadence::EveryPolls(u32::try_from(positive(
-                "every_polls",
-                u64::from(n),
-            )?)?));
-        }
+        (Some(n), None) => l.cadence = Some(Cadence::EveryPolls(u32::try_from(n)?)),
         (None, Some(s)) => {
-            if !(s.is_finite() && s > 0.0) {
-                bail!("{origin}: `{table}.interval_s` must be a positive number of seconds");
+            if !(s.is_finite() && (MIN_INTERVAL_S..=MAX_INTERVAL_S).contains(&s)) {
+                bail!(
+                    "{origin}: `{table}.interval_s` = {s} is out of range: expected seconds \
+                     from {MIN_INTERVAL_S} to {MAX_INTERVAL_S} (one week)"
+                );
             }
             l.cadence = Some(Cadence::Interval(Duration::from_secs_f64(s)));
         }
@@ -200,5 +225,38 @@ mod tests {
         assert!(err.contains("limits.watchers.x.call_deadline_ms"), "{err}");
         let err = toml::from_str::<LimitsFile>("[watchers.x]\nevery = 3\n").unwrap_err();
         assert!(err.to_string().contains("every"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_not_wrapped() {
+        for (text, key) in [
+            ("interval_s = 1e300", "limits.interval_s"),
+            ("interval_s = nan", "limits.interval_s"),
+            ("interval_s = -inf", "limits.interval_s"),
+            ("memory_mib = 17592186044416", "limits.memory_mib"),
+            ("memory_mib = -1", "limits.memory_mib"),
+            (
+                "call_deadline_ms = 9223372036854775807",
+                "limits.call_deadline_ms",
+            ),
+            ("max_events = -5", "limits.max_events"),
+            ("every_polls = 4294967296", "limits.every_polls"),
+            (
+                "[watchers.w]\nmax_wasm_mib = 1048576",
+                "limits.watchers.w.max_wasm_mib",
+            ),
+        ] {
+            let file: LimitsFile = toml::from_str(text).unwrap();
+            let err = Limits::resolve(&file, "lookout.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains("out of range"),
+                "{text}: {err}"
+            );
+        }
+        let file: LimitsFile = toml::from_str("memory_mib = 4096\ninterval_s = 604800").unwrap();
+        let limits = Limits::resolve(&file, "lookout.toml").unwrap();
+        assert_eq!(limits.defaults.memory_bytes, 4096 << 20);
     }
 }

@@ -19,6 +19,14 @@ pub enum Trap {
         /// The cap.
         cap: usize,
     },
+    /// The guest tried to grow its tables past the store's element budget.
+    #[error("table cap reached: {requested} elements requested, cap {cap} elements")]
+    TableCap {
+        /// Elements the store's tables would hold.
+        requested: usize,
+        /// The cap.
+        cap: usize,
+    },
     /// The guest's wasm stack overflowed.
     #[error("stack overflow")]
     StackOverflow,
@@ -43,8 +51,41 @@ impl Trap {
         }
         match error.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::StackOverflow) => Self::StackOverflow,
-            Some(trap) => Self::Wasm(trap.to_string()),
-            None => Self::Other(format!("{error:#}")),
+            Some(trap) => Self::Wasm(clip(&trap.to_string())),
+            None => Self::Other(clip(&format!("{error:#}"))),
         }
+    }
+}
+
+/// Most bytes kept of a text a watcher controls or causes (a trap's
+/// description, a `configure` error) before it goes into logs and events.
+pub const MAX_TEXT_BYTES: usize = 512;
+
+/// `text` cut to at most [`MAX_TEXT_BYTES`] on a char boundary, saying how
+/// much was cut.
+pub fn clip(text: &str) -> String {
+    if text.len() <= MAX_TEXT_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes cut)", &text[..end], text.len() - end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_on_a_char_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(1000);
+        let cut = clip(&long);
+        assert!(cut.len() < MAX_TEXT_BYTES + 40, "{}", cut.len());
+        assert!(cut.ends_with("... (1488 bytes cut)"), "{cut}");
+        let trap = Trap::classify(&wasmtime::Error::msg("x".repeat(1 << 20)), None);
+        assert!(trap.to_string().len() < MAX_TEXT_BYTES + 40);
     }
 }

@@ -104,9 +104,9 @@ pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<L
         .describe()
         .await
         .map_err(|t| anyhow!("{shown}: describe() failed: {t}"))?;
-    if manifest.name.trim().is_empty() {
-        bail!("{shown}: describe() returned an empty name");
-    }
+    check_manifest(&manifest).map_err(|e| {
+        anyhow!("{shown}: manifest refused: {e}; fix what the watcher's describe() returns")
+    })?;
     let side = read_side_file(path)?;
     let mut layers = Vec::new();
     if let Some((origin, table)) = &side {
@@ -155,6 +155,137 @@ pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<L
         instance,
         took: started.elapsed(),
     })
+}
+
+/// Longest watcher name and config key, bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Longest version string, bytes.
+pub const MAX_VERSION_BYTES: usize = 64;
+/// Longest description (of the watcher or of a config key), bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 1024;
+/// Longest text default of a config key, bytes.
+pub const MAX_DEFAULT_BYTES: usize = 4096;
+/// Most config keys a watcher declares.
+pub const MAX_CONFIG_KEYS: usize = 64;
+/// Most INFO fields and sections a watcher declares (together), and the
+/// longest of their names, bytes.
+pub const MAX_NEEDS: (usize, usize) = (256, 128);
+/// Largest declared cadence: every this many polls, or this many ms.
+pub const MAX_CADENCE: (u32, u64) = (1_000_000, 604_800_000);
+
+/// The first few characters of `text`, quoted, for error messages about a
+/// string that may be huge.
+fn preview(text: &str) -> String {
+    let short: String = text.chars().take(40).collect();
+    if short.len() < text.len() {
+        format!("{short:?}...")
+    } else {
+        format!("{short:?}")
+    }
+}
+
+/// A plain identifier: an ASCII letter, then ASCII letters, digits, `-` or
+/// `_`, at most [`MAX_NAME_BYTES`].
+fn is_identifier(text: &str) -> bool {
+    let mut chars = text.chars();
+    text.len() <= MAX_NAME_BYTES
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn check_len(what: &str, text: &str, max: usize) -> Result<()> {
+    if text.len() > max {
+        bail!(
+            "{what} {} is {} bytes, over the {max}-byte cap",
+            preview(text),
+            text.len()
+        );
+    }
+    Ok(())
+}
+
+/// Checks what a watcher says about itself before any of it is kept: its
+/// name (copied into every event as `target`) is a plain identifier and not
+/// `lookout`, the host's own; every string is capped; its cadence is in
+/// range.
+///
+/// # Errors
+/// The first thing out of bounds, named.
+pub fn check_manifest(m: &wit::Manifest) -> Result<()> {
+    if m.name.eq_ignore_ascii_case("lookout") {
+        bail!(
+            "the name `{}` is reserved for the host's own events",
+            m.name
+        );
+    }
+    if !is_identifier(&m.name) {
+        bail!(
+            "the name {} ({} bytes) is not a plain identifier: 1 to {MAX_NAME_BYTES} ASCII \
+             letters, digits, `-` or `_`, starting with a letter",
+            preview(&m.name),
+            m.name.len()
+        );
+    }
+    check_len("version", &m.version, MAX_VERSION_BYTES)?;
+    check_len("description", &m.description, MAX_DESCRIPTION_BYTES)?;
+    if m.config.len() > MAX_CONFIG_KEYS {
+        bail!(
+            "{} config keys, over the cap of {MAX_CONFIG_KEYS}",
+            m.config.len()
+        );
+    }
+    for (i, key) in m.config.iter().enumerate() {
+        if !is_identifier(&key.name) {
+            bail!(
+                "config key {} is not a plain identifier: 1 to {MAX_NAME_BYTES} ASCII letters, \
+                 digits, `-` or `_`, starting with a letter",
+                preview(&key.name)
+            );
+        }
+        if m.config[..i].iter().any(|k| k.name == key.name) {
+            bail!("config key `{}` is declared twice", key.name);
+        }
+        let what = format!("description of config key `{}`", key.name);
+        check_len(&what, &key.description, MAX_DESCRIPTION_BYTES)?;
+        match &key.default {
+            wit::Value::Text(t) => {
+                check_len(
+                    &format!("default of config key `{}`", key.name),
+                    t,
+                    MAX_DEFAULT_BYTES,
+                )?;
+            }
+            wit::Value::Float(x) if !x.is_finite() => {
+                bail!(
+                    "default of config key `{}` is {x}, not a finite number",
+                    key.name
+                );
+            }
+            _ => {}
+        }
+    }
+    let needs = &m.needs;
+    let (most, longest) = MAX_NEEDS;
+    if needs.info_fields.len() + needs.info_sections.len() > most {
+        bail!(
+            "{} INFO fields and sections declared, over the cap of {most}",
+            needs.info_fields.len() + needs.info_sections.len()
+        );
+    }
+    for name in needs.info_fields.iter().chain(&needs.info_sections) {
+        check_len("INFO field or section", name, longest)?;
+    }
+    let (polls, ms) = MAX_CADENCE;
+    match m.cadence {
+        wit::Cadence::EveryPolls(n) if n == 0 || n > polls => {
+            bail!("cadence every-polls({n}) is out of range: expected 1 to {polls}")
+        }
+        wit::Cadence::IntervalMs(n) if n == 0 || n > ms => {
+            bail!("cadence interval-ms({n}) is out of range: expected 1 to {ms} (one week)")
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 impl Spec {
@@ -241,5 +372,67 @@ impl Spec {
             info,
             slowlog,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> wit::Manifest {
+        wit::Manifest {
+            name: "client-delta".into(),
+            version: "0.1.0".into(),
+            description: "d".into(),
+            config: vec![wit::ConfigKey {
+                name: "threshold".into(),
+                kind: wit::ValueKind::Integer,
+                default: wit::Value::Integer(5),
+                description: "x".into(),
+            }],
+            needs: wit::Needs {
+                info_fields: vec!["connected_clients".into()],
+                info_sections: vec![],
+                slowlog: false,
+            },
+            cadence: wit::Cadence::EveryPoll,
+        }
+    }
+
+    fn refused(change: impl FnOnce(&mut wit::Manifest)) -> String {
+        let mut m = manifest();
+        change(&mut m);
+        let err = check_manifest(&m).unwrap_err().to_string();
+        assert!(err.len() < 400, "short message: {err}");
+        err
+    }
+
+    #[test]
+    fn manifests_are_checked_before_they_are_kept() {
+        check_manifest(&manifest()).unwrap();
+        let huge = "x".repeat(12 << 20);
+        assert!(refused(|m| m.name = "lookout".into()).contains("reserved"));
+        assert!(refused(|m| m.name = "LookOut".into()).contains("reserved"));
+        for bad in ["", "has space", "-dash", "a/b", "é", &huge] {
+            assert!(refused(|m| m.name = bad.into()).contains("plain identifier"));
+        }
+        assert!(refused(|m| m.description = huge.clone()).contains("description"));
+        assert!(refused(|m| m.version = huge.clone()).contains("version"));
+        assert!(refused(|m| m.config[0].name = huge.clone()).contains("config key"));
+        assert!(refused(|m| m.config[0].description = huge.clone()).contains("threshold"));
+        assert!(refused(|m| m.config.push(m.config[0].clone())).contains("twice"));
+        assert!(refused(|m| m.config[0].default = wit::Value::Float(f64::NAN)).contains("finite"));
+        assert!(
+            refused(|m| m.config[0].default = wit::Value::Text(huge.clone())).contains("default")
+        );
+        assert!(refused(|m| m.needs.info_fields = vec![String::new(); 300]).contains("INFO"));
+        assert!(refused(|m| m.cadence = wit::Cadence::IntervalMs(u64::MAX)).contains("cadence"));
+        assert!(refused(|m| m.cadence = wit::Cadence::EveryPolls(0)).contains("cadence"));
+        check_manifest(&wit::Manifest {
+            name: "hit_ratio-2".into(),
+            cadence: wit::Cadence::IntervalMs(60_000),
+            ..manifest()
+        })
+        .unwrap();
     }
 }
