@@ -120,6 +120,10 @@ struct RunArgs {
     /// Poll this many times, then exit.
     #[arg(long)]
     polls: Option<u64>,
+    /// Refuse to start when a watcher file fails to load [default: skip
+    /// it, report it, run the others].
+    #[arg(long)]
+    strict: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -167,6 +171,19 @@ fn run(args: RunArgs) -> Result<()> {
     if disabled() {
         return Ok(());
     }
+    // The runtime and the signal handlers come first: from here on SIGTERM
+    // and SIGINT end the daemon cleanly and SIGHUP asks for a reload,
+    // whatever start-up is doing.
+    let runtime = daemon_runtime()?;
+    let result = runtime.block_on(async { start(args).await });
+    // A compile still running on the blocking pool is not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
+}
+
+/// `lookout run` on the daemon's runtime.
+async fn start(args: RunArgs) -> Result<()> {
+    let signals = Signals::register()?;
     let overrides = Overrides {
         redis_url: args.redis_url,
         poll_interval: args.poll_interval,
@@ -180,32 +197,27 @@ fn run(args: RunArgs) -> Result<()> {
     let mode = RunMode {
         dry_run: args.dry_run,
         polls: if args.once { Some(1) } else { args.polls },
+        strict: args.strict,
     };
-    let plugins = settings.plugins.clone();
-    let config = settings.config_path.clone();
-    let runtime = daemon_runtime()?;
-    let result = runtime.block_on(async {
-        // Signals first: a SIGTERM or SIGHUP during start-up is handled.
-        let shutdown = shutdown_signal()?;
-        let daemon = Daemon::prepare(settings, mode)?;
-        let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
-        // A bounded run (--once, --polls) does not reload.
-        let _watching = if mode.polls.is_none() {
-            forward_sighup(reload_tx.clone())?;
-            Some(lookout::watchers::reload::watch(
-                &plugins,
-                config.as_deref(),
-                reload_tx,
-            )?)
-        } else {
-            forward_sighup_ignored()?;
-            None
-        };
-        daemon.run(mode, reloads, shutdown).await
-    });
-    // A compile still running on the blocking pool is not waited for.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    result
+    let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
+    // A bounded run (--once, --polls) does not reload. Otherwise the
+    // folders are watched before the plugins folder is listed, so a file
+    // copied in while the daemon starts is loaded (by the reload its
+    // arrival triggers, once the start-up loads are done).
+    let _watching = if mode.polls.is_none() {
+        let watcher = lookout::watchers::reload::watch(
+            &settings.plugins,
+            settings.config_path.as_deref(),
+            reload_tx.clone(),
+        )?;
+        forward_sighup(signals.hangup, reload_tx);
+        Some(watcher)
+    } else {
+        forward_sighup_ignored(signals.hangup);
+        None
+    };
+    let daemon = Daemon::prepare(settings, mode)?;
+    daemon.run(mode, reloads, signals.shutdown).await
 }
 
 /// The daemon's runtime: a worker per core (at most 8); idle workers sleep
@@ -356,10 +368,39 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The daemon's signals, registered before anything else it does: a
+/// signal that arrives before its handler runs waits for it.
+struct Signals {
+    /// Completes on SIGTERM or SIGINT.
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    /// SIGHUP.
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let hangup = signal(SignalKind::hangup())?;
+        Ok(Self {
+            shutdown: Box::pin(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tracing::info!("shutdown signal received");
+            }),
+            hangup,
+        })
+    }
+}
+
 /// Turns every SIGHUP into a reload request.
-fn forward_sighup(tx: tokio::sync::mpsc::UnboundedSender<()>) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
+fn forward_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP received");
@@ -368,32 +409,14 @@ fn forward_sighup(tx: tokio::sync::mpsc::UnboundedSender<()>) -> Result<()> {
             }
         }
     });
-    Ok(())
 }
 
 /// A bounded run does not reload: SIGHUP is logged and otherwise ignored
 /// rather than ending the process.
-fn forward_sighup_ignored() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
+fn forward_sighup_ignored(mut hup: tokio::signal::unix::Signal) {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP received; a bounded run does not reload");
         }
     });
-    Ok(())
-}
-
-/// Completes on SIGTERM or SIGINT.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!("shutdown signal received");
-    })
 }

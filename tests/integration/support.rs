@@ -391,6 +391,15 @@ impl Lookout {
         status
     }
 
+    /// Waits at most `deadline` for the process to exit (after a signal sent
+    /// with [`Lookout::signal`]) and returns its status.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let status = wait_for("lookout to exit", deadline, || child.try_wait().unwrap());
+        self.child = None;
+        status
+    }
+
     /// Waits until the daemon has loaded its start-up watchers (it polls
     /// from then on, if not already).
     pub fn wait_started(&self) {

@@ -36,8 +36,9 @@ use crate::redis::probe::Prober;
 use crate::redis::redact::redact_url;
 use crate::sandbox::Engine;
 use crate::sandbox::engine::read_checked;
+use crate::watchers::load::signature;
 use crate::watchers::load::{Loaded, Spec, name_of};
-use crate::watchers::reload::{Plan, load_each, prepare, wasm_files};
+use crate::watchers::reload::{Plan, Stamp, load_each, not_loaded, prepare, stamp, wasm_files};
 use crate::watchers::supervisor::Listed;
 use poller::{Control, FirstPoll, Poller};
 
@@ -51,6 +52,9 @@ pub struct RunMode {
     pub dry_run: bool,
     /// Stop after this many polls (`--once` is 1); `None` runs until shutdown.
     pub polls: Option<u64>,
+    /// Refuse to start when a watcher file fails to load (`--strict`);
+    /// otherwise such a file is skipped and reported, and the others run.
+    pub strict: bool,
 }
 
 /// A prepared daemon: settings checked, watcher files listed, connections
@@ -62,8 +66,8 @@ pub struct Daemon {
     publisher: Publisher,
     /// The watched Redis (one today; each target gets its own poller).
     target: Conn,
-    /// Start-up watcher files.
-    files: Vec<PathBuf>,
+    /// Start-up watcher files, each with its stamp when it was listed.
+    files: Vec<(PathBuf, Stamp)>,
     /// Spool replay at start: (envelopes, corrupt records, folder).
     replayed: Option<(usize, u64, String)>,
 }
@@ -72,19 +76,29 @@ pub struct Daemon {
 type Registry = BTreeMap<String, Arc<Spec>>;
 
 impl Daemon {
-    /// Start-up checks: settings, the plugins folder and its files (size
-    /// and header; compiling comes later, concurrently), URLs, the spool.
+    /// Start-up checks: settings, the plugins folder and its files
+    /// (compiling comes later, concurrently), URLs, the spool. With
+    /// `mode.strict` the files' size and header are checked here too.
     ///
     /// # Errors
-    /// Any start-up problem: missing plugins folder, a file that is not a
-    /// WebAssembly component, a bad setting, a bad URL. The message names
-    /// the file or key.
+    /// Any start-up problem: missing plugins folder, a bad setting, a bad
+    /// URL, and with `mode.strict` a file that is not a WebAssembly
+    /// component. The message names the file or key.
     pub fn prepare(settings: Settings, mode: RunMode) -> Result<Self> {
         let engine = Engine::new(settings.cache_dir.as_deref())?;
         let files = wasm_files(&settings.plugins)?;
-        for path in &files {
-            let limits = settings.limits.of(&name_of(path));
-            read_checked(path, limits.max_wasm_bytes)?;
+        let files: Vec<(PathBuf, Stamp)> = files
+            .into_iter()
+            .map(|f| {
+                let at = stamp(&f);
+                (f, at)
+            })
+            .collect();
+        if mode.strict {
+            for (path, _) in &files {
+                let limits = settings.limits.of(&name_of(path));
+                read_checked(path, limits.max_wasm_bytes)?;
+            }
         }
         let config_file = || {
             settings
@@ -93,7 +107,7 @@ impl Daemon {
                 .map_or_else(|| "config".to_owned(), |p| p.display().to_string())
         };
         for name in settings.watchers.keys() {
-            if !files.iter().any(|f| &name_of(f) == name) {
+            if !files.iter().any(|(f, _)| &name_of(f) == name) {
                 bail!(
                     "{}: [watchers.{name}] names no watcher in {} (expected {name}.wasm there)",
                     config_file(),
@@ -148,9 +162,15 @@ impl Daemon {
     /// interval after start at the latest, with those that are), applies reloads
     /// whenever `reloads` yields, and drains on the way out.
     ///
+    /// A start-up watcher that fails to load is skipped and reported (an
+    /// error envelope and a log line naming the file and the fix), as a
+    /// reload does; with `mode.strict` it ends the run instead. Reloads
+    /// wait until the start-up loads are done.
+    ///
     /// # Errors
-    /// A watcher refused at start-up (the message names the file), or with
-    /// `--once`: the poll failed or its envelopes could not be published.
+    /// With `mode.strict`, a watcher refused at start-up (the message names
+    /// the file), or with `--once`: the poll failed or its envelopes could
+    /// not be published.
     pub async fn run(
         self,
         mode: RunMode,
@@ -169,7 +189,8 @@ impl Daemon {
         let (stop_tx, stop) = watch::channel(false);
         let (stop_publisher, publisher_stop) = watch::channel(false);
         let (outlet, publishing) = task::spawn(publisher, publisher_stop, settings.shutdown_grace);
-        announce(&settings, &files, replayed, &origin, &outlet).await;
+        let paths: Vec<PathBuf> = files.iter().map(|(f, _)| f.clone()).collect();
+        announce(&settings, &paths, replayed, &origin, &outlet).await;
 
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let poller = Poller::new(
@@ -187,12 +208,12 @@ impl Daemon {
         let mut polling = tokio::spawn(poller.run(control_rx, stop.clone(), first, mode.polls));
 
         // Start-up loads, off the poll path: each watcher joins when ready.
-        let mut loaded_rx = load_each(&engine, &files, &settings);
+        let mut loaded_rx = load_each(&engine, &paths, &settings);
         let mut loading = files.len();
         let load_started = Instant::now();
+        let watching = mode.polls.is_none();
         if loading == 0 {
-            warn!(plugins = %settings.plugins.display(), "no watchers loaded");
-            info!(watchers = 0, load_ms = 0, "watchers ready");
+            ready(&settings, 0, load_started, watching, &outlet, &origin).await;
             let _ = control.send(Control::Start).await;
         }
 
@@ -218,22 +239,24 @@ impl Daemon {
                         Ok(loaded) => {
                             install(&mut registry, &control, &outlet, &origin, loaded, false).await;
                         }
-                        Err(e) => {
+                        Err(e) if mode.strict => {
                             error!(file = %path.display(), "watcher refused at start-up: {e:#}");
                             failure = Some(e);
                             break;
                         }
+                        Err(e) => {
+                            let listed = files.iter().find(|(f, _)| *f == path).map(|(_, at)| *at);
+                            let skipped = Skipped { path: &path, error: &e, listed, watching };
+                            skip(skipped, &settings, &mut refused, &outlet, &origin).await;
+                        }
                     }
                     if loading == 0 {
-                        info!(
-                            watchers = registry.len(),
-                            load_ms = millis(load_started.elapsed()),
-                            "watchers ready"
-                        );
+                        ready(&settings, registry.len(), load_started, watching, &outlet, &origin)
+                            .await;
                         let _ = control.send(Control::Start).await;
                     }
                 }
-                Some(()) = reloads.recv(), if reloading.is_none() => {
+                Some(()) = reloads.recv(), if reloading.is_none() && loading == 0 => {
                     while reloads.try_recv().is_ok() {}
                     info!("reloading watchers");
                     let listed = list(&registry);
@@ -297,6 +320,88 @@ async fn publish(outlet: &Outlet, origin: &Origin, events: Vec<Emitted>) {
         .map(|e| origin.wrap(&origin.instance, e))
         .collect();
     outlet.send(envelopes).await;
+}
+
+/// The start-up loads are done: logged, and when no watcher runs, said in
+/// an envelope too (Redis is still polled, and with `watching` a watcher
+/// copied into the plugins folder is loaded).
+async fn ready(
+    settings: &Settings,
+    watchers: usize,
+    started: Instant,
+    watching: bool,
+    outlet: &Outlet,
+    origin: &Origin,
+) {
+    if watchers == 0 {
+        let plugins = settings.plugins.display().to_string();
+        let msg = if watching {
+            format!(
+                "no watchers loaded from {plugins}; polling Redis and watching the folder: \
+                 NAME.wasm files copied into it are loaded"
+            )
+        } else {
+            format!("no watchers loaded from {plugins}; polling Redis only")
+        };
+        warn!(plugins = %plugins, "{msg}");
+        publish(
+            outlet,
+            origin,
+            vec![Emitted::host(
+                Level::Warn,
+                msg,
+                fields! {"plugins" => plugins},
+            )],
+        )
+        .await;
+    }
+    info!(
+        watchers,
+        load_ms = millis(started.elapsed()),
+        "watchers ready"
+    );
+}
+
+/// A start-up watcher that failed to load.
+struct Skipped<'a> {
+    path: &'a std::path::Path,
+    error: &'a anyhow::Error,
+    /// Its stamp when the folder was listed.
+    listed: Option<Stamp>,
+    /// Whether the folder is watched (changes trigger a reload).
+    watching: bool,
+}
+
+/// Skips a start-up watcher that failed to load: reported as a reload
+/// reports a file it cannot load, and remembered, so the next reload does
+/// not report the same file again. A file that changed since the folder
+/// was listed (a copy still in progress) is left to the reload its change
+/// triggers.
+async fn skip(
+    skipped: Skipped<'_>,
+    settings: &Settings,
+    refused: &mut HashMap<String, u64>,
+    outlet: &Outlet,
+    origin: &Origin,
+) {
+    let Skipped {
+        path,
+        error,
+        listed,
+        watching,
+    } = skipped;
+    let signed = signature(path, settings).ok();
+    if watching && listed.is_some_and(|at| at != stamp(path)) {
+        info!(
+            file = %path.display(),
+            "watcher file changed while it was loading; the reload it triggers loads it ({error:#})"
+        );
+        return;
+    }
+    if let Some(sig) = signed {
+        refused.insert(name_of(path), sig);
+    }
+    publish(outlet, origin, vec![not_loaded(path, error, settings)]).await;
 }
 
 /// The start-up envelopes: started (with the watchers being loaded) and

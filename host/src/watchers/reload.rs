@@ -48,6 +48,7 @@ pub fn watch(
         }
     })
     .context("starting the file watcher")?;
+    check_folder(plugins)?;
     watcher
         .watch(plugins, RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", plugins.display()))?;
@@ -80,18 +81,20 @@ pub(crate) struct Plan {
     pub refused: HashMap<String, u64>,
 }
 
-fn stamps(files: &[PathBuf]) -> Vec<(u64, Option<SystemTime>)> {
-    files
-        .iter()
-        .map(|f| std::fs::metadata(f).map_or((0, None), |m| (m.len(), m.modified().ok())))
-        .collect()
+/// Size and modification time of a file, to tell whether it changed.
+pub(crate) type Stamp = (u64, Option<SystemTime>);
+
+/// The [`Stamp`] of `file` now (zero and none when it cannot be read).
+pub(crate) fn stamp(file: &Path) -> Stamp {
+    std::fs::metadata(file).map_or((0, None), |m| (m.len(), m.modified().ok()))
 }
 
-/// Lists the `*.wasm` files of the plugins folder, sorted by name.
-///
-/// # Errors
-/// The folder is missing or unreadable.
-pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>> {
+fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
+    files.iter().map(|f| stamp(f)).collect()
+}
+
+/// The plugins folder must exist.
+fn check_folder(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
         anyhow::bail!(
             "plugins folder {} does not exist; build the watchers with `make plugins` \
@@ -99,6 +102,15 @@ pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>> {
             dir.display()
         );
     }
+    Ok(())
+}
+
+/// Lists the `*.wasm` files of the plugins folder, sorted by name.
+///
+/// # Errors
+/// The folder is missing or unreadable.
+pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    check_folder(dir)?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading plugins folder {}", dir.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -157,26 +169,27 @@ pub(crate) async fn prepare(
     }
     let paths: Vec<PathBuf> = changed.iter().map(|(path, _, _)| path.clone()).collect();
     let results = load_all(engine, &paths, &settings).await;
-    for ((_, name, sig), result) in changed.into_iter().zip(results) {
+    for ((path, name, sig), result) in changed.into_iter().zip(results) {
         match result {
             Ok(watcher) => {
                 refused.remove(&name);
                 plan.install.push(watcher);
             }
             Err(e) => {
-                let reason = format!("{e:#}");
                 let running = loaded.iter().any(|l| l.name == name);
-                tracing::error!(watcher = %name, "reload refused: {reason}");
-                let msg = if running {
-                    format!("watcher {name}: new version refused, the running one stays: {reason}")
+                if running {
+                    let reason = format!("{e:#}");
+                    tracing::error!(watcher = %name, "reload refused: {reason}");
+                    plan.notices.push(Emitted::host(
+                        Level::Error,
+                        format!(
+                            "watcher {name}: new version refused, the running one stays: {reason}"
+                        ),
+                        fields! {"watcher" => name.clone(), "reason" => reason},
+                    ));
                 } else {
-                    format!("watcher {name} not loaded: {reason}")
-                };
-                plan.notices.push(Emitted::host(
-                    Level::Error,
-                    msg,
-                    fields! {"watcher" => name.clone(), "reason" => reason},
-                ));
+                    plan.notices.push(not_loaded(&path, &e, &settings));
+                }
                 refused.insert(name, sig);
             }
         }
@@ -190,6 +203,40 @@ pub(crate) async fn prepare(
     plan.refused = refused;
     plan.settings = Some(settings);
     plan
+}
+
+/// A watcher file that is not running because it failed to load, at
+/// start-up or on a reload: logged, and the error envelope to publish. The
+/// message names the file, the reason and how to fix it; the other
+/// watchers run on, and the file is loaded again when it or its settings
+/// change.
+pub(crate) fn not_loaded(file: &Path, error: &anyhow::Error, settings: &Settings) -> Emitted {
+    let name = name_of(file);
+    let reason = format!("{error:#}");
+    let cap = settings.limits.of(&name).max_wasm_bytes;
+    let size = std::fs::metadata(file).map_or(0, |m| m.len());
+    let fix = if size > cap {
+        format!(
+            "to run it, set max_wasm_mib = {} in [limits.watchers.{name}] of lookout.toml \
+             (or remove the file)",
+            size.div_ceil(1 << 20)
+        )
+    } else {
+        format!(
+            "fix or remove {}; it is loaded when it or its settings change",
+            file.display()
+        )
+    };
+    tracing::error!(watcher = %name, file = %file.display(), "watcher not loaded: {reason}; {fix}");
+    Emitted::host(
+        Level::Error,
+        format!("watcher {name} not loaded: {reason}; {fix}"),
+        fields! {
+            "watcher" => name,
+            "file" => file.display().to_string(),
+            "reason" => reason,
+        },
+    )
 }
 
 /// `paths` smallest file first: the order loads take, so that a large
