@@ -49,13 +49,14 @@ struct RecordArgs {
     /// The Redis to record [default: redis://127.0.0.1:6379].
     #[arg(long, env = "REDIS_URL")]
     redis: Option<String>,
-    /// How many snapshots.
-    #[arg(long, default_value_t = 1)]
+    /// How many snapshots, 1 to 1000000.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     polls: u64,
     /// Seconds between snapshots.
     #[arg(long, default_value = "1", value_parser = parse_seconds)]
     every: f64,
-    /// Replace SLOWLOG arguments (all but the command) and client addresses.
+    /// Replace SLOWLOG arguments (all but the command), client addresses and
+    /// names, replication peers' addresses and file paths.
     #[arg(long)]
     redact: bool,
 }
@@ -117,8 +118,8 @@ struct RunArgs {
     /// Poll once, publish, exit (non-zero when the poll failed).
     #[arg(long, conflicts_with = "polls")]
     once: bool,
-    /// Poll this many times, then exit.
-    #[arg(long)]
+    /// Poll this many times (at least 1), then exit.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     polls: Option<u64>,
     /// Refuse to start when a watcher file fails to load [default: skip
     /// it, report it, run the others].

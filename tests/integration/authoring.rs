@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::support::{Redis, lookout_cmd, lookout_env, plugins_dir, run_to_end};
+use crate::support::{
+    Redis, info_field, lookout_cmd, lookout_env, plugins_dir, run_to_end, wait_for,
+};
 
 /// Snapshots recorded from a real Redis drive the slowlog watcher offline;
 /// `--expect` passes on the same events and fails with a diff otherwise.
@@ -158,4 +160,116 @@ fn lookout_config_gives_check_and_test_the_daemons_limits() {
     let (status, out, err) = run_to_end(cmd, Duration::from_secs(300));
     assert!(status.success(), "{err}");
     assert_eq!(out.lines().count(), 4, "{out}");
+}
+
+/// The recorded value of INFO field `name`, from `record` output.
+fn recorded(out: &str, name: &str) -> Vec<String> {
+    out.lines()
+        .flat_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            v["info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f[1] == name)
+                .map(|f| f[2].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `record --redact` from a real master with a real replica: client names,
+/// the replication peers' addresses and file paths are gone, counters and
+/// states stay; a `?pass=` password never reaches the output or an error.
+#[test]
+fn record_redact_hides_names_peers_and_paths() {
+    let master = Redis::start(&["--slowlog-log-slower-than", "0"]);
+    let port = master.port.to_string();
+    let replica = Redis::start(&["--replicaof", "127.0.0.1", &port]);
+    wait_for("the replica to attach", Duration::from_secs(30), || {
+        (info_field(&master, "replication", "connected_slaves") == "1").then_some(())
+    });
+    let mut conn = master.conn();
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("billing-api")
+        .exec(&mut conn)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("user:1")
+        .arg("s3cret")
+        .exec(&mut conn)
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let record = |url: &str, redact: bool| {
+        let mut cmd = lookout_cmd(tmp.path());
+        cmd.args(["record", "--redis", url, "--polls", "1"]);
+        if redact {
+            cmd.arg("--redact");
+        }
+        run_to_end(cmd, Duration::from_secs(30))
+    };
+    let replica_addr = format!("ip=127.0.0.1,port={}", replica.port);
+
+    // Without --redact the recording holds all of it.
+    let (status, plain, err) = record(&master.url(), false);
+    assert!(status.success(), "{err}");
+    assert!(plain.contains("billing-api"), "{plain}");
+    assert!(recorded(&plain, "slave0")[0].contains(&replica_addr));
+    assert!(recorded(&plain, "executable")[0].starts_with('/'));
+
+    let (status, out, err) = record(&master.url(), true);
+    assert!(status.success(), "{err}");
+    for secret in ["billing-api", "s3cret", &replica_addr] {
+        assert!(!out.contains(secret), "{secret} in {out}");
+    }
+    let slave0 = &recorded(&out, "slave0")[0];
+    assert!(
+        slave0.starts_with("ip=?,port=?,state=") && slave0.contains(",offset="),
+        "{slave0}"
+    );
+    assert_eq!(recorded(&out, "executable"), ["?"]);
+    assert_eq!(recorded(&out, "connected_slaves"), ["1"]);
+    assert_eq!(recorded(&out, "run_id"), recorded(&plain, "run_id"));
+
+    // On the replica: the master's address.
+    let (status, out, err) = record(&replica.url(), true);
+    assert!(status.success(), "{err}");
+    assert_eq!(recorded(&out, "master_host"), ["?"]);
+    assert_eq!(recorded(&out, "master_port"), ["?"]);
+    assert_eq!(recorded(&out, "role"), ["slave"]);
+
+    // A password given as a query parameter is never printed.
+    let (status, out, err) = record("unix:///nonexistent/redis.sock?db=0&pass=hunter2", true);
+    assert!(!status.success());
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "{out}{err}"
+    );
+}
+
+/// Out-of-range numbers on the command line are refused naming the flag,
+/// never a panic (exit status 101).
+#[test]
+fn out_of_range_flags_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, flag) in [
+        (&["record", "--polls", "0"][..], "--polls"),
+        (&["record", "--every", "1e300"][..], "--every"),
+        (&["record", "--every", "nan"][..], "--every"),
+        (&["run", "--polls", "0"][..], "--polls"),
+        (
+            &["run", "--poll-interval", "0.0000001"][..],
+            "--poll-interval",
+        ),
+    ] {
+        let mut cmd = lookout_cmd(tmp.path());
+        cmd.args(args);
+        let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+        assert!(
+            !status.success() && status.code() != Some(101),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
 }

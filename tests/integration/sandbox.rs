@@ -365,3 +365,53 @@ fn forged_or_oversized_manifests_are_refused() {
         );
     }
 }
+
+/// Dropped into a running daemon, a watcher calling itself `lookout` and
+/// one declaring a second memory are refused with their reasons; nothing
+/// is published in the host's name by a watcher, and the ticker beside
+/// them keeps its every-poll cadence.
+#[test]
+fn refused_watchers_added_at_run_time_are_contained() {
+    let redis = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["ticker"]);
+    let mut lookout = run_lookout(tmp.path(), &redis.url(), &plugins, &[]);
+    lookout.wait_started();
+    let stream = || redis.stream("logs:stream:redis");
+    wait_for("a first tick", Duration::from_secs(30), || {
+        (!events(&stream(), "ticker").is_empty()).then_some(())
+    });
+    std::fs::copy(
+        crate::support::fixture("impostor"),
+        plugins.join("impostor.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        plugins.join("two-memories.wasm"),
+        spliced(5, 1, &[0x00, 0x01]),
+    )
+    .unwrap();
+    let refusals = [
+        "reserved for the host's own events",
+        "memory count too high",
+    ];
+    wait_for("both refusals logged", Duration::from_secs(60), || {
+        refusals
+            .iter()
+            .all(|r| !lookout.stderr.matching(r).is_empty())
+            .then_some(())
+    });
+    let ticks_then = events(&stream(), "ticker").len();
+    let all = wait_for("more ticks", Duration::from_secs(30), || {
+        let all = stream();
+        (events(&all, "ticker").len() >= ticks_then + 5).then_some(all)
+    });
+    assert_counts_up(&events(&all, "ticker"));
+    let forged: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["msg"].as_str().is_some_and(|m| m.contains("forged")))
+        .collect();
+    assert!(forged.is_empty(), "{forged:?}");
+    assert!(lookout.alive());
+    assert!(lookout.terminate().success());
+}

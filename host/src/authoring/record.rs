@@ -74,6 +74,7 @@ impl Recorded {
                 })
                 .collect(),
             slowlog: Some(self.slowlog.clone()),
+            notices: Vec::new(),
             probes: Probes {
                 info: true,
                 slowlog: true,

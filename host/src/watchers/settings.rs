@@ -72,12 +72,26 @@ pub(crate) fn resolve(manifest: &Manifest, layers: &[Layer<'_>]) -> Result<Vec<S
     Ok(settings)
 }
 
+/// Largest integer a float setting takes exactly: 2^53.
+const MAX_EXACT_FLOAT_INT: i64 = 1 << 53;
+
 fn convert(key: &ConfigKey, raw: &toml::Value) -> Result<Value> {
     Ok(match (key.kind, raw) {
         (ValueKind::Text, toml::Value::String(s)) => Value::Text(s.clone()),
         (ValueKind::Integer, toml::Value::Integer(n)) => Value::Integer(*n),
+        (ValueKind::Float, toml::Value::Float(x)) if !x.is_finite() => {
+            bail!("expected a finite number, got {x}")
+        }
         (ValueKind::Float, toml::Value::Float(x)) => Value::Float(*x),
-        #[expect(clippy::cast_precision_loss, reason = "config integers are small")]
+        (ValueKind::Float, toml::Value::Integer(n))
+            if n.unsigned_abs() > MAX_EXACT_FLOAT_INT.unsigned_abs() =>
+        {
+            bail!(
+                "expected a number from -{MAX_EXACT_FLOAT_INT} to {MAX_EXACT_FLOAT_INT} as an \
+             integer (write larger ones as floats), got {n}"
+            )
+        }
+        #[expect(clippy::cast_precision_loss, reason = "at most 2^53: exact")]
         (ValueKind::Float, toml::Value::Integer(n)) => Value::Float(*n as f64),
         (ValueKind::Boolean, toml::Value::Boolean(b)) => Value::Boolean(*b),
         (kind, other) => bail!(
@@ -189,5 +203,46 @@ mod tests {
             format!("{err:#}").contains("expected an integer"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn float_settings_are_finite() {
+        let mut m = manifest();
+        m.config[0].kind = ValueKind::Float;
+        m.config[0].default = Value::Float(0.5);
+        for (text, says) in [
+            ("threshold = nan", "finite"),
+            ("threshold = inf", "finite"),
+            ("threshold = -inf", "finite"),
+            (
+                "threshold = 9007199254740993",
+                "-9007199254740992 to 9007199254740992",
+            ),
+        ] {
+            let bad = table(text);
+            let err = resolve(
+                &m,
+                &[Layer {
+                    origin: "w.toml".into(),
+                    table: &bad,
+                }],
+            )
+            .unwrap_err();
+            let err = format!("{err:#}");
+            assert!(
+                err.contains("w.toml") && err.contains("threshold") && err.contains(says),
+                "{text}: {err}"
+            );
+        }
+        let ok = table("threshold = 9007199254740992");
+        let s = resolve(
+            &m,
+            &[Layer {
+                origin: "w.toml".into(),
+                table: &ok,
+            }],
+        )
+        .unwrap();
+        assert!(matches!(s[0].value, Value::Float(x) if x == 9_007_199_254_740_992.0));
     }
 }
