@@ -150,3 +150,52 @@ fn quarantine_lifts_when_the_file_changes() {
     });
     assert!(lookout.terminate().success());
 }
+
+/// A broken watcher file copied into the folder of a running daemon is
+/// reported once, as at start-up (an error envelope naming the file, the
+/// reason and the fix); replacing it with a good one loads it.
+#[test]
+fn a_bad_new_file_is_reported_once_and_loads_when_fixed() {
+    let redis = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(fixture("ticker"), plugins.join("steady.wasm")).unwrap();
+    let mut lookout = start(&redis, &plugins, tmp.path());
+
+    let path = plugins.join("later.wasm");
+    std::fs::copy(fixture("future-version"), &path).unwrap();
+    let all = wait_msg(&redis, "the report", "watcher later not loaded");
+    let report = by_target(&all, "lookout")
+        .into_iter()
+        .find(|e| {
+            e["msg"]
+                .as_str()
+                .unwrap()
+                .contains("watcher later not loaded")
+        })
+        .unwrap();
+    assert_eq!(report["level"], "error", "{report}");
+    assert_eq!(report["fields"]["file"], path.to_str().unwrap(), "{report}");
+    let msg = report["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("built for lookout:watcher@0.3.0")
+            && msg.contains(&format!("fix or remove {}", path.display())),
+        "{msg}"
+    );
+
+    // Another reload (SIGHUP) does not report the unchanged file again.
+    let reloads = lookout.stderr.matching("reloading watchers").len();
+    lookout.signal("-HUP");
+    wait_for("the SIGHUP reload", Duration::from_secs(30), || {
+        (lookout.stderr.matching("reloading watchers").len() > reloads).then_some(())
+    });
+    std::fs::copy(fixture("ticker"), &path).unwrap();
+    let all = wait_msg(&redis, "the fixed file", "watcher later 0.1.0 loaded");
+    let reports = host_msgs(&all)
+        .into_iter()
+        .filter(|m| m.contains("watcher later not loaded"))
+        .count();
+    assert_eq!(reports, 1, "{:?}", host_msgs(&all));
+    assert!(lookout.terminate().success());
+}
