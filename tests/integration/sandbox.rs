@@ -255,11 +255,9 @@ fn assemble(header: &[u8], sections: &[(u8, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// A real fixture component (ticker, built from Rust) whose main core
-/// module (the one defining a memory) gets `extra` appended to its section
-/// `id` (4: tables, 5: memories), `count` more entries: the same watcher,
-/// declaring more than the store allows.
-fn spliced(id: u8, count: u64, extra: &[u8]) -> Vec<u8> {
+/// A real fixture component (ticker, built from Rust) with the sections of
+/// its main core module (the one defining a memory) changed by `edit`.
+fn splice_main(edit: impl FnOnce(&mut Vec<(u8, Vec<u8>)>)) -> Vec<u8> {
     const CORE_MODULE: u8 = 1;
     const MEMORY: u8 = 5;
     let component = std::fs::read(crate::support::fixture("ticker")).unwrap();
@@ -269,33 +267,133 @@ fn spliced(id: u8, count: u64, extra: &[u8]) -> Vec<u8> {
         .find(|(sid, module)| *sid == CORE_MODULE && sections(module).iter().any(|s| s.0 == MEMORY))
         .expect("the component holds a core module with a memory");
     let mut inner = sections(main);
+    edit(&mut inner);
+    *main = assemble(main, &inner);
+    assemble(&component, &top)
+}
+
+/// Appends `entries` to the vector that section `id` holds (creating the
+/// section before the memory section if absent); returns the index of the
+/// first new entry.
+fn append(inner: &mut Vec<(u8, Vec<u8>)>, id: u8, entries: &[Vec<u8>]) -> u64 {
     if !inner.iter().any(|s| s.0 == id) {
-        let at = inner.iter().position(|s| s.0 == MEMORY).unwrap();
+        let at = inner.iter().position(|s| s.0 == 5).unwrap();
         inner.insert(at, (id, vec![0]));
     }
     let section = inner.iter_mut().find(|s| s.0 == id).unwrap();
     let mut at = 0;
     let before = leb(&section.1, &mut at);
     let mut payload = Vec::new();
-    put_leb(&mut payload, before + count);
+    put_leb(&mut payload, before + entries.len() as u64);
     payload.extend_from_slice(&section.1[at..]);
-    for _ in 0..count {
-        payload.extend_from_slice(extra);
+    for entry in entries {
+        payload.extend_from_slice(entry);
     }
     section.1 = payload;
-    *main = assemble(main, &inner);
-    assemble(&component, &top)
+    before
 }
 
-/// Watchers that declare what the store does not allow (a second linear
-/// memory, a table of two million elements, 65 tables) are refused when
-/// instantiated, with the reason; nothing is allocated for them.
+/// The ticker with `count` more entries `extra` in section `id` of its main
+/// module (4: tables, 5: memories): the same watcher, declaring more than
+/// the store allows.
+fn spliced(id: u8, count: usize, extra: &[u8]) -> Vec<u8> {
+    splice_main(|inner| {
+        append(inner, id, &vec![extra.to_vec(); count]);
+    })
+}
+
+fn put_sleb(out: &mut Vec<u8>, mut value: i64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        let done = (value == 0 && byte & 0x40 == 0) || (value == -1 && byte & 0x40 != 0);
+        out.push(if done { byte } else { byte | 0x80 });
+        if done {
+            return;
+        }
+    }
+}
+
+/// How many functions a module imports, from its import section.
+fn imported_functions(inner: &[(u8, Vec<u8>)]) -> u64 {
+    let Some((_, imports)) = inner.iter().find(|s| s.0 == 2) else {
+        return 0;
+    };
+    let mut at = 0;
+    let mut functions = 0;
+    let limits = |at: &mut usize| {
+        let flags = imports[*at];
+        *at += 1;
+        leb(imports, at);
+        if flags & 1 != 0 {
+            leb(imports, at);
+        }
+    };
+    for _ in 0..leb(imports, &mut at) {
+        for _ in 0..2 {
+            let len = usize::try_from(leb(imports, &mut at)).unwrap();
+            at += len;
+        }
+        let kind = imports[at];
+        at += 1;
+        match kind {
+            0x00 => {
+                functions += 1;
+                leb(imports, &mut at);
+            }
+            0x01 => {
+                at += 1;
+                limits(&mut at);
+            }
+            0x02 => limits(&mut at),
+            0x03 => at += 2,
+            0x04 => {
+                at += 1;
+                leb(imports, &mut at);
+            }
+            other => panic!("unexpected import kind {other}"),
+        }
+    }
+    functions
+}
+
+/// The ticker whose main module, when instantiated, runs a start function
+/// doing `table.grow` of table 0 by `elements` (and dropping the result).
+fn grows_table(elements: i64) -> Vec<u8> {
+    splice_main(|inner| {
+        assert!(!inner.iter().any(|s| s.0 == 8), "no start function yet");
+        let ty = append(inner, 1, &[vec![0x60, 0x00, 0x00]]);
+        let mut entry = Vec::new();
+        put_leb(&mut entry, ty);
+        let index = imported_functions(inner) + append(inner, 3, &[entry]);
+        // ref.null func; i32.const elements; table.grow 0; drop; end
+        let mut body = vec![0x00, 0xd0, 0x70, 0x41];
+        put_sleb(&mut body, elements);
+        body.extend_from_slice(&[0xfc, 0x0f, 0x00, 0x1a, 0x0b]);
+        let mut code = Vec::new();
+        put_leb(&mut code, body.len() as u64);
+        code.extend_from_slice(&body);
+        append(inner, 10, &[code]);
+        let mut start = Vec::new();
+        put_leb(&mut start, index);
+        let at = inner
+            .iter()
+            .position(|s| matches!(s.0, 9 | 10 | 11 | 12))
+            .unwrap();
+        inner.insert(at, (8, start));
+    })
+}
+
+/// Watchers that declare or do what the store does not allow (a second
+/// linear memory, a table of two million elements, 65 tables, `table.grow`
+/// by two million elements) are refused when instantiated, with the
+/// reason; nothing is allocated for them.
 #[test]
 fn extra_memories_and_large_tables_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let mut big_table = vec![0x70, 0x00];
     put_leb(&mut big_table, 2_000_000);
-    let cases: [(&str, Vec<u8>, &str); 3] = [
+    let cases: [(&str, Vec<u8>, &str); 4] = [
         (
             "two-memories",
             spliced(5, 1, &[0x00, 0x01]),
@@ -307,6 +405,7 @@ fn extra_memories_and_large_tables_are_refused() {
             spliced(4, 65, &[0x70, 0x00, 0x00]),
             "cannot instantiate: resource limit exceeded: table count too high",
         ),
+        ("table-grow", grows_table(2_000_000), "table cap reached"),
     ];
     for (name, wasm, reason) in cases {
         let path = tmp.path().join(format!("{name}.wasm"));
@@ -320,11 +419,16 @@ fn extra_memories_and_large_tables_are_refused() {
             "{name}: {err}"
         );
     }
-    // The unchanged fixture loads: the refusals are the splices' doing.
-    let mut cmd = lookout_cmd(tmp.path());
-    cmd.arg("check").arg(crate::support::fixture("ticker"));
-    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
-    assert!(status.success() && out.contains("ok: configured"), "{err}");
+    // The unchanged fixture loads, and so does one growing its table
+    // within the cap: the refusals are the caps' doing.
+    let small_grow = tmp.path().join("small-grow.wasm");
+    std::fs::write(&small_grow, grows_table(1000)).unwrap();
+    for wasm in [crate::support::fixture("ticker"), small_grow] {
+        let mut cmd = lookout_cmd(tmp.path());
+        cmd.arg("check").arg(&wasm);
+        let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+        assert!(status.success() && out.contains("ok: configured"), "{err}");
+    }
 }
 
 /// A watcher calling itself `lookout` (it would forge the host's own
