@@ -376,10 +376,7 @@ fn grows_table(elements: i64) -> Vec<u8> {
         append(inner, 10, &[code]);
         let mut start = Vec::new();
         put_leb(&mut start, index);
-        let at = inner
-            .iter()
-            .position(|s| matches!(s.0, 9 | 10 | 11 | 12))
-            .unwrap();
+        let at = inner.iter().position(|s| matches!(s.0, 9..=12)).unwrap();
         inner.insert(at, (8, start));
     })
 }
