@@ -1,12 +1,14 @@
 //! Model-based tests of the outbox and breaker behind the publisher.
 //!
 //! A property test runs random sequences of emits, bus outages, pipeline
-//! cuts, flushes, recovery waits and a shutdown against a publisher on the
-//! in-memory bus, and after every step compares it with a plain model: a
-//! queue of expected envelopes with the same caps and drop policy, the
-//! emitted/delivered/dropped counters, the breaker state and the exact
-//! sequence of ids the bus must have received. Plain tests pin a few
-//! scenarios down.
+//! cuts, error replies to every PUBLISH or every XADD, flushes, recovery
+//! waits and a shutdown against a publisher on the in-memory bus, and after
+//! every step compares it with a plain model: a queue of expected envelopes
+//! with the same caps and drop policy and which of their two writes the bus
+//! confirmed, the emitted/delivered/dropped counters, the breaker state and
+//! the exact sequences of ids the bus must have received on pub/sub and on
+//! the stream. Only a cut pipeline may duplicate an id; an error reply
+//! never does. Plain tests pin a few scenarios down.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +21,7 @@ use super::{BATCH, MemoryBus, Publisher, Sink};
 use crate::delivery::breaker::{BreakerSettings, State};
 use crate::delivery::envelope::{Envelope, HOST_TARGET, Level, Origin};
 use crate::delivery::outbox::{Caps, DropPolicy};
+use crate::delivery::spool::Spool;
 use crate::fields;
 
 /// Recovery time after which an open breaker probes at once.
@@ -121,6 +124,8 @@ enum Kind {
 struct Entry {
     seq: usize,
     size: usize,
+    published: bool,
+    streamed: bool,
 }
 
 /// What both the publisher and the model expose, compared to tell how many
@@ -130,6 +135,7 @@ struct Snapshot {
     breaker: Breaker,
     pending: usize,
     received: usize,
+    streamed: usize,
     cut: Option<usize>,
     counts: (u64, u64, u64),
 }
@@ -152,8 +158,12 @@ struct Model {
     breaker: Breaker,
     up: bool,
     cut: Option<usize>,
-    /// Emission indices the bus must have received, in order.
+    refuse_publish: bool,
+    refuse_xadd: bool,
+    /// Emission indices the bus must have PUBLISHed, in order.
     received: Vec<usize>,
+    /// Emission indices the bus must have XADDed, in order.
+    streamed: Vec<usize>,
     /// Batches cut partway (the only source of duplicates).
     cuts: usize,
 }
@@ -174,7 +184,10 @@ impl Model {
             breaker: Breaker::Closed(0),
             up,
             cut: None,
+            refuse_publish: false,
+            refuse_xadd: false,
             received: Vec::new(),
+            streamed: Vec::new(),
             cuts: 0,
         }
     }
@@ -205,7 +218,12 @@ impl Model {
             }
         }
         self.bytes += size;
-        self.queue.push_back(Entry { seq, size });
+        self.queue.push_back(Entry {
+            seq,
+            size,
+            published: false,
+            streamed: false,
+        });
         seq
     }
 
@@ -220,31 +238,67 @@ impl Model {
         let mut sent = 0;
         while !self.queue.is_empty() {
             let n = self.queue.len().min(BATCH);
-            let batch: Vec<usize> = self.queue.iter().take(n).map(|e| e.seq).collect();
-            let ok = if !self.up {
-                false
-            } else if let Some(k) = self.cut.take() {
-                self.received.extend(batch.iter().take(k));
-                if k < n {
-                    self.cuts += 1;
-                }
-                k >= n
-            } else {
-                self.received.extend(&batch);
-                true
+            // The writes the bus executes, and whether the replies come
+            // back (a cut loses them all).
+            let cut = self
+                .up
+                .then(|| self.cut.take())
+                .flatten()
+                .filter(|k| *k < n);
+            let executed = match (self.up, cut) {
+                (false, _) => 0,
+                (true, Some(k)) => k,
+                (true, None) => n,
             };
-            if !ok {
+            let mut refused = false;
+            let mut batch: Vec<Entry> = self.queue.iter().take(n).copied().collect();
+            for entry in batch.iter_mut().take(executed) {
+                if !entry.published {
+                    if self.refuse_publish {
+                        refused = true;
+                    } else {
+                        self.received.push(entry.seq);
+                        entry.published = true;
+                    }
+                }
+                if !entry.streamed {
+                    if self.refuse_xadd {
+                        refused = true;
+                    } else {
+                        self.streamed.push(entry.seq);
+                        entry.streamed = true;
+                    }
+                }
+            }
+            if cut.is_some() {
+                self.cuts += 1;
+            }
+            let replied = self.up && cut.is_none();
+            if replied {
+                // Confirmed writes are kept; delivered envelopes leave.
+                let rest: Vec<Entry> = self.queue.drain(..n).collect();
+                let mut kept = Vec::new();
+                for entry in batch {
+                    if entry.published && entry.streamed {
+                        self.bytes -= entry.size;
+                        self.delivered += 1;
+                        sent += 1;
+                    } else {
+                        kept.push(entry);
+                    }
+                }
+                drop(rest);
+                for entry in kept.into_iter().rev() {
+                    self.queue.push_front(entry);
+                }
+            }
+            if !replied || refused {
                 self.breaker = match self.breaker {
                     Breaker::Closed(f) if f + 1 < self.failures => Breaker::Closed(f + 1),
                     _ => Breaker::Open,
                 };
                 return Err(());
             }
-            for entry in self.queue.drain(..n) {
-                self.bytes -= entry.size;
-            }
-            self.delivered += n as u64;
-            sent += n;
             self.breaker = Breaker::Closed(0);
             if self.unreported > 0 {
                 let count = std::mem::take(&mut self.unreported);
@@ -269,6 +323,7 @@ impl Model {
             breaker: self.breaker,
             pending: self.queue.len(),
             received: self.received.len(),
+            streamed: self.streamed.len(),
             cut: self.cut,
             counts: (self.emitted, self.delivered, self.dropped),
         }
@@ -277,10 +332,16 @@ impl Model {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Emit { count: usize, pad: usize },
+    Emit {
+        count: usize,
+        pad: usize,
+    },
     BusUp,
     BusDown,
     CutNext(usize),
+    /// Every PUBLISH (false) or every XADD (true) refused with this code,
+    /// or accepted again (None).
+    Refuse(bool, Option<&'static str>),
     Flush,
     WaitRecovery,
     Shutdown,
@@ -327,6 +388,17 @@ fn op() -> impl Strategy<Value = Op> {
         6 => Just(Op::BusUp),
         4 => Just(Op::BusDown),
         6 => (0usize..12).prop_map(Op::CutNext),
+        5 => (
+            any::<bool>(),
+            prop_oneof![
+                Just(None),
+                Just(Some("OOM")),
+                Just(Some("READONLY")),
+                Just(Some("NOPERM")),
+                Just(Some("WRONGTYPE")),
+            ],
+        )
+            .prop_map(|(xadd, code)| Op::Refuse(xadd, code)),
         12 => Just(Op::Flush),
         3 => Just(Op::WaitRecovery),
         // Ends the run; rare enough that most runs are long.
@@ -349,6 +421,10 @@ struct Harness {
     /// Ids received so far, and the emission index of the newest first one.
     seen: HashSet<String>,
     last_first: Option<usize>,
+    /// The same for the stream.
+    stream_checked: usize,
+    stream_seen: HashSet<String>,
+    stream_last_first: Option<usize>,
 }
 
 impl Harness {
@@ -374,6 +450,9 @@ impl Harness {
             checked: 0,
             seen: HashSet::new(),
             last_first: None,
+            stream_checked: 0,
+            stream_seen: HashSet::new(),
+            stream_last_first: None,
         }
     }
 
@@ -403,6 +482,17 @@ impl Harness {
             Op::CutNext(k) => {
                 self.bus().cut_after = Some(k);
                 self.model.cut = Some(k);
+            }
+            Op::Refuse(xadd, code) => {
+                let on = code.is_some();
+                let code = code.map(str::to_owned);
+                if xadd {
+                    self.bus().refuse_xadd = code;
+                    self.model.refuse_xadd = on;
+                } else {
+                    self.bus().refuse_publish = code;
+                    self.model.refuse_publish = on;
+                }
             }
             Op::Flush => self.flush(),
             Op::WaitRecovery => {
@@ -470,6 +560,7 @@ impl Harness {
             breaker: Breaker::of(self.publisher.breaker_state()),
             pending: self.publisher.pending(),
             received: bus.received.len(),
+            streamed: bus.streamed.len(),
             cut: bus.cut_after,
             counts: (counts.emitted, counts.delivered, counts.dropped),
         }
@@ -526,6 +617,19 @@ impl Harness {
             .front(usize::MAX)
             .map(|item| (item.envelope.clone(), item.json.len()))
             .collect();
+        let flags: Vec<(bool, bool)> = self
+            .publisher
+            .outbox
+            .front(usize::MAX)
+            .map(|item| (item.published, item.streamed))
+            .collect();
+        let want_flags: Vec<(bool, bool)> = self
+            .model
+            .queue
+            .iter()
+            .map(|e| (e.published, e.streamed))
+            .collect();
+        assert_eq!(flags, want_flags, "confirmed writes of pending envelopes");
         assert_eq!(items.len(), pending);
         assert_eq!(items.iter().map(|(_, size)| size).sum::<usize>(), bytes);
         let want: Vec<Entry> = self.model.queue.iter().copied().collect();
@@ -552,11 +656,16 @@ impl Harness {
             "breaker state"
         );
 
-        // The bus: exactly the expected ids; without duplicates, emission
-        // order; every id one that was emitted; duplicates only after cuts.
-        let (received, cut) = {
+        // The bus: exactly the expected ids, on pub/sub and on the stream;
+        // without duplicates, emission order; every id one that was
+        // emitted; duplicates only after cuts.
+        let (received, streamed, cut) = {
             let bus = self.bus();
-            (bus.received[self.checked..].to_vec(), bus.cut_after)
+            (
+                bus.received[self.checked..].to_vec(),
+                bus.streamed[self.stream_checked..].to_vec(),
+                bus.cut_after,
+            )
         };
         assert_eq!(cut, self.model.cut, "pending pipeline cut");
         assert_eq!(
@@ -564,22 +673,44 @@ impl Harness {
             self.model.received.len(),
             "ids received"
         );
+        assert_eq!(
+            self.stream_checked + streamed.len(),
+            self.model.streamed.len(),
+            "ids streamed"
+        );
         for (i, id) in received.iter().enumerate() {
             let seq = self.model.received[self.checked + i];
             self.bind(seq, id);
-            let seq = *self.seq_of.get(id).expect("a received id was emitted");
-            if self.seen.insert(id.clone()) {
-                assert!(
-                    self.last_first.is_none_or(|last| seq > last),
-                    "#{seq} first received after #{:?}",
-                    self.last_first
-                );
-                self.last_first = Some(seq);
-            } else {
-                assert!(self.model.cuts > 0, "duplicate #{seq} without a cut");
-            }
         }
+        for (i, id) in streamed.iter().enumerate() {
+            let seq = self.model.streamed[self.stream_checked + i];
+            self.bind(seq, id);
+        }
+        let cuts = self.model.cuts;
+        let seq_of = &self.seq_of;
+        let first_in_order =
+            |ids: &[String], seen: &mut HashSet<String>, last: &mut Option<usize>| {
+                for id in ids {
+                    let seq = *seq_of.get(id).expect("a received id was emitted");
+                    if seen.insert(id.clone()) {
+                        assert!(
+                            last.is_none_or(|l| seq > l),
+                            "#{seq} first received after #{last:?}"
+                        );
+                        *last = Some(seq);
+                    } else {
+                        assert!(cuts > 0, "duplicate #{seq} without a cut");
+                    }
+                }
+            };
+        first_in_order(&received, &mut self.seen, &mut self.last_first);
+        first_in_order(
+            &streamed,
+            &mut self.stream_seen,
+            &mut self.stream_last_first,
+        );
         self.checked += received.len();
+        self.stream_checked += streamed.len();
     }
 
     /// Brings the bus back for good and checks that everything pending is
@@ -590,12 +721,30 @@ impl Harness {
             let mut bus = self.bus();
             bus.up = true;
             bus.cut_after = None;
+            bus.refuse_publish = None;
+            bus.refuse_xadd = None;
         }
         self.model.up = true;
         self.model.cut = None;
-        let pending: Vec<usize> = self.model.queue.iter().map(|e| e.seq).collect();
+        self.model.refuse_publish = false;
+        self.model.refuse_xadd = false;
+        let unpublished: Vec<usize> = self
+            .model
+            .queue
+            .iter()
+            .filter(|e| !e.published)
+            .map(|e| e.seq)
+            .collect();
+        let unstreamed: Vec<usize> = self
+            .model
+            .queue
+            .iter()
+            .filter(|e| !e.streamed)
+            .map(|e| e.seq)
+            .collect();
         let due = self.model.unreported;
         let start = self.model.received.len();
+        let stream_start = self.model.streamed.len();
         if self.model.breaker == Breaker::Open && self.setup.breaker.recovery == LONG {
             // Only a drain gets past a breaker open for an hour.
             let left = self
@@ -614,16 +763,30 @@ impl Harness {
         let counts = self.publisher.counts();
         assert_eq!(counts.emitted, counts.delivered + counts.dropped);
 
-        let tail = &self.model.received[start..];
-        assert_eq!(&tail[..pending.len()], pending, "replay in order");
-        if due > 0 {
-            assert_eq!(tail.len(), pending.len() + 1, "one drop report");
-            let report = tail[pending.len()];
-            assert_eq!(self.model.kinds[report], Kind::Report(due));
-            let id = self.ids[report].as_deref().expect("report received");
-            assert_eq!(self.bus().received.last().map(String::as_str), Some(id));
-        } else {
-            assert_eq!(tail.len(), pending.len(), "no drop report");
+        let (last_published, last_streamed) = {
+            let bus = self.bus();
+            (bus.received.last().cloned(), bus.streamed.last().cloned())
+        };
+        for (start, pending, tail, last) in [
+            (start, &unpublished, &self.model.received, last_published),
+            (
+                stream_start,
+                &unstreamed,
+                &self.model.streamed,
+                last_streamed,
+            ),
+        ] {
+            let tail = &tail[start..];
+            assert_eq!(&tail[..pending.len()], pending, "replay in order");
+            if due > 0 {
+                assert_eq!(tail.len(), pending.len() + 1, "one drop report");
+                let report = tail[pending.len()];
+                assert_eq!(self.model.kinds[report], Kind::Report(due));
+                let id = self.ids[report].as_deref().expect("report received");
+                assert_eq!(last.as_deref(), Some(id));
+            } else {
+                assert_eq!(tail.len(), pending.len(), "no drop report");
+            }
         }
 
         // Nothing is left to send.
@@ -823,4 +986,183 @@ fn the_drop_report_names_count_span_and_policy() {
         (counts.emitted, counts.delivered, counts.dropped),
         (5, 2, 2)
     );
+}
+
+#[test]
+fn a_refused_xadd_never_publishes_twice() {
+    let rt = runtime();
+    let (mut p, bus) = publisher(Caps::default(), BreakerSettings::default());
+    {
+        let mut bus = bus.lock().unwrap();
+        bus.up = true;
+        bus.refuse_xadd = Some("OOM".to_owned());
+    }
+    let sent = ids(&emit(&mut p, 6));
+    for _ in 0..2 {
+        let e = rt.block_on(p.flush()).unwrap_err().to_string();
+        assert!(e.contains("refused XADD of 6 envelopes with OOM"), "{e}");
+        assert!(e.contains("raise maxmemory"), "{e}");
+    }
+    assert_eq!(received(&bus), sent, "each PUBLISH once");
+    assert!(bus.lock().unwrap().streamed.is_empty());
+    assert_eq!(p.pending(), 6, "not delivered until the XADD succeeds");
+    assert_eq!(p.counts().delivered, 0);
+    assert_eq!(p.refused().get("OOM"), Some(&12));
+    assert_eq!(p.breaker_state(), State::Closed { failures: 2 });
+
+    bus.lock().unwrap().refuse_xadd = None;
+    assert_eq!(rt.block_on(p.flush()).unwrap(), 6);
+    assert_eq!(received(&bus), sent, "no PUBLISH again");
+    assert_eq!(bus.lock().unwrap().streamed, sent, "the stream, in order");
+    assert_eq!(p.counts().delivered, 6);
+}
+
+#[test]
+fn a_refused_publish_is_retried_alone() {
+    let rt = runtime();
+    let (mut p, bus) = publisher(Caps::default(), BreakerSettings::default());
+    {
+        let mut bus = bus.lock().unwrap();
+        bus.up = true;
+        bus.refuse_publish = Some("NOPERM".to_owned());
+    }
+    let sent = ids(&emit(&mut p, 3));
+    let e = rt.block_on(p.flush()).unwrap_err().to_string();
+    assert!(
+        e.contains("refused PUBLISH of 3 envelopes with NOPERM"),
+        "{e}"
+    );
+    assert_eq!(bus.lock().unwrap().streamed, sent);
+    bus.lock().unwrap().refuse_publish = None;
+    assert_eq!(rt.block_on(p.flush()).unwrap(), 3);
+    assert_eq!(received(&bus), sent);
+    assert_eq!(bus.lock().unwrap().streamed, sent, "no XADD again");
+}
+
+#[test]
+fn every_refusal_names_its_fix() {
+    for (code, fix) in [
+        ("OOM", "raise maxmemory"),
+        ("READONLY", "point [publish] url at the primary"),
+        ("MISCONF", "stop-writes-on-bgsave-error"),
+        ("NOPERM", "grant it"),
+        ("WRONGTYPE", "set [publish] stream_key"),
+        ("SOMETHING", "retrying"),
+    ] {
+        let advice = super::advice(code, "XADD", "logs:stream:redis", true);
+        assert!(advice.contains(fix), "{code}: {advice}");
+        assert!(advice.contains("retrying"), "{code}: {advice}");
+    }
+    assert!(super::advice("OOM", "XADD", "k", true).contains("[publish] url"));
+    assert!(!super::advice("OOM", "XADD", "k", false).contains("[publish] url"));
+}
+
+/// A publisher with a spool in `dir`, as after a restart.
+fn spooled_publisher(
+    dir: &std::path::Path,
+    caps: Caps,
+) -> (Publisher, Arc<Mutex<MemoryBus>>, super::Replay) {
+    let (mut p, bus) = publisher(caps, BreakerSettings::default());
+    let replay = p.with_spool(dir).unwrap();
+    (p, bus, replay)
+}
+
+#[test]
+fn the_spool_keeps_the_newest_and_never_replays_what_was_dropped() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = Caps {
+        envelopes: 4,
+        bytes: usize::MAX,
+        policy: DropPolicy::DropOldest,
+    };
+    let (mut p, _down, _) = spooled_publisher(dir.path(), caps);
+    let origin = origin();
+    let mut sent = Vec::new();
+    for seq in 0..10 {
+        let envelope = event(&origin, seq, 0);
+        sent.push(envelope.id.clone());
+        p.push(envelope);
+        // Fails (bus down), or spools only (breaker open).
+        let _ = rt.block_on(p.flush());
+    }
+    assert_eq!(p.counts().dropped, 6);
+    // The host dies here: no drain, no report. A new run replays the spool.
+    drop(p);
+    let (mut p, bus, replay) = spooled_publisher(dir.path(), caps);
+    let replayed: Vec<String> = replay.envelopes.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(replayed, sent[6..], "the newest four, in order");
+    assert_eq!(replay.drops.as_ref().map(|d| d.count), Some(6));
+    bus.lock().unwrap().up = true;
+    assert_eq!(rt.block_on(p.flush()).unwrap(), 5);
+    let got = received(&bus);
+    assert_eq!(got[..4], sent[6..]);
+    let report = p.counts();
+    assert_eq!(
+        (report.emitted, report.delivered, report.replayed),
+        (5, 5, 4)
+    );
+    assert!(!dir.path().join("spool.log").exists(), "delivered: removed");
+    // The report of the earlier run's drops went out once, after them.
+    assert_eq!(got.len(), 5);
+    assert!(!sent.contains(&got[4]));
+}
+
+#[test]
+fn a_report_sent_is_not_reported_again_after_a_crash() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = Caps {
+        envelopes: 2,
+        bytes: usize::MAX,
+        policy: DropPolicy::DropOldest,
+    };
+    let (mut p, _bus, _) = spooled_publisher(dir.path(), caps);
+    emit(&mut p, 5);
+    assert!(rt.block_on(p.flush()).is_err());
+    let before = Spool::open(dir.path(), 0).unwrap().replay().unwrap();
+    assert_eq!(before.drops.map(|d| d.count), Some(3));
+    // As after a successful batch: the two kept envelopes delivered, then
+    // the report queued. The host dies before the report is sent.
+    p.outbox.delivered(2);
+    p.report_drops();
+    drop(p);
+    let (_, _, replay) = spooled_publisher(dir.path(), caps);
+    let reports: Vec<&Envelope> = replay
+        .envelopes
+        .iter()
+        .filter(|e| e.msg.starts_with("dropped 3 envelopes"))
+        .collect();
+    assert_eq!(reports.len(), 1, "the report itself is spooled");
+    assert_eq!(
+        replay.envelopes.len(),
+        1,
+        "nor delivered nor dropped replayed"
+    );
+    assert_eq!(replay.drops, None, "and the count is not carried twice");
+}
+
+#[test]
+fn a_spooled_envelope_whose_publish_went_out_is_not_published_again() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, bus, _) = spooled_publisher(dir.path(), Caps::default());
+    {
+        let mut bus = bus.lock().unwrap();
+        bus.up = true;
+        bus.refuse_xadd = Some("READONLY".to_owned());
+    }
+    let sent = ids(&emit(&mut p, 3));
+    assert!(rt.block_on(p.flush()).is_err());
+    assert_eq!(received(&bus), sent);
+    drop(p);
+    let (mut p, bus, replay) = spooled_publisher(dir.path(), Caps::default());
+    assert_eq!(replay.published.len(), 3);
+    bus.lock().unwrap().up = true;
+    assert_eq!(rt.block_on(p.flush()).unwrap(), 3);
+    assert!(
+        received(&bus).is_empty(),
+        "no PUBLISH again after a restart"
+    );
+    assert_eq!(bus.lock().unwrap().streamed, sent);
 }

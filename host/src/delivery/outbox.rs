@@ -2,6 +2,13 @@
 //! count and bytes. When full, the configured policy drops the oldest or
 //! the newest envelope and counts it, so that at every moment
 //! `emitted = delivered + buffered + dropped` holds exactly.
+//!
+//! Each envelope is written twice (PUBLISH and XADD); the outbox remembers
+//! which of the two the bus confirmed, so a retry redoes only the other,
+//! and an envelope counts as delivered once both are confirmed. It also
+//! remembers which envelopes are in the spool file, and which of those
+//! left the outbox (delivered or dropped) or were published since the file
+//! was last written, so the spool can record it.
 
 use std::collections::VecDeque;
 
@@ -55,17 +62,19 @@ impl Default for Caps {
 /// Counters of the conservation identity.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Envelopes pushed.
+    /// Envelopes pushed (replayed from the spool included).
     pub emitted: u64,
-    /// Envelopes confirmed sent.
+    /// Envelopes confirmed sent: both PUBLISH and XADD succeeded.
     pub delivered: u64,
     /// Envelopes dropped by the policy.
     pub dropped: u64,
+    /// Of `emitted`, envelopes replayed from the spool of an earlier run.
+    pub replayed: u64,
 }
 
 /// Drops not yet reported: how many, and between which envelope times.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DropReport {
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct DropReport {
     /// Envelopes dropped.
     pub count: u64,
     /// `ts` of the first dropped envelope.
@@ -74,13 +83,51 @@ pub(crate) struct DropReport {
     pub last_ts: String,
 }
 
-/// One envelope with its serialized JSON, computed once.
+impl DropReport {
+    /// Adds `other` (drops of an earlier span or run) to this report.
+    pub fn merge(&mut self, other: &Self) {
+        self.count += other.count;
+        if other.first_ts < self.first_ts {
+            self.first_ts.clone_from(&other.first_ts);
+        }
+        if other.last_ts > self.last_ts {
+            self.last_ts.clone_from(&other.last_ts);
+        }
+    }
+}
+
+/// One envelope with its serialized JSON, computed once, and which of its
+/// writes the bus confirmed.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
     /// The envelope.
     pub envelope: Envelope,
     /// Its JSON payload.
     pub json: String,
+    /// PUBLISH confirmed: never sent again.
+    pub published: bool,
+    /// XADD confirmed: never sent again.
+    pub streamed: bool,
+    /// Written to the spool file.
+    pub spooled: bool,
+}
+
+impl Item {
+    /// Both writes confirmed.
+    pub fn done(&self) -> bool {
+        self.published && self.streamed
+    }
+}
+
+/// What the spool file must learn at its next write.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SpoolNotes {
+    /// Ids of spooled envelopes that left the outbox (delivered or
+    /// dropped): never to be replayed.
+    pub settled: Vec<String>,
+    /// Ids of spooled envelopes whose PUBLISH was confirmed: a replay sends
+    /// only their XADD.
+    pub published: Vec<String>,
 }
 
 /// The bounded, ordered outbox.
@@ -91,8 +138,10 @@ pub struct Outbox {
     caps: Caps,
     counts: Counts,
     unreported: Option<DropReport>,
-    /// How many items at the front are already in the spool file.
+    /// How many items are in the spool file.
     spooled: usize,
+    /// Changes the spool file has not recorded yet.
+    notes: SpoolNotes,
 }
 
 impl Outbox {
@@ -106,6 +155,26 @@ impl Outbox {
 
     /// Adds an envelope at the end, applying the drop policy when full.
     pub fn push(&mut self, envelope: Envelope) {
+        self.push_item(envelope, false);
+    }
+
+    /// Adds an envelope replayed from the spool: it is in the spool file
+    /// already, and its PUBLISH may have been confirmed by an earlier run.
+    pub fn push_replayed(&mut self, envelope: Envelope, published: bool) {
+        self.counts.replayed += 1;
+        let id = envelope.id.clone();
+        if self.push_item(envelope, published) {
+            let item = self.items.back_mut().expect("just pushed");
+            item.spooled = true;
+            self.spooled += 1;
+        } else {
+            // Refused at once: it is in the file, which must forget it.
+            self.notes.settled.push(id);
+        }
+    }
+
+    /// Pushes; returns whether the envelope was kept.
+    fn push_item(&mut self, envelope: Envelope, published: bool) -> bool {
         let json = envelope.to_json();
         self.counts.emitted += 1;
         let size = json.len();
@@ -114,29 +183,44 @@ impl Outbox {
             DropPolicy::DropNewest => {
                 if !fits(self) {
                     self.note_drop(&envelope.ts);
-                    return;
+                    return false;
                 }
             }
             DropPolicy::DropOldest => {
                 if size > self.caps.bytes {
                     // Larger than the whole buffer: evicting others would not help.
                     self.note_drop(&envelope.ts);
-                    return;
+                    return false;
                 }
                 while !fits(self) {
                     let Some(old) = self.items.pop_front() else {
                         // Larger than the whole buffer: it cannot be kept.
                         self.note_drop(&envelope.ts);
-                        return;
+                        return false;
                     };
-                    self.spooled = self.spooled.saturating_sub(1);
                     self.bytes -= old.json.len();
                     self.note_drop(&old.envelope.ts);
+                    self.left(old);
                 }
             }
         }
         self.bytes += size;
-        self.items.push_back(Item { envelope, json });
+        self.items.push_back(Item {
+            envelope,
+            json,
+            published,
+            streamed: false,
+            spooled: false,
+        });
+        true
+    }
+
+    /// Bookkeeping of an item that left the outbox.
+    fn left(&mut self, item: Item) {
+        if item.spooled {
+            self.spooled -= 1;
+            self.notes.settled.push(item.envelope.id);
+        }
     }
 
     fn note_drop(&mut self, ts: &str) {
@@ -166,18 +250,89 @@ impl Outbox {
         self.items.iter().take(n)
     }
 
+    /// Records that the bus confirmed the PUBLISH (`publish`) and/or the
+    /// XADD (`stream`) of the `i`-th oldest envelope.
+    pub(crate) fn confirm(&mut self, i: usize, publish: bool, stream: bool) {
+        let Some(item) = self.items.get_mut(i) else {
+            return;
+        };
+        if publish && !item.published {
+            item.published = true;
+            if item.spooled {
+                self.notes.published.push(item.envelope.id.clone());
+            }
+        }
+        item.streamed |= stream;
+    }
+
+    /// Removes the envelopes among the oldest `n` whose two writes are
+    /// confirmed, counting them delivered; returns how many.
+    pub(crate) fn settle(&mut self, n: usize) -> usize {
+        let n = n.min(self.items.len());
+        let front: Vec<Item> = self.items.drain(..n).collect();
+        let mut kept = Vec::new();
+        let mut settled = 0;
+        for item in front {
+            if item.done() {
+                self.bytes -= item.json.len();
+                self.counts.delivered += 1;
+                settled += 1;
+                self.left(item);
+            } else {
+                kept.push(item);
+            }
+        }
+        for item in kept.into_iter().rev() {
+            self.items.push_front(item);
+        }
+        settled
+    }
+
+    /// Marks the oldest `n` envelopes as delivered, both writes confirmed.
+    pub fn delivered(&mut self, n: usize) {
+        let n = n.min(self.items.len());
+        for i in 0..n {
+            self.confirm(i, true, true);
+        }
+        self.settle(n);
+    }
+
     /// JSON of the envelopes not yet in the spool file, oldest first.
     pub fn unspooled(&self) -> impl Iterator<Item = &str> {
         self.items
             .iter()
-            .skip(self.spooled)
+            .filter(|i| !i.spooled)
             .map(|i| i.json.as_str())
     }
 
-    /// Records that the next `n` unspooled envelopes were written to the
-    /// spool file.
-    pub fn mark_spooled(&mut self, n: usize) {
-        self.spooled = (self.spooled + n).min(self.items.len());
+    /// Every envelope held, oldest first, with whether its PUBLISH was
+    /// confirmed: what a rewritten spool file holds.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter()
+    }
+
+    /// Records that every envelope held is in the spool file, and that the
+    /// file has recorded every change so far.
+    pub fn mark_spooled(&mut self) {
+        for item in &mut self.items {
+            item.spooled = true;
+        }
+        self.spooled = self.items.len();
+        self.notes = SpoolNotes::default();
+    }
+
+    /// Records that the spool file was removed: nothing held is in it.
+    pub fn mark_unspooled(&mut self) {
+        for item in &mut self.items {
+            item.spooled = false;
+        }
+        self.spooled = 0;
+        self.notes = SpoolNotes::default();
+    }
+
+    /// The changes the spool file has not recorded yet.
+    pub fn notes(&self) -> &SpoolNotes {
+        &self.notes
     }
 
     /// Envelopes held that are also in the spool file.
@@ -185,18 +340,22 @@ impl Outbox {
         self.spooled
     }
 
-    /// Marks the oldest `n` envelopes as delivered.
-    pub fn delivered(&mut self, n: usize) {
-        self.spooled = self.spooled.saturating_sub(n);
-        for item in self.items.drain(..n.min(self.items.len())) {
-            self.bytes -= item.json.len();
-            self.counts.delivered += 1;
-        }
-    }
-
     /// Takes the drops not reported yet.
     pub(crate) fn take_drop_report(&mut self) -> Option<DropReport> {
         self.unreported.take()
+    }
+
+    /// The drops not reported yet.
+    pub fn unreported(&self) -> Option<&DropReport> {
+        self.unreported.as_ref()
+    }
+
+    /// Adds drops an earlier run counted but did not report.
+    pub fn carry_drops(&mut self, earlier: &DropReport) {
+        match &mut self.unreported {
+            Some(r) => r.merge(earlier),
+            None => self.unreported = Some(earlier.clone()),
+        }
     }
 
     /// Envelopes held.

@@ -3,16 +3,28 @@
 //! `--dry-run`. Envelopes wait in the bounded [`Outbox`] while the bus is
 //! unreachable and a circuit breaker keeps failing sends from piling up;
 //! on recovery the outbox is replayed in order before anything newer.
+//!
+//! Each reply of a batch is read on its own: a write the bus confirmed is
+//! never sent again, so an error reply to one command (an XADD refused with
+//! OOM, READONLY, MISCONF, NOPERM, WRONGTYPE...) never makes an envelope go
+//! out twice. Refusals are named with their fix, counted by error code, and
+//! count as failures for the breaker.
+//!
+//! On a fresh connection the publisher reads the bus's `maxmemory_policy`,
+//! and before each batch it checks that the stream it wrote to still
+//! exists: a policy that can evict the stream, or a stream that vanished,
+//! is reported once each, with an envelope and a log line.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 
 use super::breaker::{Breaker, BreakerSettings};
 use super::envelope::{Emitted, Envelope, Level, Origin};
 use super::outbox::{Caps, Counts, Item, Outbox};
-use super::spool::{Replay, Spool};
+use super::spool::{COMPACT_FLOOR, HEADER, Note, Replay, Spool};
 use crate::config::PublishSettings;
 use crate::fields;
 use crate::redis::conn::Conn;
@@ -37,7 +49,8 @@ pub enum Sink {
 }
 
 /// A scriptable in-memory bus: up or down, optionally cutting the next
-/// batch after some envelopes (a pipeline cut midway).
+/// batch after some envelopes (a pipeline cut midway), optionally refusing
+/// every PUBLISH or every XADD with an error reply.
 #[cfg(test)]
 #[derive(Debug, Default)]
 pub struct MemoryBus {
@@ -45,8 +58,42 @@ pub struct MemoryBus {
     pub up: bool,
     /// Cut the next batch after this many envelopes, then fail it.
     pub cut_after: Option<usize>,
-    /// Ids received, in order (duplicates included).
+    /// Ids PUBLISHed, in order (duplicates included).
     pub received: Vec<String>,
+    /// Ids XADDed, in order (duplicates included).
+    pub streamed: Vec<String>,
+    /// Error code every PUBLISH is refused with.
+    pub refuse_publish: Option<String>,
+    /// Error code every XADD is refused with.
+    pub refuse_xadd: Option<String>,
+}
+
+/// One write the bus refused with an error reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `PUBLISH` or `XADD`.
+    pub command: &'static str,
+    /// The error code: `OOM`, `READONLY`, `NOPERM`...
+    pub code: String,
+    /// The rest of the error line.
+    pub detail: String,
+}
+
+/// What the bus said to one batch.
+#[derive(Debug, Default)]
+struct Replies {
+    /// Per envelope of the batch, oldest first: whether its PUBLISH and its
+    /// XADD are now confirmed (sent in this batch or an earlier one).
+    confirmed: Vec<(bool, bool)>,
+    /// Writes refused with an error reply.
+    refusals: Vec<Refusal>,
+    /// The bus's `maxmemory_policy`, read on a fresh connection.
+    policy: Option<String>,
+    /// The stream was missing before this batch although an XADD to it
+    /// had succeeded.
+    stream_vanished: bool,
+    /// An XADD of this batch succeeded.
+    streamed: bool,
 }
 
 /// Buffers envelopes and sends them to the sink through the breaker.
@@ -56,6 +103,16 @@ pub struct Publisher {
     breaker: Breaker,
     origin: Origin,
     spool: Option<Spool>,
+    /// Refused writes by error code.
+    refused: BTreeMap<String, u64>,
+    /// Spool writes that failed.
+    spool_failures: u64,
+    /// An XADD succeeded and the stream has not vanished since.
+    stream_written: bool,
+    /// The bus's `maxmemory_policy`, when known.
+    policy: Option<String>,
+    warned_policy: bool,
+    warned_vanished: bool,
 }
 
 impl Publisher {
@@ -67,37 +124,83 @@ impl Publisher {
             breaker: Breaker::new(breaker),
             origin,
             spool: None,
+            refused: BTreeMap::new(),
+            spool_failures: 0,
+            stream_written: false,
+            policy: None,
+            warned_policy: false,
+            warned_vanished: false,
         }
     }
 
     /// Uses a durable spool in `dir`: replays what an earlier run left there
-    /// into the outbox, ahead of anything new. Returns the replay counts.
+    /// into the outbox, ahead of anything new (without what that run
+    /// delivered or dropped, and without PUBLISHing again what it
+    /// published), and takes over the drops it did not report. Returns the
+    /// replay counts.
     ///
     /// # Errors
     /// The folder cannot be created or the file cannot be read.
     pub fn with_spool(&mut self, dir: &std::path::Path) -> Result<Replay> {
-        // The file may hold a little more than the memory caps: envelopes
-        // dropped from memory stay on disk until the outbox drains.
-        let cap = (self.outbox.caps().bytes as u64).saturating_mul(2);
-        let spool = Spool::open(dir, cap)?;
+        let mut spool = Spool::open(dir, COMPACT_FLOOR)?;
         let replay = spool.replay()?;
         for envelope in &replay.envelopes {
-            self.outbox.push(envelope.clone());
+            let published = replay.published.contains(&envelope.id);
+            self.outbox.push_replayed(envelope.clone(), published);
         }
-        self.outbox.mark_spooled(self.outbox.len());
+        if let Some(drops) = &replay.drops {
+            self.outbox.carry_drops(drops);
+        }
         self.spool = Some(spool);
         Ok(replay)
     }
 
-    /// Writes what is not yet in the spool (no-op without a spool); returns
-    /// how many envelopes the spool now covers.
+    /// Brings the spool file up to date with the outbox (no-op without a
+    /// spool): appends what is not in it yet and notes what left the
+    /// outbox or was published, or rewrites it with just the outbox when
+    /// it grew past twice that. Returns how many envelopes the spool now
+    /// covers.
     pub fn spool_pending(&mut self) -> usize {
         let Some(spool) = self.spool.as_mut() else {
             return 0;
         };
-        match spool.append(self.outbox.unspooled()) {
-            Ok(n) => self.outbox.mark_spooled(n),
-            Err(e) => tracing::error!("spool write failed: {e:#}"),
+        let record = |json: &str| (HEADER + json.len()) as u64;
+        let live: u64 = self.outbox.all().map(|i| record(&i.json)).sum();
+        let notes = self.outbox.notes();
+        let more: u64 = self.outbox.unspooled().map(record).sum::<u64>()
+            + 40 * (notes.settled.len() + notes.published.len()) as u64;
+        let drops = self.outbox.unreported().cloned();
+        let result = if spool.wants_rewrite(live, more) {
+            spool.rewrite(
+                self.outbox
+                    .all()
+                    .map(|i| (i.envelope.id.as_str(), i.json.as_str(), i.published)),
+                drops.as_ref(),
+            )
+        } else {
+            // Envelopes spooled now whose PUBLISH already went out say so.
+            let published = notes.published.iter().cloned().chain(
+                self.outbox
+                    .all()
+                    .filter(|i| !i.spooled && i.published)
+                    .map(|i| i.envelope.id.clone()),
+            );
+            let note = Note {
+                settled: notes.settled.clone(),
+                published: published.collect(),
+                drops: None,
+            };
+            spool.append(self.outbox.unspooled(), &note, drops.as_ref())
+        };
+        match result {
+            Ok(()) => self.outbox.mark_spooled(),
+            Err(e) => {
+                self.spool_failures += 1;
+                tracing::error!(
+                    unspooled = self.outbox.len() - self.outbox.spooled(),
+                    "spool write failed; envelopes not in the spool are lost if the host dies: {e:#}"
+                );
+            }
         }
         self.outbox.spooled()
     }
@@ -122,6 +225,16 @@ impl Publisher {
         self.outbox.counts()
     }
 
+    /// Writes the bus refused, by error code.
+    pub fn refused(&self) -> &BTreeMap<String, u64> {
+        &self.refused
+    }
+
+    /// Spool writes that failed.
+    pub fn spool_failures(&self) -> u64 {
+        self.spool_failures
+    }
+
     /// When an open breaker allows the next attempt.
     pub fn retry_at(&self) -> Option<Instant> {
         self.breaker.retry_at()
@@ -131,8 +244,9 @@ impl Publisher {
     /// open. After drops, one envelope reporting them follows the replay.
     ///
     /// # Errors
-    /// A batch failed; it and everything after it stay queued, in order (a
-    /// batch cut midway may be delivered twice).
+    /// A batch failed or the bus refused some of its writes. Writes the
+    /// bus confirmed are never sent again; the rest stays queued, in order
+    /// (a batch cut midway by a broken connection may be delivered twice).
     pub async fn flush(&mut self) -> Result<usize> {
         if self.outbox.is_empty() {
             return Ok(0);
@@ -144,36 +258,52 @@ impl Publisher {
         let mut sent = 0;
         while !self.outbox.is_empty() {
             let n = self.outbox.len().min(BATCH);
-            match self.send(n).await {
-                Ok(()) => {
-                    self.outbox.delivered(n);
-                    sent += n;
-                    if self.breaker.success() {
-                        tracing::info!(
-                            buffered = self.outbox.len(),
-                            "bus reachable again; replaying"
-                        );
-                    }
-                    self.report_drops();
-                }
+            let replies = match self.send(n).await {
+                Ok(replies) => replies,
                 Err(e) => {
-                    self.spool_pending();
-                    if self.breaker.failure(Instant::now()) {
-                        tracing::warn!(
-                            buffered = self.outbox.len(),
-                            "publish failing; breaker open, buffering: {e:#}"
-                        );
-                    }
+                    self.failed(&e);
                     return Err(e);
                 }
+            };
+            for (i, (published, streamed)) in replies.confirmed.iter().enumerate() {
+                self.outbox.confirm(i, *published, *streamed);
+            }
+            sent += self.outbox.settle(n);
+            self.notice(&replies);
+            if !replies.refusals.is_empty() {
+                for refusal in &replies.refusals {
+                    *self.refused.entry(refusal.code.clone()).or_default() += 1;
+                }
+                let e = anyhow!(self.describe(&replies.refusals));
+                self.failed(&e);
+                return Err(e);
+            }
+            if self.breaker.success() {
+                tracing::info!(
+                    buffered = self.outbox.len(),
+                    "bus reachable again; replaying"
+                );
+            }
+            self.report_drops();
+        }
+        if let Some(spool) = self.spool.as_mut() {
+            match spool.clear() {
+                Ok(()) => self.outbox.mark_unspooled(),
+                Err(e) => tracing::error!("spool cleanup failed: {e:#}"),
             }
         }
-        if let Some(spool) = self.spool.as_mut()
-            && let Err(e) = spool.clear()
-        {
-            tracing::error!("spool cleanup failed: {e:#}");
-        }
         Ok(sent)
+    }
+
+    /// A failed send: spools and tells the breaker.
+    fn failed(&mut self, e: &anyhow::Error) {
+        self.spool_pending();
+        if self.breaker.failure(Instant::now()) {
+            tracing::warn!(
+                buffered = self.outbox.len(),
+                "publish failing; breaker open, buffering: {e:#}"
+            );
+        }
     }
 
     /// Shutdown: keeps trying to send the outbox, ignoring the breaker,
@@ -220,6 +350,12 @@ impl Publisher {
             );
             let envelope = self.origin.wrap(&self.origin.instance, event);
             self.outbox.push(envelope);
+            // Before the report can go out, the spool forgets the dropped
+            // envelopes and holds the report instead of the count: a crash
+            // from here on neither replays them nor reports them twice.
+            if self.spool.as_ref().is_some_and(|s| s.size() > 0) {
+                self.spool_pending();
+            }
         }
     }
 
@@ -228,38 +364,200 @@ impl Publisher {
         self.breaker.state()
     }
 
-    async fn send(&mut self, n: usize) -> Result<()> {
+    /// The bus's `host:port`, and whether it is the watched Redis.
+    fn bus(&self) -> (String, bool) {
+        match &self.sink {
+            Sink::Redis { conn, .. } => {
+                (conn.instance.clone(), conn.instance == self.origin.instance)
+            }
+            _ => ("the bus".to_owned(), false),
+        }
+    }
+
+    fn stream_key(&self) -> String {
+        match &self.sink {
+            Sink::Redis { settings, .. } => settings.stream_key.clone(),
+            _ => "the stream".to_owned(),
+        }
+    }
+
+    /// One line naming what the bus refused and how to fix it.
+    fn describe(&self, refusals: &[Refusal]) -> String {
+        let (bus, watched) = self.bus();
+        let key = self.stream_key();
+        let mut groups: BTreeMap<(&str, &str), (usize, &str)> = BTreeMap::new();
+        for r in refusals {
+            groups
+                .entry((r.command, r.code.as_str()))
+                .or_insert((0, r.detail.as_str()))
+                .0 += 1;
+        }
+        let parts: Vec<String> = groups
+            .into_iter()
+            .map(|((command, code), (count, detail))| {
+                let detail = detail.trim();
+                let detail = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({detail})")
+                };
+                format!(
+                    "bus {bus} refused {command} of {count} envelope{} with {code}{detail}: {}",
+                    if count == 1 { "" } else { "s" },
+                    advice(code, command, &key, watched)
+                )
+            })
+            .collect();
+        parts.join("; ")
+    }
+
+    /// Warns once each about a bus policy that can evict the stream and
+    /// about a stream that vanished.
+    fn notice(&mut self, replies: &Replies) {
+        if let Some(policy) = &replies.policy {
+            self.policy = Some(policy.clone());
+        }
+        if replies.stream_vanished {
+            self.stream_written = false;
+        }
+        if replies.streamed {
+            self.stream_written = true;
+        }
+        let (bus, watched) = self.bus();
+        let key = self.stream_key();
+        let evicting = self
+            .policy
+            .as_deref()
+            .filter(|p| p.starts_with("allkeys-"))
+            .map(str::to_owned);
+        let fix = if watched {
+            "; set [publish] url to another Redis"
+        } else {
+            "; give the bus a maxmemory-policy that does not evict it (noeviction or volatile-*), or set [publish] url to another Redis"
+        };
+        if let Some(policy) = &evicting
+            && !self.warned_policy
+        {
+            self.warned_policy = true;
+            let also = if watched {
+                " The bus is the watched Redis: Lookout's own writes use its memory, may evict its keys and count in its evicted_keys."
+            } else {
+                ""
+            };
+            let msg = format!(
+                "the bus {bus} may evict the stream {key} (maxmemory-policy {policy}){fix}.{also}"
+            );
+            self.warn(
+                msg,
+                fields! {"bus" => bus.clone(), "stream_key" => key.clone(), "policy" => policy.clone(), "watched" => watched},
+            );
+        }
+        if replies.stream_vanished && !self.warned_vanished {
+            self.warned_vanished = true;
+            let cause = match &evicting {
+                Some(policy) => format!("evicted under maxmemory-policy {policy}"),
+                None => "deleted, expired, or lost in a restart without persistence".to_owned(),
+            };
+            let fix = if evicting.is_some() { fix } else { "" };
+            let msg = format!(
+                "the stream {key} on {bus} vanished since Lookout last wrote to it: {cause}{fix}"
+            );
+            self.warn(
+                msg,
+                fields! {
+                    "bus" => bus,
+                    "stream_key" => key,
+                    "policy" => self.policy.clone().unwrap_or_default(),
+                    "watched" => watched,
+                },
+            );
+        }
+    }
+
+    /// One of the publisher's own warnings: a log line and an envelope.
+    fn warn(&mut self, msg: String, fields: serde_json::Map<String, serde_json::Value>) {
+        tracing::warn!("{msg}");
+        let event = Emitted::host(Level::Warn, msg, fields);
+        let envelope = self.origin.wrap(&self.origin.instance, event);
+        self.outbox.push(envelope);
+    }
+
+    async fn send(&mut self, n: usize) -> Result<Replies> {
         let items: Vec<&Item> = self.outbox.front(n).collect();
+        let mut replies = Replies {
+            confirmed: items.iter().map(|i| (i.published, i.streamed)).collect(),
+            ..Replies::default()
+        };
         match &mut self.sink {
             Sink::Stdout => {
                 let mut out = std::io::stdout().lock();
-                for item in items {
+                for item in &items {
                     writeln!(out, "{}", item.json).context("writing to stdout")?;
                 }
                 out.flush().context("writing to stdout")?;
+                replies.confirmed.fill((true, true));
             }
             Sink::Redis { conn, settings } => {
                 let mut pipe = redis::pipe();
-                for item in items {
-                    let envelope = &item.envelope;
-                    let channel =
-                        format!("{}.{}", settings.channel_prefix, envelope.level.as_str());
-                    pipe.cmd("PUBLISH").arg(channel).arg(&item.json).ignore();
-                    let xadd = pipe
-                        .cmd("XADD")
-                        .arg(&settings.stream_key)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(settings.stream_maxlen)
-                        .arg("*");
-                    for (key, value) in envelope.stream_fields() {
-                        xadd.arg(key).arg(value);
-                    }
-                    xadd.ignore();
+                pipe.ignore_errors();
+                let info = !conn.is_connected();
+                if info {
+                    pipe.cmd("INFO").arg("memory");
                 }
-                conn.query(&pipe)
+                let exists = self.stream_written;
+                if exists {
+                    pipe.cmd("EXISTS").arg(&settings.stream_key);
+                }
+                // Per command after the probes: (envelope, is XADD).
+                let mut plan = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let envelope = &item.envelope;
+                    if !item.published {
+                        let channel =
+                            format!("{}.{}", settings.channel_prefix, envelope.level.as_str());
+                        pipe.cmd("PUBLISH").arg(channel).arg(&item.json);
+                        plan.push((i, false));
+                    }
+                    if !item.streamed {
+                        let xadd = pipe
+                            .cmd("XADD")
+                            .arg(&settings.stream_key)
+                            .arg("MAXLEN")
+                            .arg("~")
+                            .arg(settings.stream_maxlen)
+                            .arg("*");
+                        for (key, value) in envelope.stream_fields() {
+                            xadd.arg(key).arg(value);
+                        }
+                        plan.push((i, true));
+                    }
+                }
+                let values = conn
+                    .query(&pipe)
                     .await
                     .with_context(|| format!("publishing to {}", conn.instance))?;
+                let mut values = values.into_iter();
+                if info && let Some(value) = values.next() {
+                    replies.policy = text(&value).and_then(|t| info_field(&t, "maxmemory_policy"));
+                }
+                if exists && let Some(value) = values.next() {
+                    replies.stream_vanished = matches!(value, redis::Value::Int(0));
+                }
+                for ((i, xadd), value) in plan.into_iter().zip(values) {
+                    let command = if xadd { "XADD" } else { "PUBLISH" };
+                    if let redis::Value::ServerError(e) = &value {
+                        replies.refusals.push(Refusal {
+                            command,
+                            code: e.code().to_owned(),
+                            detail: e.details().unwrap_or_default().to_owned(),
+                        });
+                    } else if xadd {
+                        replies.confirmed[i].1 = true;
+                        replies.streamed = true;
+                    } else {
+                        replies.confirmed[i].0 = true;
+                    }
+                }
             }
             #[cfg(test)]
             Sink::Memory(bus) => {
@@ -267,22 +565,89 @@ impl Publisher {
                 if !bus.up {
                     anyhow::bail!("bus down");
                 }
-                if let Some(k) = bus.cut_after.take() {
-                    for item in items.iter().take(k) {
-                        bus.received.push(item.envelope.id.clone());
+                let cut = bus.cut_after.take();
+                for (i, item) in items.iter().enumerate() {
+                    if cut.is_some_and(|k| i >= k) {
+                        anyhow::bail!("pipeline cut after {}", cut.unwrap_or_default());
                     }
-                    if k < items.len() {
-                        anyhow::bail!("pipeline cut after {k}");
+                    let id = &item.envelope.id;
+                    if !item.published {
+                        match bus.refuse_publish.clone() {
+                            Some(code) => replies.refusals.push(Refusal {
+                                command: "PUBLISH",
+                                code,
+                                detail: String::new(),
+                            }),
+                            None => {
+                                bus.received.push(id.clone());
+                                replies.confirmed[i].0 = true;
+                            }
+                        }
                     }
-                } else {
-                    for item in items {
-                        bus.received.push(item.envelope.id.clone());
+                    if !item.streamed {
+                        match bus.refuse_xadd.clone() {
+                            Some(code) => replies.refusals.push(Refusal {
+                                command: "XADD",
+                                code,
+                                detail: String::new(),
+                            }),
+                            None => {
+                                bus.streamed.push(id.clone());
+                                replies.confirmed[i].1 = true;
+                            }
+                        }
                     }
                 }
             }
         }
-        Ok(())
+        Ok(replies)
     }
+}
+
+/// What to do about an error reply with `code` to `command`.
+fn advice(code: &str, command: &str, stream_key: &str, watched: bool) -> String {
+    let elsewhere = if watched {
+        " or set [publish] url to another Redis (the bus is the watched Redis)"
+    } else {
+        ""
+    };
+    match code {
+        "OOM" => format!(
+            "the bus reached maxmemory and its maxmemory-policy (noeviction) refuses writes; raise maxmemory{elsewhere}; retrying with the breaker's backoff"
+        ),
+        "READONLY" => "the bus is a read-only replica (after a failover the primary moved); point [publish] url at the primary; retrying with the breaker's backoff".to_owned(),
+        "MISCONF" => "the bus refuses writes because its last RDB snapshot failed (stop-writes-on-bgsave-error); fix its disk or its save settings; retrying with the breaker's backoff".to_owned(),
+        "NOPERM" => format!(
+            "the ACL user of [publish] url may not run {command} there; grant it (+publish and the channel pattern, +xadd and the key {stream_key}) or use another user; retrying with the breaker's backoff"
+        ),
+        "WRONGTYPE" => format!(
+            "the key {stream_key} holds something other than a stream; delete or rename it, or set [publish] stream_key; retrying with the breaker's backoff"
+        ),
+        "NOAUTH" | "WRONGPASS" => "authentication failed; check the user and password in [publish] url; retrying with the breaker's backoff".to_owned(),
+        "LOADING" => "the bus is loading its data set; retrying with the breaker's backoff".to_owned(),
+        "MASTERDOWN" => "the bus is a replica that lost its primary; retrying with the breaker's backoff".to_owned(),
+        "BUSY" => "a script is running on the bus; retrying with the breaker's backoff".to_owned(),
+        _ => "retrying with the breaker's backoff".to_owned(),
+    }
+}
+
+/// The text of a bulk, simple or verbatim string reply.
+fn text(value: &redis::Value) -> Option<String> {
+    match value {
+        redis::Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        redis::Value::SimpleString(s) | redis::Value::VerbatimString { text: s, .. } => {
+            Some(s.clone())
+        }
+        _ => None,
+    }
+}
+
+/// The value of `key` in an INFO reply.
+fn info_field(info: &str, key: &str) -> Option<String> {
+    info.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k == key).then(|| v.trim().to_owned())
+    })
 }
 
 #[cfg(test)]

@@ -30,6 +30,11 @@ pub struct Stopped {
     pub delivered: u64,
     /// Dropped by the outbox policy.
     pub dropped: u64,
+    /// Of `emitted`, replayed from the spool of an earlier run.
+    pub replayed: u64,
+    /// Writes (PUBLISH or XADD) the bus refused with an error reply; each
+    /// was retried, none was counted delivered.
+    pub refused: u64,
     /// Left undelivered but written to the spool.
     pub spooled: usize,
     /// Left undelivered and not spooled: lost.
@@ -167,12 +172,24 @@ async fn drain(publisher: &mut Publisher, grace: Duration) -> Stopped {
     if lost > 0 {
         warn!(lost, "could not publish queued envelopes before exit");
     }
+    let refused: u64 = publisher.refused().values().sum();
+    // `OOM:3,READONLY:1`: refused writes by error code.
+    let refused_by = publisher
+        .refused()
+        .iter()
+        .map(|(code, n)| format!("{code}:{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
     info!(
         emitted = counts.emitted,
         delivered = counts.delivered,
         dropped = counts.dropped,
         spooled,
         lost,
+        replayed = counts.replayed,
+        refused,
+        refused_by = %refused_by,
+        spool_failures = publisher.spool_failures(),
         rss_kib = rss_kib(),
         "lookout stopped"
     );
@@ -180,6 +197,8 @@ async fn drain(publisher: &mut Publisher, grace: Duration) -> Stopped {
         emitted: counts.emitted,
         delivered: counts.delivered,
         dropped: counts.dropped,
+        replayed: counts.replayed,
+        refused,
         spooled,
         lost,
     }
