@@ -4,6 +4,7 @@
 mod support;
 
 mod authoring;
+mod bus;
 mod engine;
 mod outage;
 mod reload;
