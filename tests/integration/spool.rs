@@ -1,28 +1,52 @@
 //! The durable spool: envelopes survive a `kill -9` of the host while the
-//! bus is down, and a damaged spool file is skipped record by record.
+//! bus is down, the file holds the newest envelopes when the outbox is
+//! full and never replays what was dropped, the accounting holds across the
+//! kill and restart, and a damaged spool file is skipped record by record.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Lookout, Redis, by_target, plugins_with, run_lookout, wait_for};
+use crate::support::{
+    Lookout, Redis, STREAM, by_target, plugins_with, run_lookout, stop, ticks, wait_for,
+};
 
-/// Envelopes (as JSON) of the intact records of a spool file.
-fn spooled(path: &Path) -> Vec<Value> {
+/// What a spool file holds: the envelopes a restart would replay (notes
+/// applied: settled ones left out) and the drop count it carries.
+fn spool_state(path: &Path) -> (Vec<Value>, u64) {
     let bytes = std::fs::read(path).unwrap_or_default();
-    let mut out = Vec::new();
+    let mut envelopes: Vec<Value> = Vec::new();
+    let mut drops = 0;
     let mut at = 0;
     while at + 12 <= bytes.len() {
-        assert_eq!(&bytes[at..at + 4], b"LKSP", "record magic at {at}");
+        let magic = &bytes[at..at + 4];
         let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
         if at + 12 + len > bytes.len() {
             break; // torn by the kill
         }
-        out.push(serde_json::from_slice(&bytes[at + 12..at + 12 + len]).unwrap());
+        let payload: Value = serde_json::from_slice(&bytes[at + 12..at + 12 + len]).unwrap();
+        match magic {
+            b"LKSP" => envelopes.push(payload),
+            b"LKSN" => {
+                let settled: HashSet<&str> = payload["settled"]
+                    .as_array()
+                    .map(|a| a.iter().map(|v| v.as_str().unwrap()).collect())
+                    .unwrap_or_default();
+                envelopes.retain(|e| !settled.contains(e["id"].as_str().unwrap()));
+                drops = payload["drops"]["count"].as_u64().unwrap_or(0);
+            }
+            other => panic!("record magic {other:?} at {at}"),
+        }
         at += 12 + len;
     }
-    out
+    (envelopes, drops)
+}
+
+/// Envelopes (as JSON) a restart would replay from a spool file.
+fn spooled(path: &Path) -> Vec<Value> {
+    spool_state(path).0
 }
 
 fn record(json: &str) -> Vec<u8> {
@@ -173,4 +197,156 @@ fn corrupt_spool_records_are_skipped_and_counted() {
     assert_eq!(replay["fields"]["corrupt"], 2);
     assert!(lookout.alive());
     assert!(lookout.terminate().success());
+}
+
+/// An outage longer than the outbox (20 envelopes, drop_oldest), with a
+/// spool, then `kill -9` of the host: the spool holds exactly the 20 newest
+/// envelopes and carries the count of the dropped ones. After a restart
+/// with the bus back, every envelope the first run emitted up to its last
+/// spooling is either on the stream or counted in the drop report, never
+/// both: `emitted = delivered + buffered + dropped` across the kill, and
+/// nothing reported dropped is replayed.
+#[test]
+fn a_full_spool_keeps_the_newest_and_accounts_across_kill_9() {
+    let watched = Redis::start(&[]);
+    let mut bus = Redis::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["ticker"]);
+    let config = tmp.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[publish]\nurl = '{}'\n[buffer]\ndir = '{}'\nmax_envelopes = 20\n\
+             policy = 'drop_oldest'\n[breaker]\nrecovery_s = 0.3\n",
+            bus.url(),
+            tmp.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let file = tmp.path().join("spool/spool.log");
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--poll-interval",
+        "0.1",
+    ];
+    let first = run_lookout(tmp.path(), &watched.url(), &plugins, &args);
+    first.wait_started();
+    let first_pid = wait_for("ticks on the bus", Duration::from_secs(20), || {
+        let all = bus.stream(STREAM);
+        let tick = by_target(&all, "ticker").into_iter().last()?;
+        (tick["fields"]["n"].as_i64()? >= 3).then(|| tick["pid"].clone())
+    });
+    bus.kill();
+    let (live, carried) = wait_for(
+        "40 ticks past the outbox while the bus is down",
+        Duration::from_secs(30),
+        || {
+            let (live, drops) = spool_state(&file);
+            (drops >= 40).then_some((live, drops))
+        },
+    );
+    drop(first); // SIGKILL: no drain, no report
+    let (live, carried) = {
+        // The last spooling before the kill may be newer than the one seen.
+        let (after, drops) = spool_state(&file);
+        if after.is_empty() {
+            (live, carried)
+        } else {
+            (after, drops)
+        }
+    };
+    let live_ticks = ticks(&live);
+    assert_eq!(
+        live.len(),
+        20,
+        "the spool holds a full outbox: {live_ticks:?}"
+    );
+    assert_eq!(live_ticks.len(), 20, "only ticks during the outage");
+    assert!(
+        live_ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "the newest, in order: {live_ticks:?}"
+    );
+    let newest = *live_ticks.last().unwrap();
+
+    bus.restart();
+    let mut second = run_lookout(tmp.path(), &watched.url(), &plugins, &args);
+    second.wait_started();
+    let is_report =
+        |e: &Value| e["target"] == "lookout" && e["msg"].as_str().unwrap().starts_with("dropped ");
+    let live_ids: HashSet<&str> = live.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    wait_for(
+        "the spooled envelopes and the drop report on the bus",
+        Duration::from_secs(30),
+        || {
+            let all = bus.stream(STREAM);
+            let ids: HashSet<&str> = all.iter().map(|e| e["id"].as_str().unwrap()).collect();
+            // The newest spooled envelope (the oldest may be dropped in
+            // turn when new ones arrive before the replay is sent).
+            let newest_id = live.last().unwrap()["id"].as_str().unwrap();
+            (ids.contains(newest_id) && all.iter().any(is_report)).then_some(())
+        },
+    );
+    let counts = stop(&mut second);
+    let all = bus.stream(STREAM);
+    let reported: u64 = all
+        .iter()
+        .filter(|e| is_report(e))
+        .map(|e| e["fields"]["dropped"].as_u64().unwrap())
+        .sum();
+    assert!(
+        reported >= carried,
+        "{reported} reported, {carried} carried"
+    );
+
+    // Every tick of the first run up to the newest spooled one is on the
+    // stream or reported dropped: never both, never neither.
+    let first_run: Vec<Value> = all
+        .iter()
+        .filter(|e| e["pid"] == first_pid)
+        .cloned()
+        .collect();
+    let delivered: HashSet<i64> = ticks(&first_run).into_iter().collect();
+    assert!(
+        delivered.iter().all(|n| *n <= newest),
+        "nothing after the last spooling"
+    );
+    let missing: Vec<i64> = (1..=newest).filter(|n| !delivered.contains(n)).collect();
+    assert_eq!(
+        missing.len() as u64,
+        reported,
+        "emitted = delivered + dropped across kill -9: missing {missing:?}"
+    );
+    assert!(
+        missing.windows(2).all(|w| w[1] == w[0] + 1),
+        "the oldest of the outage were dropped: {missing:?}"
+    );
+    let mut ids = HashSet::new();
+    let replayed: Vec<&Value> = first_run
+        .iter()
+        .filter(|e| live_ids.contains(e["id"].as_str().unwrap()))
+        .collect();
+    assert!(
+        replayed
+            .iter()
+            .all(|e| ids.insert(e["id"].as_str().unwrap())),
+        "each spooled envelope replayed once"
+    );
+    assert_eq!(counts["replayed"], 20);
+    assert_eq!(
+        replayed.len() as u64 + counts["dropped"],
+        20,
+        "replayed envelopes are delivered or dropped (counted) in turn"
+    );
+    assert_eq!(counts["lost"], 0);
+    assert_eq!(
+        counts["emitted"],
+        counts["delivered"] + counts["dropped"],
+        "{counts:?}"
+    );
+    wait_for(
+        "the spool removed once delivered",
+        Duration::from_secs(10),
+        || (!file.exists()).then_some(()),
+    );
 }
