@@ -1,6 +1,6 @@
 //! A bus that answers some writes with an error reply: OOM (maxmemory with
-//! noeviction), READONLY (a replica), NOPERM (an ACL without XADD),
-//! WRONGTYPE (the stream key holds a string). The PUBLISH that went out is
+//! noeviction), READONLY (a replica), MISCONF (a failed snapshot), NOPERM
+//! (an ACL without XADD), WRONGTYPE (the stream key holds a string). The PUBLISH that went out is
 //! never sent again, the refused XADD is retried until the bus takes it,
 //! the log names the refusal and its fix, and the stop line counts it. A
 //! bus that may evict the stream, or a stream that vanished, is reported
@@ -369,4 +369,45 @@ fn an_evicting_watched_bus_and_a_vanished_stream_are_reported_once() {
         1
     );
     assert_eq!(logs.iter().filter(|l| l.contains("vanished")).count(), 1);
+}
+
+/// The bus's last RDB snapshot failed (it saves into /proc) with
+/// stop-writes-on-bgsave-error: every XADD is refused with MISCONF.
+#[test]
+fn misconf_bus_is_named_and_retried() {
+    let watched = Redis::start(&[]);
+    let bus = Redis::start(&["--enable-protected-configs", "yes"]);
+    let dir = info_dir(&bus);
+    cmd(&bus, &["CONFIG", "SET", "save", "3600 1"]);
+    cmd(&bus, &["CONFIG", "SET", "dir", "/proc"]);
+    cmd(&bus, &["BGSAVE"]);
+    wait_for("the snapshot to fail", Duration::from_secs(10), || {
+        (info_field(&bus, "persistence", "rdb_last_bgsave_status") == "err").then_some(())
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let config = breaker_config(tmp.path(), &bus);
+    let mut lookout = start_ticker(tmp.path(), &watched, &config, "0.1");
+    refused_then_repaired(
+        &bus,
+        &mut lookout,
+        "MISCONF",
+        "stop-writes-on-bgsave-error",
+        || {
+            cmd(&bus, &["CONFIG", "SET", "dir", &dir]);
+            cmd(
+                &bus,
+                &["CONFIG", "SET", "stop-writes-on-bgsave-error", "no"],
+            );
+        },
+    );
+}
+
+/// The bus's working folder.
+fn info_dir(redis: &Redis) -> String {
+    let reply: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("dir")
+        .query(&mut redis.conn())
+        .unwrap();
+    reply[1].clone()
 }

@@ -261,7 +261,7 @@ impl Publisher {
             let replies = match self.send(n).await {
                 Ok(replies) => replies,
                 Err(e) => {
-                    self.failed(&e);
+                    self.failed();
                     return Err(e);
                 }
             };
@@ -275,7 +275,7 @@ impl Publisher {
                     *self.refused.entry(refusal.code.clone()).or_default() += 1;
                 }
                 let e = anyhow!(self.describe(&replies.refusals));
-                self.failed(&e);
+                self.failed();
                 return Err(e);
             }
             if self.breaker.success() {
@@ -295,13 +295,14 @@ impl Publisher {
         Ok(sent)
     }
 
-    /// A failed send: spools and tells the breaker.
-    fn failed(&mut self, e: &anyhow::Error) {
+    /// A failed send: spools and tells the breaker (the caller logs the
+    /// error of every failed attempt).
+    fn failed(&mut self) {
         self.spool_pending();
         if self.breaker.failure(Instant::now()) {
             tracing::warn!(
                 buffered = self.outbox.len(),
-                "publish failing; breaker open, buffering: {e:#}"
+                "publish failing; breaker open, buffering"
             );
         }
     }
