@@ -304,8 +304,11 @@ fn noperm_is_named_without_the_password_and_retried() {
 
 /// Publishing into the watched Redis when its maxmemory-policy evicts any
 /// key: one warn envelope and one log line say the stream may be evicted
-/// and how to avoid it; when the stream then vanishes (deleted here, as an
-/// eviction would), one more says so. Neither repeats.
+/// and how to avoid it. Then the watched Redis runs out of memory: the
+/// host's own next command makes it evict the stream (counted in its
+/// `evicted_keys`), and one more warning says the stream was evicted; its
+/// XADDs are refused with OOM and named as such until memory is back.
+/// Neither warning repeats, not even when the stream vanishes again.
 #[test]
 fn an_evicting_watched_bus_and_a_vanished_stream_are_reported_once() {
     let watched = Redis::start(&["--maxmemory-policy", "allkeys-lru"]);
@@ -331,17 +334,41 @@ fn an_evicting_watched_bus_and_a_vanished_stream_are_reported_once() {
     assert!(msg.contains("set [publish] url to another Redis"), "{msg}");
     assert!(msg.contains("evicted_keys"), "{msg}");
 
-    cmd(&watched, &["DEL", STREAM]);
+    // No memory left: the next command evicts every key, the stream too.
+    let sub = Subscriber::start(&watched);
+    cmd(&watched, &["CONFIG", "SET", "maxmemory", "1"]);
     let is_vanished =
         |e: &Value| e["target"] == "lookout" && e["msg"].as_str().unwrap().contains("vanished");
     let vanished = wait_for(
-        "the vanished-stream warning",
+        "the vanished-stream warning on pub/sub",
+        Duration::from_secs(20),
+        || sub.all().into_iter().find(|e| is_vanished(e)),
+    );
+    let refused = wait_for("the OOM refusal", Duration::from_secs(20), || {
+        lookout
+            .stderr
+            .matching("refused XADD")
+            .into_iter()
+            .find(|l| l.contains("with OOM"))
+    });
+    assert!(
+        refused.contains("(allkeys-lru) found nothing more to evict"),
+        "{refused}"
+    );
+    let evicted: u64 = info_field(&watched, "stats", "evicted_keys")
+        .parse()
+        .unwrap();
+    assert!(evicted >= 1, "the stream was evicted");
+    cmd(&watched, &["CONFIG", "SET", "maxmemory", "0"]);
+    wait_for(
+        "the warning on the new stream",
         Duration::from_secs(20),
         || {
             watched
                 .stream_or_empty()
-                .into_iter()
-                .find(|e| is_vanished(e))
+                .iter()
+                .any(|e| e["id"] == vanished["id"])
+                .then_some(())
         },
     );
     let msg = vanished["msg"].as_str().unwrap();

@@ -1049,12 +1049,17 @@ fn every_refusal_names_its_fix() {
         ("WRONGTYPE", "set [publish] stream_key"),
         ("SOMETHING", "retrying"),
     ] {
-        let advice = super::advice(code, "XADD", "logs:stream:redis", true);
+        let advice = super::advice(code, "XADD", "logs:stream:redis", true, None);
         assert!(advice.contains(fix), "{code}: {advice}");
         assert!(advice.contains("retrying"), "{code}: {advice}");
     }
-    assert!(super::advice("OOM", "XADD", "k", true).contains("[publish] url"));
-    assert!(!super::advice("OOM", "XADD", "k", false).contains("[publish] url"));
+    assert!(super::advice("OOM", "XADD", "k", true, None).contains("[publish] url"));
+    assert!(!super::advice("OOM", "XADD", "k", false, None).contains("[publish] url"));
+    let lru = super::advice("OOM", "XADD", "k", false, Some("allkeys-lru"));
+    assert!(
+        lru.contains("(allkeys-lru) found nothing more to evict"),
+        "{lru}"
+    );
 }
 
 /// A publisher with a spool in `dir`, as after a restart.

@@ -405,7 +405,7 @@ impl Publisher {
                 format!(
                     "bus {bus} refused {command} of {count} envelope{} with {code}{detail}: {}",
                     if count == 1 { "" } else { "s" },
-                    advice(code, command, &key, watched)
+                    advice(code, command, &key, watched, self.policy.as_deref())
                 )
             })
             .collect();
@@ -606,16 +606,27 @@ impl Publisher {
 }
 
 /// What to do about an error reply with `code` to `command`.
-fn advice(code: &str, command: &str, stream_key: &str, watched: bool) -> String {
+fn advice(
+    code: &str,
+    command: &str,
+    stream_key: &str,
+    watched: bool,
+    policy: Option<&str>,
+) -> String {
     let elsewhere = if watched {
         " or set [publish] url to another Redis (the bus is the watched Redis)"
     } else {
         ""
     };
     match code {
-        "OOM" => format!(
-            "the bus reached maxmemory and its maxmemory-policy (noeviction) refuses writes; raise maxmemory{elsewhere}; retrying with the breaker's backoff"
-        ),
+        "OOM" => match policy {
+            Some(policy) if policy != "noeviction" => format!(
+                "the bus reached maxmemory and its maxmemory-policy ({policy}) found nothing more to evict; raise maxmemory{elsewhere}; retrying with the breaker's backoff"
+            ),
+            _ => format!(
+                "the bus reached maxmemory and its maxmemory-policy (noeviction) refuses writes; raise maxmemory{elsewhere}; retrying with the breaker's backoff"
+            ),
+        },
         "READONLY" => "the bus is a read-only replica (after a failover the primary moved); point [publish] url at the primary; retrying with the breaker's backoff".to_owned(),
         "MISCONF" => "the bus refuses writes because its last RDB snapshot failed (stop-writes-on-bgsave-error); fix its disk or its save settings; retrying with the breaker's backoff".to_owned(),
         "NOPERM" => format!(
