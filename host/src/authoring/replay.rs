@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::record::{Recorded, read_lines};
 use crate::config::Settings;
+use crate::redis::probe::Snapshot;
 use crate::sandbox::Engine;
 use crate::watchers::load::load;
 use crate::watchers::supervisor::Supervisor;
@@ -32,7 +33,10 @@ pub struct TestEvent {
 
 /// Runs the watcher at `wasm` over `snapshots` in order, in the daemon's
 /// sandbox with the daemon's supervision (a trap is reported as a host
-/// event, then the watcher is rebuilt).
+/// event, then the watcher is rebuilt). Recordings made by several
+/// `lookout record` runs each start with the resident SLOWLOG ring; the
+/// replay hands each entry over once per Redis run (`run_id`), as one
+/// daemon running through all of them would.
 ///
 /// # Errors
 /// The watcher cannot be loaded or configured.
@@ -46,8 +50,10 @@ pub async fn run_watcher(
     let mut supervisor = Supervisor::new(engine, settings.poll_interval);
     supervisor.install(loaded.spec, Some(loaded.instance));
     let mut events = Vec::new();
+    let mut cursor: Option<(String, u64)> = None;
     for (i, recorded) in snapshots.iter().enumerate() {
-        let snapshot = recorded.to_snapshot();
+        let mut snapshot = recorded.to_snapshot();
+        once_per_run(&mut snapshot, &mut cursor);
         let poll = u64::try_from(i).unwrap_or(u64::MAX) + 1;
         let (emitted, _) = supervisor.poll(poll, &recorded.instance, &snapshot).await;
         events.extend(emitted.into_iter().map(|e| TestEvent {
@@ -59,6 +65,32 @@ pub async fn run_watcher(
         }));
     }
     Ok(events)
+}
+
+/// Drops the SLOWLOG entries already handed over in this Redis run and
+/// moves `cursor` (run_id, highest id) past the rest.
+fn once_per_run(snapshot: &mut Snapshot, cursor: &mut Option<(String, u64)>) {
+    let Some(run_id) = snapshot
+        .info
+        .iter()
+        .find(|f| f.name == "run_id")
+        .map(|f| f.value.clone())
+    else {
+        return;
+    };
+    let Some(entries) = snapshot.slowlog.as_mut() else {
+        return;
+    };
+    let last = match cursor {
+        Some((seen, last)) if *seen == run_id => Some(*last),
+        _ => None,
+    };
+    entries.retain(|e| last.is_none_or(|last| e.id > last));
+    if let Some(top) = entries.iter().map(|e| e.id).max() {
+        *cursor = Some((run_id, top));
+    } else if last.is_none() {
+        *cursor = None;
+    }
 }
 
 /// Compares `actual` events with the expected file; returns a readable
