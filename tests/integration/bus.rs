@@ -97,18 +97,19 @@ fn cmd(redis: &Redis, args: &[&str]) -> redis::Value {
 }
 
 /// The daemon publishing ticks to a bus that refuses every XADD with
-/// `code`: the PUBLISHes arrive once each, the log names the refusal and
+/// `code` (`sub` subscribed before the daemon started): the PUBLISHes
+/// arrive once each, the log names the refusal and
 /// `fix`, nothing reaches the stream; once `repair` ran on the bus the
 /// stream receives every tick once, in order, and no PUBLISH is repeated.
 /// The stop line counts the refusals and delivers everything.
 fn refused_then_repaired(
     bus: &Redis,
+    sub: Subscriber,
     lookout: &mut Lookout,
     code: &str,
     fix: &str,
     repair: impl FnOnce(),
 ) {
-    let sub = Subscriber::start(bus);
     let line = wait_for(
         "the refusal in the log and ten ticks on pub/sub",
         Duration::from_secs(30),
@@ -213,8 +214,9 @@ fn oom_refused_xadd_is_retried_alone_never_republished() {
     cmd(&bus, &["CONFIG", "SET", "maxmemory", &max]);
     let tmp = tempfile::tempdir().unwrap();
     let config = breaker_config(tmp.path(), &bus);
+    let sub = Subscriber::start(&bus);
     let mut lookout = start_ticker(tmp.path(), &watched, &config, "0.1");
-    refused_then_repaired(&bus, &mut lookout, "OOM", "raise maxmemory", || {
+    refused_then_repaired(&bus, sub, &mut lookout, "OOM", "raise maxmemory", || {
         cmd(&bus, &["CONFIG", "SET", "maxmemory", "0"]);
     });
 }
@@ -227,9 +229,11 @@ fn wrongtype_stream_key_is_named_and_retried() {
     cmd(&bus, &["SET", STREAM, "not a stream"]);
     let tmp = tempfile::tempdir().unwrap();
     let config = breaker_config(tmp.path(), &bus);
+    let sub = Subscriber::start(&bus);
     let mut lookout = start_ticker(tmp.path(), &watched, &config, "0.1");
     refused_then_repaired(
         &bus,
+        sub,
         &mut lookout,
         "WRONGTYPE",
         "set [publish] stream_key",
@@ -248,9 +252,11 @@ fn readonly_replica_bus_is_named_and_retried() {
     let bus = Redis::start(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
     let tmp = tempfile::tempdir().unwrap();
     let config = breaker_config(tmp.path(), &bus);
+    let sub = Subscriber::start(&bus);
     let mut lookout = start_ticker(tmp.path(), &watched, &config, "0.1");
     refused_then_repaired(
         &bus,
+        sub,
         &mut lookout,
         "READONLY",
         "point [publish] url at the primary",
@@ -294,8 +300,9 @@ fn noperm_is_named_without_the_password_and_retried() {
         ),
     )
     .unwrap();
+    let sub = Subscriber::start(&bus);
     let mut lookout = start_ticker(tmp.path(), &watched, &config, "0.1");
-    refused_then_repaired(&bus, &mut lookout, "NOPERM", "grant it", || {
+    refused_then_repaired(&bus, sub, &mut lookout, "NOPERM", "grant it", || {
         cmd(&bus, &["ACL", "SETUSER", "lookout", "+xadd"]);
     });
     let logs = lookout.stderr.all().join("\n");
@@ -413,9 +420,11 @@ fn misconf_bus_is_named_and_retried() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let config = breaker_config(tmp.path(), &bus);
+    let sub = Subscriber::start(&bus);
     let mut lookout = start_ticker(tmp.path(), &watched, &config, "0.1");
     refused_then_repaired(
         &bus,
+        sub,
         &mut lookout,
         "MISCONF",
         "stop-writes-on-bgsave-error",

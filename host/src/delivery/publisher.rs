@@ -268,8 +268,16 @@ impl Publisher {
             for (i, (published, streamed)) in replies.confirmed.iter().enumerate() {
                 self.outbox.confirm(i, *published, *streamed);
             }
-            sent += self.outbox.settle(n);
+            let done = self.outbox.settle(n);
+            sent += done;
             self.notice(&replies);
+            if replies.refusals.is_empty() && done < n {
+                // Every write answered without error, yet not all confirmed:
+                // never loop on it.
+                let e = anyhow!("the bus confirmed {done} of {n} envelopes");
+                self.failed();
+                return Err(e);
+            }
             if !replies.refusals.is_empty() {
                 for refusal in &replies.refusals {
                     *self.refused.entry(refusal.code.clone()).or_default() += 1;
@@ -537,6 +545,14 @@ impl Publisher {
                     .query(&pipe)
                     .await
                     .with_context(|| format!("publishing to {}", conn.instance))?;
+                let expected = plan.len() + usize::from(info) + usize::from(exists);
+                if values.len() != expected {
+                    anyhow::bail!(
+                        "publishing to {}: {} replies to {expected} commands",
+                        conn.instance,
+                        values.len()
+                    );
+                }
                 let mut values = values.into_iter();
                 if info && let Some(value) = values.next() {
                     replies.policy = text(&value).and_then(|t| info_field(&t, "maxmemory_policy"));
