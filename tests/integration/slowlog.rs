@@ -383,7 +383,7 @@ const WATCHED_ACL: &str =
     "on >watch-pw -@all +ping +info +slowlog|get +client|setname +client|info";
 
 /// The bus's user for Lookout (README: ACL rules).
-const BUS_ACL: &str = "on >bus-pw -@all +ping +publish +xadd +info +exists +client|setname \
+const BUS_ACL: &str = "on >bus-pw -@all +publish +xadd +info +exists +client|setname \
      +client|info ~logs:stream:* &logs.redis.*";
 
 fn acl(redis: &Redis, user: &str, rules: &str) {
