@@ -171,6 +171,7 @@ fn realistic_snapshot(redis: &Redis) -> Snapshot {
             info: true,
             slowlog: true,
         },
+        notices: Vec::new(),
     }
 }
 
