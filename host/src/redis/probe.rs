@@ -119,8 +119,8 @@ enum Cursor {
     After(u64),
 }
 
-/// Runs the probes against the watched Redis and keeps the SLOWLOG
-/// high-water mark so each entry is handed over once.
+/// Runs the probes against the watched Redis and keeps the
+/// SLOWLOG cursor so each entry is handed over once.
 pub struct Prober {
     /// The watched connection.
     pub conn: Conn,
