@@ -8,7 +8,10 @@
 //! confirmed, the emitted/delivered/dropped counters, the breaker state and
 //! the exact sequences of ids the bus must have received on pub/sub and on
 //! the stream. Only a cut pipeline may duplicate an id; an error reply
-//! never does. Plain tests pin a few scenarios down.
+//! never does. A second property test adds a spool and crashes (restarts
+//! on the same spool file): every envelope ever created reaches the stream
+//! once or is counted in exactly one drop report. Plain tests pin a few
+//! scenarios down.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -1170,4 +1173,118 @@ fn a_spooled_envelope_whose_publish_went_out_is_not_published_again() {
         "no PUBLISH again after a restart"
     );
     assert_eq!(bus.lock().unwrap().streamed, sent);
+}
+
+#[derive(Debug, Clone)]
+enum CrashOp {
+    Emit(usize),
+    Flush,
+    Bus(Option<bool>, Option<&'static str>),
+    /// A flush attempt (which spools when it fails), then `kill -9` and a
+    /// restart on the same spool.
+    Crash,
+}
+
+fn crash_op() -> impl Strategy<Value = CrashOp> {
+    prop_oneof![
+        6 => (1usize..12).prop_map(CrashOp::Emit),
+        5 => Just(CrashOp::Flush),
+        4 => (
+            prop_oneof![Just(None), Just(Some(true)), Just(Some(false))],
+            prop_oneof![Just(None), Just(Some("OOM")), Just(Some("READONLY"))],
+        )
+            .prop_map(|(up, refuse)| CrashOp::Bus(up, refuse)),
+        2 => Just(CrashOp::Crash),
+    ]
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 128,
+        failure_persistence: None,
+        ..Config::default()
+    })]
+
+    /// With a spool, across any number of crashes: every envelope ever
+    /// created reaches the stream once or is counted in exactly one drop
+    /// report, and no id reaches pub/sub or the stream twice.
+    #[test]
+    fn the_spool_accounts_for_every_envelope_across_crashes(
+        envelopes in 1usize..15,
+        newest in any::<bool>(),
+        failures in 1u32..=3,
+        ops in proptest::collection::vec(crash_op(), 1..40),
+    ) {
+        let rt = runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let caps = Caps {
+            envelopes,
+            bytes: usize::MAX,
+            policy: if newest { DropPolicy::DropNewest } else { DropPolicy::DropOldest },
+        };
+        let breaker = BreakerSettings { failures, recovery: NOW };
+        let bus = Arc::new(Mutex::new(MemoryBus::default()));
+        let open = |bus: &Arc<Mutex<MemoryBus>>| {
+            let mut p = Publisher::new(Sink::Memory(bus.clone()), caps, breaker, origin());
+            p.with_spool(dir.path()).unwrap();
+            p
+        };
+        let mut p = open(&bus);
+        let mut pushed = 0u64;
+        // Envelopes each finished run created itself (drop reports).
+        let mut created = 0u64;
+        let mut run_pushed = 0u64;
+        let origin = origin();
+        for op in &ops {
+            match *op {
+                CrashOp::Emit(k) => {
+                    for _ in 0..k {
+                        p.push(event(&origin, pushed as usize, 0));
+                        pushed += 1;
+                        run_pushed += 1;
+                    }
+                }
+                CrashOp::Flush => {
+                    let _ = rt.block_on(p.flush());
+                }
+                CrashOp::Bus(up, refuse) => {
+                    let mut bus = bus.lock().unwrap();
+                    if let Some(up) = up {
+                        bus.up = up;
+                    }
+                    bus.refuse_xadd = refuse.map(str::to_owned);
+                }
+                CrashOp::Crash => {
+                    let _ = rt.block_on(p.flush());
+                    let counts = p.counts();
+                    created += counts.emitted - counts.replayed - run_pushed;
+                    drop(p);
+                    p = open(&bus);
+                    run_pushed = 0;
+                }
+            }
+        }
+        {
+            let mut bus = bus.lock().unwrap();
+            bus.up = true;
+            bus.refuse_xadd = None;
+        }
+        prop_assert_eq!(rt.block_on(p.drain(Duration::from_secs(5))), 0);
+        let counts = p.counts();
+        created += counts.emitted - counts.replayed - run_pushed;
+
+        let bus = bus.lock().unwrap();
+        let streamed: HashSet<&String> = bus.streamed.iter().collect();
+        prop_assert_eq!(streamed.len(), bus.streamed.len(), "no id twice on the stream");
+        let published: HashSet<&String> = bus.received.iter().collect();
+        prop_assert_eq!(published.len(), bus.received.len(), "no id twice on pub/sub");
+        // An envelope dropped after its PUBLISH went out is on pub/sub only.
+        prop_assert!(streamed.is_subset(&published), "both writes of every delivered one");
+        prop_assert_eq!(
+            pushed + created,
+            bus.streamed.len() as u64 + bus.reported_drops,
+            "created = delivered + reported dropped"
+        );
+        prop_assert!(!dir.path().join("spool.log").exists());
+    }
 }

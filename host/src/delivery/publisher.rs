@@ -66,6 +66,8 @@ pub struct MemoryBus {
     pub refuse_publish: Option<String>,
     /// Error code every XADD is refused with.
     pub refuse_xadd: Option<String>,
+    /// Sum of the counts of the drop reports XADDed.
+    pub reported_drops: u64,
 }
 
 /// One write the bus refused with an error reply.
@@ -611,6 +613,13 @@ impl Publisher {
                             None => {
                                 bus.streamed.push(id.clone());
                                 replies.confirmed[i].1 = true;
+                                let envelope = &item.envelope;
+                                if envelope.target == super::envelope::HOST_TARGET
+                                    && envelope.msg.starts_with("dropped ")
+                                {
+                                    bus.reported_drops +=
+                                        envelope.fields["dropped"].as_u64().unwrap_or(0);
+                                }
                             }
                         }
                     }
