@@ -205,6 +205,66 @@ mod tests {
         );
     }
 
+    use proptest::prelude::Strategy as _;
+
+    proptest::proptest! {
+        /// Random TOML values for keys of every kind: an error naming the
+        /// key, or settings of the declared kind with finite floats; never
+        /// a panic.
+        #[test]
+        fn random_settings_are_refused_or_valid(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<i64>().prop_map(toml::Value::Integer),
+                    proptest::prelude::any::<f64>().prop_map(toml::Value::Float),
+                    proptest::prelude::any::<bool>().prop_map(toml::Value::Boolean),
+                    "\\PC{0,8}".prop_map(toml::Value::String),
+                ],
+                4,
+            ),
+        ) {
+            let mut m = manifest();
+            m.config = [
+                ("i", ValueKind::Integer, Value::Integer(1)),
+                ("f", ValueKind::Float, Value::Float(0.5)),
+                ("b", ValueKind::Boolean, Value::Boolean(true)),
+                ("t", ValueKind::Text, Value::Text(String::new())),
+            ]
+            .into_iter()
+            .map(|(name, kind, default)| ConfigKey {
+                name: name.into(),
+                kind,
+                default,
+                description: String::new(),
+            })
+            .collect();
+            let table: toml::Table = ["i", "f", "b", "t"]
+                .into_iter()
+                .map(str::to_owned)
+                .zip(values)
+                .collect();
+            let layers = [Layer { origin: "w.toml".into(), table: &table }];
+            match resolve(&m, &layers) {
+                Ok(settings) => {
+                    for (setting, key) in settings.iter().zip(&m.config) {
+                        let kind_matches = match (&setting.value, key.kind) {
+                            (Value::Integer(_), ValueKind::Integer)
+                            | (Value::Boolean(_), ValueKind::Boolean)
+                            | (Value::Text(_), ValueKind::Text) => true,
+                            (Value::Float(x), ValueKind::Float) => x.is_finite(),
+                            _ => false,
+                        };
+                        proptest::prop_assert!(kind_matches, "{}", setting.name);
+                    }
+                }
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    proptest::prop_assert!(e.contains("w.toml") && e.contains("key `"), "{e}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn float_settings_are_finite() {
         let mut m = manifest();
