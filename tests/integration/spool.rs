@@ -281,10 +281,7 @@ fn a_full_spool_keeps_the_newest_and_accounts_across_kill_9() {
         || {
             let all = bus.stream(STREAM);
             let ids: HashSet<&str> = all.iter().map(|e| e["id"].as_str().unwrap()).collect();
-            // The newest spooled envelope (the oldest may be dropped in
-            // turn when new ones arrive before the replay is sent).
-            let newest_id = live.last().unwrap()["id"].as_str().unwrap();
-            (ids.contains(newest_id) && all.iter().any(is_report)).then_some(())
+            (live_ids.is_subset(&ids) && all.iter().any(is_report)).then_some(())
         },
     );
     let counts = stop(&mut second);
@@ -334,9 +331,9 @@ fn a_full_spool_keeps_the_newest_and_accounts_across_kill_9() {
     );
     assert_eq!(counts["replayed"], 20);
     assert_eq!(
-        replayed.len() as u64 + counts["dropped"],
-        20,
-        "replayed envelopes are delivered or dropped (counted) in turn"
+        (replayed.len(), counts["dropped"]),
+        (20, 0),
+        "the replay goes out before the new run's envelopes can push it out"
     );
     assert_eq!(counts["lost"], 0);
     assert_eq!(

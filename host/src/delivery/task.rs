@@ -79,7 +79,24 @@ async fn run(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> Stopped {
-    let mut next_try: Option<Instant> = (publisher.pending() > 0).then(Instant::now);
+    // What the spool replayed goes out before anything new is taken in
+    // (new envelopes wait in the queue meanwhile), so a replayed full
+    // outbox is not pushed out by the new run's first envelopes.
+    let mut next_try: Option<Instant> = None;
+    if publisher.pending() > 0 {
+        let replayed = tokio::select! {
+            biased;
+            _ = stop.changed() => None,
+            result = publisher.flush() => Some(result),
+        };
+        if let Some(Err(e)) = &replayed {
+            warn!(
+                buffered = publisher.pending(),
+                "publish failed, will retry: {e:#}"
+            );
+        }
+        next_try = (publisher.pending() > 0).then(|| retry_at(&publisher));
+    }
     let mut staged: Vec<Envelope> = Vec::new();
     'run: loop {
         if *stop.borrow() {
