@@ -348,10 +348,9 @@ impl Publisher {
                 caps.envelopes,
                 caps.bytes
             );
-            tracing::warn!("{msg}");
             let event = Emitted::host(
                 Level::Warn,
-                msg,
+                msg.clone(),
                 fields! {
                     "dropped" => report.count,
                     "first_ts" => report.first_ts,
@@ -361,12 +360,14 @@ impl Publisher {
             );
             let envelope = self.origin.wrap(&self.origin.instance, event);
             self.outbox.push(envelope);
-            // Before the report can go out, the spool forgets the dropped
-            // envelopes and holds the report instead of the count: a crash
-            // from here on neither replays them nor reports them twice.
+            // Before the report goes out (or is logged), the spool forgets
+            // the dropped envelopes and holds the report instead of the
+            // count: a crash from here on neither replays them nor reports
+            // them twice.
             if self.spool.as_ref().is_some_and(|s| s.size() > 0) {
                 self.spool_pending();
             }
+            tracing::warn!("{msg}");
         }
     }
 
