@@ -248,8 +248,8 @@ fn record_redact_hides_names_peers_and_paths() {
     );
 }
 
-/// Out-of-range numbers on the command line are refused naming the flag,
-/// never a panic (exit status 101).
+/// Out-of-range numbers on the command line or in lookout.toml are
+/// refused naming the flag or key, never a panic (exit status 101).
 #[test]
 fn out_of_range_flags_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
@@ -271,5 +271,33 @@ fn out_of_range_flags_are_refused_by_name() {
             "{args:?}: {err}"
         );
         assert!(err.contains(flag), "{args:?}: {err}");
+    }
+    // The same through a config file: status 1 and the key, not a panic.
+    let config = tmp.path().join("lookout.toml");
+    for (text, key) in [
+        ("[limits]\ninterval_s = 1e300\n", "limits.interval_s"),
+        (
+            "[limits]\nmemory_mib = 17592186044416\n",
+            "limits.memory_mib",
+        ),
+        (
+            "[limits.watchers.ticker]\ncall_deadline_ms = 9223372036854775807\n",
+            "limits.watchers.ticker.call_deadline_ms",
+        ),
+        ("poll_interval = 1e300\n", "poll_interval"),
+        ("[buffer]\nmax_mib = 0\n", "buffer.max_mib"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let mut cmd = lookout_cmd(tmp.path());
+        cmd.arg("check")
+            .arg(crate::support::fixture("ticker"))
+            .arg("--lookout-config")
+            .arg(&config);
+        let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+        assert_eq!(status.code(), Some(1), "{text}: {err}");
+        assert!(
+            err.contains(key) && err.contains("out of range"),
+            "{text}: {err}"
+        );
     }
 }
