@@ -419,6 +419,52 @@ mod tests {
     }
 
     #[test]
+    fn confirmed_writes_are_kept_and_spooled_departures_noted() {
+        let mut o = Outbox::new(Caps {
+            envelopes: 3,
+            bytes: usize::MAX,
+            policy: DropPolicy::DropOldest,
+        });
+        for n in 0..3 {
+            o.push(env(n));
+        }
+        o.mark_spooled();
+        let ids: Vec<String> = o.front(3).map(|i| i.envelope.id.clone()).collect();
+        // The bus took every PUBLISH and the XADD of the second only.
+        for i in 0..3 {
+            o.confirm(i, true, i == 1);
+        }
+        assert_eq!(o.settle(3), 1);
+        identity(&o);
+        let left: Vec<(String, bool, bool)> = o
+            .front(3)
+            .map(|i| (i.envelope.msg.clone(), i.published, i.streamed))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                ("m0".to_owned(), true, false),
+                ("m2".to_owned(), true, false)
+            ]
+        );
+        assert_eq!(
+            o.notes().published,
+            [ids[0].clone(), ids[1].clone(), ids[2].clone()]
+        );
+        assert_eq!(o.notes().settled, [ids[1].clone()]);
+        // Two more: the oldest (published, not streamed) is dropped.
+        o.push(env(3));
+        o.push(env(4));
+        identity(&o);
+        assert_eq!(o.counts().dropped, 1);
+        assert_eq!(o.notes().settled, [ids[1].clone(), ids[0].clone()]);
+        assert_eq!(o.unspooled().count(), 2);
+        assert_eq!(o.spooled(), 1);
+        o.mark_spooled();
+        assert_eq!(o.notes(), &SpoolNotes::default());
+    }
+
+    #[test]
     fn drop_newest_keeps_the_oldest_and_bytes_are_capped() {
         let one = env(0).to_json().len();
         let mut o = Outbox::new(Caps {
