@@ -516,3 +516,20 @@ fn refused_watchers_added_at_run_time_are_contained() {
     assert!(lookout.alive());
     assert!(lookout.terminate().success());
 }
+
+/// A 1 MB `configure` error is cut to a few hundred bytes before it is
+/// printed.
+#[test]
+fn long_configure_errors_are_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.arg("check").arg(crate::support::fixture("long-error"));
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(60));
+    assert!(!status.success());
+    assert!(
+        err.contains("long-error.wasm: watcher long-error rejected its settings: refused: eee")
+            && err.contains("bytes cut)"),
+        "{err}"
+    );
+    assert!(err.len() < 1024, "{} bytes", err.len());
+}
