@@ -132,8 +132,9 @@ fn readme_tutorial_runs_as_written() {
 }
 
 /// `check` and `test` apply the default limits, or a daemon's lookout.toml:
-/// the 17.5 MiB Python watcher is refused by the file-size cap, naming the
-/// key to raise, and passes its golden test under its own table.
+/// the 17.5 MiB Python watcher passes under the defaults, is refused by a
+/// daemon's smaller file cap (naming the key to raise), and passes its
+/// golden test under its own table.
 #[test]
 fn lookout_config_gives_check_and_test_the_daemons_limits() {
     let tmp = tempfile::tempdir().unwrap();
@@ -142,6 +143,18 @@ fn lookout_config_gives_check_and_test_the_daemons_limits() {
     let cache = crate::support::repo().join("target/golden-cache");
     let mut cmd = lookout_cmd(tmp.path());
     cmd.arg("check").arg(&wasm).arg("--cache-dir").arg(&cache);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(300));
+    assert!(status.success(), "{err}");
+
+    let small = tmp.path().join("small.toml");
+    std::fs::write(&small, "[limits]\nmax_wasm_mib = 16\n").unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.arg("check")
+        .arg(&wasm)
+        .arg("--lookout-config")
+        .arg(&small)
+        .arg("--cache-dir")
+        .arg(&cache);
     let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
     assert!(!status.success());
     assert!(err.contains("limits.max_wasm_mib"), "{err}");

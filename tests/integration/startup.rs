@@ -420,17 +420,15 @@ fn files_copied_in_during_start_up_are_loaded() {
 }
 
 /// What `make test` leaves in `plugins/`: the bundled watchers and the
-/// 17.5 MiB Python hit-ratio, over the default 16 MiB file cap. README's
-/// `lookout run` (no lookout.toml) starts and runs the bundled watchers;
-/// hit-ratio is reported once, with the line to add to lookout.toml.
-/// Adding it loads hit-ratio without a restart.
+/// 17.5 MiB Python hit-ratio, within the default 32 MiB file cap. README's
+/// `lookout run` (no lookout.toml) starts all four, with no error.
 #[test]
 fn readme_run_starts_after_make_test() {
     let redis = Redis::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let plugins = bundled(tmp.path());
     std::fs::copy(extra_watcher("hit-ratio"), plugins.join("hit-ratio.wasm")).unwrap();
-    let config = own_config(tmp.path(), "# nothing yet\n");
+    let config = own_config(tmp.path(), "# nothing\n");
     let mut cmd = lookout_cmd(tmp.path());
     cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
         .arg(&plugins)
@@ -442,35 +440,22 @@ fn readme_run_starts_after_make_test() {
         .arg(crate::support::repo().join("target/golden-cache"))
         .env("REDIS_URL", redis.url());
     let mut lookout = Lookout::spawn(cmd);
-    lookout.wait_started();
-    for name in BUNDLED {
+    // A cold compile of hit-ratio takes seconds alone, several times that
+    // beside other tests on a small machine.
+    for name in BUNDLED.iter().chain(&["hit-ratio"]) {
         wait_saying(
             &redis,
             &format!("watcher {name} 0.1.0 loaded"),
-            Duration::from_secs(30),
+            Duration::from_secs(120),
         );
     }
-    let env = wait_saying(
-        &redis,
-        "watcher hit-ratio not loaded",
-        Duration::from_secs(30),
-    );
-    let msg = env["msg"].as_str().unwrap();
+    assert!(host_saying(&redis, "not loaded").is_empty());
     assert!(
-        msg.contains("set max_wasm_mib = 18 in [limits.watchers.hit-ratio] of lookout.toml"),
-        "{msg}"
+        lookout.stderr.matching("ERROR").is_empty(),
+        "{:?}",
+        lookout.stderr.matching("ERROR")
     );
     assert!(lookout.alive());
-
-    std::fs::write(&config, "[limits.watchers.hit-ratio]\nmax_wasm_mib = 18\n").unwrap();
-    // A cold compile of hit-ratio takes seconds alone, several times that
-    // beside other tests on a small machine.
-    wait_saying(
-        &redis,
-        "watcher hit-ratio 0.1.0 loaded",
-        Duration::from_secs(120),
-    );
-    assert_eq!(host_saying(&redis, "watcher hit-ratio not loaded").len(), 1);
     assert!(lookout.terminate().success());
 }
 

@@ -80,7 +80,9 @@ impl Default for WatcherLimits {
             max_msg_bytes: 4096,
             max_fields: 32,
             max_field_bytes: 1024,
-            max_wasm_bytes: 16 << 20,
+            // Fits components of interpreted languages (a Python one
+            // is about 18 MiB) while refusing files far beyond any watcher.
+            max_wasm_bytes: 32 << 20,
             quarantine_after: 5,
             cadence: None,
         }
