@@ -252,14 +252,10 @@ fn each_watcher_has_its_own_slowlog_cursor() {
     // The fast one reports entries one by one, the slow one only summaries.
     std::fs::write(plugins.join("slowlog.toml"), "max_events = 1000\n").unwrap();
     std::fs::write(plugins.join("slowlog_every5.toml"), "max_events = 0\n").unwrap();
-    let etc = tmp.path().join("etc");
-    std::fs::create_dir_all(&etc).unwrap();
-    let config = etc.join("lookout.toml");
-    std::fs::write(
-        &config,
+    let config = config_file(
+        tmp.path(),
         "slowlog_count = 1024\n[limits.watchers.slowlog_every5]\nevery_polls = 5\n",
-    )
-    .unwrap();
+    );
     let mut lookout = run_lookout(
         tmp.path(),
         &watched.url(),
@@ -405,17 +401,13 @@ fn minimal_acl_users_work_and_a_refused_probe_is_switched_off() {
     acl(&watched, "lookout", WATCHED_ACL);
     acl(&bus, "lookout", BUS_ACL);
     let tmp = tempfile::tempdir().unwrap();
-    let etc = tmp.path().join("etc");
-    std::fs::create_dir_all(&etc).unwrap();
-    let config = etc.join("lookout.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = config_file(
+        tmp.path(),
+        &format!(
             "[publish]\nurl = 'redis://lookout:bus-pw@127.0.0.1:{}'\n",
             bus.port
         ),
-    )
-    .unwrap();
+    );
     let plugins = plugins_with(tmp.path(), &["slowlog"], &["ticker"]);
     let url = format!("redis://lookout:watch-pw@127.0.0.1:{}", watched.port);
     let args = ["--config", config.to_str().unwrap()];

@@ -4,14 +4,14 @@
 //! loaded; signals during start-up and reload end the daemon cleanly;
 //! `lookout check` describes a good watcher.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::{
-    BUNDLED, Lookout, Redis, STREAM, bundled, by_target, extra_watcher, fixture, lookout_cmd,
-    plugins_dir, plugins_with, run_lookout, run_to_end, wait_for,
+    BUNDLED, Lookout, Redis, STREAM, bundled, by_target, config_file, extra_watcher, fixture,
+    lookout_cmd, plugins_dir, plugins_with, run_lookout, run_to_end, wait_for,
 };
 
 fn fails_with(args: &[&str], env: &[(&str, &str)], cache: &Path, needles: &[&str]) -> String {
@@ -245,16 +245,6 @@ fn wait_saying(redis: &Redis, needle: &str, deadline: Duration) -> Value {
     })
 }
 
-/// Writes `text` as lookout.toml in a folder of its own (so the daemon's
-/// reload watcher sees nothing else there).
-fn own_config(tmp: &Path, text: &str) -> PathBuf {
-    let dir = tmp.join("etc");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("lookout.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// Without `--strict`, start-up behaves like a reload: every bad watcher
 /// file (a cut component, text, a core module, another world, a future
 /// version, a setting the watcher does not declare, a file over its size
@@ -274,7 +264,7 @@ fn bad_files_are_skipped_and_the_others_run() {
     std::fs::copy(fixture("future-version"), plugins.join("future.wasm")).unwrap();
     std::fs::write(plugins.join("client-delta.toml"), "treshold = 3\n").unwrap();
     std::fs::write(plugins.join("big.wasm"), vec![0u8; (2 << 20) + 1]).unwrap();
-    let config = own_config(tmp.path(), "[limits.watchers.big]\nmax_wasm_mib = 1\n");
+    let config = config_file(tmp.path(), "[limits.watchers.big]\nmax_wasm_mib = 1\n");
     let mut lookout = run_lookout(
         tmp.path(),
         &redis.url(),
@@ -428,7 +418,7 @@ fn readme_run_starts_after_make_test() {
     let tmp = tempfile::tempdir().unwrap();
     let plugins = bundled(tmp.path());
     std::fs::copy(extra_watcher("hit-ratio"), plugins.join("hit-ratio.wasm")).unwrap();
-    let config = own_config(tmp.path(), "# nothing\n");
+    let config = config_file(tmp.path(), "# nothing\n");
     let mut cmd = lookout_cmd(tmp.path());
     cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
         .arg(&plugins)
@@ -470,7 +460,7 @@ fn signals_during_start_up_and_reload_end_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let plugins = plugins_with(tmp.path(), &[], &["ticker"]);
     std::fs::copy(extra_watcher("hit-ratio"), plugins.join("hit-ratio.wasm")).unwrap();
-    let config = own_config(
+    let config = config_file(
         tmp.path(),
         "[limits.watchers.hit-ratio]\nmax_wasm_mib = 18\n",
     );

@@ -589,3 +589,13 @@ pub fn stop(lookout: &mut Lookout) -> HashMap<String, u64> {
     }
     counts
 }
+
+/// Writes `text` as `lookout.toml` in a folder of its own under `tmp` (so
+/// the daemon's reload watcher sees nothing else there).
+pub fn config_file(tmp: &Path, text: &str) -> PathBuf {
+    let dir = tmp.join("etc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lookout.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
