@@ -160,7 +160,7 @@ fn sigterm_exits_within_the_grace_while_a_watcher_sleeps() {
     let config = config(
         tmp.path(),
         "shutdown_grace = 2\n\
-         [limits.watchers.sleeper]\ncall_deadline_ms = 3600000\n",
+         [limits.watchers.sleeper]\ncall_deadline_ms = 600000\n",
     );
     let mut lookout = run_lookout(
         tmp.path(),
