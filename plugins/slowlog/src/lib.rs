@@ -105,7 +105,11 @@ impl Slowlog {
     fn event(&self, entry: &SlowlogEntry) -> Event {
         let command = self.command(entry);
         let args = entry.args_line(self.config.max_arg_len);
-        let msg = format!("slow command {} took {}us", shown(&command), entry.duration_us);
+        let msg = format!(
+            "slow command {} took {}us",
+            shown(&command),
+            entry.duration_us
+        );
         Event::new(Level::Warn, msg)
             .field("id", entry.id)
             .field("duration_us", entry.duration_us)
@@ -292,7 +296,10 @@ mod tests {
         assert_eq!(ids(&first), [0, 1]);
         // The host hands each entry over once; ids from 0 again after a
         // Redis restart are reported like any other.
-        assert_eq!(ids(&w.observe(&snap("r2", vec![E::new(0, 1, &["x"])]))), [0]);
+        assert_eq!(
+            ids(&w.observe(&snap("r2", vec![E::new(0, 1, &["x"])]))),
+            [0]
+        );
         assert!(w.observe(&snap("r2", vec![])).is_empty());
         let no_slowlog = SnapshotBuilder::new().build();
         assert!(w.observe(&no_slowlog).is_empty());
@@ -346,8 +353,16 @@ mod tests {
         assert_eq!(events.len(), 1, "only the summary");
         assert_eq!(events[0].get("count").and_then(Value::as_i64), Some(3));
         let mut w = Slowlog::new(Config::from_settings(&[setting("max_events", 5i64)]).unwrap());
-        assert_eq!(w.observe(&snap("r1", burst(5))).len(), 5, "no summary when all fit");
-        assert_eq!(w.observe(&snap("r1", burst(6))).len(), 6, "five and a summary of one");
+        assert_eq!(
+            w.observe(&snap("r1", burst(5))).len(),
+            5,
+            "no summary when all fit"
+        );
+        assert_eq!(
+            w.observe(&snap("r1", burst(6))).len(),
+            6,
+            "five and a summary of one"
+        );
         assert_eq!(
             Config::from_settings(&[setting("max_events", -1i64)]).unwrap_err(),
             "key `max_events` must be from 0 to 1000, got -1"
@@ -382,7 +397,11 @@ mod tests {
                 E::new(3, 1, &["info"]).client("127.0.0.1:1", "lookout"),
             ],
         ));
-        assert_eq!(ids(&events), [2, 3], "a client calling itself lookout is reported");
+        assert_eq!(
+            ids(&events),
+            [2, 3],
+            "a client calling itself lookout is reported"
+        );
     }
 
     #[test]
