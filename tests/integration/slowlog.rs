@@ -195,6 +195,8 @@ fn a_client_named_lookout_cannot_hide_its_slow_commands() {
     let watched = Redis::start(&["--slowlog-log-slower-than", "0"]);
     let tmp = tempfile::tempdir().unwrap();
     let plugins = plugins_with(tmp.path(), &["slowlog"], &[]);
+    // Every entry one by one (the test's own reads are slow commands too).
+    std::fs::write(plugins.join("slowlog.toml"), "max_events = 1000\n").unwrap();
     let mut lookout = run_lookout(tmp.path(), &watched.url(), &plugins, &[]);
     lookout.wait_started();
     let mut sneaky = watched.conn();
@@ -409,6 +411,8 @@ fn minimal_acl_users_work_and_a_refused_probe_is_switched_off() {
         ),
     );
     let plugins = plugins_with(tmp.path(), &["slowlog"], &["ticker"]);
+    // Every entry one by one (the test's own reads are slow commands too).
+    std::fs::write(plugins.join("slowlog.toml"), "max_events = 1000\n").unwrap();
     let url = format!("redis://lookout:watch-pw@127.0.0.1:{}", watched.port);
     let args = ["--config", config.to_str().unwrap()];
     let mut lookout = run_lookout(tmp.path(), &url, &plugins, &args);

@@ -24,8 +24,11 @@ fn smoke_slowlog_events_reach_stream_and_pubsub() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
 
+    let plugins = bundled(tmp.path());
+    // Every entry one by one (the test's own reads are slow commands too).
+    std::fs::write(plugins.join("slowlog.toml"), "max_events = 1000\n").unwrap();
     let mut cmd = lookout_cmd(tmp.path());
-    cmd.args(["run", "--plugins"]).arg(bundled(tmp.path()));
+    cmd.args(["run", "--plugins"]).arg(&plugins);
     cmd.env("REDIS_URL", redis.url())
         .env("POLL_INTERVAL", "0.2");
     let mut lookout = Lookout::spawn(cmd);
