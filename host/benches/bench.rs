@@ -128,7 +128,7 @@ fn rss_memory_bomb(redis: &Redis, cache: &Path) {
         std::fs::copy(support::fixture(f), plugins.join(format!("{f}.wasm"))).unwrap();
     }
     let config = dir.path().join("lookout.toml");
-    std::fs::write(&config, "[limits]\nquarantine_after = 1000000\n").unwrap();
+    std::fs::write(&config, "[limits]\nquarantine_after = 1000\n").unwrap();
     let rss = stop_rss(
         redis,
         cache,
