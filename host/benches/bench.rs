@@ -37,7 +37,7 @@ fn settings(redis: &Redis, cache: &Path) -> Settings {
     Settings::load(
         None,
         Overrides {
-            redis_url: Some(redis.url()),
+            redis_urls: vec![redis.url()],
             plugins: Some(bundled().to_path_buf()),
             cache_dir: Some(cache.to_path_buf()),
             ..Overrides::default()
@@ -353,7 +353,7 @@ fn python_watcher(redis: &Redis) {
     let settings = Settings::load(
         Some(&config),
         Overrides {
-            redis_url: Some(redis.url()),
+            redis_urls: vec![redis.url()],
             cache_dir: Some(cache.clone()),
             ..Overrides::default()
         },

@@ -56,6 +56,55 @@ pub struct FileConfig {
     /// Per-watcher settings, by watcher file name; they override `NAME.toml`.
     #[serde(default)]
     pub watchers: BTreeMap<String, toml::Table>,
+    /// Watched Redis instances (instead of `redis_url`).
+    #[serde(default)]
+    pub targets: Vec<TargetFile>,
+}
+
+/// One `[[targets]]` table of `lookout.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFile {
+    /// Redis URL.
+    pub url: String,
+    /// A name for messages; the `host:port` by default.
+    pub name: Option<String>,
+    /// Labels copied into every envelope about this target.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The watchers that run on it (file names); all by default.
+    pub watchers: Option<Vec<String>>,
+}
+
+/// One watched Redis, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Redis URL (may hold a password: log it through [`redact_url`]).
+    pub url: String,
+    /// Name for messages, `None` for its `host:port`.
+    pub name: Option<String>,
+    /// Labels copied into `fields.labels` of its envelopes.
+    pub labels: BTreeMap<String, String>,
+    /// Watchers that run on it (file names); `None` for all.
+    pub watchers: Option<Vec<String>>,
+}
+
+impl Target {
+    fn url(url: String) -> Self {
+        Self {
+            url,
+            name: None,
+            labels: BTreeMap::new(),
+            watchers: None,
+        }
+    }
+
+    /// Whether the watcher `name` runs on this target.
+    pub fn runs(&self, name: &str) -> bool {
+        self.watchers
+            .as_ref()
+            .is_none_or(|w| w.iter().any(|n| n == name))
+    }
 }
 
 /// `[buffer]` table of `lookout.toml`.
@@ -111,8 +160,9 @@ pub enum LogFormat {
 /// means "not given", so the file or the default applies.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
-    /// `--redis-url` / `REDIS_URL`.
-    pub redis_url: Option<String>,
+    /// `--redis-url` (repeatable) / `REDIS_URL`: the watched Redis
+    /// instances, over the file's.
+    pub redis_urls: Vec<String>,
     /// `--poll-interval` / `POLL_INTERVAL`.
     pub poll_interval: Option<f64>,
     /// `--plugins`.
@@ -141,8 +191,11 @@ pub struct PublishSettings {
 /// Everything the daemon needs, resolved and validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Watched Redis URL (may hold a password: log it through [`redact_url`]).
+    /// The first watched Redis URL (may hold a password: log it through
+    /// [`redact_url`]); the bus by default.
     pub redis_url: String,
+    /// Every watched Redis, at least one.
+    pub targets: Vec<Target>,
     /// Time between polls.
     pub poll_interval: Duration,
     /// Watcher folder.
@@ -209,11 +262,60 @@ impl Settings {
             Some(p) => format!("key `{key}` in {}", p.display()),
             None => format!("`{key}`"),
         };
-        let redis_url = o
-            .redis_url
-            .or(file.redis_url)
-            .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
-        check_url(&redis_url).context("REDIS_URL / --redis-url / redis_url")?;
+        let targets = if !o.redis_urls.is_empty() {
+            for url in &o.redis_urls {
+                check_url(url).context("REDIS_URL / --redis-url")?;
+            }
+            o.redis_urls.iter().cloned().map(Target::url).collect()
+        } else if !file.targets.is_empty() {
+            if file.redis_url.is_some() {
+                bail!(
+                    "{} and [[targets]] both name watched Redis instances; keep one",
+                    origin("redis_url")
+                );
+            }
+            let mut targets: Vec<Target> = Vec::new();
+            for (i, t) in file.targets.iter().enumerate() {
+                let key = format!("targets[{i}]");
+                check_url(&t.url).with_context(|| origin(&format!("{key}.url")))?;
+                if let Some(name) = &t.name
+                    && targets.iter().any(|o| o.name.as_ref() == Some(name))
+                {
+                    bail!(
+                        "{}: the name `{name}` is used twice",
+                        origin(&format!("{key}.name"))
+                    );
+                }
+                if targets.iter().any(|o| o.url == t.url) {
+                    bail!(
+                        "{}: `{}` is already a target",
+                        origin(&format!("{key}.url")),
+                        redact_url(&t.url)
+                    );
+                }
+                if let Some(k) = t.labels.keys().find(|k| k.is_empty()) {
+                    bail!(
+                        "{}: a label has an empty name `{k}`",
+                        origin(&format!("{key}.labels"))
+                    );
+                }
+                targets.push(Target {
+                    url: t.url.clone(),
+                    name: t.name.clone(),
+                    labels: t.labels.clone(),
+                    watchers: t.watchers.clone(),
+                });
+            }
+            targets
+        } else {
+            let url = file
+                .redis_url
+                .clone()
+                .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+            check_url(&url).context("REDIS_URL / --redis-url / redis_url")?;
+            vec![Target::url(url)]
+        };
+        let redis_url = targets[0].url.clone();
         let poll = o.poll_interval.or(file.poll_interval).unwrap_or(5.0);
         let poll_interval = seconds(poll).with_context(|| {
             format!(
@@ -267,6 +369,7 @@ impl Settings {
         };
         Ok(Self {
             redis_url,
+            targets,
             poll_interval,
             plugins: o
                 .plugins

@@ -100,9 +100,9 @@ struct Common {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Watched Redis [default: redis://127.0.0.1:6379].
+    /// Watched Redis, repeat for several [default: redis://127.0.0.1:6379].
     #[arg(long, env = "REDIS_URL")]
-    redis_url: Option<String>,
+    redis_url: Vec<String>,
     /// Seconds between polls, fractions allowed [default: 5].
     #[arg(long, env = "POLL_INTERVAL", value_parser = parse_seconds)]
     poll_interval: Option<f64>,
@@ -186,7 +186,7 @@ fn run(args: RunArgs) -> Result<()> {
 async fn start(args: RunArgs) -> Result<()> {
     let signals = Signals::register()?;
     let overrides = Overrides {
-        redis_url: args.redis_url,
+        redis_urls: args.redis_url,
         poll_interval: args.poll_interval,
         plugins: args.plugins,
         cache_dir: args.common.cache_dir,

@@ -14,4 +14,5 @@ mod slowlog;
 mod smoke;
 mod spool;
 mod startup;
+mod targets;
 mod watchers;

@@ -25,7 +25,7 @@ use anyhow::{Result, bail};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::config::Settings;
+use crate::config::{Settings, Target};
 use crate::delivery::envelope::{Emitted, Level, Origin};
 use crate::delivery::publisher::{Publisher, Sink};
 pub use crate::delivery::task::rss_kib;
@@ -34,8 +34,8 @@ use crate::fields;
 use crate::redis::conn::Conn;
 use crate::redis::probe::Prober;
 use crate::redis::redact::redact_url;
-use crate::sandbox::Engine;
 use crate::sandbox::engine::read_checked;
+use crate::sandbox::{Engine, Instance};
 use crate::watchers::load::signature;
 use crate::watchers::load::{Loaded, Spec, name_of};
 use crate::watchers::reload::{Plan, Stamp, load_each, not_loaded, prepare, stamp, wasm_files};
@@ -64,8 +64,8 @@ pub struct Daemon {
     origin: Origin,
     engine: Engine,
     publisher: Publisher,
-    /// The watched Redis (one today; each target gets its own poller).
-    target: Conn,
+    /// The watched Redis instances, each with its own poller.
+    targets: Vec<(Target, Conn)>,
     /// Start-up watcher files, each with its stamp when it was listed.
     files: Vec<(PathBuf, Stamp)>,
     /// Spool replay at start: (envelopes, corrupt records, folder).
@@ -74,6 +74,39 @@ pub struct Daemon {
 
 /// The watchers running, by name, shared by every poller.
 type Registry = BTreeMap<String, Arc<Spec>>;
+
+/// The pollers' control queues, one per target, with the watchers each
+/// target runs.
+struct Fleet {
+    pollers: Vec<(Target, mpsc::Sender<Control>)>,
+}
+
+impl Fleet {
+    /// Runs `spec` on every target that takes it; the first gets the
+    /// instance configured while loading, the others build their own.
+    async fn install(&self, spec: &Arc<Spec>, instance: Option<Instance>) {
+        let mut instance = instance;
+        for (target, control) in &self.pollers {
+            if target.runs(&spec.name) {
+                let _ = control
+                    .send(Control::Install(spec.clone(), instance.take()))
+                    .await;
+            }
+        }
+    }
+
+    async fn remove(&self, name: &str) {
+        for (_, control) in &self.pollers {
+            let _ = control.send(Control::Remove(name.to_owned())).await;
+        }
+    }
+
+    async fn start(&self) {
+        for (_, control) in &self.pollers {
+            let _ = control.send(Control::Start).await;
+        }
+    }
+}
 
 impl Daemon {
     /// Start-up checks: settings, the plugins folder and its files
@@ -115,12 +148,15 @@ impl Daemon {
                 );
             }
         }
-        let target = Conn::new(
-            &settings.redis_url,
-            settings.connect_timeout,
-            settings.response_timeout,
-        )?;
-        let origin = Origin::new(&settings.service, &target.instance);
+        let targets = settings
+            .targets
+            .iter()
+            .map(|t| {
+                let conn = Conn::new(&t.url, settings.connect_timeout, settings.response_timeout)?;
+                Ok((t.clone(), conn))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let origin = Origin::new(&settings.service, &targets[0].1.instance);
         let sink = if mode.dry_run {
             Sink::Stdout
         } else {
@@ -150,7 +186,7 @@ impl Daemon {
             origin,
             engine,
             publisher,
-            target,
+            targets,
             files,
             replayed,
         })
@@ -182,7 +218,7 @@ impl Daemon {
             origin,
             engine,
             publisher,
-            target,
+            targets,
             files,
             replayed,
         } = self;
@@ -192,20 +228,31 @@ impl Daemon {
         let paths: Vec<PathBuf> = files.iter().map(|(f, _)| f.clone()).collect();
         announce(&settings, &paths, replayed, &origin, &outlet).await;
 
-        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-        let poller = Poller::new(
-            Prober::new(target, settings.slowlog_count),
-            engine.clone(),
-            settings.poll_interval,
-            origin.clone(),
-            outlet.clone(),
-        );
         let first = if mode.polls.is_some() {
             FirstPoll::WhenReady
         } else {
             FirstPoll::WhenReadyOrAfterInterval
         };
-        let mut polling = tokio::spawn(poller.run(control_rx, stop.clone(), first, mode.polls));
+        // One poller per target, their polls spread across the interval.
+        let mut polling = tokio::task::JoinSet::new();
+        let mut fleet = Fleet {
+            pollers: Vec::with_capacity(targets.len()),
+        };
+        let count = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+        for (i, (target, conn)) in (0u32..).zip(targets) {
+            let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+            let poller = Poller::new(
+                Prober::new(conn, settings.slowlog_count),
+                engine.clone(),
+                settings.poll_interval,
+                origin.clone(),
+                outlet.clone(),
+            )
+            .with_labels(&target.labels)
+            .with_offset(settings.poll_interval * i / count);
+            polling.spawn(poller.run(control_rx, stop.clone(), first, mode.polls));
+            fleet.pollers.push((target, control));
+        }
 
         // Start-up loads, off the poll path: each watcher joins when ready.
         let mut loaded_rx = load_each(&engine, &paths, &settings);
@@ -214,7 +261,7 @@ impl Daemon {
         let watching = mode.polls.is_none();
         if loading == 0 {
             ready(&settings, 0, load_started, watching, &outlet, &origin).await;
-            let _ = control.send(Control::Start).await;
+            fleet.start().await;
         }
 
         let mut registry = Registry::new();
@@ -225,19 +272,21 @@ impl Daemon {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                outcome = &mut polling => {
+                Some(outcome) = polling.join_next() => {
                     match outcome {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => failure = Some(e),
                         Err(e) => failure = Some(anyhow::anyhow!("poller task failed: {e}")),
                     }
-                    break;
+                    if polling.is_empty() || failure.is_some() {
+                        break;
+                    }
                 }
                 Some((path, result)) = loaded_rx.recv() => {
                     loading -= 1;
                     match result {
                         Ok(loaded) => {
-                            install(&mut registry, &control, &outlet, &origin, loaded, false).await;
+                            install(&mut registry, &fleet, &outlet, &origin, loaded, false).await;
                         }
                         Err(e) if mode.strict => {
                             error!(file = %path.display(), "watcher refused at start-up: {e:#}");
@@ -253,7 +302,7 @@ impl Daemon {
                     if loading == 0 {
                         ready(&settings, registry.len(), load_started, watching, &outlet, &origin)
                             .await;
-                        let _ = control.send(Control::Start).await;
+                        fleet.start().await;
                     }
                 }
                 Some(()) = reloads.recv(), if reloading.is_none() && loading == 0 => {
@@ -271,7 +320,7 @@ impl Daemon {
                     match plan {
                         Ok(plan) => {
                             refused = plan.refused.clone();
-                            apply(plan, &mut settings, &mut registry, &control, &outlet, &origin).await;
+                            apply(plan, &mut settings, &mut registry, &fleet, &outlet, &origin).await;
                         }
                         Err(e) => error!("reload task failed: {e}"),
                     }
@@ -284,9 +333,7 @@ impl Daemon {
         if let Some(task) = reloading {
             task.abort();
         }
-        if !polling.is_finished() {
-            let _ = polling.await;
-        }
+        while polling.join_next().await.is_some() {}
         let _ = stop_publisher.send(true);
         drop(outlet);
         let stopped = publishing.await.unwrap_or_default();
@@ -414,19 +461,29 @@ async fn announce(
     outlet: &Outlet,
 ) {
     let names: Vec<String> = files.iter().map(|f| name_of(f)).collect();
+    let redis: Vec<String> = settings
+        .targets
+        .iter()
+        .map(|t| redact_url(&t.url))
+        .collect();
     info!(
-        redis = %redact_url(&settings.redis_url),
+        redis = %redis.join(","),
         watchers = ?names,
         interval_s = settings.poll_interval.as_secs_f64(),
         "lookout started"
     );
+    let watching = match settings.targets.len() {
+        1 => origin.instance.clone(),
+        n => format!("{n} targets ({} first)", origin.instance),
+    };
     let mut events = vec![Emitted::host(
         Level::Info,
-        format!("lookout started, watching {}", origin.instance),
+        format!("lookout started, watching {watching}"),
         fields! {
             "version" => env!("CARGO_PKG_VERSION"),
             "watchers" => names.join(","),
             "poll_interval_s" => settings.poll_interval.as_secs_f64(),
+            "targets" => settings.targets.len(),
         },
     )];
     if let Some((envelopes, corrupt, dir)) = replayed
@@ -453,7 +510,7 @@ async fn announce(
 /// configured instance), and announced.
 async fn install(
     registry: &mut Registry,
-    control: &mpsc::Sender<Control>,
+    fleet: &Fleet,
     outlet: &Outlet,
     origin: &Origin,
     loaded: Loaded,
@@ -464,9 +521,7 @@ async fn install(
     let file = spec.file.display().to_string();
     let load_ms = millis(loaded.took);
     let replaced = registry.insert(name.clone(), spec.clone()).is_some();
-    let _ = control
-        .send(Control::Install(spec, Some(loaded.instance)))
-        .await;
+    fleet.install(&spec, Some(loaded.instance)).await;
     let verb = if replaced && reload {
         "reloaded"
     } else {
@@ -490,27 +545,27 @@ async fn apply(
     plan: Plan,
     settings: &mut Settings,
     registry: &mut Registry,
-    control: &mpsc::Sender<Control>,
+    fleet: &Fleet,
     outlet: &Outlet,
     origin: &Origin,
 ) {
     publish(outlet, origin, plan.notices).await;
     if let Some(new) = plan.settings {
-        if new.redis_url != settings.redis_url
+        if new.targets != settings.targets
             || new.publish.url != settings.publish.url
             || new.poll_interval != settings.poll_interval
         {
-            warn!("changes to redis_url, publish or poll_interval take effect on restart");
+            warn!("changes to redis_url, targets, publish or poll_interval take effect on restart");
         }
         settings.watchers = new.watchers;
         settings.limits = new.limits;
     }
     for loaded in plan.install {
-        install(registry, control, outlet, origin, loaded, true).await;
+        install(registry, fleet, outlet, origin, loaded, true).await;
     }
     for name in plan.remove {
         if registry.remove(&name).is_some() {
-            let _ = control.send(Control::Remove(name.clone())).await;
+            fleet.remove(&name).await;
             info!(watcher = %name, "watcher unloaded");
             publish(
                 outlet,

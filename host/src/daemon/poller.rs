@@ -54,6 +54,10 @@ pub struct Poller {
     next_probes: Option<Probes>,
     /// The refusal last reported, so it is said once.
     refused: Option<String>,
+    /// `fields.labels` of every envelope about this target.
+    labels: Option<serde_json::Value>,
+    /// Delay of the first poll, spreading targets across the interval.
+    offset: Duration,
 }
 
 /// Wait before asking again a Redis that refused the credentials or a
@@ -80,7 +84,32 @@ impl Poller {
             polls: 0,
             next_probes: None,
             refused: None,
+            labels: None,
+            offset: Duration::ZERO,
         }
+    }
+
+    /// Copies `labels` into `fields.labels` of every envelope about this
+    /// target.
+    #[must_use]
+    pub fn with_labels(mut self, labels: &std::collections::BTreeMap<String, String>) -> Self {
+        self.labels = (!labels.is_empty()).then(|| {
+            serde_json::Value::Object(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                    .collect(),
+            )
+        });
+        self
+    }
+
+    /// Delays the first poll by `offset` (targets spread over the
+    /// interval rather than polled at once).
+    #[must_use]
+    pub fn with_offset(mut self, offset: Duration) -> Self {
+        self.offset = offset;
+        self
     }
 
     /// Polls until `stop` turns true or `limit` polls are done.
@@ -99,7 +128,9 @@ impl Poller {
         let mut down_since: Option<Instant> = None;
         let mut started = false;
         let mut next_poll = match first {
-            FirstPoll::WhenReadyOrAfterInterval => Some(Instant::now() + self.interval),
+            FirstPoll::WhenReadyOrAfterInterval => {
+                Some(Instant::now() + self.interval + self.offset)
+            }
             FirstPoll::WhenReady => None,
         };
         let mut done = 0u64;
@@ -114,7 +145,9 @@ impl Poller {
                             self.supervisor.remove(&name);
                             self.watchers_changed();
                         }
-                        Control::Start if !started => next_poll = Some(Instant::now()),
+                        Control::Start if !started => {
+                            next_poll = Some(Instant::now() + self.offset);
+                        }
                         Control::Start => {}
                     }
                     continue;
@@ -248,7 +281,13 @@ impl Poller {
     async fn publish(&mut self, emitted: Vec<Emitted>) {
         let envelopes: Vec<Envelope> = emitted
             .into_iter()
-            .map(|e| self.origin.wrap(&self.instance, e))
+            .map(|e| {
+                let mut envelope = self.origin.wrap(&self.instance, e);
+                if let Some(labels) = &self.labels {
+                    envelope.fields.insert("labels".to_owned(), labels.clone());
+                }
+                envelope
+            })
             .collect();
         self.outlet.send(envelopes).await;
     }
