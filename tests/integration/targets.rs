@@ -159,3 +159,51 @@ fn conflicting_targets_are_refused() {
         assert!(err.contains(needle), "{needle}: {err}");
     }
 }
+
+/// A watcher stuck for ten minutes in one target's poll delays no other
+/// target: the other keeps ticking on every poll, and SIGTERM still ends
+/// the daemon.
+#[test]
+fn a_stuck_watcher_on_one_target_delays_no_other() {
+    let stuck = Redis::start(&[]);
+    let healthy = Redis::start(&[]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["ticker", "sleeper"]);
+    let targets = format!(
+        "[[targets]]\nurl = '{}'\nwatchers = ['sleeper']\n\
+         [[targets]]\nurl = '{}'\nwatchers = ['ticker']\n\
+         [limits.watchers.sleeper]\ncall_deadline_ms = 600000\n",
+        stuck.url(),
+        healthy.url()
+    );
+    let config = bus_config(tmp.path(), &bus, "shutdown_grace = 2", &targets);
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
+        .arg(&plugins)
+        .arg("--config")
+        .arg(&config);
+    let mut lookout = Lookout::spawn(cmd);
+    wait_for(
+        "the sleeper to go to sleep",
+        Duration::from_secs(30),
+        || (!lookout.stderr.matching("going to sleep").is_empty()).then_some(()),
+    );
+    let instance = format!("127.0.0.1:{}", healthy.port);
+    let before = ticks_of(&bus.stream(STREAM), &instance).len();
+    let ns = wait_for(
+        "ten more ticks from the other target",
+        Duration::from_secs(30),
+        || {
+            let ns = ticks_of(&bus.stream(STREAM), &instance);
+            (ns.len() >= before + 10).then_some(ns)
+        },
+    );
+    assert!(no_gap(&ns), "{ns:?}");
+    assert_eq!(
+        lookout.stderr.matching("going to sleep").len(),
+        1,
+        "the stuck call is still the first one"
+    );
+    assert!(lookout.terminate().success());
+}
