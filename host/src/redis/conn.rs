@@ -137,18 +137,10 @@ impl Conn {
                     });
                 }
             }
-            match replies.get(1) {
-                Some(Value::BulkString(info)) => {
-                    if let Some(addr) = client_addr(&String::from_utf8_lossy(info)) {
-                        remember_own(addr.to_owned());
-                    }
-                }
-                Some(Value::VerbatimString { text, .. }) => {
-                    if let Some(addr) = client_addr(text) {
-                        remember_own(addr.to_owned());
-                    }
-                }
-                other if !self.unidentified => {
+            let info = super::probe::text(replies.get(1)).ok();
+            match (info.as_deref().and_then(client_addr), replies.get(1)) {
+                (Some(addr), _) => remember_own(addr.to_owned()),
+                (None, other) if !self.unidentified => {
                     self.unidentified = true;
                     tracing::warn!(
                         "redis at {} refused CLIENT SETNAME/CLIENT INFO ({}): its own commands \

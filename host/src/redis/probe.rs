@@ -446,7 +446,8 @@ pub fn parse_info(text: &str) -> Vec<InfoField> {
     fields
 }
 
-fn text(value: Option<&Value>) -> Result<String> {
+/// The text of a reply (bulk, simple or verbatim string).
+pub(crate) fn text(value: Option<&Value>) -> Result<String> {
     match value {
         Some(Value::BulkString(bytes)) => Ok(String::from_utf8_lossy(bytes).into_owned()),
         Some(Value::SimpleString(s)) => Ok(s.clone()),
