@@ -12,6 +12,8 @@ use crate::delivery::breaker::BreakerSettings;
 use crate::delivery::outbox::{Caps, DropPolicy};
 use crate::redis::redact::redact_url;
 use crate::sandbox::limits::{Limits, LimitsFile};
+pub use crate::targets::Target;
+use crate::targets::{Discover, Shard, Source};
 
 /// Watched Redis when nothing else is configured.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -59,6 +61,32 @@ pub struct FileConfig {
     /// Watched Redis instances (instead of `redis_url`).
     #[serde(default)]
     pub targets: Vec<TargetFile>,
+    /// Clusters and Sentinel sets whose nodes are watched.
+    #[serde(default)]
+    pub discover: Vec<DiscoverFile>,
+    /// `I/N`: watch only the targets whose key hashes to I modulo N.
+    pub shard: Option<String>,
+    /// Watcher calls running at once, across all targets.
+    pub max_calls_in_flight: Option<i64>,
+}
+
+/// One `[[discover]]` table of `lookout.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverFile {
+    /// A node of a Redis Cluster.
+    pub cluster: Option<String>,
+    /// A sentinel (with `master`).
+    pub sentinel: Option<String>,
+    /// The master's name in Sentinel.
+    pub master: Option<String>,
+    /// Seconds between discoveries, 30 by default.
+    pub refresh_s: Option<f64>,
+    /// Labels of every node found.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The watchers that run on the nodes found; all by default.
+    pub watchers: Option<Vec<String>>,
 }
 
 /// One `[[targets]]` table of `lookout.toml`.
@@ -74,37 +102,6 @@ pub struct TargetFile {
     pub labels: BTreeMap<String, String>,
     /// The watchers that run on it (file names); all by default.
     pub watchers: Option<Vec<String>>,
-}
-
-/// One watched Redis, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// Redis URL (may hold a password: log it through [`redact_url`]).
-    pub url: String,
-    /// Name for messages, `None` for its `host:port`.
-    pub name: Option<String>,
-    /// Labels copied into `fields.labels` of its envelopes.
-    pub labels: BTreeMap<String, String>,
-    /// Watchers that run on it (file names); `None` for all.
-    pub watchers: Option<Vec<String>>,
-}
-
-impl Target {
-    fn url(url: String) -> Self {
-        Self {
-            url,
-            name: None,
-            labels: BTreeMap::new(),
-            watchers: None,
-        }
-    }
-
-    /// Whether the watcher `name` runs on this target.
-    pub fn runs(&self, name: &str) -> bool {
-        self.watchers
-            .as_ref()
-            .is_none_or(|w| w.iter().any(|n| n == name))
-    }
 }
 
 /// `[buffer]` table of `lookout.toml`.
@@ -173,6 +170,8 @@ pub struct Overrides {
     pub service: Option<String>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--shard` / `LOOKOUT_SHARD`.
+    pub shard: Option<String>,
 }
 
 /// Where envelopes go.
@@ -192,10 +191,18 @@ pub struct PublishSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The first watched Redis URL (may hold a password: log it through
-    /// [`redact_url`]); the bus by default.
+    /// [`redact_url`]); the bus by default. With only `[[discover]]`
+    /// entries, the bus.
     pub redis_url: String,
-    /// Every watched Redis, at least one.
+    /// The watched Redis instances named in the configuration (all of
+    /// them, before sharding); empty only when `discover` is not.
     pub targets: Vec<Target>,
+    /// Clusters and Sentinel sets whose nodes are watched too.
+    pub discover: Vec<Discover>,
+    /// The part of the fleet this process watches.
+    pub shard: Shard,
+    /// Watcher calls running at once, across all targets.
+    pub max_calls_in_flight: usize,
     /// Time between polls.
     pub poll_interval: Duration,
     /// Watcher folder.
@@ -299,6 +306,14 @@ impl Settings {
                         origin(&format!("{key}.labels"))
                     );
                 }
+                if let Some(w) = &t.watchers
+                    && let Some(bad) = w.iter().find(|n| n.is_empty())
+                {
+                    bail!(
+                        "{}: `{bad}` is not a watcher name",
+                        origin(&format!("{key}.watchers"))
+                    );
+                }
                 targets.push(Target {
                     url: t.url.clone(),
                     name: t.name.clone(),
@@ -307,6 +322,8 @@ impl Settings {
                 });
             }
             targets
+        } else if !file.discover.is_empty() && file.redis_url.is_none() {
+            Vec::new()
         } else {
             let url = file
                 .redis_url
@@ -315,7 +332,42 @@ impl Settings {
             check_url(&url).context("REDIS_URL / --redis-url / redis_url")?;
             vec![Target::url(url)]
         };
-        let redis_url = targets[0].url.clone();
+        let discover = file
+            .discover
+            .iter()
+            .enumerate()
+            .map(|(i, d)| discover_entry(d, &|key| origin(&format!("discover[{i}]{key}"))))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, d) in discover.iter().enumerate() {
+            if discover[..i]
+                .iter()
+                .any(|o| o.url == d.url && o.source == d.source)
+            {
+                bail!(
+                    "{}: {} is already discovered by an earlier entry",
+                    origin(&format!("discover[{i}]")),
+                    d.describe()
+                );
+            }
+        }
+        let shard = match o.shard.as_deref().or(file.shard.as_deref()) {
+            Some(text) => Shard::parse(text)
+                .with_context(|| format!("LOOKOUT_SHARD / --shard / {}", origin("shard")))?,
+            None => Shard::ALL,
+        };
+        let max_calls_in_flight = usize::try_from(
+            integer(file.max_calls_in_flight, 64, INT_RANGES[5])
+                .with_context(|| origin("max_calls_in_flight"))?,
+        )?;
+        let redis_url = match (targets.first(), &file.publish.url) {
+            (Some(t), _) => t.url.clone(),
+            (None, Some(bus)) => bus.clone(),
+            (None, None) => bail!(
+                "{}: with only [[discover]] entries there is no watched Redis to publish into; \
+                 set [publish] url to the bus",
+                origin("publish.url")
+            ),
+        };
         let poll = o.poll_interval.or(file.poll_interval).unwrap_or(5.0);
         let poll_interval = seconds(poll).with_context(|| {
             format!(
@@ -370,6 +422,9 @@ impl Settings {
         Ok(Self {
             redis_url,
             targets,
+            discover,
+            shard,
+            max_calls_in_flight,
             poll_interval,
             plugins: o
                 .plugins
@@ -420,13 +475,63 @@ pub const MAX_SECONDS: f64 = 86_400.0;
 
 /// Accepted range of every integer key, inclusive; the README's
 /// configuration section documents the same table.
-pub const INT_RANGES: [(&str, i64, i64); 5] = [
+pub const INT_RANGES: [(&str, i64, i64); 6] = [
     ("slowlog_count", 1, 100_000),
     ("buffer.max_envelopes", 1, 10_000_000),
     ("buffer.max_mib", 1, 16_384),
     ("breaker.failures", 1, 1000),
     ("publish.stream_maxlen", 1, 1_000_000_000),
+    ("max_calls_in_flight", 1, 100_000),
 ];
+
+/// Default `refresh_s` of a `[[discover]]` entry.
+pub const DEFAULT_REFRESH_S: f64 = 30.0;
+
+/// Checks one `[[discover]]` table; `key(".refresh_s")` names one of
+/// its keys for messages (`key("")` the table).
+fn discover_entry(d: &DiscoverFile, key: &dyn Fn(&str) -> String) -> Result<Discover> {
+    let at = key("");
+    let (url, source) = match (&d.cluster, &d.sentinel, &d.master) {
+        (Some(url), None, None) => (url, Source::Cluster),
+        (None, Some(url), Some(master)) if !master.trim().is_empty() => (
+            url,
+            Source::Sentinel {
+                master: master.clone(),
+            },
+        ),
+        (None, Some(_), _) => {
+            bail!("{at}: a sentinel entry needs `master`, the name Sentinel knows the master by")
+        }
+        (Some(_), None, Some(_)) => {
+            bail!("{at}: `master` is for Sentinel; a cluster entry has only `cluster`")
+        }
+        (Some(_), Some(_), _) => {
+            bail!("{at}: `cluster` and `sentinel` both given; one entry discovers one set")
+        }
+        (None, None, _) => bail!(
+            "{at}: needs `cluster = \"redis://NODE:PORT\"` or \
+             `sentinel = \"redis://HOST:26379\"` with `master = \"NAME\"`"
+        ),
+    };
+    let url_key = if matches!(source, Source::Cluster) {
+        ".cluster"
+    } else {
+        ".sentinel"
+    };
+    check_url(url).with_context(|| key(url_key))?;
+    let refresh =
+        seconds(d.refresh_s.unwrap_or(DEFAULT_REFRESH_S)).with_context(|| key(".refresh_s"))?;
+    if let Some(k) = d.labels.keys().find(|k| k.is_empty()) {
+        bail!("{}: a label has an empty name `{k}`", key(".labels"));
+    }
+    Ok(Discover {
+        source,
+        url: url.clone(),
+        refresh,
+        labels: d.labels.clone(),
+        watchers: d.watchers.clone(),
+    })
+}
 
 fn seconds(value: f64) -> Result<Duration> {
     if !(value.is_finite() && (MIN_SECONDS..MAX_SECONDS).contains(&value)) {

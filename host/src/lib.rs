@@ -3,6 +3,7 @@
 //! # Layout, in pipeline order
 //!
 //! - [`config`]: `lookout.toml`, environment and flags merged into settings.
+//! - [`targets`]: what to watch: targets, discover entries, the shard hash.
 //! - [`redis`]: Redis I/O: connections with timeouts and the redial-once
 //!   rule, the probes that build a snapshot, backoff, password redaction.
 //! - [`sandbox`]: the shared wasmtime engine; instances with a memory cap
@@ -19,8 +20,10 @@ pub mod authoring;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
+pub mod discovery;
 pub mod redis;
 pub mod sandbox;
+pub mod targets;
 pub mod watchers;
 
 pub use config::Settings;

@@ -29,6 +29,26 @@ enum Command {
     Test(TestArgs),
     /// Create a new watcher crate from a template.
     New(NewArgs),
+    /// Print the targets (after discovery), their labels and whether this
+    /// shard watches each.
+    Targets(TargetsArgs),
+}
+
+#[derive(Args)]
+struct TargetsArgs {
+    /// Watched Redis, repeat for several [default: the config's].
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Vec<String>,
+    /// `I/N`: the shard whose targets are marked as watched [default: the
+    /// config's `shard`, or 0/1].
+    #[arg(long, env = "LOOKOUT_SHARD")]
+    shard: Option<String>,
+    /// Optional lookout.toml.
+    #[arg(long, short = 'c', env = "LOOKOUT_CONFIG")]
+    config: Option<PathBuf>,
+    /// One JSON object per target instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -125,6 +145,10 @@ struct RunArgs {
     /// it, report it, run the others].
     #[arg(long)]
     strict: bool,
+    /// `I/N`: watch only the targets whose key hashes to I modulo N
+    /// (Prometheus hashmod) [default: all, 0/1].
+    #[arg(long, env = "LOOKOUT_SHARD")]
+    shard: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -153,6 +177,7 @@ fn main() -> ExitCode {
         Command::Record(args) => record(args),
         Command::Test(args) => test(args),
         Command::New(args) => new(args),
+        Command::Targets(args) => targets(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -192,6 +217,7 @@ async fn start(args: RunArgs) -> Result<()> {
         cache_dir: args.common.cache_dir,
         service: args.service,
         log_format: args.common.log_format,
+        shard: args.shard,
     };
     let settings = Settings::load(args.common.config.as_deref(), overrides)?;
     init_logging(settings.log_format);
@@ -219,6 +245,21 @@ async fn start(args: RunArgs) -> Result<()> {
     };
     let daemon = Daemon::prepare(settings, mode)?;
     daemon.run(mode, reloads, signals.shutdown).await
+}
+
+/// `lookout targets`: the configured targets and what discovery finds,
+/// each with its labels and whether this shard watches it.
+fn targets(args: TargetsArgs) -> Result<()> {
+    let overrides = Overrides {
+        redis_urls: args.redis_url,
+        shard: args.shard,
+        ..Overrides::default()
+    };
+    let settings = Settings::load(args.config.as_deref(), overrides)?;
+    let listed = authoring_runtime()?.block_on(lookout::daemon::fleet::resolve(&settings));
+    let mut out = std::io::stdout().lock();
+    lookout::daemon::fleet::print(&settings, &listed, args.json, &mut out)?;
+    Ok(())
 }
 
 /// The daemon's runtime: a worker per core (at most 8); idle workers sleep

@@ -13,6 +13,8 @@
 //!                publisher task ── outbox ── breaker ── spool ──► bus
 //! ```
 
+pub mod fleet;
+pub mod lateness;
 pub mod poller;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,28 +24,26 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::config::{Settings, Target};
+use crate::config::Settings;
 use crate::delivery::envelope::{Emitted, Level, Origin};
 use crate::delivery::publisher::{Publisher, Sink};
 pub use crate::delivery::task::rss_kib;
 use crate::delivery::task::{self, Outlet};
 use crate::fields;
 use crate::redis::conn::Conn;
-use crate::redis::probe::Prober;
-use crate::redis::redact::redact_url;
+use crate::redis::redact::{instance_of, redact_url};
+use crate::sandbox::Engine;
 use crate::sandbox::engine::read_checked;
-use crate::sandbox::{Engine, Instance};
 use crate::watchers::load::signature;
 use crate::watchers::load::{Loaded, Spec, name_of};
 use crate::watchers::reload::{Plan, Stamp, load_each, not_loaded, prepare, stamp, wasm_files};
 use crate::watchers::supervisor::Listed;
-use poller::{Control, FirstPoll, Poller};
-
-/// Control messages a poller may have waiting before it takes them.
-const CONTROL_QUEUE: usize = 64;
+use fleet::{Fleet, Kit};
+use lateness::Lateness;
+use poller::FirstPoll;
 
 /// How a run ends besides the shutdown future.
 #[derive(Debug, Clone, Copy, Default)]
@@ -64,8 +64,6 @@ pub struct Daemon {
     origin: Origin,
     engine: Engine,
     publisher: Publisher,
-    /// The watched Redis instances, each with its own poller.
-    targets: Vec<(Target, Conn)>,
     /// Start-up watcher files, each with its stamp when it was listed.
     files: Vec<(PathBuf, Stamp)>,
     /// Spool replay at start: (envelopes, corrupt records, folder).
@@ -74,39 +72,6 @@ pub struct Daemon {
 
 /// The watchers running, by name, shared by every poller.
 type Registry = BTreeMap<String, Arc<Spec>>;
-
-/// The pollers' control queues, one per target, with the watchers each
-/// target runs.
-struct Fleet {
-    pollers: Vec<(Target, mpsc::Sender<Control>)>,
-}
-
-impl Fleet {
-    /// Runs `spec` on every target that takes it; the first gets the
-    /// instance configured while loading, the others build their own.
-    async fn install(&self, spec: &Arc<Spec>, instance: Option<Instance>) {
-        let mut instance = instance;
-        for (target, control) in &self.pollers {
-            if target.runs(&spec.name) {
-                let _ = control
-                    .send(Control::Install(spec.clone(), instance.take()))
-                    .await;
-            }
-        }
-    }
-
-    async fn remove(&self, name: &str) {
-        for (_, control) in &self.pollers {
-            let _ = control.send(Control::Remove(name.to_owned())).await;
-        }
-    }
-
-    async fn start(&self) {
-        for (_, control) in &self.pollers {
-            let _ = control.send(Control::Start).await;
-        }
-    }
-}
 
 impl Daemon {
     /// Start-up checks: settings, the plugins folder and its files
@@ -148,15 +113,18 @@ impl Daemon {
                 );
             }
         }
-        let targets = settings
+        for t in &settings.targets {
+            Conn::new(&t.url, settings.connect_timeout, settings.response_timeout)?;
+        }
+        // Host events not about one target carry the first configured
+        // target's address, or the first discover entry's.
+        let first = settings
             .targets
-            .iter()
-            .map(|t| {
-                let conn = Conn::new(&t.url, settings.connect_timeout, settings.response_timeout)?;
-                Ok((t.clone(), conn))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let origin = Origin::new(&settings.service, &targets[0].1.instance);
+            .first()
+            .map(|t| t.url.as_str())
+            .or_else(|| settings.discover.first().map(|d| d.url.as_str()))
+            .unwrap_or(settings.publish.url.as_str());
+        let origin = Origin::new(&settings.service, &instance_of(first));
         let sink = if mode.dry_run {
             Sink::Stdout
         } else {
@@ -186,7 +154,6 @@ impl Daemon {
             origin,
             engine,
             publisher,
-            targets,
             files,
             replayed,
         })
@@ -218,7 +185,6 @@ impl Daemon {
             origin,
             engine,
             publisher,
-            targets,
             files,
             replayed,
         } = self;
@@ -233,26 +199,32 @@ impl Daemon {
         } else {
             FirstPoll::WhenReadyOrAfterInterval
         };
-        // One poller per target, their polls spread across the interval.
-        let mut polling = tokio::task::JoinSet::new();
-        let mut fleet = Fleet {
-            pollers: Vec::with_capacity(targets.len()),
+        // One poller per target this shard owns, their polls spread across
+        // the interval; discovered targets join as their entries answer.
+        let kit = Kit {
+            engine: engine.clone(),
+            origin: origin.clone(),
+            outlet: outlet.clone(),
+            first,
+            limit: mode.polls,
+            calls: Arc::new(Semaphore::new(settings.max_calls_in_flight)),
+            lateness: Arc::new(Lateness::default()),
         };
-        let count = u32::try_from(targets.len()).unwrap_or(u32::MAX);
-        for (i, (target, conn)) in (0u32..).zip(targets) {
-            let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-            let poller = Poller::new(
-                Prober::new(conn, settings.slowlog_count),
-                engine.clone(),
-                settings.poll_interval,
-                origin.clone(),
-                outlet.clone(),
-            )
-            .with_labels(&target.labels)
-            .with_offset(settings.poll_interval * i / count);
-            polling.spawn(poller.run(control_rx, stop.clone(), first, mode.polls));
-            fleet.pollers.push((target, control));
+        let lateness = kit.lateness.clone();
+        let mut fleet = Fleet::new(kit, settings.discover.len());
+        let mut registry = Registry::new();
+        fleet.start_configured(&settings, &registry)?;
+        let (answers_tx, mut answers) = mpsc::channel(settings.discover.len().max(1));
+        for entry in 0..settings.discover.len() {
+            tokio::spawn(fleet::refresh(
+                entry,
+                settings.clone(),
+                mode.polls.is_some(),
+                answers_tx.clone(),
+                stop.clone(),
+            ));
         }
+        drop(answers_tx);
 
         // Start-up loads, off the poll path: each watcher joins when ready.
         let mut loaded_rx = load_each(&engine, &paths, &settings);
@@ -264,7 +236,6 @@ impl Daemon {
             fleet.start().await;
         }
 
-        let mut registry = Registry::new();
         let mut refused: HashMap<String, u64> = HashMap::new();
         let mut reloading: Option<tokio::task::JoinHandle<Plan>> = None;
         let mut shutdown = std::pin::pin!(shutdown);
@@ -272,13 +243,27 @@ impl Daemon {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(outcome) = polling.join_next() => {
+                Some(outcome) = fleet.polling.join_next() => {
                     match outcome {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => failure = Some(e),
+                        Ok((key, Ok(()))) => fleet.ended(&key),
+                        Ok((key, Err(e))) => {
+                            fleet.ended(&key);
+                            failure = Some(e);
+                        }
                         Err(e) => failure = Some(anyhow::anyhow!("poller task failed: {e}")),
                     }
-                    if polling.is_empty() || failure.is_some() {
+                    if failure.is_some()
+                        || (mode.polls.is_some() && fleet.polling.is_empty() && fleet.discovered())
+                    {
+                        break;
+                    }
+                }
+                Some((entry, answer)) = answers.recv() => {
+                    match answer {
+                        Ok(found) => fleet.discovered_by(&settings, &registry, entry, found).await,
+                        Err(e) => fleet.discovery_failed(&settings, entry, &e).await,
+                    }
+                    if mode.polls.is_some() && fleet.polling.is_empty() && fleet.discovered() {
                         break;
                     }
                 }
@@ -333,7 +318,15 @@ impl Daemon {
         if let Some(task) = reloading {
             task.abort();
         }
-        while polling.join_next().await.is_some() {}
+        fleet.stop_all().await;
+        let late = lateness.summary();
+        info!(
+            polls = late.polls,
+            lateness_p50_ms = late.p50_ms,
+            lateness_p99_ms = late.p99_ms,
+            lateness_max_ms = late.max_ms,
+            "polling stopped"
+        );
         let _ = stop_publisher.send(true);
         drop(outlet);
         let stopped = publishing.await.unwrap_or_default();
@@ -472,10 +465,22 @@ async fn announce(
         interval_s = settings.poll_interval.as_secs_f64(),
         "lookout started"
     );
-    let watching = match settings.targets.len() {
-        1 => origin.instance.clone(),
-        n => format!("{n} targets ({} first)", origin.instance),
+    let owned = settings
+        .targets
+        .iter()
+        .filter(|t| settings.shard.owns(&t.key()))
+        .count();
+    let mut watching = match (owned, settings.targets.len()) {
+        (1, 1) => origin.instance.clone(),
+        (n, _) => format!("{n} targets"),
     };
+    if !settings.discover.is_empty() {
+        let entries: Vec<String> = settings.discover.iter().map(|d| d.describe()).collect();
+        watching.push_str(&format!(" and those found by {}", entries.join(", ")));
+    }
+    if settings.shard.count > 1 {
+        watching.push_str(&format!(" (shard {})", settings.shard));
+    }
     let mut events = vec![Emitted::host(
         Level::Info,
         format!("lookout started, watching {watching}"),
@@ -483,7 +488,8 @@ async fn announce(
             "version" => env!("CARGO_PKG_VERSION"),
             "watchers" => names.join(","),
             "poll_interval_s" => settings.poll_interval.as_secs_f64(),
-            "targets" => settings.targets.len(),
+            "targets" => owned,
+            "shard" => settings.shard.to_string(),
         },
     )];
     if let Some((envelopes, corrupt, dir)) = replayed

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{error, info, warn};
 
+use super::lateness::Lateness;
 use crate::delivery::envelope::{Emitted, Envelope, Level, Origin};
 use crate::delivery::task::Outlet;
 use crate::fields;
@@ -29,6 +30,9 @@ pub(crate) enum Control {
     Remove(String),
     /// Start polling now (the start-up watchers are ready), if not yet.
     Start,
+    /// New labels for this target's envelopes (a discovered node changed
+    /// role).
+    Relabel(std::collections::BTreeMap<String, String>),
 }
 
 /// When a poller's first poll happens.
@@ -58,6 +62,11 @@ pub struct Poller {
     labels: Option<serde_json::Value>,
     /// Delay of the first poll, spreading targets across the interval.
     offset: Duration,
+    /// Permits for running watchers, shared by every poller: bounds the
+    /// watcher calls in flight across targets.
+    calls: Arc<Semaphore>,
+    /// How late polls start against their schedule, shared by every poller.
+    lateness: Arc<Lateness>,
 }
 
 /// Wait before asking again a Redis that refused the credentials or a
@@ -86,13 +95,30 @@ impl Poller {
             refused: None,
             labels: None,
             offset: Duration::ZERO,
+            calls: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            lateness: Arc::new(Lateness::default()),
         }
+    }
+
+    /// Runs watchers only while holding one of `calls`' permits, and
+    /// records how late each poll starts into `lateness`; both are shared
+    /// with the other targets' pollers.
+    #[must_use]
+    pub fn with_shared(mut self, calls: Arc<Semaphore>, lateness: Arc<Lateness>) -> Self {
+        self.calls = calls;
+        self.lateness = lateness;
+        self
     }
 
     /// Copies `labels` into `fields.labels` of every envelope about this
     /// target.
     #[must_use]
     pub fn with_labels(mut self, labels: &std::collections::BTreeMap<String, String>) -> Self {
+        self.set_labels(labels);
+        self
+    }
+
+    fn set_labels(&mut self, labels: &std::collections::BTreeMap<String, String>) {
         self.labels = (!labels.is_empty()).then(|| {
             serde_json::Value::Object(
                 labels
@@ -101,7 +127,6 @@ impl Poller {
                     .collect(),
             )
         });
-        self
     }
 
     /// Delays the first poll by `offset` (targets spread over the
@@ -149,6 +174,7 @@ impl Poller {
                             next_poll = Some(Instant::now() + self.offset);
                         }
                         Control::Start => {}
+                        Control::Relabel(labels) => self.set_labels(&labels),
                     }
                     continue;
                 }
@@ -156,6 +182,9 @@ impl Poller {
             }
             started = true;
             let began = Instant::now();
+            if let Some(due) = next_poll {
+                self.lateness.record(began.saturating_duration_since(due));
+            }
             let outcome = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => return Ok(()),
@@ -212,10 +241,12 @@ impl Poller {
             .unwrap_or_else(|| self.supervisor.plan(self.polls, Instant::now()));
         let snapshot = self.prober.poll(probes).await?;
         let mut notices: Vec<Emitted> = snapshot.notices.iter().map(|n| self.notice(n)).collect();
+        let permit = self.calls.clone().acquire_owned().await;
         let (emitted, next) = self
             .supervisor
             .poll(self.polls, &self.instance, &snapshot)
             .await;
+        drop(permit);
         self.next_probes = Some(next);
         notices.extend(emitted);
         self.publish(notices).await;

@@ -1,0 +1,575 @@
+//! The targets a process watches, kept in step with the configuration and
+//! with discovery: one poller task per target this shard owns, started and
+//! stopped while the daemon runs.
+//!
+//! ```text
+//!  [[targets]] ───────────────┐
+//!  [[discover]] ─ refresh task ┴─► desired set ─ shard filter ─► pollers
+//!                 (one per entry)   (by target key)               start / stop / relabel
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::Registry;
+use super::lateness::Lateness;
+use super::poller::{Control, FirstPoll, Poller};
+use crate::config::Settings;
+use crate::delivery::envelope::{Emitted, Level, Origin};
+use crate::delivery::task::Outlet;
+use crate::discovery::{self, Node};
+use crate::fields;
+use crate::redis::conn::Conn;
+use crate::redis::probe::Prober;
+use crate::redis::redact::instance_of;
+use crate::sandbox::{Engine, Instance};
+use crate::targets::{Discover, Source, Target, hashmod};
+use crate::watchers::load::Spec;
+
+/// Control messages a poller may have waiting before it takes them.
+const CONTROL_QUEUE: usize = 64;
+
+/// The label a discovered node's role goes into.
+pub const ROLE_LABEL: &str = "role";
+
+/// A running poller.
+struct Running {
+    target: Target,
+    control: mpsc::Sender<Control>,
+    stop: watch::Sender<bool>,
+    /// Which `[[discover]]` entry found it; `None` for a configured target.
+    found_by: Option<usize>,
+}
+
+/// What every poller is built with.
+pub(super) struct Kit {
+    pub engine: Engine,
+    pub origin: Origin,
+    pub outlet: Outlet,
+    pub first: FirstPoll,
+    pub limit: Option<u64>,
+    pub calls: Arc<Semaphore>,
+    pub lateness: Arc<Lateness>,
+}
+
+/// The pollers, by target key.
+pub(super) struct Fleet {
+    running: BTreeMap<String, Running>,
+    pub polling: JoinSet<(String, Result<()>)>,
+    kit: Kit,
+    /// Whether the start-up watchers are ready (new pollers start at once).
+    started: bool,
+    /// Each discover entry's last answer; `None` until it first answers.
+    found: Vec<Option<Vec<Target>>>,
+    /// Each discover entry's failure last reported.
+    failing: Vec<Option<String>>,
+}
+
+impl Fleet {
+    pub fn new(kit: Kit, discover_entries: usize) -> Self {
+        Self {
+            running: BTreeMap::new(),
+            polling: JoinSet::new(),
+            kit,
+            started: false,
+            found: vec![None; discover_entries],
+            failing: vec![None; discover_entries],
+        }
+    }
+
+    /// Whether every discover entry has answered at least once.
+    pub fn discovered(&self) -> bool {
+        self.found.iter().all(Option::is_some)
+    }
+
+    /// Starts a poller for `target`, first polling `offset` into the
+    /// interval, with every watcher of `registry` that runs on it.
+    fn add(
+        &mut self,
+        settings: &Settings,
+        registry: &Registry,
+        target: Target,
+        offset: Duration,
+        found_by: Option<usize>,
+    ) -> Result<()> {
+        let key = target.key();
+        let conn = Conn::new(
+            &target.url,
+            settings.connect_timeout,
+            settings.response_timeout,
+        )?;
+        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let (stop, stop_rx) = watch::channel(false);
+        let kit = &self.kit;
+        let poller = Poller::new(
+            Prober::new(conn, settings.slowlog_count),
+            kit.engine.clone(),
+            settings.poll_interval,
+            kit.origin.clone(),
+            kit.outlet.clone(),
+        )
+        .with_labels(&target.labels)
+        .with_offset(offset)
+        .with_shared(kit.calls.clone(), kit.lateness.clone());
+        let (first, limit) = (kit.first, kit.limit);
+        let task_key = key.clone();
+        self.polling.spawn(async move {
+            let result = poller.run(control_rx, stop_rx, first, limit).await;
+            (task_key, result)
+        });
+        for spec in registry.values().filter(|s| target.runs(&s.name)) {
+            // Fresh channel: room for every watcher's install.
+            let _ = control.try_send(Control::Install(spec.clone(), None));
+        }
+        if self.started {
+            let _ = control.try_send(Control::Start);
+        }
+        self.running.insert(
+            key,
+            Running {
+                target,
+                control,
+                stop,
+                found_by,
+            },
+        );
+        Ok(())
+    }
+
+    /// Starts the configured targets this shard owns, spread across the
+    /// interval; discovered ones follow as discovery answers.
+    pub fn start_configured(&mut self, settings: &Settings, registry: &Registry) -> Result<()> {
+        let owned: Vec<&Target> = settings
+            .targets
+            .iter()
+            .filter(|t| settings.shard.owns(&t.key()))
+            .collect();
+        let count = u32::try_from(owned.len()).unwrap_or(u32::MAX).max(1);
+        for (i, target) in (0u32..).zip(owned) {
+            let offset = settings.poll_interval * i / count;
+            self.add(settings, registry, target.clone(), offset, None)
+                .with_context(|| format!("target {}", target.key()))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `spec` on every target that takes it; the first gets the
+    /// instance configured while loading, the others build their own.
+    pub async fn install(&self, spec: &Arc<Spec>, instance: Option<Instance>) {
+        let mut instance = instance;
+        for running in self.running.values() {
+            if running.target.runs(&spec.name) {
+                let _ = running
+                    .control
+                    .send(Control::Install(spec.clone(), instance.take()))
+                    .await;
+            }
+        }
+    }
+
+    pub async fn remove(&self, name: &str) {
+        for running in self.running.values() {
+            let _ = running.control.send(Control::Remove(name.to_owned())).await;
+        }
+    }
+
+    /// The start-up watchers are ready: every poller starts.
+    pub async fn start(&mut self) {
+        self.started = true;
+        for running in self.running.values() {
+            let _ = running.control.send(Control::Start).await;
+        }
+    }
+
+    /// Stops every poller (a watcher call in flight is abandoned) and
+    /// waits for them.
+    pub async fn stop_all(&mut self) {
+        for running in self.running.values() {
+            let _ = running.stop.send(true);
+        }
+        while self.polling.join_next().await.is_some() {}
+        self.running.clear();
+    }
+
+    /// A poller ended (its polls are done, or it was stopped).
+    pub fn ended(&mut self, key: &str) {
+        if self
+            .running
+            .get(key)
+            .is_some_and(|r| *r.stop.borrow() || self.kit.limit.is_some())
+        {
+            self.running.remove(key);
+        }
+    }
+
+    /// Takes discover entry `entry`'s answer: targets it found that this
+    /// shard owns start polling, those it no longer lists stop, and those
+    /// whose role changed are relabelled; each is one host event.
+    pub async fn discovered_by(
+        &mut self,
+        settings: &Settings,
+        registry: &Registry,
+        entry: usize,
+        found: Vec<Target>,
+    ) {
+        let how = settings.discover[entry].describe();
+        let configured: Vec<String> = settings.targets.iter().map(Target::key).collect();
+        let mut events = Vec::new();
+        // Added, or relabelled.
+        for target in &found {
+            let key = target.key();
+            if configured.contains(&key) || !settings.shard.owns(&key) {
+                continue;
+            }
+            let role = target.labels.get(ROLE_LABEL).cloned().unwrap_or_default();
+            match self.running.get_mut(&key) {
+                Some(running) if running.target.labels != target.labels => {
+                    let was = running
+                        .target
+                        .labels
+                        .get(ROLE_LABEL)
+                        .cloned()
+                        .unwrap_or_default();
+                    running.target = target.clone();
+                    let _ = running
+                        .control
+                        .send(Control::Relabel(target.labels.clone()))
+                        .await;
+                    info!(target = %key, %role, was = %was, "target {key} is now {role} (was {was}), per {how}");
+                    events.push(event(
+                        &self.kit.origin,
+                        target,
+                        Level::Warn,
+                        format!("target {key} is now {role} (was {was}), per {how}"),
+                        fields! {"target" => key.clone(), "role" => role, "was" => was, "discover" => how.clone()},
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    let spread = u32::try_from(hashmod(&key, 1000)).unwrap_or(0);
+                    let offset = settings.poll_interval * spread / 1000;
+                    match self.add(settings, registry, target.clone(), offset, Some(entry)) {
+                        Ok(()) => {
+                            info!(target = %key, %role, "target added: {key} ({role}), found by {how}");
+                            events.push(event(
+                        &self.kit.origin,
+                                target,
+                                Level::Info,
+                                format!("target added: {key} ({role}), found by {how}"),
+                                fields! {"target" => key.clone(), "role" => role, "discover" => how.clone()},
+                            ));
+                        }
+                        Err(e) => {
+                            warn!(target = %key, "target {key} found by {how} cannot be watched: {e:#}")
+                        }
+                    }
+                }
+            }
+        }
+        // Removed: found by this entry before, not listed now.
+        let keys: Vec<String> = found.iter().map(Target::key).collect();
+        let gone: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(k, r)| r.found_by == Some(entry) && !keys.contains(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            if let Some(running) = self.running.remove(&key) {
+                let _ = running.stop.send(true);
+                info!(target = %key, "target removed: {key}, no longer listed by {how}");
+                events.push(event(
+                    &self.kit.origin,
+                    &running.target,
+                    Level::Warn,
+                    format!("target removed: {key}, no longer listed by {how}"),
+                    fields! {"target" => key.clone(), "discover" => how.clone()},
+                ));
+            }
+        }
+        self.found[entry] = Some(found);
+        if self.failing[entry].take().is_some() {
+            info!("discovery answers again for {how}");
+        }
+        if !events.is_empty() {
+            self.kit.outlet.send(events).await;
+        }
+    }
+
+    /// Discover entry `entry` did not answer: its targets keep running,
+    /// and the failure is reported once until it changes or discovery
+    /// answers again.
+    pub async fn discovery_failed(
+        &mut self,
+        settings: &Settings,
+        entry: usize,
+        error: &anyhow::Error,
+    ) {
+        let how = settings.discover[entry].describe();
+        let text = format!("{error:#}");
+        if self.found[entry].is_none() {
+            self.found[entry] = Some(Vec::new());
+        }
+        warn!(
+            "discovery failed for {how}: {text}; its targets keep running, retrying in {:.0}s",
+            settings.discover[entry].refresh.as_secs_f64()
+        );
+        if self.failing[entry].as_deref() == Some(text.as_str()) {
+            return;
+        }
+        let origin = &self.kit.origin;
+        let envelope = origin.wrap(
+            &origin.instance,
+            Emitted::host(
+                Level::Error,
+                format!("discovery failed: {how}: {text}; the targets it found keep running"),
+                fields! {"discover" => how, "error" => text.clone()},
+            ),
+        );
+        self.failing[entry] = Some(text);
+        self.kit.outlet.send(vec![envelope]).await;
+    }
+}
+
+/// A host event about `target`, as an envelope with its instance and labels.
+fn event(
+    origin: &Origin,
+    target: &Target,
+    level: Level,
+    msg: String,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> crate::delivery::envelope::Envelope {
+    let instance = instance_of(&target.url);
+    let mut envelope = origin.wrap(&instance, Emitted::host(level, msg, fields));
+    if !target.labels.is_empty() {
+        envelope.fields.insert(
+            "labels".to_owned(),
+            serde_json::Value::Object(
+                target
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                    .collect(),
+            ),
+        );
+    }
+    envelope
+}
+
+/// The targets one discover entry finds now; `known` are the URLs of the
+/// nodes it found last time, asked when the configured seed does not answer.
+///
+/// # Errors
+/// No seed or sentinel answered; the message names them (redacted).
+pub fn discover<'a>(
+    entry: &'a Discover,
+    known: &'a [String],
+    settings: &'a Settings,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Target>>> + Send + 'a>> {
+    Box::pin(discover_now(entry, known, settings))
+}
+
+async fn discover_now(
+    entry: &Discover,
+    known: &[String],
+    settings: &Settings,
+) -> Result<Vec<Target>> {
+    let (connect, response) = (settings.connect_timeout, settings.response_timeout);
+    let nodes: Vec<Node> = match &entry.source {
+        Source::Cluster => {
+            let mut seeds = vec![entry.url.clone()];
+            for url in known {
+                if *url != entry.url {
+                    seeds.push(url.clone());
+                }
+            }
+            discovery::cluster(&seeds, connect, response).await?
+        }
+        Source::Sentinel { master } => {
+            discovery::sentinel(std::slice::from_ref(&entry.url), master, connect, response).await?
+        }
+    };
+    nodes
+        .iter()
+        .map(|node| {
+            let mut labels = entry.labels.clone();
+            labels.insert(ROLE_LABEL.to_owned(), node.role.as_str().to_owned());
+            Ok(Target {
+                url: discovery::node_url(&entry.url, node)?,
+                name: None,
+                labels,
+                watchers: entry.watchers.clone(),
+            })
+        })
+        .collect()
+}
+
+/// One discover entry's answers, sent to the daemon: at once, then every
+/// `refresh` until `stop` (or only once, with `once`).
+pub(super) async fn refresh(
+    entry_index: usize,
+    settings: Settings,
+    once: bool,
+    answers: mpsc::Sender<(usize, Result<Vec<Target>>)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let entry = settings.discover[entry_index].clone();
+    let mut known: Vec<String> = Vec::new();
+    loop {
+        let answer = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            answer = discover(&entry, &known, &settings) => answer,
+        };
+        if let Ok(found) = &answer {
+            known = found.iter().map(|t| t.url.clone()).collect();
+        }
+        if answers.send((entry_index, answer)).await.is_err() || once {
+            return;
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(entry.refresh) => {}
+        }
+    }
+}
+
+/// A target as `lookout targets` lists it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The target.
+    pub target: Target,
+    /// `config`, or the discover entry that found it.
+    pub source: String,
+    /// Whether this process's shard watches it.
+    pub watched: bool,
+}
+
+/// Everything the configuration names and discovery finds now.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    /// The targets, configured ones first, each once.
+    pub targets: Vec<Listed>,
+    /// Discover entries that did not answer, with why.
+    pub errors: Vec<String>,
+}
+
+/// Resolves the targets once: the configured ones, then each discover
+/// entry's (a target both configured and discovered is listed once).
+pub async fn resolve(settings: &Settings) -> Resolved {
+    let mut resolved = Resolved::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut push = |resolved: &mut Resolved, target: Target, source: String| {
+        let key = target.key();
+        if seen.insert(key.clone()) {
+            resolved.targets.push(Listed {
+                watched: settings.shard.owns(&key),
+                target,
+                source,
+            });
+        }
+    };
+    for target in &settings.targets {
+        push(&mut resolved, target.clone(), "config".to_owned());
+    }
+    for entry in &settings.discover {
+        match discover(entry, &[], settings).await {
+            Ok(found) => {
+                for target in found {
+                    push(&mut resolved, target, entry.describe());
+                }
+            }
+            Err(e) => resolved
+                .errors
+                .push(format!("discovery failed for {}: {e:#}", entry.describe())),
+        }
+    }
+    resolved
+}
+
+/// Prints `resolved` as a table (or JSON lines with `json`); discovery
+/// failures go to the end.
+///
+/// # Errors
+/// Writing failed, or a discover entry did not answer (after printing the
+/// rest).
+pub fn print(
+    settings: &Settings,
+    resolved: &Resolved,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
+    use crate::redis::redact::redact_url;
+    let labels = |t: &Target| {
+        t.labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if json {
+        for l in &resolved.targets {
+            let line = serde_json::json!({
+                "target": l.target.key(),
+                "url": redact_url(&l.target.url),
+                "labels": l.target.labels,
+                "watchers": l.target.watchers,
+                "source": l.source,
+                "watched": l.watched,
+                "shard": settings.shard.to_string(),
+            });
+            writeln!(out, "{line}")?;
+        }
+    } else {
+        let rows: Vec<[String; 5]> = resolved
+            .targets
+            .iter()
+            .map(|l| {
+                [
+                    l.target.key(),
+                    if l.watched { "yes" } else { "no" }.to_owned(),
+                    l.source.clone(),
+                    labels(&l.target),
+                    redact_url(&l.target.url),
+                ]
+            })
+            .collect();
+        let head = [
+            "TARGET".to_owned(),
+            format!("SHARD {}", settings.shard),
+            "SOURCE".to_owned(),
+            "LABELS".to_owned(),
+            "URL".to_owned(),
+        ];
+        let mut widths = head.clone().map(|h| h.len());
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        for row in std::iter::once(&head).chain(&rows) {
+            let line: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            writeln!(out, "{}", line.join("  ").trim_end())?;
+        }
+        let watched = resolved.targets.iter().filter(|l| l.watched).count();
+        writeln!(
+            out,
+            "{} targets, {watched} watched by shard {}",
+            resolved.targets.len(),
+            settings.shard
+        )?;
+    }
+    if !resolved.errors.is_empty() {
+        anyhow::bail!("{}", resolved.errors.join("; "));
+    }
+    Ok(())
+}
