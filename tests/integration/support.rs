@@ -408,6 +408,11 @@ impl Lookout {
         });
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Resident set size of the process in KiB.
     pub fn rss_kib(&self) -> u64 {
         let pid = self.child.as_ref().unwrap().id();
