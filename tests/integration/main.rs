@@ -5,6 +5,7 @@ mod support;
 
 mod authoring;
 mod bus;
+mod discovery;
 mod engine;
 mod outage;
 mod reload;
