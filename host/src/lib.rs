@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: `lookout.toml`, environment and flags merged into settings.
 //! - [`targets`]: what to watch: targets, discover entries, the shard hash.
+//! - [`discovery`]: the nodes of a Redis Cluster or a Sentinel set.
 //! - [`redis`]: Redis I/O: connections with timeouts and the redial-once
 //!   rule, the probes that build a snapshot, backoff, password redaction.
 //! - [`sandbox`]: the shared wasmtime engine; instances with a memory cap

@@ -7,6 +7,7 @@ mod authoring;
 mod bus;
 mod discovery;
 mod engine;
+mod fleet;
 mod outage;
 mod reload;
 mod resilience;

@@ -45,7 +45,14 @@ struct Running {
     stop: watch::Sender<bool>,
     /// Which `[[discover]]` entry found it; `None` for a configured target.
     found_by: Option<usize>,
+    /// Discoveries in a row that did not list it.
+    missed: u32,
 }
+
+/// Discoveries in a row a node must be missing from before its poller
+/// stops: one answer taken mid-failover may leave out the replica being
+/// promoted.
+pub const MISSED_TO_REMOVE: u32 = 2;
 
 /// What every poller is built with.
 pub(super) struct Kit {
@@ -137,6 +144,7 @@ impl Fleet {
                 control,
                 stop,
                 found_by,
+                missed: 0,
             },
         );
         Ok(())
@@ -228,6 +236,9 @@ impl Fleet {
                 continue;
             }
             let role = target.labels.get(ROLE_LABEL).cloned().unwrap_or_default();
+            if let Some(running) = self.running.get_mut(&key) {
+                running.missed = 0;
+            }
             match self.running.get_mut(&key) {
                 Some(running) if running.target.labels != target.labels => {
                     let was = running
@@ -272,14 +283,18 @@ impl Fleet {
                 }
             }
         }
-        // Removed: found by this entry before, not listed now.
-        let keys: Vec<String> = found.iter().map(Target::key).collect();
-        let gone: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(k, r)| r.found_by == Some(entry) && !keys.contains(k))
-            .map(|(k, _)| k.clone())
-            .collect();
+        // Removed: found by this entry before, not listed now nor the time
+        // before.
+        let keys: std::collections::BTreeSet<String> = found.iter().map(Target::key).collect();
+        let mut gone = Vec::new();
+        for (key, running) in &mut self.running {
+            if running.found_by == Some(entry) && !keys.contains(key) {
+                running.missed += 1;
+                if running.missed >= MISSED_TO_REMOVE {
+                    gone.push(key.clone());
+                }
+            }
+        }
         for key in gone {
             if let Some(running) = self.running.remove(&key) {
                 let _ = running.stop.send(true);
