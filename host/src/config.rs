@@ -689,6 +689,75 @@ mod tests {
         );
     }
 
+    #[test]
+    fn discover_entries_are_checked() {
+        let s = parse(
+            "[publish]\nurl = 'redis://bus:6379'\n\
+             [[discover]]\ncluster = 'redis://:pw@10.0.0.1:7000'\nlabels = { c = 'a' }\n\
+             [[discover]]\nsentinel = 'redis://10.0.0.9:26379'\nmaster = 'm'\nrefresh_s = 5",
+        )
+        .unwrap();
+        assert!(s.targets.is_empty());
+        assert_eq!(s.redis_url, "redis://bus:6379");
+        assert_eq!(s.discover.len(), 2);
+        assert_eq!(s.discover[0].source, Source::Cluster);
+        assert_eq!(s.discover[0].refresh, Duration::from_secs(30));
+        assert_eq!(s.discover[0].describe(), "cluster 10.0.0.1:7000");
+        assert_eq!(s.discover[1].refresh, Duration::from_secs(5));
+        assert_eq!(s.discover[1].describe(), "sentinel 10.0.0.9:26379 master m");
+        let cases = [
+            ("[[discover]]\ncluster = 'redis://a:1'", "set [publish] url"),
+            (
+                "[publish]\nurl = 'redis://b:1'\n[[discover]]\nsentinel = 'redis://a:1'",
+                "needs `master`",
+            ),
+            (
+                "[publish]\nurl = 'redis://b:1'\n[[discover]]\ncluster = 'redis://a:1'\nmaster = 'm'",
+                "`master` is for Sentinel",
+            ),
+            (
+                "[publish]\nurl = 'redis://b:1'\n[[discover]]\nrefresh_s = 3",
+                "needs `cluster",
+            ),
+            (
+                "[publish]\nurl = 'redis://b:1'\n[[discover]]\ncluster = 'http://a:1'",
+                "discover[0].cluster",
+            ),
+            (
+                "[publish]\nurl = 'redis://b:1'\n[[discover]]\ncluster = 'redis://a:1'\nrefresh_s = 0",
+                "discover[0].refresh_s",
+            ),
+            (
+                "[publish]\nurl = 'redis://b:1'\n[[discover]]\ncluster = 'redis://a:1'\n\
+                 [[discover]]\ncluster = 'redis://a:1'",
+                "already discovered",
+            ),
+            ("shard = '2/2'", "expected I/N"),
+            ("max_calls_in_flight = 0", "max_calls_in_flight"),
+        ];
+        for (text, want) in cases {
+            let err = format!("{:#}", parse(text).unwrap_err());
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn shard_from_file_or_flag() {
+        assert_eq!(parse("").unwrap().shard, Shard::ALL);
+        assert_eq!(
+            parse("shard = '1/3'").unwrap().shard,
+            Shard { index: 1, count: 3 }
+        );
+        let file: FileConfig = toml::from_str("shard = '1/3'").unwrap();
+        let o = Overrides {
+            shard: Some("0/2".to_owned()),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(file, None, o).unwrap();
+        assert_eq!(s.shard, Shard { index: 0, count: 2 });
+        assert_eq!(s.max_calls_in_flight, 64);
+    }
+
     mod random {
         use std::collections::BTreeMap;
         use std::time::Instant;

@@ -63,6 +63,12 @@ impl Target {
         if let Some(name) = &self.name {
             return name.clone();
         }
+        self.address()
+    }
+
+    /// `host:port` of its URL, with `/DB` for a database other than 0.
+    #[must_use]
+    pub fn address(&self) -> String {
         address_key(&self.url)
     }
 }

@@ -227,7 +227,12 @@ impl Fleet {
         found: Vec<Target>,
     ) {
         let how = settings.discover[entry].describe();
-        let configured: Vec<String> = settings.targets.iter().map(Target::key).collect();
+        // A node also configured (by name or address) is watched as configured.
+        let configured: std::collections::BTreeSet<String> = settings
+            .targets
+            .iter()
+            .flat_map(|t| [t.key(), t.address()])
+            .collect();
         let mut events = Vec::new();
         // Added, or relabelled.
         for target in &found {
@@ -480,8 +485,10 @@ pub async fn resolve(settings: &Settings) -> Resolved {
     let mut resolved = Resolved::default();
     let mut seen = std::collections::BTreeSet::new();
     let mut push = |resolved: &mut Resolved, target: Target, source: String| {
-        let key = target.key();
-        if seen.insert(key.clone()) {
+        let (key, address) = (target.key(), target.address());
+        if !seen.contains(&key) && !seen.contains(&address) {
+            seen.insert(key.clone());
+            seen.insert(address);
             resolved.targets.push(Listed {
                 watched: settings.shard.owns(&key),
                 target,
