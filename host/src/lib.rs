@@ -22,6 +22,7 @@ pub mod config;
 pub mod daemon;
 pub mod delivery;
 pub mod discovery;
+pub mod fdlimit;
 pub mod redis;
 pub mod sandbox;
 pub mod targets;

@@ -221,6 +221,15 @@ async fn start(args: RunArgs) -> Result<()> {
     };
     let settings = Settings::load(args.common.config.as_deref(), overrides)?;
     init_logging(settings.log_format);
+    // A connection per target: thousands of targets need more descriptors
+    // than the usual soft limit.
+    match lookout::fdlimit::raise_nofile_limit() {
+        Ok((before, after)) if after > before => {
+            tracing::debug!(before, after, "open files limit raised");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not raise the open files limit: {e}"),
+    }
     let mode = RunMode {
         dry_run: args.dry_run,
         polls: if args.once { Some(1) } else { args.polls },
