@@ -8,7 +8,7 @@ use redis::Value;
 
 use super::{Failures, Node, Role, field, pairs, port, tidy};
 use crate::redis::conn::Conn;
-use crate::redis::probe::text;
+use crate::redis::conn::text;
 
 /// Every master and replica of the cluster, asked of the first of `seeds`
 /// that answers. A seed is a full Redis URL

@@ -17,7 +17,7 @@ use redis::Value;
 pub use cluster::cluster;
 pub use sentinel::sentinel;
 
-use crate::redis::probe::text;
+use crate::redis::conn::text;
 use crate::redis::redact::redact_url;
 
 /// A node a discover entry found.

@@ -7,7 +7,7 @@ use redis::Value;
 
 use super::{Failures, Node, Role, field, pairs, port, tidy};
 use crate::redis::conn::Conn;
-use crate::redis::probe::text;
+use crate::redis::conn::text;
 
 /// Replica flags that mean a sentinel cannot reach the replica.
 const UNREACHABLE: [&str; 3] = ["s_down", "o_down", "disconnected"];

@@ -137,7 +137,7 @@ impl Conn {
                     });
                 }
             }
-            let info = super::probe::text(replies.get(1)).ok();
+            let info = text(replies.get(1)).ok();
             match (info.as_deref().and_then(client_addr), replies.get(1)) {
                 (Some(addr), _) => remember_own(addr.to_owned()),
                 (None, other) if !self.unidentified => {
@@ -240,6 +240,17 @@ impl QueryError {
             self.code.as_deref(),
             Some("WRONGPASS" | "NOAUTH" | "NOPERM")
         )
+    }
+}
+
+/// The text of a reply (bulk, simple or verbatim string).
+pub(crate) fn text(value: Option<&Value>) -> anyhow::Result<String> {
+    match value {
+        Some(Value::BulkString(bytes)) => Ok(String::from_utf8_lossy(bytes).into_owned()),
+        Some(Value::SimpleString(s)) => Ok(s.clone()),
+        Some(Value::VerbatimString { text, .. }) => Ok(text.clone()),
+        Some(Value::ServerError(e)) => anyhow::bail!("server error: {e:?}"),
+        other => anyhow::bail!("expected text, got {other:?}"),
     }
 }
 

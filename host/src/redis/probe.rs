@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use redis::Value;
 
-use super::conn::{Conn, QueryError, is_own};
+use super::conn::{Conn, QueryError, is_own, text};
 
 /// Entries asked for beyond what the newest id says, for entries logged
 /// between the two SLOWLOG reads.
@@ -444,17 +444,6 @@ pub fn parse_info(text: &str) -> Vec<InfoField> {
         }
     }
     fields
-}
-
-/// The text of a reply (bulk, simple or verbatim string).
-pub(crate) fn text(value: Option<&Value>) -> Result<String> {
-    match value {
-        Some(Value::BulkString(bytes)) => Ok(String::from_utf8_lossy(bytes).into_owned()),
-        Some(Value::SimpleString(s)) => Ok(s.clone()),
-        Some(Value::VerbatimString { text, .. }) => Ok(text.clone()),
-        Some(Value::ServerError(e)) => bail!("server error: {e:?}"),
-        other => bail!("expected text, got {other:?}"),
-    }
 }
 
 fn int(value: Option<&Value>) -> Result<i64> {
