@@ -58,6 +58,7 @@ impl Engine {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.consume_fuel(true);
+        small_instances(&mut config);
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating cache folder {}", dir.display()))?;
@@ -126,6 +127,59 @@ impl Engine {
              (world {PACKAGE}/watcher@{VERSION})"
         )
     }
+}
+
+/// Room a linear memory may grow into without moving: the default
+/// `memory_mib` cap.
+const GROWTH_RESERVE: u64 = 16 << 20;
+
+/// Memory settings for thousands of instances in one process: 10,000
+/// targets with three watchers are 30,000 stores, each with one linear
+/// memory and one cached fiber stack. What an instance costs was measured
+/// by `make bench-fleet` (host/benches/fleet.rs): about 40 KiB of RSS
+/// (about 21 KiB of touched linear memory, 15 KiB of host heap for the
+/// store, its instances and WASI context, 4 KiB of fiber stack), the same
+/// before and after these settings, which change its address space and
+/// mappings.
+///
+/// - `memory_reservation(0)`, `memory_guard_size(0)`,
+///   `guard_before_linear_memory(false)`: wasmtime's default reserves 4 GiB
+///   plus 32 MiB guards on each side per linear memory so that compiled
+///   code needs no bounds checks; 30,000 of those are 122 TiB of the
+///   128 TiB user address space of x86-64. Now a memory is exactly its
+///   initial size (1.06 MiB for the bundled watchers, of which only the
+///   touched pages are resident) and compiled code checks bounds, which
+///   did not move the bench's `observe` times.
+/// - `memory_reservation_for_growth`: [`GROWTH_RESERVE`]. Wasmtime adds
+///   it to the initial allocation too, as an inaccessible tail (virtual
+///   address space only, one more mapping). Without it every `memory.grow`
+///   moved the memory (a new mapping and a copy): a watcher growing 1 MiB
+///   at a time towards its cap copied so much that it overran its 50 ms
+///   deadline before reaching the cap.
+/// - `memory_init_cow(false)`: data segments (about 12 KiB for the bundled
+///   watchers) are copied in at instantiation instead of mapped from a
+///   shared image. Mapping them saved no resident memory (the watchers
+///   read those pages anyway) and split each memory into four mappings.
+///   With these settings an instance holds four mappings (its memory and
+///   the reserve after it, its fiber stack and that stack's guard page)
+///   instead of seven, against Linux's `vm.max_map_count` of 65,530 per
+///   process by default: 10,000 targets with three watchers need it raised
+///   to about 128k (`sysctl vm.max_map_count=131072`, a common setting).
+/// - The async stack (`async_stack_size`, 2 MiB) and `max_wasm_stack`
+///   (512 KiB) keep their defaults: a store keeps the stack of its last
+///   call for the next one, but only its touched pages (about 4 KiB for the
+///   bundled watchers) are resident, and a smaller stack would only lower
+///   the recursion depth guests such as interpreters get.
+/// - The on-demand allocator, not the pooling one: the pool would reserve
+///   every slot up front at the largest `memory_mib` any watcher may set,
+///   and slots would not make instances smaller.
+fn small_instances(config: &mut wasmtime::Config) {
+    config
+        .memory_reservation(0)
+        .memory_guard_size(0)
+        .guard_before_linear_memory(false)
+        .memory_reservation_for_growth(GROWTH_RESERVE)
+        .memory_init_cow(false);
 }
 
 /// The file's bytes once its size and header say it can be a component:
