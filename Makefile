@@ -7,7 +7,7 @@ FIXTURES := wrong-world future-version panicker looper ticker slow-ticker memory
 WASM_TARGET := wasm32-wasip2
 CARGO ?= cargo
 
-.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench deps toolchain redis cargo-component clean
+.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench bench-fleet deps toolchain redis cargo-component clean
 
 ## Install what is missing: wasm targets, redis-server.
 deps: toolchain redis
@@ -100,6 +100,11 @@ lint: toolchain
 ## Benchmarks against a real local redis-server.
 bench: deps plugins plugins-extra fixtures
 	$(CARGO) bench -p lookout --bench bench
+
+## One process watching 1 to 10,000 targets on 100 local redis-servers
+## (FLEET_ROWS=1,100 FLEET_WINDOW_S=10 for a quick run; see host/benches/fleet.rs).
+bench-fleet: deps plugins
+	$(CARGO) bench -p lookout --bench fleet
 
 clean:
 	$(CARGO) clean

@@ -97,7 +97,7 @@ impl Drop for Running {
 }
 
 /// PINGs `redis` has answered so far: one per poll of a daemon watching it.
-fn pings(conn: &mut redis::Connection) -> u64 {
+pub(crate) fn pings(conn: &mut redis::Connection) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
     info.lines()
         .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
@@ -122,7 +122,7 @@ fn thread_ns(pid: u32) -> Vec<(u32, u64)> {
 
 /// `utime + stime` of the whole process `pid` (all threads, exited ones
 /// included), in clock ticks.
-fn process_ticks(pid: u32) -> u64 {
+pub(crate) fn process_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the parenthesised name start at field 3 (state), so
     // utime (14) and stime (15) are the 12th and 13th.
@@ -132,7 +132,7 @@ fn process_ticks(pid: u32) -> u64 {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
-fn clock_ticks() -> u64 {
+pub(crate) fn clock_ticks() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -212,14 +212,14 @@ fn window_rows(windows: &[Window], length: &str) {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
 /// One `--once` run so that the measured daemons start on a warm compile
 /// cache.
-fn warm_cache(redis: &Redis, cache: &Path, plugins: &Path) {
+pub(crate) fn warm_cache(redis: &Redis, cache: &Path, plugins: &Path) {
     let mut cmd = lookout_cmd(cache);
     cmd.args(["run", "--once", "--dry-run", "--redis-url", &redis.url()])
         .arg("--plugins")
@@ -307,7 +307,7 @@ fn cpu_per_interval(redis: &Redis, cache: &Path, plugins: &Path) -> f64 {
 /// CPU milliseconds (user + system, the script and every process it runs)
 /// of one run of `seed-tick.sh`, from Bash's `time` (getrusage of the
 /// children, printed to the millisecond).
-fn tick_ms(redis: &Redis, python: &str, last_clients: &str) -> f64 {
+pub(crate) fn tick_ms(redis: &Redis, python: &str, last_clients: &str) -> f64 {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/seed-tick.sh");
     let out = Command::new("bash")
         .args([
