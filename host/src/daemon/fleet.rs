@@ -175,7 +175,7 @@ impl Fleet {
             if running.target.runs(&spec.name) {
                 let _ = running
                     .control
-                    .send(Control::Install(spec.clone(), instance.take()))
+                    .send(Control::Install(spec.clone(), instance.take().map(Box::new)))
                     .await;
             }
         }

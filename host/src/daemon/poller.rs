@@ -24,8 +24,9 @@ use crate::watchers::supervisor::Supervisor;
 /// What the daemon tells a poller between polls.
 pub(crate) enum Control {
     /// Run this watcher (replacing one of the same name), with an instance
-    /// already configured when there is one.
-    Install(Arc<Spec>, Option<Instance>),
+    /// already configured when there is one (boxed: a control queue's
+    /// slots are allocated for every target, their size matters).
+    Install(Arc<Spec>, Option<Box<Instance>>),
     /// Stop running the watcher of this name.
     Remove(String),
     /// Start polling now (the start-up watchers are ready), if not yet.
@@ -165,7 +166,7 @@ impl Poller {
                 _ = stop.wait_for(|s| *s) => return Ok(()),
                 Some(c) = control.recv() => {
                     match c {
-                        Control::Install(spec, instance) => self.install(spec, instance),
+                        Control::Install(spec, instance) => self.install(spec, instance.map(|i| *i)),
                         Control::Remove(name) => {
                             self.supervisor.remove(&name);
                             self.watchers_changed();
@@ -182,7 +183,12 @@ impl Poller {
             }
             started = true;
             let began = Instant::now();
-            if let Some(due) = next_poll {
+            // From the second poll on: the first is due at the target's
+            // offset in the first interval, while watchers load and
+            // instantiate.
+            if let Some(due) = next_poll
+                && done > 0
+            {
                 self.lateness.record(began.saturating_duration_since(due));
             }
             let outcome = tokio::select! {

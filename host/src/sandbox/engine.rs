@@ -37,11 +37,13 @@ pub struct Compiled {
     pub(crate) pre: bindings::WatcherPre<HostState>,
 }
 
-/// The engine and linker shared by every watcher.
+/// The engine and linker shared by every watcher; cheap to clone (every
+/// target's supervisor holds one: a linker with WASI is tens of KiB, so
+/// it is shared, not copied).
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) engine: wasmtime::Engine,
-    linker: Linker<HostState>,
+    linker: std::sync::Arc<Linker<HostState>>,
 }
 
 impl Engine {
@@ -73,7 +75,10 @@ impl Engine {
         let engine = wasmtime::Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Ok(Self { engine, linker })
+        Ok(Self {
+            engine,
+            linker: std::sync::Arc::new(linker),
+        })
     }
 
     /// Reads, compiles (or fetches from the cache), checks and pre-links the
