@@ -9,11 +9,6 @@ use clap::{Args, Parser, Subcommand};
 use lookout::config::{LogFormat, Overrides, Settings, parse_seconds};
 use lookout::{Daemon, RunMode};
 
-/// mimalloc: every target's poller makes many small allocations per poll;
-/// with glibc's allocator a fifth of a busy fleet's CPU went to malloc.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Redis watcher host: polls Redis and runs WebAssembly watcher components.
 #[derive(Parser)]
 #[command(version, about, args_override_self = true)]

@@ -76,7 +76,16 @@ pub(super) struct Fleet {
     found: Vec<Option<Vec<Target>>>,
     /// Each discover entry's failure last reported.
     failing: Vec<Option<String>>,
+    /// Whether the memory-mappings warning was given.
+    warned_mappings: bool,
 }
+
+/// Memory mappings one watcher instance holds (its linear memory, the
+/// reserve it grows into, its call stack and that stack's guard page).
+pub const MAPPINGS_PER_INSTANCE: usize = 4;
+/// Mappings of the process besides the instances (binary, libraries,
+/// heap, threads), with room to spare.
+const MAPPINGS_BASE: usize = 2_000;
 
 impl Fleet {
     pub fn new(kit: Kit, discover_entries: usize) -> Self {
@@ -87,6 +96,7 @@ impl Fleet {
             started: false,
             found: vec![None; discover_entries],
             failing: vec![None; discover_entries],
+            warned_mappings: false,
         }
     }
 
@@ -175,7 +185,10 @@ impl Fleet {
             if running.target.runs(&spec.name) {
                 let _ = running
                     .control
-                    .send(Control::Install(spec.clone(), instance.take().map(Box::new)))
+                    .send(Control::Install(
+                        spec.clone(),
+                        instance.take().map(Box::new),
+                    ))
                     .await;
             }
         }
@@ -185,6 +198,42 @@ impl Fleet {
         for running in self.running.values() {
             let _ = running.control.send(Control::Remove(name.to_owned())).await;
         }
+    }
+
+    /// Warns once when the targets and watchers running need more memory
+    /// mappings than the kernel allows a process (`vm.max_map_count`):
+    /// instances beyond it would fail to start.
+    pub async fn check_mappings(&mut self, watchers: usize) {
+        let Some(limit) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
+        else {
+            return;
+        };
+        let instances = self.running.len() * watchers;
+        let needed = instances * MAPPINGS_PER_INSTANCE + MAPPINGS_BASE;
+        if self.warned_mappings || needed <= limit {
+            return;
+        }
+        self.warned_mappings = true;
+        let advice = needed.next_power_of_two();
+        let msg = format!(
+            "{} targets with {watchers} watchers need about {needed} memory mappings, over this \
+             machine's vm.max_map_count of {limit}: watcher instances beyond it fail to start; \
+             raise it with `sysctl -w vm.max_map_count={advice}`, or split the fleet with --shard",
+            self.running.len()
+        );
+        warn!("{msg}");
+        let origin = &self.kit.origin;
+        let envelope = origin.wrap(
+            &origin.instance,
+            Emitted::host(
+                Level::Warn,
+                msg,
+                fields! {"needed" => needed, "max_map_count" => limit, "instances" => instances},
+            ),
+        );
+        self.kit.outlet.send(vec![envelope]).await;
     }
 
     /// The start-up watchers are ready: every poller starts.
@@ -314,6 +363,7 @@ impl Fleet {
             }
         }
         self.found[entry] = Some(found);
+        self.check_mappings(registry.len()).await;
         if self.failing[entry].take().is_some() {
             info!("discovery answers again for {how}");
         }

@@ -234,6 +234,7 @@ impl Daemon {
         if loading == 0 {
             ready(&settings, 0, load_started, watching, &outlet, &origin).await;
             fleet.start().await;
+            fleet.check_mappings(registry.len()).await;
         }
 
         let mut refused: HashMap<String, u64> = HashMap::new();
@@ -288,6 +289,7 @@ impl Daemon {
                         ready(&settings, registry.len(), load_started, watching, &outlet, &origin)
                             .await;
                         fleet.start().await;
+                        fleet.check_mappings(registry.len()).await;
                     }
                 }
                 Some(()) = reloads.recv(), if reloading.is_none() && loading == 0 => {

@@ -269,9 +269,18 @@ impl Prober {
             let info_text = text(replies.get(1))
                 .context("INFO reply")
                 .map_err(ProbeError::Failed)?;
-            snapshot.info = parse_info(&info_text);
             if sections.is_none() {
+                snapshot.info = parse_info(&info_text);
                 self.sections.learn(&snapshot.info);
+            } else {
+                // INFO cut down to the sections read: keep only what the
+                // watchers declared (and `run_id`), not every field.
+                let wanted = &self.sections;
+                snapshot.info = parse_info_kept(&info_text, |section, name| {
+                    name == "run_id"
+                        || wanted.sections.contains(section)
+                        || wanted.fields.contains(name)
+                });
             }
         }
         if probes.slowlog {
@@ -429,13 +438,21 @@ fn refusal(url: &str, what: &str, message: &str) -> String {
 
 /// Parses INFO text into fields tagged with their section.
 pub fn parse_info(text: &str) -> Vec<InfoField> {
+    parse_info_kept(text, |_, _| true)
+}
+
+/// Parses an INFO reply, keeping the fields `keep(section, name)` wants;
+/// only those are copied.
+fn parse_info_kept(text: &str, keep: impl Fn(&str, &str) -> bool) -> Vec<InfoField> {
     let mut section: std::sync::Arc<str> = std::sync::Arc::from("");
-    let mut fields = Vec::with_capacity(256);
+    let mut fields = Vec::new();
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
         if let Some(name) = line.strip_prefix("# ") {
             section = std::sync::Arc::from(name.trim().to_ascii_lowercase());
-        } else if let Some((name, value)) = line.split_once(':') {
+        } else if let Some((name, value)) = line.split_once(':')
+            && keep(&section, name)
+        {
             fields.push(InfoField {
                 section: section.clone(),
                 name: name.to_owned(),
