@@ -6,7 +6,8 @@
 //! Environment (for quick runs): `FLEET_ROWS` (target counts, default
 //! `1,100,1000,10000`), `FLEET_WINDOW_S` (measured seconds per row, default
 //! 60), `FLEET_SERVERS` (redis-servers, default 100), `FLEET_INSTANCES`
-//! (in-process instances per watcher, default 1000; 0 skips that part).
+//! (in-process instances per watcher, default 1000; 0 skips that part),
+//! `FLEET_LOG_DIR` (a folder to keep each row's daemon log in).
 //! A measurement, not a test: nothing here asserts speed.
 
 #[path = "../../tests/integration/support.rs"]
@@ -359,6 +360,11 @@ fn measure(
         daemon.0.try_wait().unwrap()
     });
     let cpu_s = ticks as f64 / process::clock_ticks() as f64;
+    // FLEET_LOG_DIR keeps each row's daemon log (JSON lines) for a look.
+    if let Some(dir) = std::env::var_os("FLEET_LOG_DIR") {
+        let kept = std::path::Path::new(&dir).join(format!("lookout-{targets}.log"));
+        std::fs::copy(&log_path, kept).unwrap();
+    }
     Row {
         targets,
         servers: servers.len(),

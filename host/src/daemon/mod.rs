@@ -456,13 +456,20 @@ async fn announce(
     outlet: &Outlet,
 ) {
     let names: Vec<String> = files.iter().map(|f| name_of(f)).collect();
-    let redis: Vec<String> = settings
+    // The first few URLs: a fleet's start-up line stays short.
+    const SHOWN: usize = 5;
+    let mut redis: Vec<String> = settings
         .targets
         .iter()
+        .take(SHOWN)
         .map(|t| redact_url(&t.url))
         .collect();
+    if settings.targets.len() > SHOWN {
+        redis.push(format!("and {} more", settings.targets.len() - SHOWN));
+    }
     info!(
         redis = %redis.join(","),
+        targets = settings.targets.len(),
         watchers = ?names,
         interval_s = settings.poll_interval.as_secs_f64(),
         "lookout started"
