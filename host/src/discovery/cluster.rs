@@ -185,6 +185,7 @@ pub(crate) fn parse_nodes(reply: &str) -> Result<Vec<Node>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::node;
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
@@ -218,14 +219,6 @@ mod tests {
             bulk("nodes"),
             Value::Array(nodes),
         ])
-    }
-
-    fn node(host: &str, port: u16, role: Role) -> Node {
-        Node {
-            host: host.to_owned(),
-            port,
-            role,
-        }
     }
 
     #[test]

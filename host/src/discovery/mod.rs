@@ -150,17 +150,19 @@ fn port(value: Option<&Value>) -> Result<u16> {
     u16::try_from(n).map_err(|_| anyhow!("port {n} is out of range"))
 }
 
+/// A node, for tests.
+#[cfg(test)]
+pub(crate) fn node(host: &str, port: u16, role: Role) -> Node {
+    Node {
+        host: host.to_owned(),
+        port,
+        role,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn node(host: &str, port: u16, role: Role) -> Node {
-        Node {
-            host: host.to_owned(),
-            port,
-            role,
-        }
-    }
 
     #[test]
     fn node_url_keeps_all_but_the_address() {

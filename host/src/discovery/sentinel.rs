@@ -128,6 +128,7 @@ pub(crate) fn parse_replicas(reply: &Value) -> Result<Vec<Node>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::node;
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
@@ -163,14 +164,6 @@ mod tests {
             .map(|s| bulk(s))
             .collect(),
         )
-    }
-
-    fn node(host: &str, port: u16, role: Role) -> Node {
-        Node {
-            host: host.to_owned(),
-            port,
-            role,
-        }
     }
 
     #[test]
