@@ -384,11 +384,7 @@ fn measure(
 /// CPU milliseconds of one quiet seed-style Bash tick on `redis`, median
 /// of 10.
 fn seed_tick_ms(redis: &Redis) -> f64 {
-    let python = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is needed for the seed tick");
-    let python = String::from_utf8(python.stdout).unwrap().trim().to_owned();
+    let python = process::python();
     for _ in 0..2 {
         process::tick_ms(redis, &python, "");
     }

@@ -340,12 +340,7 @@ pub(crate) fn tick_ms(redis: &Redis, python: &str, last_clients: &str) -> f64 {
 /// (Lookout's CPU per 5 s interval).
 fn seed_tick(lookout_ms: f64) {
     let redis = Redis::start(&[]);
-    // The interpreter itself, not a version manager's shim in front of it.
-    let python = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is needed for the seed tick");
-    let python = String::from_utf8(python.stdout).unwrap().trim().to_owned();
+    let python = python();
     for _ in 0..2 {
         tick_ms(&redis, &python, "");
     }
@@ -460,4 +455,14 @@ fn frozen_bus(cache: &Path) {
         format!("{polls} in {:.2} s", elapsed.as_secs_f64()),
         ">= 18",
     );
+}
+
+/// The python3 interpreter itself, not a version manager's shim in front
+/// of it: the seed tick runs it.
+pub(crate) fn python() -> String {
+    let python = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is needed for the seed tick");
+    String::from_utf8(python.stdout).unwrap().trim().to_owned()
 }
