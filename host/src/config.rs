@@ -68,6 +68,19 @@ pub struct FileConfig {
     pub shard: Option<String>,
     /// Watcher calls running at once, across all targets.
     pub max_calls_in_flight: Option<i64>,
+    /// The heartbeat key on the bus.
+    #[serde(default)]
+    pub heartbeat: HeartbeatFile,
+}
+
+/// `[heartbeat]` table of `lookout.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatFile {
+    /// Write the key (default true).
+    pub enabled: Option<bool>,
+    /// Key prefix, `lookout:heartbeat` by default.
+    pub prefix: Option<String>,
 }
 
 /// One `[[discover]]` table of `lookout.toml`.
@@ -203,6 +216,8 @@ pub struct Settings {
     pub shard: Shard,
     /// Watcher calls running at once, across all targets.
     pub max_calls_in_flight: usize,
+    /// Prefix of the heartbeat key, `None` when it is off.
+    pub heartbeat: Option<String>,
     /// Time between polls.
     pub poll_interval: Duration,
     /// Watcher folder.
@@ -419,12 +434,21 @@ impl Settings {
                 .unwrap_or_else(|| "logs:stream:redis".to_owned()),
             stream_maxlen: u64::try_from(stream_maxlen)?,
         };
+        let heartbeat = match (file.heartbeat.enabled, file.heartbeat.prefix) {
+            (Some(false), _) => None,
+            (_, Some(prefix)) if prefix.trim().is_empty() => bail!(
+                "{}: an empty prefix; set a key prefix or `enabled = false`",
+                origin("heartbeat.prefix")
+            ),
+            (_, prefix) => Some(prefix.unwrap_or_else(|| "lookout:heartbeat".to_owned())),
+        };
         Ok(Self {
             redis_url,
             targets,
             discover,
             shard,
             max_calls_in_flight,
+            heartbeat,
             poll_interval,
             plugins: o
                 .plugins

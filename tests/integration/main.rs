@@ -8,6 +8,7 @@ mod bus;
 mod discovery;
 mod engine;
 mod fleet;
+mod heartbeat;
 mod outage;
 mod reload;
 mod resilience;

@@ -381,8 +381,8 @@ const WATCHED_ACL: &str =
     "on >watch-pw -@all +ping +info +slowlog|get +client|setname +client|info";
 
 /// The bus's user for Lookout (README: ACL rules).
-const BUS_ACL: &str = "on >bus-pw -@all +publish +xadd +info +exists +client|setname \
-     +client|info ~logs:stream:* &logs.redis.*";
+const BUS_ACL: &str = "on >bus-pw -@all +publish +xadd +info +exists +set +del +client|setname \
+     +client|info ~logs:stream:* ~lookout:heartbeat:* &logs.redis.*";
 
 fn acl(redis: &Redis, user: &str, rules: &str) {
     let mut cmd = redis::cmd("ACL");
@@ -433,6 +433,12 @@ fn minimal_acl_users_work_and_a_refused_probe_is_switched_off() {
         },
     );
     assert!(lookout.stderr.matching("refused").is_empty());
+    let beats: Vec<String> = redis::cmd("KEYS")
+        .arg("lookout:heartbeat:*")
+        .query(&mut bus.conn())
+        .unwrap();
+    assert_eq!(beats.len(), 1, "the bus user writes the heartbeat");
+    assert!(lookout.stderr.matching("heartbeat not written").is_empty());
     let _ = stop(&mut lookout);
 
     // The same user without SLOWLOG.

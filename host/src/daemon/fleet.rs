@@ -100,6 +100,11 @@ impl Fleet {
         }
     }
 
+    /// Targets polled now.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
     /// Whether every discover entry has answered at least once.
     pub fn discovered(&self) -> bool {
         self.found.iter().all(Option::is_some)

@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::delivery::envelope::{Emitted, Level, Origin};
+use crate::delivery::heartbeat::{self, Beat};
 use crate::delivery::publisher::{Publisher, Sink};
 pub use crate::delivery::task::rss_kib;
 use crate::delivery::task::{self, Outlet};
@@ -37,6 +38,7 @@ use crate::redis::conn::Conn;
 use crate::redis::redact::{instance_of, redact_url};
 use crate::sandbox::Engine;
 use crate::sandbox::engine::read_checked;
+use crate::sandbox::engine::{PACKAGE, VERSION};
 use crate::watchers::load::signature;
 use crate::watchers::load::{Loaded, Spec, name_of};
 use crate::watchers::reload::{Plan, Stamp, load_each, not_loaded, prepare, stamp, wasm_files};
@@ -68,6 +70,8 @@ pub struct Daemon {
     files: Vec<(PathBuf, Stamp)>,
     /// Spool replay at start: (envelopes, corrupt records, folder).
     replayed: Option<(usize, u64, String)>,
+    /// The heartbeat's own bus connection and key, when it is on.
+    heartbeat: Option<(Conn, String)>,
 }
 
 /// The watchers running, by name, shared by every poller.
@@ -137,6 +141,17 @@ impl Daemon {
                 settings: settings.publish.clone(),
             }
         };
+        let heartbeat = match &settings.heartbeat {
+            Some(prefix) if !mode.dry_run => Some((
+                Conn::new(
+                    &settings.publish.url,
+                    settings.connect_timeout,
+                    settings.response_timeout,
+                )?,
+                heartbeat::key(prefix, &origin.host, origin.pid),
+            )),
+            _ => None,
+        };
         let mut publisher = Publisher::new(sink, settings.buffer, settings.breaker, origin.clone());
         let mut replayed = None;
         if let Some(dir) = &settings.spool_dir
@@ -156,6 +171,7 @@ impl Daemon {
             publisher,
             files,
             replayed,
+            heartbeat,
         })
     }
 
@@ -187,7 +203,9 @@ impl Daemon {
             publisher,
             files,
             replayed,
+            heartbeat,
         } = self;
+        let started_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         let (stop_tx, stop) = watch::channel(false);
         let (stop_publisher, publisher_stop) = watch::channel(false);
         let (outlet, publishing) = task::spawn(publisher, publisher_stop, settings.shutdown_grace);
@@ -225,6 +243,23 @@ impl Daemon {
             ));
         }
         drop(answers_tx);
+        let (shard, interval) = (settings.shard.to_string(), settings.poll_interval);
+        let beat = |targets: usize, watchers: usize| Beat {
+            version: env!("CARGO_PKG_VERSION"),
+            abi: format!("{PACKAGE}@{VERSION}"),
+            host: origin.host.clone(),
+            pid: origin.pid,
+            started_at: started_at.clone(),
+            targets,
+            watchers,
+            shard: shard.clone(),
+            poll_interval_s: interval.as_secs_f64(),
+        };
+        let (beats, beats_rx) = watch::channel(beat(fleet.len(), 0));
+        let beating = heartbeat.map(|(conn, key)| {
+            info!(key = %key, ttl_s = heartbeat::TTL_S, "heartbeat on the bus");
+            heartbeat::spawn(conn, key, settings.poll_interval, beats_rx, stop.clone())
+        });
 
         // Start-up loads, off the poll path: each watcher joins when ready.
         let mut loaded_rx = load_each(&engine, &paths, &settings);
@@ -313,6 +348,12 @@ impl Daemon {
                     }
                 }
             }
+            let now = beat(fleet.len(), registry.len());
+            beats.send_if_modified(|b| {
+                let changed = *b != now;
+                *b = now;
+                changed
+            });
         }
         // Pollers stop at once (a watcher call in flight is abandoned), then
         // the publisher drains what they queued, within the grace period.
@@ -321,6 +362,9 @@ impl Daemon {
             task.abort();
         }
         fleet.stop_all().await;
+        if let Some(task) = beating {
+            let _ = task.await;
+        }
         let late = lateness.summary();
         info!(
             polls = late.polls,

@@ -1,9 +1,10 @@
 //! Delivery: the envelope wire format, the bounded outbox, the circuit
 //! breaker, the durable spool, and the publisher task that owns them,
-//! fed by the pollers through a bounded queue.
+//! fed by the pollers through a bounded queue; and the heartbeat key.
 
 pub mod breaker;
 pub mod envelope;
+pub mod heartbeat;
 pub mod outbox;
 pub mod publisher;
 pub mod spool;
