@@ -7,7 +7,7 @@ FIXTURES := wrong-world future-version panicker looper ticker slow-ticker memory
 WASM_TARGET := wasm32-wasip2
 CARGO ?= cargo
 
-.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench bench-fleet deps toolchain redis cargo-component clean
+.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench bench-fleet deps toolchain redis cargo-component clean install
 
 ## Install what is missing: wasm targets, redis-server.
 deps: toolchain redis
@@ -28,6 +28,30 @@ cargo-component:
 ## The host binary.
 build: toolchain plugins
 	$(CARGO) build --release -p lookout
+
+## Install as a service (see README "Running as a service"):
+##   $(PREFIX)/bin/lookout, the bundled watchers in $(PREFIX)/lib/lookout/plugins,
+##   the systemd unit in $(PREFIX)/lib/systemd/system (its /usr/local paths set
+##   to PREFIX) and /etc/lookout/lookout.toml unless one is there already.
+## DESTDIR stages it elsewhere. INSTALL_DEPS= installs what is built without
+## building; LOOKOUT_BIN picks the binary.
+PREFIX ?= /usr/local
+DESTDIR ?=
+INSTALL_DEPS ?= build
+LOOKOUT_BIN ?= target/release/lookout
+
+install: $(INSTALL_DEPS)
+	install -D -m 755 $(LOOKOUT_BIN) $(DESTDIR)$(PREFIX)/bin/lookout
+	install -d $(DESTDIR)$(PREFIX)/lib/lookout/plugins $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)/etc/lookout
+	for w in $(WATCHERS); do install -m 644 plugins/$$w.wasm $(DESTDIR)$(PREFIX)/lib/lookout/plugins/ || exit 1; done
+	sed 's|/usr/local|$(PREFIX)|g' packaging/lookout.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/lookout.service
+	chmod 644 $(DESTDIR)$(PREFIX)/lib/systemd/system/lookout.service
+	@if [ -e $(DESTDIR)/etc/lookout/lookout.toml ]; then \
+		echo "kept $(DESTDIR)/etc/lookout/lookout.toml (the sample is packaging/lookout.toml)"; \
+	else \
+		sed 's|/usr/local|$(PREFIX)|g' packaging/lookout.toml > $(DESTDIR)/etc/lookout/lookout.toml && \
+		chmod 644 $(DESTDIR)/etc/lookout/lookout.toml; \
+	fi
 
 ## Watchers as plugins/NAME.wasm (plain cargo, wasm32-wasip2).
 plugins: toolchain

@@ -9,9 +9,19 @@ use clap::{Args, Parser, Subcommand};
 use lookout::config::{LogFormat, Overrides, Settings, parse_seconds};
 use lookout::{Daemon, RunMode};
 
+/// `lookout --version`: the host's version and the watcher ABI it speaks,
+/// `0.1.0 (watcher ABI lookout:watcher@0.2.0)`.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use lookout::sandbox::engine::{PACKAGE, VERSION};
+    format!(
+        "{} (watcher ABI {PACKAGE}@{VERSION})",
+        env!("CARGO_PKG_VERSION")
+    )
+});
+
 /// Redis watcher host: polls Redis and runs WebAssembly watcher components.
 #[derive(Parser)]
-#[command(version, about, args_override_self = true)]
+#[command(version = VERSION.as_str(), about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -10,6 +10,7 @@ mod engine;
 mod fleet;
 mod heartbeat;
 mod outage;
+mod packaging;
 mod reload;
 mod resilience;
 mod sandbox;
