@@ -71,6 +71,8 @@ pub struct FileConfig {
     /// The heartbeat key on the bus.
     #[serde(default)]
     pub heartbeat: HeartbeatFile,
+    /// `HOST:PORT` serving `/metrics` and `/healthz`; off when unset.
+    pub metrics_addr: Option<String>,
 }
 
 /// `[heartbeat]` table of `lookout.toml`.
@@ -185,6 +187,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--shard` / `LOOKOUT_SHARD`.
     pub shard: Option<String>,
+    /// `--metrics-addr`.
+    pub metrics_addr: Option<String>,
 }
 
 /// Where envelopes go.
@@ -218,6 +222,8 @@ pub struct Settings {
     pub max_calls_in_flight: usize,
     /// Prefix of the heartbeat key, `None` when it is off.
     pub heartbeat: Option<String>,
+    /// Where `/metrics` and `/healthz` are served; `None` when off.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Time between polls.
     pub poll_interval: Duration,
     /// Watcher folder.
@@ -442,6 +448,22 @@ impl Settings {
             ),
             (_, prefix) => Some(prefix.unwrap_or_else(|| "lookout:heartbeat".to_owned())),
         };
+        let metrics_addr = match o.metrics_addr.as_ref().or(file.metrics_addr.as_ref()) {
+            None => None,
+            Some(addr) => {
+                let key = if o.metrics_addr.is_some() {
+                    "--metrics-addr".to_owned()
+                } else {
+                    origin("metrics_addr")
+                };
+                Some(addr.parse::<std::net::SocketAddr>().map_err(|e| {
+                    anyhow::anyhow!(
+                        "{key}: {addr:?} is not an address to listen on ({e}); \
+                         write IP:PORT, e.g. 127.0.0.1:9121"
+                    )
+                })?)
+            }
+        };
         Ok(Self {
             redis_url,
             targets,
@@ -449,6 +471,7 @@ impl Settings {
             shard,
             max_calls_in_flight,
             heartbeat,
+            metrics_addr,
             poll_interval,
             plugins: o
                 .plugins

@@ -15,6 +15,8 @@
 //!   publisher task that owns them.
 //! - [`daemon`]: the tasks wired together: one poller per watched Redis,
 //!   concurrent watcher loading, reloads, shutdown.
+//! - [`metrics`]: the daemon's own metrics and `/healthz`, served at
+//!   `metrics_addr`.
 //! - [`authoring`]: `lookout check`, `record`, `test` and `new`.
 
 pub mod authoring;
@@ -23,6 +25,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod discovery;
 pub mod fdlimit;
+pub mod metrics;
 pub mod redis;
 pub mod sandbox;
 pub mod targets;

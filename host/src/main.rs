@@ -159,6 +159,10 @@ struct RunArgs {
     /// (Prometheus hashmod) [default: all, 0/1].
     #[arg(long, env = "LOOKOUT_SHARD")]
     shard: Option<String>,
+    /// `IP:PORT` serving /metrics (Prometheus) and /healthz [default: the
+    /// config's `metrics_addr`, or off].
+    #[arg(long)]
+    metrics_addr: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -228,6 +232,7 @@ async fn start(args: RunArgs) -> Result<()> {
         service: args.service,
         log_format: args.common.log_format,
         shard: args.shard,
+        metrics_addr: args.metrics_addr,
     };
     let settings = Settings::load(args.common.config.as_deref(), overrides)?;
     init_logging(settings.log_format);

@@ -9,6 +9,7 @@ mod discovery;
 mod engine;
 mod fleet;
 mod heartbeat;
+mod metrics;
 mod outage;
 mod packaging;
 mod reload;

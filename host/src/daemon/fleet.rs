@@ -63,6 +63,8 @@ pub(super) struct Kit {
     pub limit: Option<u64>,
     pub calls: Arc<Semaphore>,
     pub lateness: Arc<Lateness>,
+    /// The daemon's metrics, when they are on.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The pollers, by target key.
@@ -138,7 +140,8 @@ impl Fleet {
         )
         .with_labels(&target.labels)
         .with_offset(offset)
-        .with_shared(kit.calls.clone(), kit.lateness.clone());
+        .with_shared(kit.calls.clone(), kit.lateness.clone())
+        .with_metrics(kit.metrics.as_ref().map(|m| m.target(&key)));
         let (first, limit) = (kit.first, kit.limit);
         let task_key = key.clone();
         self.polling.spawn(async move {

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{error, info, warn};
 
@@ -34,6 +34,7 @@ use crate::delivery::publisher::{Publisher, Sink};
 pub use crate::delivery::task::rss_kib;
 use crate::delivery::task::{self, Outlet};
 use crate::fields;
+use crate::metrics::Metrics;
 use crate::redis::conn::Conn;
 use crate::redis::redact::{instance_of, redact_url};
 use crate::sandbox::Engine;
@@ -72,6 +73,8 @@ pub struct Daemon {
     replayed: Option<(usize, u64, String)>,
     /// The heartbeat's own bus connection and key, when it is on.
     heartbeat: Option<(Conn, String)>,
+    /// The metrics and the socket bound at `metrics_addr`, when it is set.
+    metrics: Option<(Arc<Metrics>, std::net::TcpListener)>,
 }
 
 /// The watchers running, by name, shared by every poller.
@@ -164,6 +167,17 @@ impl Daemon {
                 dir.display().to_string(),
             ));
         }
+        let metrics = match settings.metrics_addr {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .with_context(|| format!("metrics_addr {addr}: cannot listen there"))?;
+                let abi = format!("{PACKAGE}@{VERSION}");
+                let metrics = Metrics::new(settings.poll_interval, env!("CARGO_PKG_VERSION"), &abi);
+                Some((Arc::new(metrics), listener))
+            }
+            None => None,
+        };
         Ok(Self {
             settings,
             origin,
@@ -172,6 +186,7 @@ impl Daemon {
             files,
             replayed,
             heartbeat,
+            metrics,
         })
     }
 
@@ -204,11 +219,31 @@ impl Daemon {
             files,
             replayed,
             heartbeat,
+            metrics,
         } = self;
         let started_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         let (stop_tx, stop) = watch::channel(false);
         let (stop_publisher, publisher_stop) = watch::channel(false);
-        let (outlet, publishing) = task::spawn(publisher, publisher_stop, settings.shutdown_grace);
+        let (metrics, listener) = metrics.unzip();
+        let serving = match listener {
+            Some(listener) => {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .context("metrics_addr: the listening socket")?;
+                let metrics = metrics.clone().expect("bound with its metrics");
+                Some(tokio::spawn(crate::metrics::serve::serve(
+                    listener,
+                    metrics,
+                    stop.clone(),
+                )))
+            }
+            None => None,
+        };
+        let (outlet, publishing) = task::spawn_observed(
+            publisher,
+            publisher_stop,
+            settings.shutdown_grace,
+            metrics.clone(),
+        );
         let paths: Vec<PathBuf> = files.iter().map(|(f, _)| f.clone()).collect();
         announce(&settings, &paths, replayed, &origin, &outlet).await;
 
@@ -227,6 +262,7 @@ impl Daemon {
             limit: mode.polls,
             calls: Arc::new(Semaphore::new(settings.max_calls_in_flight)),
             lateness: Arc::new(Lateness::default()),
+            metrics,
         };
         let lateness = kit.lateness.clone();
         let mut fleet = Fleet::new(kit, settings.discover.len());
@@ -363,6 +399,9 @@ impl Daemon {
         }
         fleet.stop_all().await;
         if let Some(task) = beating {
+            let _ = task.await;
+        }
+        if let Some(task) = serving {
             let _ = task.await;
         }
         let late = lateness.summary();

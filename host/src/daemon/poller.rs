@@ -15,6 +15,7 @@ use super::lateness::Lateness;
 use crate::delivery::envelope::{Emitted, Envelope, Level, Origin};
 use crate::delivery::task::Outlet;
 use crate::fields;
+use crate::metrics::TargetMetrics;
 use crate::redis::backoff::{Backoff, retry_wait};
 use crate::redis::probe::{Notice, ProbeError, Prober, Probes};
 use crate::sandbox::{Engine, Instance};
@@ -68,6 +69,8 @@ pub struct Poller {
     calls: Arc<Semaphore>,
     /// How late polls start against their schedule, shared by every poller.
     lateness: Arc<Lateness>,
+    /// This target's metric handles, with metrics on.
+    metrics: Option<Arc<TargetMetrics>>,
 }
 
 /// Wait before asking again a Redis that refused the credentials or a
@@ -98,7 +101,19 @@ impl Poller {
             offset: Duration::ZERO,
             calls: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
             lateness: Arc::new(Lateness::default()),
+            metrics: None,
         }
+    }
+
+    /// Counts polls, their duration and lateness, and its watchers' calls
+    /// into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<Arc<TargetMetrics>>) -> Self {
+        if let Some(m) = &metrics {
+            self.supervisor.set_metrics(m.clone());
+        }
+        self.metrics = metrics;
+        self
     }
 
     /// Runs watchers only while holding one of `calls`' permits, and
@@ -189,7 +204,11 @@ impl Poller {
             if let Some(due) = next_poll
                 && done > 0
             {
-                self.lateness.record(began.saturating_duration_since(due));
+                let late = began.saturating_duration_since(due);
+                self.lateness.record(late);
+                if let Some(m) = &self.metrics {
+                    m.late(late);
+                }
             }
             let outcome = tokio::select! {
                 biased;
@@ -197,6 +216,9 @@ impl Poller {
                 outcome = self.poll() => outcome,
             };
             done += 1;
+            if let Some(m) = &self.metrics {
+                m.polled(began.elapsed(), outcome.is_ok());
+            }
             let wait = match outcome {
                 Ok(()) => {
                     backoff.reset();

@@ -6,6 +6,7 @@
 //! drains within the grace period and spools what is left.
 
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -14,6 +15,7 @@ use tracing::{info, warn};
 
 use super::envelope::Envelope;
 use super::publisher::Publisher;
+use crate::metrics::Metrics;
 use crate::redis::backoff::retry_wait;
 
 /// Batches (one per poll, usually) the queue holds before senders wait.
@@ -68,9 +70,33 @@ pub fn spawn(
     stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> (Outlet, JoinHandle<Stopped>) {
+    spawn_observed(publisher, stop, grace, None)
+}
+
+/// [`spawn`], reporting the outbox, deliveries and breaker to `metrics`
+/// after every step.
+pub fn spawn_observed(
+    publisher: Publisher,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+    metrics: Option<Arc<Metrics>>,
+) -> (Outlet, JoinHandle<Stopped>) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let task = tokio::spawn(run(publisher, rx, stop, grace));
+    let task = tokio::spawn(run(publisher, rx, stop, grace, metrics));
     (Outlet { tx }, task)
+}
+
+fn observe(metrics: Option<&Metrics>, publisher: &Publisher) {
+    if let Some(m) = metrics {
+        let counts = publisher.counts();
+        m.publisher(
+            publisher.pending(),
+            publisher.pending_bytes(),
+            counts.delivered,
+            counts.dropped,
+            publisher.breaker_state(),
+        );
+    }
 }
 
 async fn run(
@@ -78,7 +104,9 @@ async fn run(
     mut rx: mpsc::Receiver<Vec<Envelope>>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
+    metrics: Option<Arc<Metrics>>,
 ) -> Stopped {
+    let metrics = metrics.as_deref();
     // What the spool replayed goes out before anything new is taken in
     // (new envelopes wait in the queue meanwhile), so a replayed full
     // outbox is not pushed out by the new run's first envelopes.
@@ -99,6 +127,7 @@ async fn run(
     }
     let mut staged: Vec<Envelope> = Vec::new();
     'run: loop {
+        observe(metrics, &publisher);
         if *stop.borrow() {
             break;
         }
@@ -137,6 +166,7 @@ async fn run(
             };
             let more = !staged.is_empty();
             staged.drain(..).for_each(|e| publisher.push(e));
+            observe(metrics, &publisher);
             match result {
                 None => break 'run,
                 Some(Ok(_)) if more => continue,
@@ -158,7 +188,12 @@ async fn run(
     while let Ok(batch) = rx.try_recv() {
         batch.into_iter().for_each(|e| publisher.push(e));
     }
-    drain(&mut publisher, grace).await
+    let stopped = drain(&mut publisher, grace).await;
+    observe(metrics, &publisher);
+    if let Some(m) = metrics {
+        m.spooled(stopped.spooled);
+    }
+    stopped
 }
 
 /// When to try again: when the breaker allows it, else in 1-2 s.

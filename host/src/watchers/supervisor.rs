@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::load::Spec;
 use crate::delivery::envelope::{Emitted, Level};
 use crate::fields;
+use crate::metrics::{TargetMetrics, WatcherMetrics};
 use crate::redis::probe::{Probes, SlowEntry, Snapshot};
 use crate::sandbox::limits::Cadence;
 use crate::sandbox::output::cap;
@@ -45,6 +46,8 @@ struct Slot {
     backlog: VecDeque<Arc<Vec<SlowEntry>>>,
     /// Entries in `backlog`.
     backlog_len: usize,
+    /// Its metric handles, with metrics on.
+    metrics: Option<WatcherMetrics>,
 }
 
 /// Most SLOWLOG entries kept for one watcher between its runs.
@@ -95,6 +98,8 @@ pub(crate) struct Supervisor {
     slots: Vec<Slot>,
     /// Poll interval, to plan the next poll's probes.
     interval: Duration,
+    /// The target's metric handles, with metrics on.
+    metrics: Option<Arc<TargetMetrics>>,
 }
 
 impl Supervisor {
@@ -105,7 +110,16 @@ impl Supervisor {
             engine,
             slots: Vec::new(),
             interval,
+            metrics: None,
         }
+    }
+
+    /// Counts calls, failures, restarts and events into `metrics`.
+    pub fn set_metrics(&mut self, metrics: Arc<TargetMetrics>) {
+        for slot in &mut self.slots {
+            slot.metrics = Some(metrics.watcher(&slot.spec.name));
+        }
+        self.metrics = Some(metrics);
     }
 
     /// Adds a watcher, or replaces the one with the same name (its state
@@ -119,6 +133,7 @@ impl Supervisor {
             last_run: None,
             backlog: VecDeque::new(),
             backlog_len: 0,
+            metrics: None,
         };
         match self
             .slots
@@ -131,9 +146,16 @@ impl Supervisor {
                     slot.backlog = std::mem::take(&mut existing.backlog);
                     slot.backlog_len = existing.backlog_len;
                 }
+                // The same series go on (a new handle would be removed
+                // when the old slot drops).
+                slot.metrics = existing.metrics.take();
+                if let Some(m) = &slot.metrics {
+                    m.quarantined(false);
+                }
                 *existing = slot;
             }
             None => {
+                slot.metrics = self.metrics.as_ref().map(|m| m.watcher(&slot.spec.name));
                 self.slots.push(slot);
                 self.slots.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
             }
@@ -232,6 +254,7 @@ impl Supervisor {
             );
             slot.backlog.clear();
             slot.backlog_len = 0;
+            let called = Instant::now();
             let result = match slot.instance.as_mut() {
                 Some(live) => live.observe(&view).await,
                 None => match slot.spec.instantiate(&self.engine).await {
@@ -246,6 +269,9 @@ impl Supervisor {
             match result {
                 Ok(events) => {
                     let (emitted, cut) = cap(&slot.spec.manifest.name, events, &slot.spec.limits);
+                    if let Some(m) = &slot.metrics {
+                        m.called(called.elapsed(), Some(&emitted));
+                    }
                     out.extend(emitted);
                     if cut.any() {
                         tracing::warn!(watcher = %name, ?cut, "watcher output over its caps");
@@ -276,6 +302,9 @@ impl Supervisor {
                     }
                 }
                 Err(trap) => {
+                    if let Some(m) = &slot.metrics {
+                        m.called(called.elapsed(), None);
+                    }
                     // Never enter an instance again after a failure.
                     slot.instance = None;
                     let consecutive = match slot.health {
@@ -298,6 +327,9 @@ impl Supervisor {
         let limit = slot.spec.limits.quarantine_after;
         if consecutive >= limit {
             slot.health = Health::Quarantined;
+            if let Some(m) = &slot.metrics {
+                m.quarantined(true);
+            }
             tracing::error!(watcher = %name, %reason, "watcher quarantined after {consecutive} failures");
             return Some(Emitted::host(
                 Level::Error,
@@ -344,6 +376,9 @@ impl Supervisor {
                     let took = started.elapsed();
                     slot.instance = Some(instance);
                     slot.health = Health::Restarted { consecutive };
+                    if let Some(m) = &slot.metrics {
+                        m.restarted();
+                    }
                     tracing::info!(watcher = %name, restart_us = took.as_micros(), "watcher restarted");
                     out.push(Emitted::host(
                         Level::Info,

@@ -1,0 +1,517 @@
+//! The daemon's own metrics and health, served when `metrics_addr` is set
+//! (see [`serve`]). Pollers, supervisors and the publisher task hold
+//! handles resolved once (per target, per watcher slot), so a poll only
+//! touches atomics and its histograms, never a label map; with metrics off
+//! they hold `None` and do nothing.
+//!
+//! Series: per target (`target`), per target and watcher (`target`,
+//! `watcher`, and `level` for events), the publisher's and `build_info`.
+//! A target's series go when its poller stops, a watcher's when it is
+//! unloaded, so their number stays targets x watchers x 4 levels.
+
+pub mod serve;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::delivery::breaker::State;
+use crate::delivery::envelope::{Emitted, Level};
+
+/// Intervals without a completed poll (or a delivery, with envelopes
+/// waiting) after which `/healthz` answers 503.
+pub const STALE_INTERVALS: u32 = 3;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatcherLabels {
+    target: String,
+    watcher: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    target: String,
+    watcher: String,
+    level: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    abi: String,
+}
+
+type Histograms<S> = Family<S, Histogram, fn() -> Histogram>;
+
+/// Poll and call durations: 1 ms to about 33 s.
+fn durations() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Lateness: 1 ms to about 8 s.
+fn lateness() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
+const LEVELS: [Level; 4] = [Level::Debug, Level::Info, Level::Warn, Level::Error];
+
+/// Every metric the daemon exports, and what `/healthz` decides on.
+pub struct Metrics {
+    registry: Registry,
+    target_up: Family<TargetLabels, Gauge>,
+    polls: Family<TargetLabels, Counter>,
+    probe_errors: Family<TargetLabels, Counter>,
+    poll_duration: Histograms<TargetLabels>,
+    poll_lateness: Histograms<TargetLabels>,
+    watcher_calls: Family<WatcherLabels, Counter>,
+    watcher_call_duration: Histograms<WatcherLabels>,
+    watcher_failures: Family<WatcherLabels, Counter>,
+    watcher_restarts: Family<WatcherLabels, Counter>,
+    watcher_quarantined: Family<WatcherLabels, Gauge>,
+    watcher_events: Family<EventLabels, Counter>,
+    outbox_envelopes: Gauge,
+    outbox_bytes: Gauge,
+    delivered: Counter,
+    dropped: Counter,
+    spooled: Counter,
+    breaker_state: Gauge,
+    /// Clocks start here: the `*_ms` fields count from it.
+    epoch: Instant,
+    /// The poll interval: how stale is stale.
+    interval: Duration,
+    /// Each polled target's generation (a target started again gets a new
+    /// one, so the old poller's late drop leaves the new series alone) and
+    /// when its last poll completed.
+    targets: Mutex<HashMap<String, (u64, Arc<AtomicU64>)>>,
+    generation: AtomicU64,
+    /// Delivered and dropped so far, as last read from the publisher.
+    seen_delivered: AtomicU64,
+    seen_dropped: AtomicU64,
+    /// When the outbox was last empty or last delivered something.
+    progress_ms: AtomicU64,
+    /// When the breaker last left the closed state.
+    breaker_since_ms: AtomicU64,
+}
+
+impl Metrics {
+    /// Registers every metric; `interval` is the poll interval, `version`
+    /// and `abi` go into `lookout_build_info`.
+    pub fn new(interval: Duration, version: &str, abi: &str) -> Self {
+        let mut registry = Registry::with_prefix("lookout");
+        let m = Self {
+            target_up: Family::default(),
+            polls: Family::default(),
+            probe_errors: Family::default(),
+            poll_duration: Family::new_with_constructor(durations),
+            poll_lateness: Family::new_with_constructor(lateness),
+            watcher_calls: Family::default(),
+            watcher_call_duration: Family::new_with_constructor(durations),
+            watcher_failures: Family::default(),
+            watcher_restarts: Family::default(),
+            watcher_quarantined: Family::default(),
+            watcher_events: Family::default(),
+            outbox_envelopes: Gauge::default(),
+            outbox_bytes: Gauge::default(),
+            delivered: Counter::default(),
+            dropped: Counter::default(),
+            spooled: Counter::default(),
+            breaker_state: Gauge::default(),
+            registry: Registry::default(),
+            epoch: Instant::now(),
+            interval,
+            targets: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            seen_delivered: AtomicU64::new(0),
+            seen_dropped: AtomicU64::new(0),
+            progress_ms: AtomicU64::new(0),
+            breaker_since_ms: AtomicU64::new(0),
+        };
+        let r = &mut registry;
+        r.register(
+            "target_up",
+            "1 when the target's last poll succeeded, 0 when it failed",
+            m.target_up.clone(),
+        );
+        r.register(
+            "polls",
+            "Polls finished, failed ones included",
+            m.polls.clone(),
+        );
+        r.register(
+            "probe_errors",
+            "Polls that failed: the Redis was unreachable, refused or answered wrong",
+            m.probe_errors.clone(),
+        );
+        r.register(
+            "poll_duration_seconds",
+            "Time one poll took: probes, watcher calls, queueing",
+            m.poll_duration.clone(),
+        );
+        r.register(
+            "poll_lateness_seconds",
+            "How late a poll started against its schedule (from the second poll on)",
+            m.poll_lateness.clone(),
+        );
+        r.register(
+            "watcher_calls",
+            "Watcher observe calls",
+            m.watcher_calls.clone(),
+        );
+        r.register(
+            "watcher_call_duration_seconds",
+            "Time one watcher call took (instantiation included when it had none)",
+            m.watcher_call_duration.clone(),
+        );
+        r.register(
+            "watcher_failures",
+            "Watcher calls that trapped, timed out or failed to instantiate",
+            m.watcher_failures.clone(),
+        );
+        r.register(
+            "watcher_restarts",
+            "Watcher instances rebuilt after a failure",
+            m.watcher_restarts.clone(),
+        );
+        r.register(
+            "watcher_quarantined",
+            "1 while the watcher is quarantined on the target",
+            m.watcher_quarantined.clone(),
+        );
+        r.register(
+            "watcher_events",
+            "Events the watcher emitted (after its caps), by level",
+            m.watcher_events.clone(),
+        );
+        r.register(
+            "outbox_envelopes",
+            "Envelopes waiting in the outbox",
+            m.outbox_envelopes.clone(),
+        );
+        r.register(
+            "outbox_bytes",
+            "Bytes of the envelopes waiting in the outbox",
+            m.outbox_bytes.clone(),
+        );
+        r.register(
+            "envelopes_delivered",
+            "Envelopes the bus confirmed",
+            m.delivered.clone(),
+        );
+        r.register(
+            "envelopes_dropped",
+            "Envelopes dropped by the outbox policy",
+            m.dropped.clone(),
+        );
+        r.register(
+            "envelopes_spooled",
+            "Envelopes written to the spool at shutdown",
+            m.spooled.clone(),
+        );
+        r.register(
+            "breaker_state",
+            "Publish circuit breaker: 0 closed, 1 half-open, 2 open",
+            m.breaker_state.clone(),
+        );
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: version.to_owned(),
+                abi: abi.to_owned(),
+            })
+            .set(1);
+        r.register("build_info", "Version and watcher ABI; always 1", build);
+        Self { registry, ..m }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The handles of a target's poller: its series exist from now on
+    /// and go when the last handle is dropped.
+    pub fn target(self: &Arc<Self>, key: &str) -> Arc<TargetMetrics> {
+        let labels = TargetLabels {
+            target: key.to_owned(),
+        };
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        // Its first poll is due within one interval.
+        let interval_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        let clock = Arc::new(AtomicU64::new(self.now_ms().saturating_add(interval_ms)));
+        self.targets
+            .lock()
+            .expect("not poisoned")
+            .insert(key.to_owned(), (generation, clock.clone()));
+        Arc::new(TargetMetrics {
+            up: self.target_up.get_or_create(&labels).clone(),
+            polls: self.polls.get_or_create(&labels).clone(),
+            probe_errors: self.probe_errors.get_or_create(&labels).clone(),
+            duration: self.poll_duration.get_or_create(&labels).clone(),
+            lateness: self.poll_lateness.get_or_create(&labels).clone(),
+            metrics: self.clone(),
+            labels,
+            generation,
+            clock,
+        })
+    }
+
+    /// Whether `generation` is still the live one of `key`.
+    fn current(&self, key: &str, generation: u64) -> bool {
+        self.targets
+            .lock()
+            .expect("not poisoned")
+            .get(key)
+            .is_some_and(|(g, _)| *g == generation)
+    }
+
+    /// The publisher's state after a step of its task: outbox size,
+    /// delivered and dropped totals so far, breaker state.
+    pub fn publisher(
+        &self,
+        pending: usize,
+        bytes: usize,
+        delivered: u64,
+        dropped: u64,
+        breaker: State,
+    ) {
+        let now = self.now_ms();
+        self.outbox_envelopes
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.outbox_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        let before = self.seen_delivered.swap(delivered, Ordering::Relaxed);
+        self.delivered.inc_by(delivered.saturating_sub(before));
+        let before_dropped = self.seen_dropped.swap(dropped, Ordering::Relaxed);
+        self.dropped.inc_by(dropped.saturating_sub(before_dropped));
+        if pending == 0 || delivered > before {
+            self.progress_ms.store(now, Ordering::Relaxed);
+        }
+        let code = match breaker {
+            State::Closed { .. } => 0,
+            State::HalfOpen => 1,
+            State::Open { .. } => 2,
+        };
+        if self.breaker_state.set(code) == 0 && code != 0 {
+            self.breaker_since_ms.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Envelopes spooled at shutdown.
+    pub fn spooled(&self, envelopes: usize) {
+        self.spooled
+            .inc_by(u64::try_from(envelopes).unwrap_or(u64::MAX));
+    }
+
+    /// The registry in the OpenMetrics text format.
+    ///
+    /// # Errors
+    /// Formatting failed (it writes to a `String`, so it does not).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// `Ok` while every target completed a poll within the last
+    /// [`STALE_INTERVALS`] intervals and the publisher is not stuck (no
+    /// envelope waiting, or one delivered within as long); otherwise why.
+    ///
+    /// # Errors
+    /// The reasons it is unhealthy, joined by `; `.
+    pub fn health(&self) -> Result<(), String> {
+        let now = self.now_ms();
+        let stale = self.interval * STALE_INTERVALS;
+        let stale_ms = u64::try_from(stale.as_millis()).unwrap_or(u64::MAX);
+        let mut reasons = Vec::new();
+        {
+            let targets = self.targets.lock().expect("not poisoned");
+            let behind = targets
+                .values()
+                .filter(|(_, clock)| now.saturating_sub(clock.load(Ordering::Relaxed)) > stale_ms)
+                .count();
+            if behind > 0 {
+                reasons.push(format!(
+                    "no poll completed for {STALE_INTERVALS} intervals ({:.1} s) on {behind} of {} targets",
+                    stale.as_secs_f64(),
+                    targets.len()
+                ));
+            }
+        }
+        let pending = self.outbox_envelopes.get();
+        let idle_ms = now.saturating_sub(self.progress_ms.load(Ordering::Relaxed));
+        if pending > 0 && idle_ms > stale_ms {
+            let breaker = match self.breaker_state.get() {
+                0 => "closed".to_owned(),
+                code => {
+                    let state = if code == 1 { "half-open" } else { "open" };
+                    let since = now.saturating_sub(self.breaker_since_ms.load(Ordering::Relaxed));
+                    format!("{state} for {} s", since / 1000)
+                }
+            };
+            reasons.push(format!(
+                "publisher: {pending} envelopes waiting, none delivered for {} s, breaker {breaker}",
+                idle_ms / 1000
+            ));
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons.join("; "))
+        }
+    }
+}
+
+/// One target's handles, held by its poller (and its supervisor).
+pub struct TargetMetrics {
+    metrics: Arc<Metrics>,
+    labels: TargetLabels,
+    generation: u64,
+    /// When its last poll completed, in ms from the epoch.
+    clock: Arc<AtomicU64>,
+    up: Gauge,
+    polls: Counter,
+    probe_errors: Counter,
+    duration: Histogram,
+    lateness: Histogram,
+}
+
+impl TargetMetrics {
+    /// A poll ended after `took`; `ok` when it completed.
+    pub fn polled(&self, took: Duration, ok: bool) {
+        self.polls.inc();
+        self.duration.observe(took.as_secs_f64());
+        if ok {
+            self.up.set(1);
+            self.clock.store(self.metrics.now_ms(), Ordering::Relaxed);
+        } else {
+            self.up.set(0);
+            self.probe_errors.inc();
+        }
+    }
+
+    /// A poll started `late` after it was due.
+    pub fn late(&self, late: Duration) {
+        self.lateness.observe(late.as_secs_f64());
+    }
+
+    /// The handles of the watcher `name` on this target.
+    pub fn watcher(self: &Arc<Self>, name: &str) -> WatcherMetrics {
+        let m = &self.metrics;
+        let labels = WatcherLabels {
+            target: self.labels.target.clone(),
+            watcher: name.to_owned(),
+        };
+        let events = LEVELS.map(|level| {
+            m.watcher_events
+                .get_or_create(&EventLabels {
+                    target: labels.target.clone(),
+                    watcher: labels.watcher.clone(),
+                    level: level.as_str(),
+                })
+                .clone()
+        });
+        WatcherMetrics {
+            calls: m.watcher_calls.get_or_create(&labels).clone(),
+            duration: m.watcher_call_duration.get_or_create(&labels).clone(),
+            failures: m.watcher_failures.get_or_create(&labels).clone(),
+            restarts: m.watcher_restarts.get_or_create(&labels).clone(),
+            quarantined: m.watcher_quarantined.get_or_create(&labels).clone(),
+            events,
+            target: self.clone(),
+            labels,
+        }
+    }
+}
+
+impl Drop for TargetMetrics {
+    fn drop(&mut self) {
+        let m = &self.metrics;
+        let mut targets = m.targets.lock().expect("not poisoned");
+        if targets
+            .get(&self.labels.target)
+            .is_some_and(|(g, _)| *g == self.generation)
+        {
+            targets.remove(&self.labels.target);
+            m.target_up.remove(&self.labels);
+            m.polls.remove(&self.labels);
+            m.probe_errors.remove(&self.labels);
+            m.poll_duration.remove(&self.labels);
+            m.poll_lateness.remove(&self.labels);
+        }
+    }
+}
+
+/// One watcher's handles on one target, held by its supervisor slot.
+pub struct WatcherMetrics {
+    target: Arc<TargetMetrics>,
+    labels: WatcherLabels,
+    calls: Counter,
+    duration: Histogram,
+    failures: Counter,
+    restarts: Counter,
+    quarantined: Gauge,
+    /// By [`LEVELS`] order.
+    events: [Counter; 4],
+}
+
+impl WatcherMetrics {
+    /// A call ended after `took`, emitting `events` (`None`: it failed).
+    pub fn called(&self, took: Duration, events: Option<&[Emitted]>) {
+        self.calls.inc();
+        self.duration.observe(took.as_secs_f64());
+        match events {
+            Some(events) => {
+                for e in events {
+                    self.events[e.level as usize].inc();
+                }
+            }
+            None => {
+                self.failures.inc();
+            }
+        }
+    }
+
+    /// The instance was rebuilt after a failure.
+    pub fn restarted(&self) {
+        self.restarts.inc();
+    }
+
+    /// Quarantined (`true`) or running again.
+    pub fn quarantined(&self, yes: bool) {
+        self.quarantined.set(i64::from(yes));
+    }
+}
+
+impl Drop for WatcherMetrics {
+    fn drop(&mut self) {
+        let t = &self.target;
+        let m = &t.metrics;
+        if !m.current(&t.labels.target, t.generation) {
+            return;
+        }
+        m.watcher_calls.remove(&self.labels);
+        m.watcher_call_duration.remove(&self.labels);
+        m.watcher_failures.remove(&self.labels);
+        m.watcher_restarts.remove(&self.labels);
+        m.watcher_quarantined.remove(&self.labels);
+        for level in LEVELS {
+            m.watcher_events.remove(&EventLabels {
+                target: self.labels.target.clone(),
+                watcher: self.labels.watcher.clone(),
+                level: level.as_str(),
+            });
+        }
+    }
+}
