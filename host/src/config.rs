@@ -666,6 +666,34 @@ mod tests {
     }
 
     #[test]
+    fn metrics_addr_is_checked_and_the_flag_wins() {
+        let file: FileConfig = toml::from_str("metrics_addr = '127.0.0.1:9121'").unwrap();
+        let s = Settings::resolve(file, None, Overrides::default()).unwrap();
+        assert_eq!(s.metrics_addr, Some("127.0.0.1:9121".parse().unwrap()));
+        let file: FileConfig = toml::from_str("metrics_addr = 'localhost'").unwrap();
+        let err = format!(
+            "{:#}",
+            Settings::resolve(file, Some(Path::new("l.toml")), Overrides::default()).unwrap_err()
+        );
+        assert!(
+            err.contains("`metrics_addr` in l.toml") && err.contains("IP:PORT"),
+            "{err}"
+        );
+        let o = Overrides {
+            metrics_addr: Some("[::1]:9".to_owned()),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(FileConfig::default(), None, o).unwrap();
+        assert_eq!(s.metrics_addr, Some("[::1]:9".parse().unwrap()));
+        assert_eq!(
+            Settings::resolve(FileConfig::default(), None, Overrides::default())
+                .unwrap()
+                .metrics_addr,
+            None
+        );
+    }
+
+    #[test]
     fn overrides_win_over_file() {
         let file: FileConfig =
             toml::from_str("poll_interval = 9\nredis_url = 'redis://10.0.0.1:1'").unwrap();

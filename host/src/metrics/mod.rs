@@ -515,3 +515,84 @@ impl Drop for WatcherMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Metrics whose clock has run for 100 s, polling every second.
+    fn aged() -> Arc<Metrics> {
+        let mut m = Metrics::new(Duration::from_secs(1), "0.1.0", "lookout:watcher@0.2.0");
+        m.epoch = Instant::now() - Duration::from_secs(100);
+        Arc::new(m)
+    }
+
+    #[test]
+    fn health_names_stale_targets_and_a_stuck_publisher() {
+        let m = aged();
+        let (a, b) = (m.target("a:1"), m.target("b:1"));
+        assert_eq!(m.health(), Ok(()), "first polls are not due yet");
+        a.clock.store(0, Ordering::Relaxed);
+        let reason = m.health().unwrap_err();
+        assert_eq!(
+            reason,
+            "no poll completed for 3 intervals (3.0 s) on 1 of 2 targets"
+        );
+        a.polled(Duration::from_millis(5), true);
+        b.polled(Duration::from_millis(5), false);
+        assert_eq!(m.health(), Ok(()), "b failed once, within 3 intervals");
+
+        m.publisher(0, 0, 10, 0, State::Closed { failures: 0 });
+        m.progress_ms.store(0, Ordering::Relaxed);
+        m.publisher(
+            7,
+            700,
+            10,
+            0,
+            State::Open {
+                until: Instant::now(),
+            },
+        );
+        let reason = m.health().unwrap_err();
+        assert!(
+            reason.starts_with(
+                "publisher: 7 envelopes waiting, none delivered for 100 s, breaker open for 0 s"
+            ),
+            "{reason}"
+        );
+        m.publisher(0, 0, 17, 0, State::Closed { failures: 0 });
+        assert_eq!(m.health(), Ok(()));
+        assert_eq!(m.delivered.get(), 17);
+    }
+
+    #[test]
+    fn series_go_with_their_poller_and_watcher() {
+        let m = aged();
+        let old = m.target("a:1");
+        let w = old.watcher("ticker");
+        w.called(Duration::from_millis(1), None);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains(r#"lookout_watcher_failures_total{target="a:1",watcher="ticker"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lookout_build_info{version="0.1.0",abi="lookout:watcher@0.2.0"} 1"#),
+            "{text}"
+        );
+        drop(w);
+        assert!(!m.encode().unwrap().contains("ticker"));
+        // The target started again: the old poller's late drop keeps the
+        // new one's series.
+        let new = m.target("a:1");
+        drop(old);
+        assert!(
+            m.encode()
+                .unwrap()
+                .contains(r#"lookout_polls_total{target="a:1"}"#)
+        );
+        drop(new);
+        assert!(!m.encode().unwrap().contains("a:1"));
+        assert_eq!(m.health(), Ok(()));
+    }
+}
