@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use lookout::config::{Overrides, Settings};
 use lookout::redis::probe::{Probes, Snapshot, parse_info};
+use lookout::sandbox::engine::Layout;
 use lookout::sandbox::{Engine, Instance};
 use lookout::watchers::load::load;
 use support::{BUNDLED, Redis, lookout_cmd, plugins_dir, wait_for};
@@ -102,7 +103,7 @@ fn instance_memory(redis: &Redis, cache: &Path, per_watcher: usize) {
         .enable_all()
         .build()
         .unwrap();
-    let engine = Engine::new(Some(cache)).unwrap();
+    let engine = Engine::with_layout(Some(cache), Layout::Compact).unwrap();
     let snapshot = quiet_snapshot(redis);
     let specs: Vec<_> = BUNDLED
         .iter()

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::delivery::breaker::BreakerSettings;
 use crate::delivery::outbox::{Caps, DropPolicy};
 use crate::redis::redact::redact_url;
+pub use crate::redis::tls::Tls;
 use crate::sandbox::limits::{Limits, LimitsFile};
 pub use crate::targets::Target;
 use crate::targets::{Discover, Shard, Source};
@@ -73,6 +74,9 @@ pub struct FileConfig {
     pub heartbeat: HeartbeatFile,
     /// `HOST:PORT` serving `/metrics` and `/healthz`; off when unset.
     pub metrics_addr: Option<String>,
+    /// TLS settings of every `rediss://` URL, unless overridden.
+    #[serde(default)]
+    pub tls: Tls,
 }
 
 /// `[heartbeat]` table of `lookout.toml`.
@@ -102,6 +106,8 @@ pub struct DiscoverFile {
     pub labels: BTreeMap<String, String>,
     /// The watchers that run on the nodes found; all by default.
     pub watchers: Option<Vec<String>>,
+    /// TLS settings of this entry and the nodes it finds, over `[tls]`.
+    pub tls: Option<Tls>,
 }
 
 /// One `[[targets]]` table of `lookout.toml`.
@@ -117,6 +123,8 @@ pub struct TargetFile {
     pub labels: BTreeMap<String, String>,
     /// The watchers that run on it (file names); all by default.
     pub watchers: Option<Vec<String>>,
+    /// TLS settings of this target, over `[tls]`.
+    pub tls: Option<Tls>,
 }
 
 /// `[buffer]` table of `lookout.toml`.
@@ -155,6 +163,8 @@ pub struct PublishFile {
     pub stream_key: Option<String>,
     /// Approximate cap on the stream length (`MAXLEN ~`).
     pub stream_maxlen: Option<i64>,
+    /// TLS settings of the bus, over `[tls]`.
+    pub tls: Option<Tls>,
 }
 
 /// Log output format on stderr.
@@ -202,6 +212,8 @@ pub struct PublishSettings {
     pub stream_key: String,
     /// `MAXLEN ~` of the stream, 10000 by default.
     pub stream_maxlen: u64,
+    /// TLS settings of the bus (`[publish] tls` over `[tls]`).
+    pub tls: Tls,
 }
 
 /// Everything the daemon needs, resolved and validated.
@@ -294,7 +306,13 @@ impl Settings {
             for url in &o.redis_urls {
                 check_url(url).context("REDIS_URL / --redis-url")?;
             }
-            o.redis_urls.iter().cloned().map(Target::url).collect()
+            o.redis_urls
+                .iter()
+                .map(|url| Target {
+                    tls: file.tls.clone(),
+                    ..Target::url(url.clone())
+                })
+                .collect()
         } else if !file.targets.is_empty() {
             if file.redis_url.is_some() {
                 bail!(
@@ -335,11 +353,16 @@ impl Settings {
                         origin(&format!("{key}.watchers"))
                     );
                 }
+                let tls = t
+                    .tls
+                    .as_ref()
+                    .map_or_else(|| file.tls.clone(), |own| own.over(&file.tls));
                 targets.push(Target {
                     url: t.url.clone(),
                     name: t.name.clone(),
                     labels: t.labels.clone(),
                     watchers: t.watchers.clone(),
+                    tls,
                 });
             }
             targets
@@ -351,13 +374,26 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
             check_url(&url).context("REDIS_URL / --redis-url / redis_url")?;
-            vec![Target::url(url)]
+            vec![Target {
+                tls: file.tls.clone(),
+                ..Target::url(url)
+            }]
         };
+        for (i, t) in targets.iter().enumerate() {
+            let key = if file.targets.is_empty() {
+                "tls".to_owned()
+            } else {
+                format!("targets[{i}].tls")
+            };
+            t.tls.check(&t.url).with_context(|| origin(&key))?;
+        }
         let discover = file
             .discover
             .iter()
             .enumerate()
-            .map(|(i, d)| discover_entry(d, &|key| origin(&format!("discover[{i}]{key}"))))
+            .map(|(i, d)| {
+                discover_entry(d, &file.tls, &|key| origin(&format!("discover[{i}]{key}")))
+            })
             .collect::<Result<Vec<_>>>()?;
         for (i, d) in discover.iter().enumerate() {
             if discover[..i]
@@ -428,6 +464,14 @@ impl Settings {
             recovery: seconds(file.breaker.recovery_s.unwrap_or(2.0))
                 .with_context(|| origin("breaker.recovery_s"))?,
         };
+        let publish_tls = file
+            .publish
+            .tls
+            .as_ref()
+            .map_or_else(|| file.tls.clone(), |own| own.over(&file.tls));
+        publish_tls
+            .check(&publish_url)
+            .with_context(|| origin("publish.tls"))?;
         let publish = PublishSettings {
             url: publish_url,
             channel_prefix: file
@@ -439,6 +483,7 @@ impl Settings {
                 .stream_key
                 .unwrap_or_else(|| "logs:stream:redis".to_owned()),
             stream_maxlen: u64::try_from(stream_maxlen)?,
+            tls: publish_tls,
         };
         let heartbeat = match (file.heartbeat.enabled, file.heartbeat.prefix) {
             (Some(false), _) => None,
@@ -536,7 +581,7 @@ pub const DEFAULT_REFRESH_S: f64 = 30.0;
 
 /// Checks one `[[discover]]` table; `key(".refresh_s")` names one of
 /// its keys for messages (`key("")` the table).
-fn discover_entry(d: &DiscoverFile, key: &dyn Fn(&str) -> String) -> Result<Discover> {
+fn discover_entry(d: &DiscoverFile, tls: &Tls, key: &dyn Fn(&str) -> String) -> Result<Discover> {
     let at = key("");
     let (url, source) = match (&d.cluster, &d.sentinel, &d.master) {
         (Some(url), None, None) => (url, Source::Cluster),
@@ -571,12 +616,18 @@ fn discover_entry(d: &DiscoverFile, key: &dyn Fn(&str) -> String) -> Result<Disc
     if let Some(k) = d.labels.keys().find(|k| k.is_empty()) {
         bail!("{}: a label has an empty name `{k}`", key(".labels"));
     }
+    let tls = d
+        .tls
+        .as_ref()
+        .map_or_else(|| tls.clone(), |own| own.over(tls));
+    tls.check(url).with_context(|| key(".tls"))?;
     Ok(Discover {
         source,
         url: url.clone(),
         refresh,
         labels: d.labels.clone(),
         watchers: d.watchers.clone(),
+        tls,
     })
 }
 
@@ -609,12 +660,10 @@ pub fn check_url(url: &str) -> Result<()> {
     let parsed =
         url::Url::parse(url).map_err(|e| anyhow::anyhow!("bad Redis URL `{shown}`: {e}"))?;
     match parsed.scheme() {
-        "redis" | "redis+unix" | "unix" => {}
-        "rediss" => {
-            bail!("bad Redis URL `{shown}`: TLS (rediss://) is not supported by this build")
-        }
+        "redis" | "rediss" | "redis+unix" | "unix" => {}
         other => bail!(
-            "bad Redis URL `{shown}`: scheme `{other}` is not redis://, redis+unix:// or unix://"
+            "bad Redis URL `{shown}`: scheme `{other}` is not redis://, rediss:// (TLS), \
+             redis+unix:// or unix://"
         ),
     }
     redis::Client::open(url).map_err(|e| {

@@ -21,6 +21,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use md5::{Digest, Md5};
 
+use crate::redis::tls::Tls;
+
 /// One watched Redis, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -33,6 +35,8 @@ pub struct Target {
     pub labels: BTreeMap<String, String>,
     /// Watchers that run on it (file names); `None` for all.
     pub watchers: Option<Vec<String>>,
+    /// TLS settings for a `rediss://` URL (`[tls]` under its own).
+    pub tls: Tls,
 }
 
 impl Target {
@@ -44,6 +48,7 @@ impl Target {
             name: None,
             labels: BTreeMap::new(),
             watchers: None,
+            tls: Tls::default(),
         }
     }
 
@@ -122,6 +127,8 @@ pub struct Discover {
     pub labels: BTreeMap<String, String>,
     /// Watchers that run on the nodes found; `None` for all.
     pub watchers: Option<Vec<String>>,
+    /// TLS settings of the seed or sentinel and of the nodes found.
+    pub tls: Tls,
 }
 
 impl Discover {

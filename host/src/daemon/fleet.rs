@@ -123,8 +123,9 @@ impl Fleet {
         found_by: Option<usize>,
     ) -> Result<()> {
         let key = target.key();
-        let conn = Conn::new(
+        let conn = Conn::with_tls(
             &target.url,
+            &target.tls,
             settings.connect_timeout,
             settings.response_timeout,
         )?;
@@ -467,7 +468,7 @@ async fn discover_now(
                     seeds.push(url.clone());
                 }
             }
-            discovery::cluster(&seeds, connect, response).await?
+            discovery::cluster_with_tls(&seeds, &entry.tls, connect, response).await?
         }
         Source::Sentinel { master } => {
             discovery::sentinel(std::slice::from_ref(&entry.url), master, connect, response).await?
@@ -483,6 +484,7 @@ async fn discover_now(
                 name: None,
                 labels,
                 watchers: entry.watchers.clone(),
+                tls: entry.tls.clone(),
             })
         })
         .collect()

@@ -38,7 +38,7 @@ use crate::metrics::Metrics;
 use crate::redis::conn::Conn;
 use crate::redis::redact::{instance_of, redact_url};
 use crate::sandbox::Engine;
-use crate::sandbox::engine::read_checked;
+use crate::sandbox::engine::{Layout, read_checked};
 use crate::sandbox::engine::{PACKAGE, VERSION};
 use crate::watchers::load::signature;
 use crate::watchers::load::{Loaded, Spec, name_of};
@@ -90,8 +90,18 @@ impl Daemon {
     /// URL, and with `mode.strict` a file that is not a WebAssembly
     /// component. The message names the file or key.
     pub fn prepare(settings: Settings, mode: RunMode) -> Result<Self> {
-        let engine = Engine::new(settings.cache_dir.as_deref())?;
         let files = wasm_files(&settings.plugins)?;
+        // The compact memory layout when the fleet may be large: the
+        // configured targets this shard owns, and 100 for each discover
+        // entry, times the watcher files.
+        let owned = settings
+            .targets
+            .iter()
+            .filter(|t| settings.shard.owns(&t.key()))
+            .count();
+        let expected = (owned + 100 * settings.discover.len()) * files.len().max(1);
+        let layout = Layout::for_instances(expected);
+        let engine = Engine::with_layout(settings.cache_dir.as_deref(), layout)?;
         let files: Vec<(PathBuf, Stamp)> = files
             .into_iter()
             .map(|f| {
@@ -121,7 +131,12 @@ impl Daemon {
             }
         }
         for t in &settings.targets {
-            Conn::new(&t.url, settings.connect_timeout, settings.response_timeout)?;
+            Conn::with_tls(
+                &t.url,
+                &t.tls,
+                settings.connect_timeout,
+                settings.response_timeout,
+            )?;
         }
         // Host events not about one target carry the first configured
         // target's address, or the first discover entry's.
@@ -136,8 +151,9 @@ impl Daemon {
             Sink::Stdout
         } else {
             Sink::Redis {
-                conn: Box::new(Conn::new(
+                conn: Box::new(Conn::with_tls(
                     &settings.publish.url,
+                    &settings.publish.tls,
                     settings.connect_timeout,
                     settings.response_timeout,
                 )?),
@@ -146,8 +162,9 @@ impl Daemon {
         };
         let heartbeat = match &settings.heartbeat {
             Some(prefix) if !mode.dry_run => Some((
-                Conn::new(
+                Conn::with_tls(
                     &settings.publish.url,
+                    &settings.publish.tls,
                     settings.connect_timeout,
                     settings.response_timeout,
                 )?,

@@ -9,6 +9,7 @@ use redis::Value;
 use super::{Failures, Node, Role, field, pairs, port, tidy};
 use crate::redis::conn::Conn;
 use crate::redis::conn::text;
+use crate::redis::tls::Tls;
 
 /// Every master and replica of the cluster, asked of the first of `seeds`
 /// that answers. A seed is a full Redis URL
@@ -29,9 +30,22 @@ pub async fn cluster(
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Vec<Node>> {
+    cluster_with_tls(seeds, &Tls::default(), connect_timeout, response_timeout).await
+}
+
+/// [`cluster`], connecting to `rediss://` seeds with `tls`.
+///
+/// # Errors
+/// As [`cluster`].
+pub async fn cluster_with_tls(
+    seeds: &[String],
+    tls: &Tls,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<Vec<Node>> {
     let mut failures = Failures::new();
     for seed in seeds {
-        match ask(seed, connect_timeout, response_timeout).await {
+        match ask(seed, tls, connect_timeout, response_timeout).await {
             Ok(nodes) => return Ok(nodes),
             Err(e) => failures.push(seed, &e),
         }
@@ -41,10 +55,11 @@ pub async fn cluster(
 
 async fn ask(
     seed: &str,
+    tls: &Tls,
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Vec<Node>> {
-    let mut conn = Conn::new(seed, connect_timeout, response_timeout)?;
+    let mut conn = Conn::with_tls(seed, tls, connect_timeout, response_timeout)?;
     let mut shards = redis::pipe();
     // An error reply comes back as a value, keeping the connection for the
     // fallback.

@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use anyhow::{Context, Result, anyhow, bail};
 use redis::Value;
 
-pub use cluster::cluster;
-pub use sentinel::sentinel;
+pub use cluster::{cluster, cluster_with_tls};
+pub use sentinel::{sentinel, sentinel_with_tls};
 
 use crate::redis::conn::text;
 use crate::redis::redact::redact_url;

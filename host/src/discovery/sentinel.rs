@@ -8,6 +8,7 @@ use redis::Value;
 use super::{Failures, Node, Role, field, pairs, port, tidy};
 use crate::redis::conn::Conn;
 use crate::redis::conn::text;
+use crate::redis::tls::Tls;
 
 /// Replica flags that mean a sentinel cannot reach the replica.
 const UNREACHABLE: [&str; 3] = ["s_down", "o_down", "disconnected"];
@@ -29,9 +30,30 @@ pub async fn sentinel(
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Vec<Node>> {
+    sentinel_with_tls(
+        sentinels,
+        master,
+        &Tls::default(),
+        connect_timeout,
+        response_timeout,
+    )
+    .await
+}
+
+/// [`sentinel`], connecting to `rediss://` sentinels with `tls`.
+///
+/// # Errors
+/// As [`sentinel`].
+pub async fn sentinel_with_tls(
+    sentinels: &[String],
+    master: &str,
+    tls: &Tls,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<Vec<Node>> {
     let mut failures = Failures::new();
     for url in sentinels {
-        match ask(url, master, connect_timeout, response_timeout).await {
+        match ask(url, master, tls, connect_timeout, response_timeout).await {
             Ok(nodes) => return Ok(nodes),
             Err(e) => failures.push(url, &e),
         }
@@ -42,10 +64,11 @@ pub async fn sentinel(
 async fn ask(
     url: &str,
     master: &str,
+    tls: &Tls,
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Vec<Node>> {
-    let mut conn = Conn::new(url, connect_timeout, response_timeout)?;
+    let mut conn = Conn::with_tls(url, tls, connect_timeout, response_timeout)?;
     let mut pipe = redis::pipe();
     // Error replies come back as values, keeping the connection for the
     // SENTINEL SLAVES fallback.

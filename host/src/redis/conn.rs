@@ -9,11 +9,12 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
 use super::redact::{instance_of, redact_text};
+use super::tls::Tls;
 
 /// Client name of every Lookout connection, shown in CLIENT LIST.
 pub const CLIENT_NAME: &str = "lookout";
@@ -70,6 +71,8 @@ pub struct Conn {
     pub instance: String,
     /// The server refused CLIENT INFO once; said once.
     unidentified: bool,
+    /// TLS without certificate verification: said on every connect.
+    insecure: bool,
 }
 
 impl Conn {
@@ -78,16 +81,25 @@ impl Conn {
     /// # Errors
     /// The URL does not parse.
     pub fn new(url: &str, connect_timeout: Duration, response_timeout: Duration) -> Result<Self> {
-        let info = redis::IntoConnectionInfo::into_connection_info(url)
-            .map_err(|e| anyhow!("bad Redis URL: {}", redact_text(&e.to_string(), url)))?;
-        // Skip CLIENT SETINFO: it would run before CLIENT SETNAME and show up
-        // in SLOWLOG as an anonymous client.
-        let redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
-        let info = info.set_redis_settings(redis_settings);
-        let client = redis::Client::open(info)?;
+        Self::with_tls(url, &Tls::default(), connect_timeout, response_timeout)
+    }
+
+    /// Prepares a connection to `url` with `tls` (for a `rediss://` URL);
+    /// nothing is dialled yet.
+    ///
+    /// # Errors
+    /// The URL does not parse, or a TLS file cannot be read; the message
+    /// names the key and the file.
+    pub fn with_tls(
+        url: &str,
+        tls: &Tls,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Self> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(response_timeout));
+        let (client, config) = tls.client(url, config)?;
         Ok(Self {
             client,
             url: url.to_owned(),
@@ -96,6 +108,7 @@ impl Conn {
             conn: None,
             instance: instance_of(url),
             unidentified: false,
+            insecure: url.starts_with("rediss:") && tls.insecure(),
         })
     }
 
@@ -151,6 +164,12 @@ impl Conn {
                 }
                 _ => {}
             }
+            if self.insecure {
+                tracing::warn!(
+                    "connected to {} over TLS without verifying its certificate (tls.insecure)",
+                    self.instance
+                );
+            }
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("connected above"))
@@ -164,6 +183,10 @@ impl Conn {
         } else {
             e.code().map(str::to_owned)
         };
+        let mut message = redact_text(&e.to_string(), &self.url);
+        if let Some(hint) = super::tls::hint(&message) {
+            message = format!("TLS: {message}; {hint}");
+        }
         QueryError {
             link_down: code.is_none()
                 && (e.is_io_error()
@@ -171,7 +194,7 @@ impl Conn {
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()),
             code,
-            message: redact_text(&e.to_string(), &self.url),
+            message,
         }
     }
 

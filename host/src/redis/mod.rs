@@ -1,8 +1,9 @@
 //! Redis I/O: connections (lazy dial, timeouts, the redial-once rule),
 //! the probes that build a snapshot, backoff while a Redis is unreachable,
-//! and redaction of passwords.
+//! redaction of passwords, and TLS.
 
 pub mod backoff;
 pub mod conn;
 pub mod probe;
 pub mod redact;
+pub mod tls;

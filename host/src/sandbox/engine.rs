@@ -54,13 +54,25 @@ impl Engine {
     /// only the host writes there). No thread is started: nothing runs
     /// while no watcher is called.
     ///
+    /// Instances get wasmtime's default memory layout (see [`Layout`]).
+    ///
     /// # Errors
     /// The cache folder cannot be created or the engine fails to build.
     pub fn new(cache_dir: Option<&Path>) -> Result<Self> {
+        Self::with_layout(cache_dir, Layout::Fast)
+    }
+
+    /// [`Engine::new`] with the memory layout of its instances.
+    ///
+    /// # Errors
+    /// As [`Engine::new`].
+    pub fn with_layout(cache_dir: Option<&Path>, layout: Layout) -> Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.consume_fuel(true);
-        small_instances(&mut config);
+        if layout == Layout::Compact {
+            small_instances(&mut config);
+        }
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating cache folder {}", dir.display()))?;
@@ -131,6 +143,34 @@ impl Engine {
             "not a Lookout watcher: it exports {shown}, expected {EXPORT} \
              (world {PACKAGE}/watcher@{VERSION})"
         )
+    }
+}
+
+/// How watcher instances' linear memories are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// wasmtime's default: 4 GiB of address space reserved per memory, so
+    /// compiled code needs no bounds checks (the fastest calls), but at
+    /// most about 30,000 instances fit in a process's address space.
+    Fast,
+    /// Memories sized to what they hold (see `small_instances`): bounds
+    /// checks on every access, tens of thousands of instances per process.
+    Compact,
+}
+
+/// Watcher instances a process may run before it uses [`Layout::Compact`]:
+/// 1,000 fast-layout memories reserve 4 TiB of the 128 TiB address space.
+pub const COMPACT_FROM: usize = 1_000;
+
+impl Layout {
+    /// The layout for about `instances` watcher instances.
+    #[must_use]
+    pub fn for_instances(instances: usize) -> Self {
+        if instances > COMPACT_FROM {
+            Self::Compact
+        } else {
+            Self::Fast
+        }
     }
 }
 

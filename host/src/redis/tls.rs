@@ -1,0 +1,291 @@
+//! TLS for `rediss://` URLs: the `[tls]` table (overridable per target,
+//! per discover entry and for the bus), turned into a redis client that
+//! trusts the given CA, presents a client certificate (mutual TLS), checks
+//! the certificate against another name than the URL's host, or, with
+//! `insecure`, checks nothing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+
+use super::redact::redact_text;
+
+/// A `[tls]` table as written: every key optional, so a per-target table
+/// overrides only what it sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// CA certificates (PEM) to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for mutual TLS; needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// The name the server's certificate must carry, when it is not the
+    /// URL's host (an IP address, a tunnel, a load balancer).
+    pub server_name: Option<String>,
+    /// Skip certificate verification altogether (a warning on every
+    /// connect).
+    pub insecure: Option<bool>,
+}
+
+impl Tls {
+    /// This table over `base`: keys set here win.
+    #[must_use]
+    pub fn over(&self, base: &Tls) -> Tls {
+        Tls {
+            ca_file: self.ca_file.clone().or_else(|| base.ca_file.clone()),
+            cert_file: self.cert_file.clone().or_else(|| base.cert_file.clone()),
+            key_file: self.key_file.clone().or_else(|| base.key_file.clone()),
+            server_name: self
+                .server_name
+                .clone()
+                .or_else(|| base.server_name.clone()),
+            insecure: self.insecure.or(base.insecure),
+        }
+    }
+
+    /// Whether certificates go unchecked.
+    #[must_use]
+    pub fn insecure(&self) -> bool {
+        self.insecure.unwrap_or(false)
+    }
+
+    /// Checks the table for `url`: a certificate needs its key and the
+    /// other way round, and, when `url` is a `rediss://` URL (the settings
+    /// are used), every file must be readable PEM.
+    ///
+    /// # Errors
+    /// Names the key and the file, and what is wrong with it.
+    pub fn check(&self, url: &str) -> Result<()> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => {
+                bail!("tls.cert_file is set without tls.key_file; mutual TLS needs both")
+            }
+            (None, Some(_)) => {
+                bail!("tls.key_file is set without tls.cert_file; mutual TLS needs both")
+            }
+            _ => {}
+        }
+        if let Some(name) = &self.server_name
+            && (name.is_empty() || name.contains(['/', ' ', ':']))
+        {
+            bail!("tls.server_name `{name}` is not a host name");
+        }
+        if !url.starts_with("rediss:") {
+            return Ok(());
+        }
+        for (key, file) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ] {
+            if let Some(path) = file {
+                pem(key, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A redis client for `url` with these settings (they matter only for
+    /// `rediss://` URLs; others get a plain client), and the connection
+    /// settings they need.
+    ///
+    /// # Errors
+    /// The URL does not parse, or a file cannot be read.
+    pub fn client(
+        &self,
+        url: &str,
+        config: redis::AsyncConnectionConfig,
+    ) -> Result<(redis::Client, redis::AsyncConnectionConfig)> {
+        let bad = |e: &dyn std::fmt::Display| {
+            anyhow!("bad Redis URL: {}", redact_text(&e.to_string(), url))
+        };
+        let parsed = url::Url::parse(url).map_err(|e| bad(&e))?;
+        if parsed.scheme() != "rediss" {
+            let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| bad(&e))?;
+            return Ok((redis::Client::open(skip_lib_name(info))?, config));
+        }
+        let mut shown = parsed.clone();
+        // `#insecure` is how redis-rs takes "verify nothing".
+        if self.insecure() {
+            shown.set_fragment(Some("insecure"));
+        }
+        let real_host = parsed.host_str().unwrap_or_default().to_owned();
+        if let Some(name) = &self.server_name {
+            shown.set_host(Some(name)).map_err(|e| bad(&e))?;
+        }
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(shown.as_str()).map_err(|e| bad(&e))?;
+        let info = skip_lib_name(info);
+        let client_tls = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: pem("cert_file", cert)?,
+                client_key: pem("key_file", key)?,
+            }),
+            _ => None,
+        };
+        let root_cert = self
+            .ca_file
+            .as_deref()
+            .map(|f| pem("ca_file", f))
+            .transpose()?;
+        let client = if client_tls.is_some() || root_cert.is_some() {
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls,
+                    root_cert,
+                },
+            )
+            .map_err(|e| anyhow!("TLS settings for {}: {e}", redact_text(url, url)))?
+        } else {
+            redis::Client::open(info)?
+        };
+        let config = match &self.server_name {
+            // Connect to the URL's host while checking the certificate
+            // against `server_name`.
+            Some(name) => config.set_dns_resolver(Pinned {
+                name: name.clone(),
+                host: real_host,
+            }),
+            None => config,
+        };
+        Ok((client, config))
+    }
+}
+
+/// Skips CLIENT SETINFO: it would run before CLIENT SETNAME and show up in
+/// SLOWLOG as an anonymous client.
+fn skip_lib_name(info: redis::ConnectionInfo) -> redis::ConnectionInfo {
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    info.set_redis_settings(settings)
+}
+
+/// The PEM bytes of `path`, checked to hold at least one PEM block.
+fn pem(key: &str, path: &Path) -> Result<Vec<u8>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("tls.{key}: reading {}", path.display()))?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        bail!(
+            "tls.{key}: {} is not a PEM file (no -----BEGIN line)",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// Resolves `name` to `host`'s addresses (the certificate name differs
+/// from where the server is); any other name as usual.
+struct Pinned {
+    name: String,
+    host: String,
+}
+
+impl redis::io::AsyncDNSResolver for Pinned {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        host: &'b str,
+        port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = SocketAddr> + Send + 'a>> {
+        let target = if host == self.name {
+            self.host.as_str()
+        } else {
+            host
+        };
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((target, port)).await?;
+            Ok(Box::new(addrs) as Box<dyn Iterator<Item = SocketAddr> + Send>)
+        })
+    }
+}
+
+/// A hint for a TLS failure's message, if it is one: what to check.
+#[must_use]
+pub fn hint(message: &str) -> Option<&'static str> {
+    let m = message.to_ascii_lowercase();
+    if m.contains("unknownissuer") || m.contains("unknown issuer") {
+        Some("the server's certificate is not signed by a trusted CA: set tls.ca_file to its CA")
+    } else if m.contains("notvalidforname") || m.contains("not valid for name") {
+        Some(
+            "the server's certificate does not name this host: set tls.server_name to a name it carries",
+        )
+    } else if m.contains("certificate") && (m.contains("required") || m.contains("alert")) {
+        Some("the server asks for a client certificate: set tls.cert_file and tls.key_file")
+    } else if m.contains("invalid peer certificate") || m.contains("invalidcertificate") {
+        Some("the server's certificate was refused: check tls.ca_file and tls.server_name")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_table_overrides_what_it_sets() {
+        let base = Tls {
+            ca_file: Some("/etc/ca.pem".into()),
+            server_name: Some("redis.internal".into()),
+            ..Tls::default()
+        };
+        let target = Tls {
+            server_name: Some("other".into()),
+            insecure: Some(true),
+            ..Tls::default()
+        };
+        let merged = target.over(&base);
+        assert_eq!(merged.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(merged.server_name.as_deref(), Some("other"));
+        assert!(merged.insecure());
+    }
+
+    #[test]
+    fn checks_name_the_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let url = "rediss://127.0.0.1:6380";
+        let e = Tls {
+            ca_file: Some(not_pem.clone()),
+            ..Tls::default()
+        }
+        .check(url)
+        .unwrap_err();
+        assert!(e.to_string().contains("tls.ca_file"), "{e}");
+        assert!(e.to_string().contains("not a PEM file"), "{e}");
+        let missing = Tls {
+            ca_file: Some(dir.path().join("missing.pem")),
+            ..Tls::default()
+        };
+        let e = missing.check(url).unwrap_err();
+        assert!(format!("{e:#}").contains("missing.pem"), "{e:#}");
+        // Not used by a redis:// URL: not read.
+        missing.check("redis://127.0.0.1:6379").unwrap();
+        let e = Tls {
+            cert_file: Some(not_pem),
+            ..Tls::default()
+        }
+        .check(url)
+        .unwrap_err();
+        assert!(e.to_string().contains("needs both"), "{e}");
+    }
+
+    #[test]
+    fn hints_for_verification_failures() {
+        assert!(
+            hint("invalid peer certificate: UnknownIssuer")
+                .unwrap()
+                .contains("ca_file")
+        );
+        assert!(
+            hint("invalid peer certificate: NotValidForName")
+                .unwrap()
+                .contains("server_name")
+        );
+        assert_eq!(hint("Connection refused"), None);
+    }
+}
