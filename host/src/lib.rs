@@ -18,6 +18,7 @@
 //! - [`metrics`]: the daemon's own metrics and `/healthz`, served at
 //!   `metrics_addr`.
 //! - [`authoring`]: `lookout check`, `record`, `test` and `new`.
+//! - [`tail`]: `lookout tail`, the envelope stream followed and printed.
 
 pub mod authoring;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod fdlimit;
 pub mod metrics;
 pub mod redis;
 pub mod sandbox;
+pub mod tail;
 pub mod targets;
 pub mod watchers;
 

@@ -42,6 +42,52 @@ enum Command {
     /// Print the targets (after discovery), their labels and whether this
     /// shard watches each.
     Targets(TargetsArgs),
+    /// Follow the envelope stream on the bus and print each envelope.
+    Tail(TailArgs),
+}
+
+#[derive(Args)]
+struct TailArgs {
+    /// Watched Redis, as for `lookout run`: the bus unless the config sets
+    /// `[publish] url` [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Vec<String>,
+    /// The bus to read, over `--redis-url` and the config.
+    #[arg(long)]
+    bus: Option<String>,
+    /// Optional lookout.toml: its `[publish] url` and `stream_key` apply.
+    #[arg(long, short = 'c', env = "LOOKOUT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Stream key [default: the config's `[publish] stream_key`, or
+    /// logs:stream:redis].
+    #[arg(long)]
+    stream: Option<String>,
+    /// Start at the oldest entry of the stream [default: new entries only].
+    #[arg(long)]
+    from_start: bool,
+    /// Read as a consumer of this group (created, with the stream, when
+    /// missing) and acknowledge each entry read.
+    #[arg(long)]
+    group: Option<String>,
+    /// Consumer name in the group [default: HOST-PID].
+    #[arg(long, requires = "group")]
+    consumer: Option<String>,
+    /// Only envelopes at this level or above: debug, info, warn, error.
+    #[arg(long, value_parser = lookout::tail::render::parse_level)]
+    level: Option<lookout::delivery::envelope::Level>,
+    /// Only envelopes of this target: a watcher's name, or `lookout`
+    /// (repeatable).
+    #[arg(long)]
+    target: Vec<String>,
+    /// Only envelopes about this instance, `fields.instance` (repeatable).
+    #[arg(long)]
+    instance: Vec<String>,
+    /// JSON lines, as published, even on a terminal.
+    #[arg(long)]
+    json: bool,
+    /// Exit after printing this many envelopes.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
 }
 
 #[derive(Args)]
@@ -192,6 +238,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test(args),
         Command::New(args) => new(args),
         Command::Targets(args) => targets(args),
+        Command::Tail(args) => tail(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -284,6 +331,57 @@ fn targets(args: TargetsArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     lookout::daemon::fleet::print(&settings, &listed, args.json, &mut out)?;
     Ok(())
+}
+
+/// `lookout tail`: the bus and stream key resolved as `lookout run` would,
+/// followed until SIGINT or SIGTERM (exit 0) or `--count` envelopes.
+fn tail(args: TailArgs) -> Result<()> {
+    use lookout::tail::render::{Filter, Format};
+    use std::io::IsTerminal as _;
+    let overrides = Overrides {
+        redis_urls: args.redis_url,
+        ..Overrides::default()
+    };
+    let settings = Settings::load(args.config.as_deref(), overrides)?;
+    let url = match args.bus {
+        Some(bus) => {
+            lookout::config::check_url(&bus)?;
+            bus
+        }
+        None => settings.publish.url,
+    };
+    let format = if args.json || !std::io::stdout().is_terminal() {
+        Format::Json
+    } else {
+        // https://no-color.org: set and not empty turns colours off.
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Format::Human { colour: !no_color }
+    };
+    let options = lookout::tail::Options {
+        url,
+        stream_key: args.stream.unwrap_or(settings.publish.stream_key),
+        from_start: args.from_start,
+        group: args.group.map(|name| lookout::tail::Group {
+            name,
+            consumer: args
+                .consumer
+                .unwrap_or_else(lookout::tail::default_consumer),
+        }),
+        filter: Filter {
+            min_level: args.level,
+            targets: args.target,
+            instances: args.instance,
+        },
+        format,
+        count: args.count,
+        connect_timeout: settings.connect_timeout,
+        response_timeout: settings.response_timeout,
+    };
+    authoring_runtime()?.block_on(async {
+        let signals = Signals::register()?;
+        let mut out = std::io::stdout().lock();
+        lookout::tail::tail(&options, &mut out, signals.shutdown).await
+    })
 }
 
 /// The daemon's runtime: a worker per core (at most 8); idle workers sleep

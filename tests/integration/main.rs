@@ -19,5 +19,6 @@ mod slowlog;
 mod smoke;
 mod spool;
 mod startup;
+mod tail;
 mod targets;
 mod watchers;
