@@ -21,4 +21,5 @@ mod spool;
 mod startup;
 mod tail;
 mod targets;
+mod tls;
 mod watchers;
