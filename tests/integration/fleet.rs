@@ -23,22 +23,6 @@ fn many_targets(servers: &[Redis], count: usize) -> String {
         .collect()
 }
 
-/// `lookout run` of `config` every 0.2 s with `plugins` and `args`.
-fn run_config(
-    tmp: &std::path::Path,
-    plugins: &std::path::Path,
-    config: &std::path::Path,
-    args: &[&str],
-) -> Lookout {
-    let mut cmd = lookout_cmd(tmp);
-    cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
-        .arg(plugins)
-        .arg("--config")
-        .arg(config)
-        .args(args);
-    Lookout::spawn(cmd)
-}
-
 /// The `t` label of each ticker envelope, with the pids that sent it.
 fn senders(envelopes: &[Value]) -> BTreeMap<String, BTreeSet<u64>> {
     let mut out: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();

@@ -604,3 +604,20 @@ pub fn config_file(tmp: &Path, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// `lookout run` of `config` (no `REDIS_URL`: its targets) every 0.2 s
+/// with `plugins` and `args`.
+pub fn run_config(
+    tmp: &std::path::Path,
+    plugins: &std::path::Path,
+    config: &std::path::Path,
+    args: &[&str],
+) -> Lookout {
+    let mut cmd = lookout_cmd(tmp);
+    cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
+        .arg(plugins)
+        .arg("--config")
+        .arg(config)
+        .args(args);
+    Lookout::spawn(cmd)
+}

@@ -17,16 +17,6 @@ fn ticks_of(envelopes: &[Value], instance: &str) -> Vec<i64> {
         .collect()
 }
 
-/// `lookout run` every 0.2 s with `plugins` and `config` (its targets).
-fn run_with(tmp: &std::path::Path, plugins: &std::path::Path, config: &std::path::Path) -> Lookout {
-    let mut cmd = lookout_cmd(tmp);
-    cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
-        .arg(plugins)
-        .arg("--config")
-        .arg(config);
-    Lookout::spawn(cmd)
-}
-
 /// Three standalone targets from `[[targets]]`: each counts its own ticks
 /// from 1 (its own watcher instance), carries its labels, and runs only
 /// the watchers it names.
@@ -47,7 +37,7 @@ fn three_targets_each_with_their_own_events() {
         watched[2].url()
     );
     let config = bus_config(tmp.path(), &bus, "", &targets);
-    let mut lookout = run_with(tmp.path(), &plugins, &config);
+    let mut lookout = run_config(tmp.path(), &plugins, &config, &[]);
     lookout.wait_started();
     let instances: Vec<String> = watched
         .iter()
@@ -183,7 +173,7 @@ fn a_stuck_watcher_on_one_target_delays_no_other() {
         healthy.url()
     );
     let config = bus_config(tmp.path(), &bus, "shutdown_grace = 2", &targets);
-    let mut lookout = run_with(tmp.path(), &plugins, &config);
+    let mut lookout = run_config(tmp.path(), &plugins, &config, &[]);
     wait_for(
         "the sleeper to go to sleep",
         Duration::from_secs(30),

@@ -123,13 +123,7 @@ fn tls_redis(certs: &Certs, mutual: bool) -> (Redis, u16) {
 
 /// `lookout run` of `config` every 0.2 s with the ticker.
 fn run(tmp: &Path, config: &Path) -> Lookout {
-    let plugins = plugins_with(tmp, &[], &["ticker"]);
-    let mut cmd = lookout_cmd(tmp);
-    cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
-        .arg(plugins)
-        .arg("--config")
-        .arg(config);
-    Lookout::spawn(cmd)
+    run_config(tmp, &plugins_with(tmp, &[], &["ticker"]), config, &[])
 }
 
 fn write_config(tmp: &Path, text: &str) -> PathBuf {
