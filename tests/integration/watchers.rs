@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::support::{Lookout, Redis, by_target, lookout_cmd, pings, plugins_with, wait_for};
+use crate::support::{
+    Lookout, Redis, by_target, info_field, lookout_cmd, pings, plugins_with, wait_for,
+};
 
 fn start(redis: &Redis, plugins: &std::path::Path, cache: &std::path::Path) -> Lookout {
     let mut cmd = lookout_cmd(cache);
@@ -32,8 +34,8 @@ fn start_with_bus(
 }
 
 /// Twenty extra connections produce a client-delta event of at least +10;
-/// closing them one of at least -10. Twenty, because opening or closing
-/// may straddle a poll: split in two, one part is still at least 10.
+/// closing them one of at least -10 (the daemon is paused meanwhile, so
+/// one poll sees them all).
 #[test]
 fn client_delta_sees_twenty_new_connections() {
     let redis = Redis::start(&[]);
@@ -49,7 +51,20 @@ fn client_delta_sees_twenty_new_connections() {
         Duration::from_secs(20),
         || (pings(&redis) >= 3).then_some(()),
     );
+    // The daemon is stopped while the connections open (or close), so one
+    // poll sees all twenty however slowly a busy machine opens them.
+    let clients = || {
+        info_field(&redis, "clients", "connected_clients")
+            .parse::<i64>()
+            .unwrap()
+    };
+    let before = clients();
+    lookout.signal("-STOP");
     let extra: Vec<redis::Connection> = (0..20).map(|_| redis.conn()).collect();
+    wait_for("twenty more clients", Duration::from_secs(20), || {
+        (clients() >= before + 20).then_some(())
+    });
+    lookout.signal("-CONT");
     let event = wait_for("a client-delta event", Duration::from_secs(20), || {
         by_target(&redis.stream("logs:stream:redis"), "client-delta")
             .into_iter()
@@ -57,7 +72,12 @@ fn client_delta_sees_twenty_new_connections() {
     });
     assert_eq!(event["level"], "info");
     assert_eq!(event["fields"]["threshold"], 5);
+    lookout.signal("-STOP");
     drop(extra);
+    wait_for("the twenty closed", Duration::from_secs(20), || {
+        (clients() <= before).then_some(())
+    });
+    lookout.signal("-CONT");
     wait_for("the negative delta", Duration::from_secs(20), || {
         by_target(&redis.stream("logs:stream:redis"), "client-delta")
             .into_iter()
