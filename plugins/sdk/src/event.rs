@@ -2,7 +2,7 @@
 //! an `Event` builder, and a `Manifest` builder with constructors for its
 //! parts.
 
-use crate::{Cadence, ConfigKey, Event, Field, Level, Manifest, Needs, Value, ValueKind};
+use crate::{Cadence, ConfigKey, Event, Field, Level, Manifest, Needs, Probe, Value, ValueKind};
 
 impl From<i64> for Value {
     fn from(v: i64) -> Self {
@@ -192,7 +192,19 @@ impl Needs {
             info_fields: fields.iter().map(|f| f.to_string()).collect(),
             info_sections: Vec::new(),
             slowlog: false,
+            probes: Vec::new(),
         }
+    }
+
+    /// Also needs `probe` (ABI 0.3): `Needs::info(&[]).with_probe(Probe::LatencyLatest)`.
+    /// Its reading arrives in `Snapshot::probes`; see [`Snapshot::latency`]
+    /// and the other accessors.
+    ///
+    /// [`Snapshot::latency`]: crate::Snapshot::latency
+    #[must_use]
+    pub fn with_probe(mut self, probe: Probe) -> Self {
+        self.probes.push(probe);
+        self
     }
 
     /// Also needs the named whole INFO sections.

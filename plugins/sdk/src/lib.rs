@@ -1,4 +1,4 @@
-//! SDK for Lookout watchers: the `lookout:watcher@0.2.0` bindings, generated
+//! SDK for Lookout watchers: the `lookout:watcher@0.3.0` bindings, generated
 //! once here for every watcher, plus small helpers for reading INFO fields
 //! and settings, building manifests and events, keeping state between polls
 //! and writing native unit tests.
@@ -118,20 +118,25 @@ pub use wit_bindgen::rt as __rt;
 
 pub use bindings::exports::lookout::watcher::plugin::Guest;
 pub use bindings::lookout::watcher::types::{
-    Cadence, ConfigKey, Event, Field, InfoField, Level, Manifest, Needs, Setting, SlowlogEntry,
-    Snapshot, Value, ValueKind,
+    Cadence, Client, ConfigKey, Event, Field, InfoField, LatencySpike, Level, Manifest, Needs,
+    Probe, ProbeReading, Reading, Setting, SlowlogEntry, Snapshot, StreamGroup, StreamInfo, Value,
+    ValueKind,
 };
 
+mod counter;
 mod event;
 pub mod format;
 mod info;
+mod probes;
 mod settings;
 pub mod slowlog;
 mod state;
 pub mod testing;
 mod watch;
 
+pub use counter::{Change, Counter};
 pub use info::{InfoError, Keyspace};
+pub use probes::stream_keys;
 pub use settings::{Settings, invalid};
 pub use state::Slot;
 pub use watch::{Exported, Watch};
@@ -141,6 +146,6 @@ pub use watch::{Exported, Watch};
 /// Invoke it once, in the watcher crate ([`export!`] invokes it for a
 /// [`Watch`]). Gate it with
 /// `#[cfg(target_family = "wasm")]` if the crate is also built natively as a
-/// `cdylib`: the exported names (`lookout:watcher/plugin@0.2.0#observe`) are
+/// `cdylib`: the exported names (`lookout:watcher/plugin@0.3.0#observe`) are
 /// not valid symbols in a native shared library.
 pub use bindings::export_watcher;

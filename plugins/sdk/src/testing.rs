@@ -12,7 +12,10 @@
 //! assert_eq!(snap.info_u64("connected_clients"), Ok(3));
 //! ```
 
-use crate::{Event, InfoField, Setting, SlowlogEntry, Snapshot, Value};
+use crate::{
+    Event, InfoField, LatencySpike, Probe, ProbeReading, Reading, Setting, SlowlogEntry, Snapshot,
+    StreamGroup, Value,
+};
 
 /// Builds a [`Snapshot`] field by field.
 #[derive(Debug, Clone)]
@@ -36,6 +39,7 @@ impl SnapshotBuilder {
                 taken_at_ms: 0,
                 info: Vec::new(),
                 slowlog: None,
+                probes: Vec::new(),
             },
         }
     }
@@ -72,6 +76,41 @@ impl SnapshotBuilder {
         self
     }
 
+    /// Appends a probe reading (`key`: the stream key of an XINFO probe,
+    /// else empty).
+    #[must_use]
+    pub fn probe(mut self, probe: Probe, key: &str, reading: Reading) -> Self {
+        self.snapshot.probes.push(ProbeReading {
+            probe,
+            key: key.to_string(),
+            reading,
+        });
+        self
+    }
+
+    /// Appends a `LATENCY LATEST` reading.
+    #[must_use]
+    pub fn latency(self, spikes: Vec<LatencySpike>) -> Self {
+        self.probe(Probe::LatencyLatest, "", Reading::Latency(spikes))
+    }
+
+    /// Appends an `XINFO GROUPS` reading of stream `key` (the probe names
+    /// the setting `streams`).
+    #[must_use]
+    pub fn stream_groups(self, key: &str, groups: Vec<StreamGroup>) -> Self {
+        self.probe(
+            Probe::XinfoGroups("streams".to_string()),
+            key,
+            Reading::StreamGroups(groups),
+        )
+    }
+
+    /// Appends a reading of `probe` that is unavailable for `reason`.
+    #[must_use]
+    pub fn unavailable(self, probe: Probe, key: &str, reason: &str) -> Self {
+        self.probe(probe, key, Reading::Unavailable(reason.to_string()))
+    }
+
     /// The snapshot.
     pub fn build(self) -> Snapshot {
         self.snapshot
@@ -105,6 +144,34 @@ impl SlowlogEntry {
     pub fn started_at(mut self, secs: i64) -> Self {
         self.started_at = secs;
         self
+    }
+}
+
+impl LatencySpike {
+    /// A spike of `event` at `latest_at` (Unix seconds) of `latest_ms`,
+    /// with `max_ms` the worst so far.
+    pub fn new(event: &str, latest_at: i64, latest_ms: u64, max_ms: u64) -> Self {
+        LatencySpike {
+            event: event.to_string(),
+            latest_at,
+            latest_ms,
+            max_ms,
+        }
+    }
+}
+
+impl StreamGroup {
+    /// A group with `pending` unacknowledged entries and `lag` (`None`: a
+    /// server before Redis 7), one consumer, nothing delivered yet.
+    pub fn new(name: &str, pending: u64, lag: Option<u64>) -> Self {
+        StreamGroup {
+            name: name.to_string(),
+            consumers: 1,
+            pending,
+            last_delivered_id: "0-0".to_string(),
+            entries_read: lag.map(|_| 0),
+            lag,
+        }
     }
 }
 
