@@ -1,0 +1,1 @@
+//! The `evictions` watcher.
