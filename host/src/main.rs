@@ -135,6 +135,21 @@ struct RecordArgs {
     /// names, replication peers' addresses and file paths.
     #[arg(long)]
     redact: bool,
+    /// Also run the probes this watcher declares (repeatable); its
+    /// NAME.toml beside it and --lookout-config's [watchers.NAME] give
+    /// the settings that name stream keys.
+    #[arg(long = "watcher", value_name = "WASM")]
+    watchers: Vec<PathBuf>,
+    /// Keep only the INFO fields and sections the --watcher watchers
+    /// declare (and run_id), not all ~180.
+    #[arg(long, requires = "watchers")]
+    only_declared: bool,
+    /// The daemon's lookout.toml: its [watchers.NAME] settings apply.
+    #[arg(long, env = "LOOKOUT_CONFIG")]
+    lookout_config: Option<PathBuf>,
+    /// Compiled-watcher cache folder [default: $XDG_CACHE_HOME/lookout].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -460,12 +475,28 @@ fn record(args: RecordArgs) -> Result<()> {
         .redis
         .unwrap_or_else(|| lookout::config::DEFAULT_REDIS_URL.to_owned());
     lookout::config::check_url(&url)?;
+    let runtime = authoring_runtime()?;
+    let plan = if args.watchers.is_empty() {
+        lookout::authoring::record::Plan::default()
+    } else {
+        let overrides = Overrides {
+            cache_dir: args.cache_dir,
+            ..Overrides::default()
+        };
+        let settings = Settings::load(args.lookout_config.as_deref(), overrides)?;
+        runtime.block_on(lookout::authoring::record::Plan::for_watchers(
+            &args.watchers,
+            &settings,
+            args.only_declared,
+        ))?
+    };
     let mut out = std::io::stdout().lock();
-    authoring_runtime()?.block_on(lookout::authoring::record::record(
+    runtime.block_on(lookout::authoring::record::record(
         &url,
         args.polls,
         std::time::Duration::from_secs_f64(args.every),
         args.redact,
+        &plan,
         &mut out,
     ))
 }
@@ -487,11 +518,19 @@ fn test(args: TestArgs) -> Result<()> {
     for event in &events {
         writeln!(out, "{}", serde_json::to_string(event)?)?;
     }
-    if let Some(expected) = &args.expect
-        && let Some(diff) = lookout::authoring::replay::compare(&events, expected)?
-    {
-        anyhow::bail!(
-            "events differ from {} (- expected, + actual):\n{diff}",
+    if let Some(expected) = &args.expect {
+        if let Some(diff) = lookout::authoring::replay::compare(&events, expected)? {
+            anyhow::bail!(
+                "events differ from {} (- expected, + actual):\n{}",
+                expected.display(),
+                diff.trim_end()
+            );
+        }
+        let (n, s) = (events.len(), snapshots.len());
+        let (event, verb) = if n == 1 { ("", "es") } else { ("s", "") };
+        let plural = if s == 1 { "" } else { "s" };
+        eprintln!(
+            "ok: {n} event{event} match{verb} {} ({s} snapshot{plural})",
             expected.display()
         );
     }

@@ -1,7 +1,9 @@
 //! `lookout record`: snapshots of a real Redis as JSON lines, with every
-//! INFO field and the new SLOWLOG entries, optionally redacted; and reading
-//! them back for `lookout test`.
+//! INFO field (or only those some watchers declare), the new SLOWLOG
+//! entries and the probes those watchers declare, optionally redacted; and
+//! reading them back for `lookout test`.
 
+use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -9,8 +11,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::config::Settings;
 use crate::redis::conn::Conn;
+use crate::redis::declared::{Answer, Ask};
 use crate::redis::probe::{InfoField, Prober, Probes, SlowEntry, Snapshot};
+use crate::sandbox::Engine;
+use crate::watchers::load::load;
 
 /// One recorded snapshot: everything any watcher could ask for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,16 +30,67 @@ pub struct Recorded {
     pub info: Vec<(String, String, String)>,
     /// New SLOWLOG entries since the previous snapshot.
     pub slowlog: Vec<SlowEntry>,
+    /// Declared probes and what they read (absent from recordings made
+    /// without `--watcher`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<(Ask, Answer)>,
+}
+
+/// What `lookout record` asks for besides INFO and SLOWLOG, and what it
+/// keeps of INFO.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Declared probes to run.
+    pub asks: Vec<Ask>,
+    /// Keep only these INFO fields and sections (and `run_id`); `None`
+    /// keeps every field.
+    pub keep: Option<(HashSet<String>, HashSet<String>)>,
+}
+
+impl Plan {
+    /// The plan for `watchers`: the probes they declare and, with
+    /// `only_declared`, only the INFO fields and sections they read.
+    ///
+    /// # Errors
+    /// A watcher cannot be loaded or configured (its `NAME.toml` beside it
+    /// and `[watchers.NAME]` in `settings` apply).
+    pub async fn for_watchers(
+        watchers: &[std::path::PathBuf],
+        settings: &Settings,
+        only_declared: bool,
+    ) -> Result<Self> {
+        let engine = Engine::new(settings.cache_dir.as_deref())?;
+        let mut probes = Probes::default();
+        let (mut fields, mut sections) = (HashSet::new(), HashSet::new());
+        for path in watchers {
+            let loaded = load(&engine, path, settings).await?;
+            probes.merge(loaded.spec.probes());
+            let needs = &loaded.spec.manifest.needs;
+            fields.extend(needs.info_fields.iter().cloned());
+            sections.extend(needs.info_sections.iter().map(|s| s.to_ascii_lowercase()));
+        }
+        Ok(Self {
+            asks: probes.asks,
+            keep: only_declared.then_some((fields, sections)),
+        })
+    }
+
+    fn keeps(&self, field: &InfoField) -> bool {
+        self.keep.as_ref().is_none_or(|(fields, sections)| {
+            field.name == "run_id" || fields.contains(&field.name) || sections.contains(&*field.section)
+        })
+    }
 }
 
 impl Recorded {
-    fn from_snapshot(instance: &str, s: &Snapshot, redact: bool) -> Self {
+    fn from_snapshot(instance: &str, s: &Snapshot, redact: bool, plan: &Plan) -> Self {
         Self {
             instance: instance.to_owned(),
             taken_at_ms: s.taken_at_ms,
             info: s
                 .info
                 .iter()
+                .filter(|f| plan.keeps(f))
                 .map(|f| {
                     let value = if redact {
                         redact_info(&f.name, &f.value)
@@ -57,6 +114,19 @@ impl Recorded {
                     e
                 })
                 .collect(),
+            probes: s
+                .answers
+                .iter()
+                .map(|(ask, answer)| {
+                    let answer = match answer {
+                        Answer::Clients(lines) if redact => Answer::Clients(
+                            lines.iter().map(|l| redact_client(l)).collect(),
+                        ),
+                        other => other.clone(),
+                    };
+                    (ask.clone(), answer)
+                })
+                .collect(),
         }
     }
 
@@ -78,9 +148,21 @@ impl Recorded {
             probes: Probes {
                 info: true,
                 slowlog: true,
+                asks: self.probes.iter().map(|(ask, _)| ask.clone()).collect(),
             },
+            answers: self.probes.clone(),
         }
     }
+}
+
+/// `--redact` of a `CLIENT LIST` line: addresses and names become `?`.
+fn redact_client(line: &[(String, String)]) -> Vec<(String, String)> {
+    line.iter()
+        .map(|(k, v)| {
+            let hidden = matches!(k.as_str(), "addr" | "laddr" | "name" | "user");
+            (k.clone(), if hidden { "?".to_owned() } else { v.clone() })
+        })
+        .collect()
 }
 
 /// Keeps the command name, hides every argument.
@@ -134,6 +216,7 @@ pub async fn record(
     polls: u64,
     every: std::time::Duration,
     redact: bool,
+    plan: &Plan,
     out: &mut impl Write,
 ) -> Result<()> {
     let conn = Conn::new(
@@ -143,16 +226,22 @@ pub async fn record(
     )?;
     let instance = conn.instance.clone();
     let mut prober = Prober::new(conn, 128);
+    let mut asks = plan.asks.clone();
+    asks.sort();
+    asks.dedup();
     let all = Probes {
         info: true,
         slowlog: true,
+        asks,
     };
     for i in 0..polls {
         if i > 0 {
             tokio::time::sleep(every).await;
         }
-        let snapshot = prober.poll(all).await?;
-        let line = serde_json::to_string(&Recorded::from_snapshot(&instance, &snapshot, redact))?;
+        let snapshot = prober.poll(all.clone()).await?;
+        let line = serde_json::to_string(&Recorded::from_snapshot(
+            &instance, &snapshot, redact, plan,
+        ))?;
         writeln!(out, "{line}").context("writing snapshots")?;
     }
     out.flush().context("writing snapshots")?;
@@ -229,8 +318,11 @@ mod tests {
             }]),
             ..Snapshot::default()
         };
-        let line =
-            serde_json::to_string(&Recorded::from_snapshot("db:6379", &snapshot, true)).unwrap();
+        let plan = Plan::default();
+        let line = serde_json::to_string(&Recorded::from_snapshot(
+            "db:6379", &snapshot, true, &plan,
+        ))
+        .unwrap();
         for secret in [
             "/usr/bin",
             "/etc/redis",
@@ -253,8 +345,10 @@ mod tests {
         ] {
             assert!(line.contains(kept), "{kept} missing from {line}");
         }
-        let plain =
-            serde_json::to_string(&Recorded::from_snapshot("db:6379", &snapshot, false)).unwrap();
+        let plain = serde_json::to_string(&Recorded::from_snapshot(
+            "db:6379", &snapshot, false, &plan,
+        ))
+        .unwrap();
         assert!(plain.contains("billing-api") && plain.contains("10.9.8.7"));
     }
 }

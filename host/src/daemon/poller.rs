@@ -266,6 +266,7 @@ impl Poller {
         self.polls += 1;
         let probes = self
             .next_probes
+            .take()
             .unwrap_or_else(|| self.supervisor.plan(self.polls, Instant::now()));
         let snapshot = self.prober.poll(probes).await?;
         let mut notices: Vec<Emitted> = snapshot.notices.iter().map(|n| self.notice(n)).collect();

@@ -1,9 +1,10 @@
 //! Redis I/O: connections (lazy dial, timeouts, the redial-once rule),
-//! the probes that build a snapshot, backoff while a Redis is unreachable,
+//! the probes that build a snapshot (declared probes among them), backoff while a Redis is unreachable,
 //! redaction of passwords, and TLS.
 
 pub mod backoff;
 pub mod conn;
+pub mod declared;
 pub mod probe;
 pub mod redact;
 pub mod tls;

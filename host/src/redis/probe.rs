@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use redis::Value;
 
 use super::conn::{Conn, QueryError, is_own, text};
+use super::declared::{Answer, Ask};
 
 /// Entries asked for beyond what the newest id says, for entries logged
 /// between the two SLOWLOG reads.
@@ -63,6 +64,8 @@ pub struct Snapshot {
     pub slowlog: Option<Vec<SlowEntry>>,
     /// The probes that ran.
     pub probes: Probes,
+    /// What each declared probe in `probes.asks` read, in the same order.
+    pub answers: Vec<(Ask, Answer)>,
     /// What the host should say about this poll's probes.
     pub notices: Vec<Notice>,
 }
@@ -85,12 +88,37 @@ pub enum Notice {
 }
 
 /// Which probes a poll runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Probes {
     /// Run INFO.
     pub info: bool,
     /// Run SLOWLOG (implies INFO, for `run_id`).
     pub slowlog: bool,
+    /// Declared probes, sorted, each once.
+    pub asks: Vec<Ask>,
+}
+
+impl Probes {
+    /// Adds what `other` runs.
+    pub fn merge(&mut self, other: &Probes) {
+        self.info |= other.info;
+        self.slowlog |= other.slowlog;
+        for ask in &other.asks {
+            if let Err(at) = self.asks.binary_search(ask) {
+                self.asks.insert(at, ask.clone());
+            }
+        }
+    }
+
+    /// Whether everything `needs` runs is run here.
+    pub fn covers(&self, needs: &Probes) -> bool {
+        (self.info || !needs.info)
+            && (self.slowlog || !needs.slowlog)
+            && needs
+                .asks
+                .iter()
+                .all(|a| self.asks.binary_search(a).is_ok())
+    }
 }
 
 /// Why a poll failed; decides between backoff and a short retry.
@@ -224,6 +252,7 @@ impl Prober {
         let probes = Probes {
             info: probes.info || probes.slowlog,
             slowlog: probes.slowlog && !refused,
+            asks: probes.asks,
         };
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
@@ -241,6 +270,7 @@ impl Prober {
         if probes.slowlog {
             pipe.cmd("SLOWLOG").arg("GET").arg(1);
         }
+        let asked: Vec<usize> = probes.asks.iter().map(|a| a.add_to(&mut pipe)).collect();
         let replies = self
             .conn
             .query(&pipe)
@@ -252,12 +282,24 @@ impl Prober {
         let taken_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut at = 1 + usize::from(probes.info) + usize::from(probes.slowlog);
+        let answers = probes
+            .asks
+            .iter()
+            .zip(&asked)
+            .map(|(ask, n)| {
+                let replies = replies.get(at..at + n).unwrap_or_default();
+                at += n;
+                (ask.clone(), ask.answer(replies))
+            })
+            .collect();
         let mut snapshot = Snapshot {
             taken_at_ms,
             probes,
+            answers,
             ..Snapshot::default()
         };
-        if probes.info {
+        if snapshot.probes.info {
             if let Some(Value::ServerError(e)) = replies.get(1) {
                 if sections.is_some() {
                     // Refused, perhaps by an older server after a restart:
@@ -283,7 +325,7 @@ impl Prober {
                 });
             }
         }
-        if probes.slowlog {
+        if snapshot.probes.slowlog {
             match replies.get(2) {
                 Some(Value::ServerError(e)) if e.code() == "NOPERM" => {
                     let first = self

@@ -10,10 +10,10 @@ use wasmtime::component::{Component, Linker};
 
 use super::store::HostState;
 
-/// Generated bindings of the `lookout:watcher` world; the one place the
-/// host reads the WIT package. Exports are called asynchronously so that a
-/// call can be abandoned at its deadline wherever it is, host calls
-/// included.
+/// Generated bindings of the `lookout:watcher` world; with [`legacy`], the
+/// one place the host reads the WIT package. Exports are called
+/// asynchronously so that a call can be abandoned at its deadline wherever
+/// it is, host calls included.
 pub mod bindings {
     #![allow(missing_docs)]
     wasmtime::component::bindgen!({
@@ -23,18 +23,54 @@ pub mod bindings {
     });
 }
 
+/// Bindings of `lookout:watcher@0.2.0` (`wit/0.2.0`), so watchers built
+/// before declared probes keep loading; `super::legacy` converts between
+/// its types and the current ones.
+pub mod legacy {
+    #![allow(missing_docs)]
+    wasmtime::component::bindgen!({
+        path: "../wit/0.2.0",
+        world: "watcher",
+        exports: { default: async },
+    });
+}
+
 /// WIT package this host speaks.
 pub const PACKAGE: &str = "lookout:watcher";
 /// Version of [`PACKAGE`].
-pub const VERSION: &str = "0.2.0";
+pub const VERSION: &str = "0.3.0";
 /// The interface a watcher exports.
-pub const EXPORT: &str = "lookout:watcher/plugin@0.2.0";
+pub const EXPORT: &str = "lookout:watcher/plugin@0.3.0";
+/// Older versions of [`PACKAGE`] this host still loads.
+pub const LEGACY_VERSION: &str = "0.2.0";
+/// The interface a [`LEGACY_VERSION`] watcher exports.
+pub const LEGACY_EXPORT: &str = "lookout:watcher/plugin@0.2.0";
 
 /// A compiled, checked and pre-linked watcher component; cheap to clone and
 /// shared by every target's instances.
 #[derive(Clone)]
 pub struct Compiled {
-    pub(crate) pre: bindings::WatcherPre<HostState>,
+    pub(crate) pre: Pre,
+}
+
+/// A pre-linked component of either ABI version.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    /// Built for [`VERSION`].
+    Current(bindings::WatcherPre<HostState>),
+    /// Built for [`LEGACY_VERSION`].
+    Legacy(legacy::WatcherPre<HostState>),
+}
+
+impl Compiled {
+    /// The ABI version the watcher was built for.
+    #[must_use]
+    pub fn abi(&self) -> &'static str {
+        match self.pre {
+            Pre::Current(_) => VERSION,
+            Pre::Legacy(_) => LEGACY_VERSION,
+        }
+    }
 }
 
 /// The engine and linker shared by every watcher; cheap to clone (every
@@ -106,32 +142,42 @@ impl Engine {
         let bytes = read_checked(path, max_bytes)?;
         let component = Component::from_binary(&self.engine, &bytes)
             .map_err(|e| anyhow!("{shown}: not a valid WebAssembly component: {e:#}"))?;
-        self.check_world(&component)
+        let legacy = self
+            .check_world(&component)
             .with_context(|| format!("{shown}"))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| anyhow!("{shown}: cannot link: {e:#}"))?;
-        let pre =
-            bindings::WatcherPre::new(pre).map_err(|e| anyhow!("{shown}: cannot link: {e:#}"))?;
+        let link = |e: wasmtime::Error| anyhow!("{shown}: cannot link: {e:#}");
+        let pre = if legacy {
+            Pre::Legacy(legacy::WatcherPre::new(pre).map_err(link)?)
+        } else {
+            Pre::Current(bindings::WatcherPre::new(pre).map_err(link)?)
+        };
         Ok(Compiled { pre })
     }
 
-    fn check_world(&self, component: &Component) -> Result<()> {
+    /// Whether the component is a watcher of [`VERSION`] (`false`) or of
+    /// [`LEGACY_VERSION`] (`true`).
+    fn check_world(&self, component: &Component) -> Result<bool> {
         let ty = component.component_type();
         let exports: Vec<String> = ty
             .exports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
         if exports.iter().any(|e| e == EXPORT) {
-            return Ok(());
+            return Ok(false);
+        }
+        if exports.iter().any(|e| e == LEGACY_EXPORT) {
+            return Ok(true);
         }
         let prefix = "lookout:watcher/plugin@";
         if let Some(found) = exports.iter().find(|e| e.starts_with(prefix)) {
             let version = &found[prefix.len()..];
             bail!(
-                "built for {PACKAGE}@{version}, but this host speaks {PACKAGE}@{VERSION}; \
-                 rebuild the watcher against wit/ of this Lookout"
+                "built for {PACKAGE}@{version}, but this host speaks {PACKAGE}@{VERSION} \
+                 (and loads {LEGACY_VERSION}); rebuild the watcher against wit/ of this Lookout"
             );
         }
         let shown = if exports.is_empty() {

@@ -16,7 +16,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::WasiCtx;
 
 use super::engine::bindings::lookout::watcher::types as wit;
-use super::engine::{Compiled, Engine, bindings};
+use super::engine::{Compiled, Engine, Pre, bindings, legacy};
 use super::limits::WatcherLimits;
 use super::stdio::LogPipe;
 use super::store::{HostState, Limiter};
@@ -49,8 +49,14 @@ async fn until<T>(deadline: Instant, call: impl Future<Output = T>) -> Option<T>
 /// One live instance of a watcher component.
 pub struct Instance {
     store: Store<HostState>,
-    bindings: bindings::Watcher,
+    bindings: Live,
     deadline: Duration,
+}
+
+/// The exports of an instance of either ABI version.
+enum Live {
+    Current(bindings::Watcher),
+    Legacy(legacy::Watcher),
 }
 
 impl Instance {
@@ -90,7 +96,14 @@ impl Instance {
         fuel(&mut store).map_err(|e| Trap::Other(format!("{e:#}")))?;
         let deadline = limits.call_deadline;
         let at = Instant::now() + deadline;
-        let built = until(at, compiled.pre.instantiate_async(&mut store)).await;
+        let built = match &compiled.pre {
+            Pre::Current(pre) => until(at, pre.instantiate_async(&mut store))
+                .await
+                .map(|r| r.map(Live::Current)),
+            Pre::Legacy(pre) => until(at, pre.instantiate_async(&mut store))
+                .await
+                .map(|r| r.map(Live::Legacy)),
+        };
         match built {
             None => Err(Trap::Deadline(deadline)),
             Some(Ok(bindings)) => Ok(Self {
@@ -128,8 +141,18 @@ impl Instance {
     /// The watcher trapped or overran its deadline.
     pub async fn describe(&mut self) -> Result<wit::Manifest, Trap> {
         let at = self.refuel();
-        let plugin = self.bindings.lookout_watcher_plugin();
-        let result = until(at, plugin.call_describe(&mut self.store)).await;
+        let result = match &self.bindings {
+            Live::Current(live) => {
+                let plugin = live.lookout_watcher_plugin();
+                until(at, plugin.call_describe(&mut self.store)).await
+            }
+            Live::Legacy(live) => {
+                let plugin = live.lookout_watcher_plugin();
+                until(at, plugin.call_describe(&mut self.store))
+                    .await
+                    .map(|r| r.map(super::legacy::manifest))
+            }
+        };
         self.settle(result)
     }
 
@@ -143,8 +166,17 @@ impl Instance {
         settings: &[wit::Setting],
     ) -> Result<Result<(), String>, Trap> {
         let at = self.refuel();
-        let plugin = self.bindings.lookout_watcher_plugin();
-        let result = until(at, plugin.call_configure(&mut self.store, settings)).await;
+        let result = match &self.bindings {
+            Live::Current(live) => {
+                let plugin = live.lookout_watcher_plugin();
+                until(at, plugin.call_configure(&mut self.store, settings)).await
+            }
+            Live::Legacy(live) => {
+                let plugin = live.lookout_watcher_plugin();
+                let settings: Vec<_> = settings.iter().map(super::legacy::setting).collect();
+                until(at, plugin.call_configure(&mut self.store, &settings)).await
+            }
+        };
         Ok(self.settle(result)?.map_err(|reason| clip(&reason)))
     }
 
@@ -154,8 +186,19 @@ impl Instance {
     /// The watcher trapped or overran its deadline.
     pub async fn observe(&mut self, snapshot: &wit::Snapshot) -> Result<Vec<wit::Event>, Trap> {
         let at = self.refuel();
-        let plugin = self.bindings.lookout_watcher_plugin();
-        let result = until(at, plugin.call_observe(&mut self.store, snapshot)).await;
+        let result = match &self.bindings {
+            Live::Current(live) => {
+                let plugin = live.lookout_watcher_plugin();
+                until(at, plugin.call_observe(&mut self.store, snapshot)).await
+            }
+            Live::Legacy(live) => {
+                let plugin = live.lookout_watcher_plugin();
+                let snapshot = super::legacy::snapshot(snapshot);
+                until(at, plugin.call_observe(&mut self.store, &snapshot))
+                    .await
+                    .map(|r| r.map(|events| events.into_iter().map(super::legacy::event).collect()))
+            }
+        };
         self.settle(result)
     }
 }

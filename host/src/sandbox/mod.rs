@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod instance;
+mod legacy;
 pub mod limits;
 pub mod output;
 pub mod stdio;

@@ -11,7 +11,8 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::settings::{Layer, read_side_file, resolve};
 use crate::config::Settings;
-use crate::redis::probe::{Probes, SlowEntry, Snapshot};
+use crate::redis::declared::{Ask, INFO_SECTIONS};
+use crate::redis::probe::Probes;
 use crate::sandbox::limits::{Cadence, WatcherLimits};
 use crate::sandbox::{Compiled, Engine, Instance, Trap, wit};
 
@@ -31,8 +32,13 @@ pub struct Spec {
     /// watcher only when this changes.
     pub fingerprint: u64,
     compiled: Compiled,
-    info_fields: HashSet<String>,
-    info_sections: HashSet<String>,
+    pub(super) info_fields: HashSet<String>,
+    pub(super) info_sections: HashSet<String>,
+    /// Each declared probe with the probes it runs (one per stream key for
+    /// XINFO probes), in the order declared.
+    pub(super) declared: Vec<(wit::Probe, Vec<Ask>)>,
+    /// Everything it needs run, precomputed for each poll's plan.
+    needs: Probes,
 }
 
 /// A freshly loaded watcher with the instance that was described and
@@ -126,6 +132,7 @@ pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<L
         });
     }
     let resolved = resolve(&manifest, &layers)?;
+    let declared = declared_probes(&manifest, &resolved).map_err(|e| anyhow!("{shown}: {e}"))?;
     match instance.configure(&resolved).await {
         Ok(Ok(())) => {}
         Ok(Err(reason)) => bail!("{shown}: watcher {name} rejected its settings: {reason}"),
@@ -139,6 +146,14 @@ pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<L
         .iter()
         .map(|s| s.to_ascii_lowercase())
         .collect();
+    let mut asks: Vec<Ask> = declared.iter().flat_map(|(_, a)| a.iter().cloned()).collect();
+    asks.sort();
+    asks.dedup();
+    let needs = Probes {
+        info: !(manifest.needs.info_fields.is_empty() && manifest.needs.info_sections.is_empty()),
+        slowlog: manifest.needs.slowlog,
+        asks,
+    };
     let spec = Spec {
         name,
         file: path.to_path_buf(),
@@ -149,6 +164,8 @@ pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<L
         compiled,
         info_fields,
         info_sections,
+        declared,
+        needs,
     };
     Ok(Loaded {
         spec: std::sync::Arc::new(spec),
@@ -170,6 +187,11 @@ pub const MAX_CONFIG_KEYS: usize = 64;
 /// Most INFO fields and sections a watcher declares (together), and the
 /// longest of their names, bytes.
 pub const MAX_NEEDS: (usize, usize) = (256, 128);
+/// Most probes a watcher declares.
+pub const MAX_PROBES: usize = 16;
+/// Most stream keys one XINFO probe's setting lists, and the longest key,
+/// bytes.
+pub const MAX_STREAM_KEYS: (usize, usize) = (64, 1024);
 /// Largest declared cadence: every this many polls, or this many ms.
 pub const MAX_CADENCE: (u32, u64) = (1_000_000, 604_800_000);
 
@@ -275,6 +297,7 @@ pub fn check_manifest(m: &wit::Manifest) -> Result<()> {
     for name in needs.info_fields.iter().chain(&needs.info_sections) {
         check_len("INFO field or section", name, longest)?;
     }
+    check_probes(m)?;
     let (polls, ms) = MAX_CADENCE;
     match m.cadence {
         wit::Cadence::EveryPolls(n) if n == 0 || n > polls => {
@@ -288,14 +311,128 @@ pub fn check_manifest(m: &wit::Manifest) -> Result<()> {
     Ok(())
 }
 
+/// A probe as the WIT writes it, for messages.
+fn shown(probe: &wit::Probe) -> String {
+    match probe {
+        wit::Probe::LatencyLatest => "latency-latest".to_owned(),
+        wit::Probe::InfoSection(s) => format!("info-section({s:?})"),
+        wit::Probe::XinfoGroups(s) => format!("xinfo-groups({s:?})"),
+        wit::Probe::XinfoStream(s) => format!("xinfo-stream({s:?})"),
+        wit::Probe::ClientList => "client-list".to_owned(),
+        wit::Probe::ClusterInfo => "cluster-info".to_owned(),
+    }
+}
+
+/// Checks the declared probes against the allow-list: a known INFO
+/// section, an XINFO probe naming a declared text setting, no repeats.
+fn check_probes(m: &wit::Manifest) -> Result<()> {
+    let probes = &m.needs.probes;
+    if probes.len() > MAX_PROBES {
+        bail!("{} probes declared, over the cap of {MAX_PROBES}", probes.len());
+    }
+    for (i, probe) in probes.iter().enumerate() {
+        if probes[..i].iter().any(|p| shown(p) == shown(probe)) {
+            bail!("probe {} is declared twice", shown(probe));
+        }
+        match probe {
+            wit::Probe::InfoSection(section)
+                if !INFO_SECTIONS.contains(&section.to_ascii_lowercase().as_str()) =>
+            {
+                check_len("INFO section", section, MAX_NEEDS.1)?;
+                bail!(
+                    "probe {} is not allowed: expected one of {}; sections of the default \
+                     INFO are declared in `info-sections`",
+                    shown(probe),
+                    INFO_SECTIONS.join(", ")
+                );
+            }
+            wit::Probe::XinfoGroups(setting) | wit::Probe::XinfoStream(setting) => {
+                let declared = m
+                    .config
+                    .iter()
+                    .find(|k| k.name == *setting)
+                    .map(|k| k.kind);
+                if declared != Some(wit::ValueKind::Text) {
+                    bail!(
+                        "probe {} names no text setting: declare a text config key `{}` that \
+                         lists the stream keys",
+                        shown(probe),
+                        preview(setting).trim_matches('"')
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The probes each declared probe runs, with XINFO stream keys read from
+/// the resolved settings.
+///
+/// # Errors
+/// A setting lists more keys than [`MAX_STREAM_KEYS`] allows, or too long
+/// a key.
+fn declared_probes(
+    m: &wit::Manifest,
+    settings: &[wit::Setting],
+) -> Result<Vec<(wit::Probe, Vec<Ask>)>> {
+    let keys = |setting: &str| -> Result<Vec<String>> {
+        let text = settings
+            .iter()
+            .find(|s| s.name == setting)
+            .and_then(|s| match &s.value {
+                wit::Value::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let keys: Vec<String> = text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let (most, longest) = MAX_STREAM_KEYS;
+        if keys.len() > most {
+            bail!(
+                "setting `{setting}` lists {} stream keys, over the cap of {most}",
+                keys.len()
+            );
+        }
+        if let Some(long) = keys.iter().find(|k| k.len() > longest) {
+            bail!(
+                "setting `{setting}`: stream key {} is {} bytes, over the cap of {longest}",
+                preview(long),
+                long.len()
+            );
+        }
+        Ok(keys)
+    };
+    m.needs
+        .probes
+        .iter()
+        .map(|probe| {
+            let asks = match probe {
+                wit::Probe::LatencyLatest => vec![Ask::LatencyLatest],
+                wit::Probe::InfoSection(s) => vec![Ask::InfoSection(s.to_ascii_lowercase())],
+                wit::Probe::XinfoGroups(s) => keys(s)?.into_iter().map(Ask::XinfoGroups).collect(),
+                wit::Probe::XinfoStream(s) => keys(s)?.into_iter().map(Ask::XinfoStream).collect(),
+                wit::Probe::ClientList => vec![Ask::ClientList],
+                wit::Probe::ClusterInfo => vec![Ask::ClusterInfo],
+            };
+            Ok((probe.clone(), asks))
+        })
+        .collect()
+}
+
 impl Spec {
     /// Probes this watcher needs.
-    pub fn probes(&self) -> Probes {
-        let needs = &self.manifest.needs;
-        Probes {
-            info: !(needs.info_fields.is_empty() && needs.info_sections.is_empty()),
-            slowlog: needs.slowlog,
-        }
+    pub fn probes(&self) -> &Probes {
+        &self.needs
+    }
+
+    /// The ABI version its component was built for.
+    pub fn abi(&self) -> &'static str {
+        self.compiled.abi()
     }
 
     /// How often it runs: the operator's override, else what the watcher
@@ -320,59 +457,6 @@ impl Spec {
             Err(reason) => Err(Trap::Other(format!("rejected its settings: {reason}"))),
         }
     }
-
-    /// The part of `snapshot` this watcher declared, for `instance`.
-    pub fn view(&self, instance: &str, snapshot: &Snapshot) -> wit::Snapshot {
-        self.view_with(
-            instance,
-            snapshot,
-            snapshot.slowlog.as_deref().map(<[SlowEntry]>::iter),
-        )
-    }
-
-    /// The part of `snapshot` this watcher declared, for `instance`, with
-    /// `slowlog` as its SLOWLOG entries (those not yet handed to it).
-    pub fn view_with<'a>(
-        &self,
-        instance: &str,
-        snapshot: &Snapshot,
-        slowlog: Option<impl Iterator<Item = &'a SlowEntry>>,
-    ) -> wit::Snapshot {
-        let info = snapshot
-            .info
-            .iter()
-            .filter(|f| {
-                self.info_fields.contains(&f.name) || self.info_sections.contains(&*f.section)
-            })
-            .map(|f| wit::InfoField {
-                section: f.section.to_string(),
-                name: f.name.clone(),
-                value: f.value.clone(),
-            })
-            .collect();
-        let slowlog = if self.manifest.needs.slowlog {
-            slowlog.map(|entries| {
-                entries
-                    .map(|e| wit::SlowlogEntry {
-                        id: e.id,
-                        started_at: e.started_at,
-                        duration_us: e.duration_us,
-                        args: e.args.clone(),
-                        client_addr: e.client_addr.clone(),
-                        client_name: e.client_name.clone(),
-                    })
-                    .collect()
-            })
-        } else {
-            None
-        };
-        wit::Snapshot {
-            instance: instance.to_owned(),
-            taken_at_ms: snapshot.taken_at_ms,
-            info,
-            slowlog,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -394,6 +478,7 @@ mod tests {
                 info_fields: vec!["connected_clients".into()],
                 info_sections: vec![],
                 slowlog: false,
+                probes: vec![],
             },
             cadence: wit::Cadence::EveryPoll,
         }
@@ -427,6 +512,21 @@ mod tests {
         );
         assert!(refused(|m| m.needs.info_fields = vec![String::new(); 300]).contains("INFO"));
         assert!(refused(|m| m.cadence = wit::Cadence::IntervalMs(u64::MAX)).contains("cadence"));
+        assert!(
+            refused(|m| m.needs.probes = vec![wit::Probe::InfoSection("memory".into())])
+                .contains("info-sections")
+        );
+        assert!(
+            refused(|m| m.needs.probes = vec![wit::Probe::XinfoGroups("threshold".into())])
+                .contains("names no text setting")
+        );
+        assert!(
+            refused(|m| m.needs.probes = vec![wit::Probe::ClientList, wit::Probe::ClientList])
+                .contains("twice")
+        );
+        assert!(
+            refused(|m| m.needs.probes = vec![wit::Probe::ClusterInfo; 20]).contains("cap of 16")
+        );
         assert!(refused(|m| m.cadence = wit::Cadence::EveryPolls(0)).contains("cadence"));
         check_manifest(&wit::Manifest {
             name: "hit_ratio-2".into(),

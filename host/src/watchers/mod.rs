@@ -6,3 +6,4 @@ pub mod load;
 pub mod reload;
 pub mod settings;
 pub mod supervisor;
+mod view;

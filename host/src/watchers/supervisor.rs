@@ -205,12 +205,9 @@ impl Supervisor {
         self.slots
             .iter()
             .filter(|s| Self::due(s, poll, now))
-            .fold(Probes::default(), |acc, s| {
-                let p = s.spec.probes();
-                Probes {
-                    info: acc.info || p.info,
-                    slowlog: acc.slowlog || p.slowlog,
-                }
+            .fold(Probes::default(), |mut acc, s| {
+                acc.merge(s.spec.probes());
+                acc
             })
     }
 
@@ -226,7 +223,7 @@ impl Supervisor {
     ) -> (Vec<Emitted>, Probes) {
         let now = Instant::now();
         let mut out = Vec::new();
-        let have = snapshot.probes;
+        let have = &snapshot.probes;
         let read = snapshot
             .slowlog
             .as_ref()
@@ -234,12 +231,12 @@ impl Supervisor {
             .map(|entries| Arc::new(entries.clone()));
         for slot in &mut self.slots {
             let needs = slot.spec.probes();
+            let covered = have.covers(needs);
             if let Some(read) = &read
                 && needs.slowlog
             {
                 out.extend(slot.keep(read));
             }
-            let covered = (have.info || !needs.info) && (have.slowlog || !needs.slowlog);
             // Not covered: the plan missed it (cadence by time); next poll.
             if !covered || !Self::due(slot, poll, now) {
                 continue;
