@@ -360,9 +360,8 @@ mod tests {
 
     #[test]
     fn refusals_and_missing_sections_are_unavailable() {
-        let err = Value::ServerError(redis::ServerError::from(
-            redis::ServerErrorKind::ResponseError
-        ));
+        let err = redis::parse_redis_value(b"-ERR This instance has cluster support disabled\r\n")
+            .unwrap();
         let Answer::Unavailable(why) = Ask::ClusterInfo.answer(&[err]) else {
             panic!("unavailable")
         };

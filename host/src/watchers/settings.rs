@@ -142,6 +142,7 @@ mod tests {
                 info_fields: vec![],
                 info_sections: vec![],
                 slowlog: false,
+                probes: vec![],
             },
             cadence: Cadence::EveryPoll,
         }
