@@ -21,7 +21,14 @@ pub async fn check(path: &Path, settings: &Settings) -> Result<String> {
     let watcher = load(&engine, path, settings).await?.spec;
     let m = &watcher.manifest;
     let mut out = String::new();
-    let _ = writeln!(out, "{} {} ({})", m.name, m.version, path.display());
+    let _ = writeln!(
+        out,
+        "{} {} ({}, built for lookout:watcher@{})",
+        m.name,
+        m.version,
+        path.display(),
+        watcher.abi()
+    );
     let _ = writeln!(out, "  signal: {}", m.description);
     let _ = writeln!(out, "  config:");
     for key in &m.config {
@@ -42,6 +49,13 @@ pub async fn check(path: &Path, settings: &Settings) -> Result<String> {
         "  reads SLOWLOG: {}",
         if needs.slowlog { "yes" } else { "no" }
     );
+    let probes: Vec<String> = watcher
+        .probes()
+        .asks
+        .iter()
+        .map(crate::redis::declared::Ask::command)
+        .collect();
+    let _ = writeln!(out, "  runs probes: {}", list(&probes));
     let _ = writeln!(out, "  runs: {}", cadence(watcher.cadence()));
     let _ = writeln!(out, "ok: configured");
     Ok(out)
