@@ -22,7 +22,7 @@ pub fn repo() -> PathBuf {
 /// The folder of built watchers; fails loudly when they were not built.
 pub fn plugins_dir() -> PathBuf {
     let dir = repo().join("plugins");
-    for name in BUNDLED {
+    for name in ALL_WATCHERS {
         let wasm = dir.join(format!("{name}.wasm"));
         assert!(
             wasm.is_file(),
@@ -56,8 +56,21 @@ pub fn fixture(name: &str) -> PathBuf {
     wasm
 }
 
-/// The bundled watchers.
+/// The bundled watchers of the first release (INFO and SLOWLOG only).
 pub const BUNDLED: [&str; 3] = ["slowlog", "client-delta", "memory-pressure"];
+
+/// Every bundled watcher, those reading declared probes included.
+pub const ALL_WATCHERS: [&str; 9] = [
+    "slowlog",
+    "client-delta",
+    "memory-pressure",
+    "stream-lag",
+    "latency",
+    "replication",
+    "persistence",
+    "evictions",
+    "rules",
+];
 
 /// A plugins folder in `tmp` holding copies of the bundled watchers only
 /// (whatever else `plugins/` holds, such as `make plugins-extra` output).

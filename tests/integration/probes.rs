@@ -1,0 +1,150 @@
+//! Declared probes (ABI 0.3) in the daemon: a watcher built for 0.2.0
+//! still loads and reports beside 0.3.0 ones, and the stream-lag and
+//! latency watchers, beside every other bundled watcher, see a real Redis
+//! driven into their conditions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{
+    ALL_WATCHERS, Lookout, Redis, by_target, lookout_cmd, plugins_with, repo, run_to_end,
+    wait_for,
+};
+
+/// `lookout run` of `redis` every 0.2 s with `plugins` and the config
+/// `text`, publishing to `bus`.
+fn start(redis: &Redis, bus: &Redis, plugins: &Path, tmp: &Path, text: &str) -> Lookout {
+    let config = tmp.join("lookout.toml");
+    std::fs::write(&config, format!("[publish]\nurl = '{}'\n{text}", bus.url())).unwrap();
+    let mut cmd = lookout_cmd(tmp);
+    cmd.args(["run", "--poll-interval", "0.2", "--config"])
+        .arg(&config)
+        .arg("--plugins")
+        .arg(plugins);
+    cmd.env("REDIS_URL", redis.url());
+    Lookout::spawn(cmd)
+}
+
+/// The first event of `target` on `bus` that `matches`, waited for.
+fn event(bus: &Redis, target: &str, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    wait_for(what, Duration::from_secs(30), || {
+        by_target(&bus.stream("logs:stream:redis"), target)
+            .into_iter()
+            .find(|e| matches(e))
+    })
+}
+
+fn run(redis: &Redis, args: &[&str]) {
+    let mut conn = redis.conn();
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.exec(&mut conn).unwrap();
+}
+
+/// memory-pressure as built for lookout:watcher@0.2.0 (before declared
+/// probes) loads unchanged beside watchers built for 0.3.0 and reports.
+#[test]
+fn a_watcher_built_for_0_2_0_still_loads_and_reports() {
+    let old = repo().join("tests/fixtures/abi-0.2.0/memory-pressure.wasm");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut check = lookout_cmd(tmp.path());
+    check.arg("check").arg(&old);
+    let (status, out, err) = run_to_end(check, Duration::from_secs(60));
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("built for lookout:watcher@0.2.0"), "{out}");
+    assert!(out.contains("runs probes: none"), "{out}");
+
+    let redis = Redis::start(&["--maxmemory", "1mb"]);
+    let bus = Redis::start(&[]);
+    let plugins = plugins_with(tmp.path(), &["client-delta", "latency"], &[]);
+    std::fs::copy(&old, plugins.join("memory-pressure.wasm")).unwrap();
+    let mut lookout = start(&redis, &bus, &plugins, tmp.path(), "");
+    let entered = event(&bus, "memory-pressure", "the 0.2.0 watcher's event", |e| {
+        e["fields"]["state"] == "entered"
+    });
+    assert_eq!(entered["level"], "warn");
+    assert_eq!(entered["fields"]["maxmemory"], 1024 * 1024);
+    // The 0.3.0 watcher beside it gets its probe.
+    event(&bus, "latency", "the latency watcher's first word", |e| {
+        e["fields"]["state"] == "entered"
+    });
+    assert!(lookout.terminate().success());
+}
+
+/// stream-lag and latency, with every other bundled watcher loaded: lag
+/// over the limit is reported once and its recovery once; latency says
+/// once that the monitor is off, then reports a real spike.
+#[test]
+fn stream_lag_and_latency_see_their_conditions() {
+    let redis = Redis::start(&[
+        "--enable-debug-command",
+        "yes",
+        "--latency-monitor-threshold",
+        "0",
+    ]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &ALL_WATCHERS, &[]);
+    run(&redis, &["XADD", "jobs", "*", "n", "0"]);
+    run(&redis, &["XGROUP", "CREATE", "jobs", "workers", "$"]);
+    let mut lookout = start(
+        &redis,
+        &bus,
+        &plugins,
+        tmp.path(),
+        "[watchers.stream-lag]\nstreams = 'jobs, missing'\nmax_lag = 5\ngrowing_polls = 0\n\
+         [watchers.latency]\nthreshold_ms = 20\n",
+    );
+    let off = event(&bus, "latency", "latency saying it sees nothing", |e| {
+        e["fields"]["state"] == "entered"
+    });
+    assert!(
+        off["msg"]
+            .as_str()
+            .unwrap()
+            .contains("latency-monitor-threshold is 0"),
+        "{off}"
+    );
+    let missing = event(&bus, "stream-lag", "the missing stream reported", |e| {
+        e["fields"]["stream"] == "missing"
+    });
+    assert!(missing["msg"].as_str().unwrap().contains("no such key"), "{missing}");
+
+    for n in 1..=10 {
+        run(&redis, &["XADD", "jobs", "*", "n", &n.to_string()]);
+    }
+    let over = event(&bus, "stream-lag", "lag over max_lag", |e| {
+        e["fields"]["stream"] == "jobs" && e["fields"]["state"] == "entered"
+    });
+    assert_eq!(over["level"], "warn");
+    assert_eq!(over["fields"]["lag"], 10);
+    assert_eq!(over["fields"]["measure"], "lag");
+    run(
+        &redis,
+        &["XREADGROUP", "GROUP", "workers", "c1", "STREAMS", "jobs", ">"],
+    );
+    let back = event(&bus, "stream-lag", "lag back under max_lag", |e| {
+        e["fields"]["stream"] == "jobs" && e["fields"]["state"] == "left"
+    });
+    assert_eq!(back["level"], "info");
+    assert_eq!(back["fields"]["lag"], 0);
+
+    run(&redis, &["CONFIG", "SET", "latency-monitor-threshold", "10"]);
+    run(&redis, &["DEBUG", "SLEEP", "0.05"]);
+    let spike = event(&bus, "latency", "a latency spike", |e| {
+        e["level"] == "warn"
+    });
+    assert_eq!(spike["fields"]["event"], "command");
+    assert!(spike["fields"]["latest_ms"].as_i64().unwrap() >= 50, "{spike}");
+
+    let lag_events: Vec<Value> = by_target(&bus.stream("logs:stream:redis"), "stream-lag")
+        .into_iter()
+        .filter(|e| e["fields"]["stream"] == "jobs")
+        .collect();
+    assert_eq!(lag_events.len(), 2, "one event per transition: {lag_events:?}");
+    assert!(lookout.terminate().success());
+}
