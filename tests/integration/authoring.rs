@@ -55,7 +55,14 @@ fn record_then_test_a_watcher_offline() {
     std::fs::write(&expected, &events).unwrap();
     let (status, _, err) = test(&["--expect", expected.to_str().unwrap()]);
     assert!(status.success(), "{err}");
+    let n = events.lines().count();
+    assert!(
+        err.contains(&format!("ok: {n} event")) && err.contains("(2 snapshots)"),
+        "{err}"
+    );
 
+    // Shorter arguments: the same events with another message, so each is
+    // reported as changed rather than as missing plus extra.
     let (status, _, err) = test(&[
         "--set",
         "max_arg_len=1",
@@ -64,9 +71,84 @@ fn record_then_test_a_watcher_offline() {
     ]);
     assert!(!status.success());
     assert!(
-        err.contains("events differ") && err.contains("- {") && err.contains("+ {"),
+        err.contains("events differ")
+            && err.contains("0 missing, 0 extra, ")
+            && err.contains("changed at snapshot ")
+            && err.contains("- {")
+            && err.contains("+ {"),
         "{err}"
     );
+}
+
+/// `--expect` aligns the events: one event missing from the middle of the
+/// golden run, or one more than expected, is reported alone, not as every
+/// later event changed.
+#[test]
+fn expect_reports_only_the_event_that_differs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = crate::support::repo().join("tests/golden");
+    let lines: Vec<String> = std::fs::read_to_string(golden.join("client-delta.expected.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    let test = |expected: &[String]| {
+        let path = tmp.path().join("expected.jsonl");
+        std::fs::write(&path, expected.join("\n") + "\n").unwrap();
+        let mut cmd = lookout_cmd(tmp.path());
+        cmd.arg("test")
+            .arg(crate::support::repo().join("plugins/client-delta.wasm"))
+            .arg("--snapshots")
+            .arg(golden.join("snapshots.jsonl"))
+            .arg("--expect")
+            .arg(&path);
+        run_to_end(cmd, Duration::from_secs(120))
+    };
+    let count = lines.len();
+
+    let (status, _, err) = test(&lines);
+    assert!(status.success(), "{err}");
+    assert!(err.contains(&format!("ok: {count} events match")), "{err}");
+
+    // Expected twice, produced once: one missing event, nothing else.
+    let mut doubled = lines.clone();
+    doubled.insert(1, lines[0].clone());
+    let (status, _, err) = test(&doubled);
+    assert!(!status.success());
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let at = &first["snapshot"];
+    assert!(
+        err.contains(&format!(
+            "0 extra, 0 changed of {} expected events\nmissing at snapshot {at}:\n- {}",
+            count + 1,
+            lines[0]
+        )) && err.contains("1 missing, "),
+        "{err}"
+    );
+    assert_eq!(err.matches("\n- ").count(), 1, "{err}");
+    assert!(!err.contains("\n+ "), "{err}");
+
+    // One line removed from the expected file: one extra event.
+    let mut fewer = lines.clone();
+    let removed = fewer.remove(0);
+    let (status, _, err) = test(&fewer);
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!(
+            "0 missing, 1 extra, 0 changed of {}\n",
+            if count == 2 {
+                "1 expected event".to_owned()
+            } else {
+                format!("{} expected events", count - 1)
+            }
+        )) && err.contains(&format!(
+            "extra at snapshot {}:\n+ {removed}",
+            first["snapshot"]
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches("\n+ ").count(), 1, "{err}");
 }
 
 /// The shell blocks of README.md marked `<!-- tutorial -->`, in order.
