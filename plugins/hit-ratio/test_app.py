@@ -29,7 +29,7 @@ def snapshot(hits, misses, run_id="abc"):
         t.InfoField("stats", "keyspace_misses", str(misses)),
         t.InfoField("server", "run_id", run_id),
     ]
-    return t.Snapshot("127.0.0.1:6379", 0, fields, None)
+    return t.Snapshot("127.0.0.1:6379", 0, fields, None, [])
 
 
 @unittest.skipIf(app is None, "no bindings: run build.sh first")
@@ -42,7 +42,7 @@ class AppTest(unittest.TestCase):
         m = self.plugin.describe()
         self.assertEqual((m.name, m.version), ("hit-ratio", "0.1.0"))
         self.assertEqual(
-            m.needs, t.Needs(["keyspace_hits", "keyspace_misses", "run_id"], [], False)
+            m.needs, t.Needs(["keyspace_hits", "keyspace_misses", "run_id"], [], False, [])
         )
         self.assertEqual(m.cadence, t.Cadence_EveryPoll())
         self.assertEqual(
