@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Records tests/golden/persistence.snapshots.jsonl from a real redis-server:
+#   baseline     100 keys, saved: nothing unsaved
+#   save failed  5 keys written, `dir` set to a directory then deleted:
+#                BGSAVE fails (rdb_last_bgsave_status err), 2 polls
+#   recovered    the directory recreated and set again: BGSAVE ok
+#   slow save    rdb-key-save-delay 40 ms per key: a BGSAVE of about 4 s,
+#                seen running for 2 s (over max_bgsave_s 1), then finished
+#   save too old one unsaved change, the last save over 2 s old
+#                (max_save_age_s 2), 2 polls; then SAVE
+# and prints what persistence makes of it (--save: into
+# tests/golden/persistence.expected.jsonl). Settings:
+# tests/golden/persistence.toml.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+lookout="${LOOKOUT:-$repo/target/release/lookout}"
+[ -x "$lookout" ] || { echo "$0: $lookout is missing; run \`make build\`" >&2; exit 1; }
+# shellcheck source=redis.sh
+source "$here/redis.sh"
+trap 'stop_redis; rm -rf "$tmp"' EXIT
+cli() { redis-cli -p "$port" "$@" >/dev/null; }
+# field NAME: NAME from INFO persistence.
+field() { redis-cli -p "$port" info persistence | tr -d '\r' | sed -n "s/^$1://p"; }
+# wait_until WHAT COMMAND...: up to 20 s for COMMAND to succeed.
+wait_until() {
+    local what="$1"; shift
+    for _ in $(seq 400); do
+        "$@" && return 0
+        sleep 0.05
+    done
+    echo "$0: timed out waiting for $what" >&2
+    exit 1
+}
+field_is() { [ "$(field "$1")" = "$2" ]; }
+field_at_least() { [ "$(field "$1")" -ge "$2" ]; }
+save_older_than() { [ $(( $(date +%s) - $(field rdb_last_save_time) )) -gt "$1" ]; }
+
+start_redis --enable-protected-configs yes
+for n in $(seq 100); do cli set "key:$n" "$n"; done
+cli save
+record_probes persistence 1
+
+for n in $(seq 5); do cli set "new:$n" "$n"; done
+mkdir "$tmp/data"
+cli config set dir "$tmp/data"
+rmdir "$tmp/data"
+cli bgsave
+wait_until "failed save" field_is rdb_last_bgsave_status err
+record_probes persistence 2
+
+mkdir "$tmp/data"
+cli config set dir "$tmp/data"
+cli bgsave
+wait_until "save ok" field_is rdb_last_bgsave_status ok
+record_probes persistence 1
+
+cli config set rdb-key-save-delay 40000
+cli bgsave
+wait_until "a save running 2 s" field_at_least rdb_current_bgsave_time_sec 2
+record_probes persistence 1
+wait_until "the save done" field_is rdb_bgsave_in_progress 0
+cli config set rdb-key-save-delay 0
+record_probes persistence 1
+
+cli set unsaved 1
+wait_until "the last save 3 s old" save_older_than 2
+record_probes persistence 2
+cli save
+record_probes persistence 1
+golden_finish persistence "${1:-}"
