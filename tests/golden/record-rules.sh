@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Records tests/golden/rules.snapshots.jsonl from a real redis-server:
+#   baseline    2 polls, no rule holds
+#   memory      maxmemory just over used_memory (ratio over 0.9) for 3
+#               polls, then 1gb: memory_critical entered at the 2nd, left
+#   rejected    maxclients 4, 12 connections opened at once then closed:
+#               connections_rejected entered (delta 8), left the poll after
+#   errors      600 unknown commands in one pipeline: error_replies entered
+#               (rate over 1000/s), left the poll after
+#   replica     a replica attached (1 poll), then shut down:
+#               replicas_disconnected entered (delta -1), left the poll after
+#   no backup   waits until the last save (the server's start) is over 8 s
+#               old: missing_backup entered
+#   bgsave      dir set to a directory then removed, BGSAVE fails:
+#               bgsave_broken entered (err); directory back, BGSAVE succeeds:
+#               bgsave_broken and missing_backup left
+# and prints what rules makes of it (--save: into
+# tests/golden/rules.expected.jsonl). Settings: tests/golden/rules.toml.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+lookout="${LOOKOUT:-$repo/target/release/lookout}"
+[ -x "$lookout" ] || { echo "$0: $lookout is missing; run \`make build\`" >&2; exit 1; }
+# shellcheck source=redis.sh
+source "$here/redis.sh"
+replica_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+trap 'redis-cli -p "$replica_port" shutdown nosave >/dev/null 2>&1 || true; stop_redis; rm -rf "$tmp"' EXIT
+cli() { redis-cli -p "$port" "$@" >/dev/null; }
+# info_is FIELD VALUE [PORT]: waits (up to 10 s) until INFO says FIELD:VALUE.
+info_is() {
+    for _ in $(seq 200); do
+        redis-cli -p "${3:-$port}" info | tr -d '\r' | grep -qx "$1:$2" && return 0
+        sleep 0.05
+    done
+    echo "$0: $1 never became $2" >&2
+    exit 1
+}
+
+# crowd: 12 connections opened together (each sends PING and waits for
+# its answer), then all closed; those over maxclients are rejected.
+crowd() {
+    python3 - "$port" <<'PY'
+import socket, sys
+socks = []
+for _ in range(12):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(b"PING\r\n")
+    s.recv(128)
+    socks.append(s)
+for s in socks:
+    s.close()
+PY
+}
+
+start_redis --enable-protected-configs yes --repl-diskless-sync-delay 0
+started="$(date +%s)"
+record_probes rules 2
+
+used="$(redis-cli -p "$port" info memory | tr -d '\r' | sed -n 's/^used_memory://p')"
+cli config set maxmemory "$((used + 32 * 1024))"
+record_probes rules 3
+cli config set maxmemory 1gb
+record_probes rules 1
+
+cli config set maxclients 4
+crowd
+record_probes rules 1
+cli config set maxclients 10000
+record_probes rules 1
+
+for _ in $(seq 600); do printf 'NOSUCHCOMMAND\r\n'; done | redis-cli -p "$port" --pipe >/dev/null 2>&1 || true
+record_probes rules 1
+record_probes rules 1
+
+mkdir "$tmp/replica"
+redis-server --port "$replica_port" --bind 127.0.0.1 --dir "$tmp/replica" --save '' --appendonly no \
+    --daemonize yes --logfile "$tmp/replica/redis.log" --replicaof 127.0.0.1 "$port"
+info_is connected_slaves 1
+record_probes rules 1
+redis-cli -p "$replica_port" shutdown nosave >/dev/null 2>&1 || true
+info_is connected_slaves 0
+record_probes rules 2
+
+while [ "$(date +%s)" -le "$((started + 9))" ]; do sleep 0.2; done
+record_probes rules 1
+
+mkdir "$tmp/data"
+cli config set dir "$tmp/data"
+rmdir "$tmp/data"
+cli bgsave
+info_is rdb_last_bgsave_status err
+record_probes rules 2
+mkdir "$tmp/data"
+cli config set dir "$tmp/data"
+cli bgsave
+info_is rdb_last_bgsave_status ok
+record_probes rules 1
+golden_finish rules "${1:-}"
