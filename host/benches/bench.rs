@@ -170,7 +170,9 @@ fn realistic_snapshot(redis: &Redis) -> Snapshot {
         probes: Probes {
             info: true,
             slowlog: true,
+            asks: Vec::new(),
         },
+        answers: Vec::new(),
         notices: Vec::new(),
     }
 }

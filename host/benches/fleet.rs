@@ -78,7 +78,9 @@ fn quiet_snapshot(redis: &Redis) -> Snapshot {
         probes: Probes {
             info: true,
             slowlog: true,
+            asks: Vec::new(),
         },
+        answers: Vec::new(),
         notices: Vec::new(),
     }
 }
