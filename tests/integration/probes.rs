@@ -9,8 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    ALL_WATCHERS, Lookout, Redis, by_target, lookout_cmd, plugins_with, repo, run_to_end,
-    wait_for,
+    ALL_WATCHERS, Lookout, Redis, by_target, lookout_cmd, plugins_with, repo, run_to_end, wait_for,
 };
 
 /// `lookout run` of `redis` every 0.2 s with `plugins` and the config
@@ -112,7 +111,10 @@ fn stream_lag_and_latency_see_their_conditions() {
     let missing = event(&bus, "stream-lag", "the missing stream reported", |e| {
         e["fields"]["stream"] == "missing"
     });
-    assert!(missing["msg"].as_str().unwrap().contains("no such key"), "{missing}");
+    assert!(
+        missing["msg"].as_str().unwrap().contains("no such key"),
+        "{missing}"
+    );
 
     for n in 1..=10 {
         run(&redis, &["XADD", "jobs", "*", "n", &n.to_string()]);
@@ -125,7 +127,15 @@ fn stream_lag_and_latency_see_their_conditions() {
     assert_eq!(over["fields"]["measure"], "lag");
     run(
         &redis,
-        &["XREADGROUP", "GROUP", "workers", "c1", "STREAMS", "jobs", ">"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "c1",
+            "STREAMS",
+            "jobs",
+            ">",
+        ],
     );
     let back = event(&bus, "stream-lag", "lag back under max_lag", |e| {
         e["fields"]["stream"] == "jobs" && e["fields"]["state"] == "left"
@@ -133,18 +143,26 @@ fn stream_lag_and_latency_see_their_conditions() {
     assert_eq!(back["level"], "info");
     assert_eq!(back["fields"]["lag"], 0);
 
-    run(&redis, &["CONFIG", "SET", "latency-monitor-threshold", "10"]);
+    run(
+        &redis,
+        &["CONFIG", "SET", "latency-monitor-threshold", "10"],
+    );
     run(&redis, &["DEBUG", "SLEEP", "0.05"]);
-    let spike = event(&bus, "latency", "a latency spike", |e| {
-        e["level"] == "warn"
-    });
+    let spike = event(&bus, "latency", "a latency spike", |e| e["level"] == "warn");
     assert_eq!(spike["fields"]["event"], "command");
-    assert!(spike["fields"]["latest_ms"].as_i64().unwrap() >= 50, "{spike}");
+    assert!(
+        spike["fields"]["latest_ms"].as_i64().unwrap() >= 50,
+        "{spike}"
+    );
 
     let lag_events: Vec<Value> = by_target(&bus.stream("logs:stream:redis"), "stream-lag")
         .into_iter()
         .filter(|e| e["fields"]["stream"] == "jobs")
         .collect();
-    assert_eq!(lag_events.len(), 2, "one event per transition: {lag_events:?}");
+    assert_eq!(
+        lag_events.len(),
+        2,
+        "one event per transition: {lag_events:?}"
+    );
     assert!(lookout.terminate().success());
 }

@@ -77,7 +77,9 @@ impl Plan {
 
     fn keeps(&self, field: &InfoField) -> bool {
         self.keep.as_ref().is_none_or(|(fields, sections)| {
-            field.name == "run_id" || fields.contains(&field.name) || sections.contains(&*field.section)
+            field.name == "run_id"
+                || fields.contains(&field.name)
+                || sections.contains(&*field.section)
         })
     }
 }
@@ -119,9 +121,9 @@ impl Recorded {
                 .iter()
                 .map(|(ask, answer)| {
                     let answer = match answer {
-                        Answer::Clients(lines) if redact => Answer::Clients(
-                            lines.iter().map(|l| redact_client(l)).collect(),
-                        ),
+                        Answer::Clients(lines) if redact => {
+                            Answer::Clients(lines.iter().map(|l| redact_client(l)).collect())
+                        }
                         other => other.clone(),
                     };
                     (ask.clone(), answer)
@@ -239,9 +241,8 @@ pub async fn record(
             tokio::time::sleep(every).await;
         }
         let snapshot = prober.poll(all.clone()).await?;
-        let line = serde_json::to_string(&Recorded::from_snapshot(
-            &instance, &snapshot, redact, plan,
-        ))?;
+        let line =
+            serde_json::to_string(&Recorded::from_snapshot(&instance, &snapshot, redact, plan))?;
         writeln!(out, "{line}").context("writing snapshots")?;
     }
     out.flush().context("writing snapshots")?;
@@ -319,10 +320,9 @@ mod tests {
             ..Snapshot::default()
         };
         let plan = Plan::default();
-        let line = serde_json::to_string(&Recorded::from_snapshot(
-            "db:6379", &snapshot, true, &plan,
-        ))
-        .unwrap();
+        let line =
+            serde_json::to_string(&Recorded::from_snapshot("db:6379", &snapshot, true, &plan))
+                .unwrap();
         for secret in [
             "/usr/bin",
             "/etc/redis",
@@ -345,10 +345,9 @@ mod tests {
         ] {
             assert!(line.contains(kept), "{kept} missing from {line}");
         }
-        let plain = serde_json::to_string(&Recorded::from_snapshot(
-            "db:6379", &snapshot, false, &plan,
-        ))
-        .unwrap();
+        let plain =
+            serde_json::to_string(&Recorded::from_snapshot("db:6379", &snapshot, false, &plan))
+                .unwrap();
         assert!(plain.contains("billing-api") && plain.contains("10.9.8.7"));
     }
 }

@@ -258,10 +258,7 @@ fn items(value: &Value) -> anyhow::Result<&[Value]> {
 /// A RESP2 flat `[k, v, k, v...]` array or a RESP3 map, by key.
 fn pairs(value: &Value) -> anyhow::Result<HashMap<String, &Value>> {
     match value {
-        Value::Map(map) => map
-            .iter()
-            .map(|(k, v)| Ok((text(Some(k))?, v)))
-            .collect(),
+        Value::Map(map) => map.iter().map(|(k, v)| Ok((text(Some(k))?, v))).collect(),
         other => items(other)?
             .chunks(2)
             .map(|kv| Ok((text(kv.first())?, kv.get(1).unwrap_or(&Value::Nil))))

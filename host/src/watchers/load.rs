@@ -146,7 +146,10 @@ pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<L
         .iter()
         .map(|s| s.to_ascii_lowercase())
         .collect();
-    let mut asks: Vec<Ask> = declared.iter().flat_map(|(_, a)| a.iter().cloned()).collect();
+    let mut asks: Vec<Ask> = declared
+        .iter()
+        .flat_map(|(_, a)| a.iter().cloned())
+        .collect();
     asks.sort();
     asks.dedup();
     let needs = Probes {
@@ -328,7 +331,10 @@ fn shown(probe: &wit::Probe) -> String {
 fn check_probes(m: &wit::Manifest) -> Result<()> {
     let probes = &m.needs.probes;
     if probes.len() > MAX_PROBES {
-        bail!("{} probes declared, over the cap of {MAX_PROBES}", probes.len());
+        bail!(
+            "{} probes declared, over the cap of {MAX_PROBES}",
+            probes.len()
+        );
     }
     for (i, probe) in probes.iter().enumerate() {
         if probes[..i].iter().any(|p| shown(p) == shown(probe)) {
@@ -347,11 +353,7 @@ fn check_probes(m: &wit::Manifest) -> Result<()> {
                 );
             }
             wit::Probe::XinfoGroups(setting) | wit::Probe::XinfoStream(setting) => {
-                let declared = m
-                    .config
-                    .iter()
-                    .find(|k| k.name == *setting)
-                    .map(|k| k.kind);
+                let declared = m.config.iter().find(|k| k.name == *setting).map(|k| k.kind);
                 if declared != Some(wit::ValueKind::Text) {
                     bail!(
                         "probe {} names no text setting: declare a text config key `{}` that \

@@ -202,13 +202,13 @@ impl Supervisor {
 
     /// Probes needed by the watchers due at poll number `poll` at `now`.
     pub fn plan(&self, poll: u64, now: Instant) -> Probes {
-        self.slots
-            .iter()
-            .filter(|s| Self::due(s, poll, now))
-            .fold(Probes::default(), |mut acc, s| {
+        self.slots.iter().filter(|s| Self::due(s, poll, now)).fold(
+            Probes::default(),
+            |mut acc, s| {
                 acc.merge(s.spec.probes());
                 acc
-            })
+            },
+        )
     }
 
     /// Runs the watchers due at `poll` whose needs the snapshot covers, one

@@ -69,14 +69,10 @@ impl Spec {
                 asks.iter().map(move |ask| wit::ProbeReading {
                     probe: probe.clone(),
                     key: ask.key().to_owned(),
-                    reading: snapshot
-                        .answers
-                        .iter()
-                        .find(|(a, _)| a == ask)
-                        .map_or_else(
-                            || wit::Reading::Unavailable(format!("{} did not run", ask.command())),
-                            |(ask, answer)| reading(ask, answer),
-                        ),
+                    reading: snapshot.answers.iter().find(|(a, _)| a == ask).map_or_else(
+                        || wit::Reading::Unavailable(format!("{} did not run", ask.command())),
+                        |(ask, answer)| reading(ask, answer),
+                    ),
                 })
             })
             .collect()
