@@ -228,3 +228,366 @@ fn persistence_failed_bgsave() {
     assert_eq!(states, ["entered", "left"], "one event per transition");
     assert!(lookout.terminate().success());
 }
+
+/// `lookout run` of `redis` every 0.2 s with every bundled watcher in
+/// `plugins`, publishing to `bus`, `tables` appended to its config.
+fn evictions_rules_daemon(
+    redis: &crate::support::Redis,
+    bus: &crate::support::Redis,
+    plugins: &std::path::Path,
+    tmp: &std::path::Path,
+    tables: &str,
+) -> crate::support::Lookout {
+    let config =
+        crate::support::config_file(tmp, &format!("[publish]\nurl = '{}'\n{tables}", bus.url()));
+    let lookout = crate::support::run_lookout(
+        tmp,
+        &redis.url(),
+        plugins,
+        &["--config", config.to_str().unwrap()],
+    );
+    lookout.wait_started();
+    lookout
+}
+
+/// The events of `target` on `bus` so far.
+fn evictions_rules_events(bus: &crate::support::Redis, target: &str) -> Vec<serde_json::Value> {
+    crate::support::by_target(&bus.stream(crate::support::STREAM), target)
+}
+
+/// The first event of `target` on `bus` that `matches`, waited for.
+fn evictions_rules_event(
+    bus: &crate::support::Redis,
+    target: &str,
+    what: &str,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    crate::support::wait_for(what, std::time::Duration::from_secs(30), || {
+        evictions_rules_events(bus, target)
+            .into_iter()
+            .find(|e| matches(e))
+    })
+}
+
+/// Runs one command on `redis`.
+fn evictions_rules_cmd(redis: &crate::support::Redis, args: &[&str]) {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.exec(&mut redis.conn()).unwrap();
+}
+
+/// Opens `n` connections to `redis` at once (each sends PING and reads its
+/// answer), then closes them all; returns how many were rejected
+/// (`-ERR max number of clients reached`).
+fn rules_crowd(redis: &crate::support::Redis, n: usize) -> usize {
+    use std::io::{Read, Write};
+    let mut held = Vec::new();
+    let mut rejected = 0;
+    for _ in 0..n {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        // A rejected connection may be closed before the PING arrives.
+        let _ = s.write_all(b"PING\r\n");
+        let mut buf = [0u8; 128];
+        let got = s.read(&mut buf).unwrap_or(0);
+        if String::from_utf8_lossy(&buf[..got]).contains("max number of clients") {
+            rejected += 1;
+        }
+        held.push(s);
+    }
+    rejected
+}
+
+/// Keys evicted under allkeys-lru, with every bundled watcher loaded: the
+/// evictions watcher warns once when `evicted_keys` starts growing, stays
+/// quiet while it grows, and says once (info) that it stopped, with the
+/// total evicted.
+#[test]
+fn evictions_reported_once_then_quiet() {
+    use crate::support::{ALL_WATCHERS, Redis, info_field, plugins_with};
+
+    let redis = Redis::start(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &ALL_WATCHERS, &[]);
+    let mut lookout = evictions_rules_daemon(
+        &redis,
+        &bus,
+        &plugins,
+        tmp.path(),
+        "[watchers.evictions]\nquiet_polls = 2\n",
+    );
+    // latency reports the monitor off at its first poll: the daemon polls,
+    // so evictions has its baseline of 0.
+    evictions_rules_event(&bus, "latency", "the daemon's first poll", |e| {
+        e["fields"]["state"] == "entered"
+    });
+
+    // 3000 values of 1 KB through 2 MB: most of them evicted.
+    let value = "x".repeat(1024);
+    let mut pipe = redis::pipe();
+    for n in 0..3000 {
+        pipe.cmd("SET").arg(format!("k:{n}")).arg(&value).ignore();
+    }
+    pipe.exec(&mut redis.conn()).unwrap();
+    let evicted: u64 = info_field(&redis, "stats", "evicted_keys").parse().unwrap();
+    assert!(evicted > 1000, "evicted_keys {evicted}");
+
+    let entered = evictions_rules_event(&bus, "evictions", "evictions entered", |e| {
+        e["fields"]["counter"] == "evicted_keys" && e["fields"]["state"] == "entered"
+    });
+    assert_eq!(entered["level"], "warn");
+    assert_eq!(entered["fields"]["policy"], "allkeys-lru");
+    assert_eq!(entered["fields"]["maxmemory"], 2 * 1024 * 1024);
+    let delta = entered["fields"]["delta"].as_u64().unwrap();
+    assert!(delta > 0 && delta <= evicted, "{entered}");
+    assert!(
+        entered["msg"].as_str().unwrap().starts_with("evicting: "),
+        "{entered}"
+    );
+
+    // Writes stopped; room to spare, so the daemon's own connections evict
+    // nothing more.
+    evictions_rules_cmd(&redis, &["CONFIG", "SET", "maxmemory", "8mb"]);
+    let evicted: u64 = info_field(&redis, "stats", "evicted_keys").parse().unwrap();
+    let left = evictions_rules_event(&bus, "evictions", "evictions left", |e| {
+        e["fields"]["counter"] == "evicted_keys" && e["fields"]["state"] == "left"
+    });
+    assert_eq!(left["level"], "info");
+    assert_eq!(left["fields"]["total"], evicted);
+    assert_eq!(left["fields"]["delta"], 0);
+    assert!(
+        left["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("evictions stopped: {evicted} keys evicted over ")),
+        "{left}"
+    );
+
+    // One more quiet stretch: still exactly one event per transition.
+    let polls = crate::support::pings(&redis);
+    crate::support::wait_for("3 more polls", std::time::Duration::from_secs(30), || {
+        (crate::support::pings(&redis) >= polls + 3).then_some(())
+    });
+    let states: Vec<String> = evictions_rules_events(&bus, "evictions")
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["fields"]["counter"].as_str().unwrap(),
+                e["fields"]["state"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        ["evicted_keys entered", "evicted_keys left"],
+        "one event per transition"
+    );
+    assert!(lookout.terminate().success());
+}
+
+/// The rules watcher configured by a rules.toml beside rules.wasm, made of
+/// rules of plugins/rules/rules.example.toml (`for` lowered to 1), with
+/// every bundled watcher loaded: used_memory/maxmemory over 0.9, rejected
+/// connections and a failed background save each enter once and leave
+/// once.
+#[test]
+fn rules_from_the_example_file() {
+    use crate::support::{ALL_WATCHERS, Redis, info_field, plugins_with, repo};
+
+    // The example's rules, by name, each block as written there.
+    let example = std::fs::read_to_string(repo().join("plugins/rules/rules.example.toml")).unwrap();
+    let body = example.split("\nrules = '''\n").nth(1).unwrap();
+    let body = body.split("\n'''").next().unwrap();
+    let wanted = ["memory_critical", "connections_rejected", "bgsave_broken"];
+    let blocks: Vec<String> = body
+        .split("[[rule]]")
+        .filter(|b| {
+            wanted
+                .iter()
+                .any(|w| b.contains(&format!("name = \"{w}\"")))
+        })
+        .map(|b| {
+            let lines: Vec<String> = b
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| {
+                    if l.starts_with("for = ") {
+                        "for = 1".to_owned()
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect();
+            format!("[[rule]]{}", lines.join("\n"))
+        })
+        .collect();
+    assert_eq!(blocks.len(), wanted.len(), "{blocks:?}");
+    // memory_critical's 30 polls (5 minutes at 10 s) are 1 here.
+    assert!(
+        blocks
+            .iter()
+            .any(|b| b.contains("memory_critical") && b.contains("for = 1")),
+        "{blocks:?}"
+    );
+
+    let redis = Redis::start(&["--enable-protected-configs", "yes"]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &ALL_WATCHERS, &[]);
+    std::fs::write(
+        plugins.join("rules.toml"),
+        format!("rules = '''\n{}\n'''\n", blocks.join("\n")),
+    )
+    .unwrap();
+    let mut lookout = evictions_rules_daemon(&redis, &bus, &plugins, tmp.path(), "");
+    evictions_rules_event(&bus, "latency", "the daemon's first poll", |e| {
+        e["fields"]["state"] == "entered"
+    });
+    let state_of = |rule: &str, state: &'static str| {
+        let rule = rule.to_owned();
+        move |e: &serde_json::Value| e["fields"]["rule"] == rule && e["fields"]["state"] == state
+    };
+
+    // maxmemory just over used_memory: the ratio is over 0.9.
+    let used: u64 = info_field(&redis, "memory", "used_memory").parse().unwrap();
+    let max = used + 64 * 1024;
+    evictions_rules_cmd(&redis, &["CONFIG", "SET", "maxmemory", &max.to_string()]);
+    let entered = evictions_rules_event(
+        &bus,
+        "rules",
+        "memory_critical entered",
+        state_of("memory_critical", "entered"),
+    );
+    assert_eq!(entered["level"], "error");
+    assert_eq!(entered["fields"]["divide_by"], "maxmemory");
+    assert!(
+        entered["fields"]["value"].as_f64().unwrap() > 0.9,
+        "{entered}"
+    );
+    assert!(
+        entered["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("memory_critical: used_memory/maxmemory is "),
+        "{entered}"
+    );
+    evictions_rules_cmd(&redis, &["CONFIG", "SET", "maxmemory", "1gb"]);
+    let left = evictions_rules_event(
+        &bus,
+        "rules",
+        "memory_critical left",
+        state_of("memory_critical", "left"),
+    );
+    assert_eq!(left["level"], "info");
+    assert!(left["fields"]["value"].as_f64().unwrap() < 0.01, "{left}");
+
+    // maxclients just over the connections open now: a crowd is rejected.
+    let mut admin = redis.conn();
+    let clients: u64 = info_field(&redis, "clients", "connected_clients")
+        .parse()
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg(clients + 2)
+        .exec(&mut admin)
+        .unwrap();
+    let rejected = rules_crowd(&redis, 12);
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg(10000)
+        .exec(&mut admin)
+        .unwrap();
+    assert!(rejected >= 8, "{rejected} rejected");
+    let entered = evictions_rules_event(
+        &bus,
+        "rules",
+        "connections_rejected entered",
+        state_of("connections_rejected", "entered"),
+    );
+    assert_eq!(entered["level"], "warn");
+    assert_eq!(entered["fields"]["measure"], "delta");
+    let value = entered["fields"]["value"].as_f64().unwrap();
+    assert!(value >= 1.0 && value <= rejected as f64, "{entered}");
+    assert!(
+        entered["msg"]
+            .as_str()
+            .unwrap()
+            .ends_with("connections rejected since the last poll (maxclients reached)"),
+        "{entered}"
+    );
+    let left = evictions_rules_event(
+        &bus,
+        "rules",
+        "connections_rejected left",
+        state_of("connections_rejected", "left"),
+    );
+    assert_eq!(left["level"], "info");
+    assert_eq!(left["fields"]["value"], 0.0);
+
+    // A background save into a directory that is gone fails.
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    evictions_rules_cmd(&redis, &["CONFIG", "SET", "dir", data.to_str().unwrap()]);
+    std::fs::remove_dir(&data).unwrap();
+    evictions_rules_cmd(&redis, &["BGSAVE"]);
+    crate::support::wait_for(
+        "the background save to fail",
+        std::time::Duration::from_secs(10),
+        || (info_field(&redis, "persistence", "rdb_last_bgsave_status") == "err").then_some(()),
+    );
+    let entered = evictions_rules_event(
+        &bus,
+        "rules",
+        "bgsave_broken entered",
+        state_of("bgsave_broken", "entered"),
+    );
+    assert_eq!(entered["level"], "error");
+    assert_eq!(entered["fields"]["value"], "err");
+    assert_eq!(
+        entered["msg"],
+        "bgsave_broken: last background save status is err"
+    );
+    // The directory back: the next background save succeeds.
+    std::fs::create_dir(&data).unwrap();
+    evictions_rules_cmd(&redis, &["CONFIG", "SET", "dir", data.to_str().unwrap()]);
+    evictions_rules_cmd(&redis, &["BGSAVE"]);
+    let left = evictions_rules_event(
+        &bus,
+        "rules",
+        "bgsave_broken left",
+        state_of("bgsave_broken", "left"),
+    );
+    assert_eq!(left["level"], "info");
+    assert_eq!(left["fields"]["value"], "ok");
+
+    let transitions: Vec<String> = evictions_rules_events(&bus, "rules")
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["fields"]["rule"].as_str().unwrap(),
+                e["fields"]["state"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        transitions,
+        [
+            "memory_critical entered",
+            "memory_critical left",
+            "connections_rejected entered",
+            "connections_rejected left",
+            "bgsave_broken entered",
+            "bgsave_broken left",
+        ],
+        "one event per transition"
+    );
+    assert!(lookout.terminate().success());
+}
