@@ -166,3 +166,103 @@ fn stream_lag_and_latency_see_their_conditions() {
     );
     assert!(lookout.terminate().success());
 }
+
+/// Calls of each command the server refused or failed (`INFO
+/// commandstats`: `rejected_calls` + `failed_calls`).
+fn failures(redis: &Redis) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.conn())
+        .unwrap();
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter_map(|l| {
+            let (command, stats) = l.split_once(':')?;
+            let count = |name: &str| -> u64 {
+                stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(name))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            Some((
+                command.to_owned(),
+                count("rejected_calls=") + count("failed_calls="),
+            ))
+        })
+        .collect()
+}
+
+/// A probe refused for the user (NOPERM) reaches its watcher as
+/// unavailable with the fix, once, and is not asked again every poll;
+/// CLUSTER INFO is not sent to a server without cluster support. So the
+/// server's own error statistics do not grow with every poll (only
+/// the daemon's commands are counted: the test's own connections add
+/// errors of their own).
+#[test]
+fn refused_and_pointless_probes_are_not_repeated_every_poll() {
+    let redis = Redis::start(&[]);
+    let bus = Redis::start(&[]);
+    run(
+        &redis,
+        &[
+            "ACL",
+            "SETUSER",
+            "lookout",
+            "on",
+            ">pw",
+            "-@all",
+            "+ping",
+            "+info",
+            "+slowlog|get",
+            "+client|setname",
+            "+client|info",
+            "+latency|latest",
+            "+client|list",
+            "~*",
+        ],
+    );
+    run(&redis, &["XADD", "jobs", "*", "n", "0"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &ALL_WATCHERS, &[]);
+    let url = redis.url().replace("redis://", "redis://lookout:pw@");
+    let config = tmp.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "redis_url = '{url}'\n[publish]\nurl = '{}'\n[watchers.stream-lag]\nstreams = 'jobs'\n",
+            bus.url()
+        ),
+    )
+    .unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.args(["run", "--poll-interval", "0.1", "--config"])
+        .arg(&config)
+        .arg("--plugins")
+        .arg(&plugins);
+    let mut lookout = Lookout::spawn(cmd);
+    let refused = event(&bus, "stream-lag", "XINFO refused for the user", |e| {
+        e["fields"]["state"] == "entered"
+    });
+    let msg = refused["msg"].as_str().unwrap();
+    assert!(msg.contains("NOPERM") && msg.contains("grant it"), "{msg}");
+    let polls = crate::support::pings(&redis);
+    wait_for("20 more polls", Duration::from_secs(30), || {
+        (crate::support::pings(&redis) >= polls + 20).then_some(())
+    });
+    let failed = failures(&redis);
+    for command in ["xinfo|groups", "config|get", "cluster|info"] {
+        assert!(
+            failed.get(command).copied().unwrap_or(0) <= 1,
+            "{command} refused or failed again and again over 20 polls: {failed:?}"
+        );
+    }
+    assert_eq!(
+        failed.get("latency|latest").copied().unwrap_or(0),
+        0,
+        "{failed:?}"
+    );
+    let stream_lag = by_target(&bus.stream("logs:stream:redis"), "stream-lag");
+    assert_eq!(stream_lag.len(), 1, "said once: {stream_lag:?}");
+    assert!(lookout.terminate().success());
+}

@@ -104,15 +104,18 @@ pub enum Answer {
 }
 
 impl Ask {
-    /// Adds the probe's commands to `pipe`; returns how many.
-    pub fn add_to(&self, pipe: &mut redis::Pipeline) -> usize {
+    /// Adds the probe's commands to `pipe`; returns how many. `config`:
+    /// LATENCY LATEST also reads `latency-monitor-threshold` (CONFIG GET).
+    pub fn add_to(&self, pipe: &mut redis::Pipeline, config: bool) -> usize {
         match self {
             Ask::LatencyLatest => {
                 pipe.cmd("LATENCY").arg("LATEST");
-                pipe.cmd("CONFIG")
-                    .arg("GET")
-                    .arg("latency-monitor-threshold");
-                2
+                if config {
+                    pipe.cmd("CONFIG")
+                        .arg("GET")
+                        .arg("latency-monitor-threshold");
+                }
+                1 + usize::from(config)
             }
             Ask::InfoSection(section) => {
                 pipe.cmd("INFO").arg(section);
@@ -206,6 +209,13 @@ impl Ask {
             Answer::Unavailable(format!("{}: unexpected reply: {e:#}", self.command()))
         })
     }
+}
+
+/// Whether a reply refuses the command for this user (ACL `NOPERM`): the
+/// host then stops asking for a while rather than add an error to the
+/// server's error counters every poll.
+pub fn is_noperm(reply: Option<&Value>) -> bool {
+    matches!(reply, Some(Value::ServerError(e)) if e.code() == "NOPERM")
 }
 
 /// The reason for a refused probe, with the fix when it is an ACL one.
@@ -359,6 +369,7 @@ mod tests {
     fn refusals_and_missing_sections_are_unavailable() {
         let err = redis::parse_redis_value(b"-ERR This instance has cluster support disabled\r\n")
             .unwrap();
+        assert!(!is_noperm(Some(&err)));
         let Answer::Unavailable(why) = Ask::ClusterInfo.answer(&[err]) else {
             panic!("unavailable")
         };

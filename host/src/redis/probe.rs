@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use redis::Value;
 
 use super::conn::{Conn, QueryError, is_own, text};
-use super::declared::{Answer, Ask};
+use super::declared::{Answer, Ask, is_noperm};
 
 /// Entries asked for beyond what the newest id says, for entries logged
 /// between the two SLOWLOG reads.
@@ -158,6 +158,16 @@ pub struct Prober {
     sections: Sections,
     /// SLOWLOG was refused; not asked again before then.
     slowlog_refused_until: Option<Instant>,
+    /// Declared probes refused for this user (NOPERM): answered with the
+    /// refusal, not asked again before the instant.
+    held: std::collections::HashMap<Ask, (Instant, Answer)>,
+    /// CONFIG GET (for latency-monitor-threshold) refused; not asked again
+    /// before then.
+    config_refused_until: Option<Instant>,
+    /// `cluster_enabled` from the last INFO that showed it: CLUSTER INFO is
+    /// not sent to a server without cluster support (its error reply would
+    /// count in the server's error statistics every poll).
+    cluster_enabled: Option<bool>,
 }
 
 /// Which INFO sections to ask for. The watchers declare fields by name;
@@ -176,9 +186,10 @@ struct Sections {
 }
 
 impl Sections {
-    /// The sections to ask for, or `None` for the whole default INFO.
-    fn plan(&self, slowlog: bool) -> Option<Vec<String>> {
-        if !self.several || (self.fields.is_empty() && self.sections.is_empty()) {
+    /// The sections to ask for, or `None` for the whole default INFO;
+    /// `cluster` adds the `cluster` section (for `cluster_enabled`).
+    fn plan(&self, slowlog: bool, cluster: bool) -> Option<Vec<String>> {
+        if !self.several || (self.fields.is_empty() && self.sections.is_empty() && !cluster) {
             return None;
         }
         let mut wanted = self.sections.clone();
@@ -188,6 +199,9 @@ impl Sections {
         if slowlog {
             // `run_id` tells a restart, which resets the SLOWLOG cursor.
             wanted.insert("server".to_owned());
+        }
+        if cluster {
+            wanted.insert("cluster".to_owned());
         }
         Some(wanted.into_iter().collect())
     }
@@ -222,6 +236,9 @@ impl Prober {
             cursor: Cursor::Unknown,
             sections: Sections::default(),
             slowlog_refused_until: None,
+            held: std::collections::HashMap::new(),
+            config_refused_until: None,
+            cluster_enabled: None,
         }
     }
 
@@ -249,8 +266,11 @@ impl Prober {
         let refused = self
             .slowlog_refused_until
             .is_some_and(|until| Instant::now() < until);
+        // `cluster_enabled` (INFO cluster) tells whether CLUSTER INFO can
+        // answer at all.
+        let cluster = probes.asks.contains(&Ask::ClusterInfo);
         let probes = Probes {
-            info: probes.info || probes.slowlog,
+            info: probes.info || probes.slowlog || cluster,
             slowlog: probes.slowlog && !refused,
             asks: probes.asks,
         };
@@ -259,7 +279,7 @@ impl Prober {
         pipe.cmd("PING");
         let sections = probes
             .info
-            .then(|| self.sections.plan(probes.slowlog))
+            .then(|| self.sections.plan(probes.slowlog, cluster))
             .flatten();
         if probes.info {
             let info = pipe.cmd("INFO");
@@ -270,7 +290,22 @@ impl Prober {
         if probes.slowlog {
             pipe.cmd("SLOWLOG").arg("GET").arg(1);
         }
-        let asked: Vec<usize> = probes.asks.iter().map(|a| a.add_to(&mut pipe)).collect();
+        let now = Instant::now();
+        self.held.retain(|_, (until, _)| now < *until);
+        let config = self.config_refused_until.is_none_or(|until| now >= until);
+        let asked: Vec<usize> = probes
+            .asks
+            .iter()
+            .map(|ask| {
+                let skip = self.held.contains_key(ask)
+                    || (*ask == Ask::ClusterInfo && self.cluster_enabled == Some(false));
+                if skip {
+                    0
+                } else {
+                    ask.add_to(&mut pipe, config)
+                }
+            })
+            .collect();
         let replies = self
             .conn
             .query(&pipe)
@@ -287,10 +322,10 @@ impl Prober {
             .asks
             .iter()
             .zip(&asked)
-            .map(|(ask, n)| {
+            .map(|(ask, &n)| {
                 let replies = replies.get(at..at + n).unwrap_or_default();
                 at += n;
-                (ask.clone(), ask.answer(replies))
+                (ask.clone(), self.answer(ask, replies, config, now))
             })
             .collect();
         let mut snapshot = Snapshot {
@@ -320,10 +355,14 @@ impl Prober {
                 let wanted = &self.sections;
                 snapshot.info = parse_info_kept(&info_text, |section, name| {
                     name == "run_id"
+                        || name == "cluster_enabled"
                         || wanted.sections.contains(section)
                         || wanted.fields.contains(name)
                 });
             }
+        }
+        if let Some(enabled) = snapshot.info.iter().find(|f| f.name == "cluster_enabled") {
+            self.cluster_enabled = Some(enabled.value.trim() == "1");
         }
         if snapshot.probes.slowlog {
             match replies.get(2) {
@@ -363,6 +402,31 @@ impl Prober {
         }
         snapshot.notices = notices;
         Ok(snapshot)
+    }
+
+    /// What a declared probe read: its replies, or the held refusal or
+    /// the cluster-less server when it was not sent.
+    fn answer(&mut self, ask: &Ask, replies: &[Value], config: bool, now: Instant) -> Answer {
+        if replies.is_empty() {
+            if let Some((_, answer)) = self.held.get(ask) {
+                return answer.clone();
+            }
+            if *ask == Ask::ClusterInfo {
+                return Answer::Unavailable(
+                    "cluster support is disabled on this server (cluster_enabled:0)".to_owned(),
+                );
+            }
+            return Answer::Unavailable(format!("{}: no reply", ask.command()));
+        }
+        if config && *ask == Ask::LatencyLatest && is_noperm(replies.get(1)) {
+            self.config_refused_until = Some(now + REFUSED_RETRY);
+        }
+        let answer = ask.answer(replies);
+        if is_noperm(replies.first()) {
+            self.held
+                .insert(ask.clone(), (now + REFUSED_RETRY, answer.clone()));
+        }
+        answer
     }
 
     fn query_error(&mut self, e: QueryError, what: &str) -> ProbeError {
@@ -575,22 +639,35 @@ mod tests {
             fields: ["connected_clients".to_owned()].into(),
             ..Sections::default()
         };
-        assert_eq!(s.plan(false), None, "nothing located yet");
+        assert_eq!(s.plan(false, false), None, "nothing located yet");
         s.learn(&parse_info(full));
-        assert_eq!(s.plan(false), Some(vec!["clients".to_owned()]));
+        assert_eq!(s.plan(false, false), Some(vec!["clients".to_owned()]));
         assert_eq!(
-            s.plan(true),
+            s.plan(false, true),
+            Some(vec!["clients".to_owned(), "cluster".to_owned()]),
+            "cluster_enabled for CLUSTER INFO"
+        );
+        assert_eq!(
+            s.plan(true, false),
             Some(vec!["clients".to_owned(), "server".to_owned()]),
             "run_id for the SLOWLOG cursor"
         );
         s.fields.insert("master_link_status".to_owned());
-        assert_eq!(s.plan(false), None, "a field the server does not show");
+        assert_eq!(
+            s.plan(false, false),
+            None,
+            "a field the server does not show"
+        );
         s.fields.remove("master_link_status");
         s.learn(&parse_info(&full.replace("7.0.15", "6.2.14")));
-        assert_eq!(s.plan(false), None, "Redis 6 takes one section per INFO");
+        assert_eq!(
+            s.plan(false, false),
+            None,
+            "Redis 6 takes one section per INFO"
+        );
         s.learn(&parse_info(full));
         s.forget();
-        assert_eq!(s.plan(false), None);
+        assert_eq!(s.plan(false, false), None);
     }
 
     #[test]
