@@ -129,14 +129,29 @@ mod tests {
     #[test]
     fn deltas_rates_and_resets() {
         let mut c = Counter::new();
-        assert_eq!(c.observe(&snap("a", "10", 1_000), "evicted_keys"), Ok(Change::First));
+        assert_eq!(
+            c.observe(&snap("a", "10", 1_000), "evicted_keys"),
+            Ok(Change::First)
+        );
         let d = c.observe(&snap("a", "10", 2_000), "evicted_keys").unwrap();
-        assert_eq!(d, Change::Delta { delta: 0, elapsed_ms: 1_000 });
+        assert_eq!(
+            d,
+            Change::Delta {
+                delta: 0,
+                elapsed_ms: 1_000
+            }
+        );
         assert_eq!(d.per_second(), Some(0.0));
         let d = c.observe(&snap("a", "60", 4_000), "evicted_keys").unwrap();
         assert_eq!((d.delta(), d.per_second()), (Some(50), Some(25.0)));
-        assert_eq!(c.observe(&snap("a", "3", 5_000), "evicted_keys"), Ok(Change::Reset));
-        assert_eq!(c.observe(&snap("b", "9", 6_000), "evicted_keys"), Ok(Change::Reset));
+        assert_eq!(
+            c.observe(&snap("a", "3", 5_000), "evicted_keys"),
+            Ok(Change::Reset)
+        );
+        assert_eq!(
+            c.observe(&snap("b", "9", 6_000), "evicted_keys"),
+            Ok(Change::Reset)
+        );
         assert_eq!(c.last(), Some(9));
         let same_time = c.observe(&snap("b", "10", 6_000), "evicted_keys").unwrap();
         assert_eq!((same_time.delta(), same_time.per_second()), (Some(1), None));
@@ -148,6 +163,11 @@ mod tests {
         c.observe(&snap("a", "10", 0), "evicted_keys").unwrap();
         assert!(c.observe(&snap("a", "x", 1), "evicted_keys").is_err());
         assert!(c.observe(&snap("a", "1", 1), "missing").is_err());
-        assert_eq!(c.observe(&snap("a", "12", 2), "evicted_keys").unwrap().delta(), Some(2));
+        assert_eq!(
+            c.observe(&snap("a", "12", 2), "evicted_keys")
+                .unwrap()
+                .delta(),
+            Some(2)
+        );
     }
 }

@@ -154,8 +154,16 @@ mod tests {
         let snap = SnapshotBuilder::new()
             .latency(vec![LatencySpike::new("command", 1_700_000_000, 250, 300)])
             .stream_groups("jobs", vec![StreamGroup::new("workers", 3, Some(7))])
-            .unavailable(Probe::XinfoGroups("streams".into()), "gone", "ERR no such key")
-            .unavailable(Probe::ClusterInfo, "", "ERR This instance has cluster support disabled")
+            .unavailable(
+                Probe::XinfoGroups("streams".into()),
+                "gone",
+                "ERR no such key",
+            )
+            .unavailable(
+                Probe::ClusterInfo,
+                "",
+                "ERR This instance has cluster support disabled",
+            )
             .build();
         assert_eq!(snap.latency().unwrap()[0].max_ms, 300);
         let groups: Vec<_> = snap.stream_groups().collect();
@@ -163,7 +171,11 @@ mod tests {
         assert_eq!(groups[0].0, "jobs");
         assert_eq!(groups[0].1.unwrap()[0].lag, Some(7));
         assert_eq!(groups[1], ("gone", Err("ERR no such key")));
-        assert!(snap.cluster_info().unwrap_err().contains("cluster support disabled"));
+        assert!(
+            snap.cluster_info()
+                .unwrap_err()
+                .contains("cluster support disabled")
+        );
         assert_eq!(snap.clients().unwrap_err(), NOT_DECLARED);
         assert_eq!(snap.info_section("errorstats").unwrap_err(), NOT_DECLARED);
         assert_eq!(snap.cluster_field("cluster_state"), None);
