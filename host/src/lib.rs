@@ -6,11 +6,14 @@
 //! - [`targets`]: what to watch: targets, discover entries, the shard hash.
 //! - [`discovery`]: the nodes of a Redis Cluster or a Sentinel set.
 //! - [`redis`]: Redis I/O: connections with timeouts and the redial-once
-//!   rule, the probes that build a snapshot, backoff, password redaction.
+//!   rule, the probes that build a snapshot (the declared ones among them),
+//!   backoff, password redaction.
 //! - [`sandbox`]: the shared wasmtime engine; instances with a memory cap
-//!   and a deadline on every call; captured stdio; caps on output.
-//! - [`watchers`]: loading components, their settings, the per-target
-//!   supervisor (restarts, quarantine), hot reload.
+//!   and a deadline on every call, of either ABI version; captured stdio;
+//!   caps on output.
+//! - [`watchers`]: loading components, their settings, what each watcher
+//!   sees of a snapshot, the per-target supervisor (restarts, quarantine),
+//!   hot reload.
 //! - [`delivery`]: envelopes, the outbox, breaker and spool, and the
 //!   publisher task that owns them.
 //! - [`daemon`]: the tasks wired together: one poller per watched Redis,

@@ -286,7 +286,7 @@ fn make_install_puts_the_files_where_documented() {
     let bin = dest.join("usr/bin/lookout");
     let out = Command::new(&bin).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("lookout "));
-    for w in BUNDLED {
+    for w in ALL_WATCHERS {
         assert!(
             dest.join(format!("usr/lib/lookout/plugins/{w}.wasm"))
                 .is_file()
