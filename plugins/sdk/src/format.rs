@@ -33,9 +33,31 @@ pub fn percent_short(ratio: f64) -> String {
     }
 }
 
+/// A length of time in milliseconds, read plainly at one-second
+/// precision: `42 s`, `3 min 5 s`, `2 h 7 min`; negative reads `0 s`.
+pub fn duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min {} s", s / 60, s % 60)
+    } else {
+        format!("{} h {} min", s / 3600, s % 3600 / 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_plainly() {
+        assert_eq!(duration(-5), "0 s");
+        assert_eq!(duration(42_999), "42 s");
+        assert_eq!(duration(60_000), "1 min 0 s");
+        assert_eq!(duration(185_000), "3 min 5 s");
+        assert_eq!(duration(7_620_000), "2 h 7 min");
+    }
 
     #[test]
     fn byte_units() {
