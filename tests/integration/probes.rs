@@ -3,46 +3,14 @@
 //! latency watchers, beside every other bundled watcher, see a real Redis
 //! driven into their conditions.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::{
-    ALL_WATCHERS, Lookout, Redis, by_target, lookout_cmd, plugins_with, repo, run_to_end, wait_for,
+    ALL_WATCHERS, Lookout, Redis, daemon_with_all_watchers, daemon_with_plugins, events_of,
+    lookout_cmd, plugins_with, polls_pass, redis_cmd, repo, run_to_end, wait_event,
 };
-
-/// `lookout run` of `redis` every 0.2 s with `plugins` and the config
-/// `text`, publishing to `bus`.
-fn start(redis: &Redis, bus: &Redis, plugins: &Path, tmp: &Path, text: &str) -> Lookout {
-    let config = tmp.join("lookout.toml");
-    std::fs::write(&config, format!("[publish]\nurl = '{}'\n{text}", bus.url())).unwrap();
-    let mut cmd = lookout_cmd(tmp);
-    cmd.args(["run", "--poll-interval", "0.2", "--config"])
-        .arg(&config)
-        .arg("--plugins")
-        .arg(plugins);
-    cmd.env("REDIS_URL", redis.url());
-    Lookout::spawn(cmd)
-}
-
-/// The first event of `target` on `bus` that `matches`, waited for.
-fn event(bus: &Redis, target: &str, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-    wait_for(what, Duration::from_secs(30), || {
-        by_target(&bus.stream("logs:stream:redis"), target)
-            .into_iter()
-            .find(|e| matches(e))
-    })
-}
-
-fn run(redis: &Redis, args: &[&str]) {
-    let mut conn = redis.conn();
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    cmd.exec(&mut conn).unwrap();
-}
 
 /// memory-pressure as built for lookout:watcher@0.2.0 (before declared
 /// probes) loads unchanged beside watchers built for 0.3.0 and reports.
@@ -61,14 +29,14 @@ fn a_watcher_built_for_0_2_0_still_loads_and_reports() {
     let bus = Redis::start(&[]);
     let plugins = plugins_with(tmp.path(), &["client-delta", "latency"], &[]);
     std::fs::copy(&old, plugins.join("memory-pressure.wasm")).unwrap();
-    let mut lookout = start(&redis, &bus, &plugins, tmp.path(), "");
-    let entered = event(&bus, "memory-pressure", "the 0.2.0 watcher's event", |e| {
+    let mut lookout = daemon_with_plugins(tmp.path(), &redis, &bus, &plugins, "");
+    let entered = wait_event(&bus, "memory-pressure", "the 0.2.0 watcher's event", |e| {
         e["fields"]["state"] == "entered"
     });
     assert_eq!(entered["level"], "warn");
     assert_eq!(entered["fields"]["maxmemory"], 1024 * 1024);
     // The 0.3.0 watcher beside it gets its probe.
-    event(&bus, "latency", "the latency watcher's first word", |e| {
+    wait_event(&bus, "latency", "the latency watcher's first word", |e| {
         e["fields"]["state"] == "entered"
     });
     assert!(lookout.terminate().success());
@@ -87,18 +55,16 @@ fn stream_lag_and_latency_see_their_conditions() {
     ]);
     let bus = Redis::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let plugins = plugins_with(tmp.path(), &ALL_WATCHERS, &[]);
-    run(&redis, &["XADD", "jobs", "*", "n", "0"]);
-    run(&redis, &["XGROUP", "CREATE", "jobs", "workers", "$"]);
-    let mut lookout = start(
+    redis_cmd(&redis, &["XADD", "jobs", "*", "n", "0"]);
+    redis_cmd(&redis, &["XGROUP", "CREATE", "jobs", "workers", "$"]);
+    let mut lookout = daemon_with_all_watchers(
+        tmp.path(),
         &redis,
         &bus,
-        &plugins,
-        tmp.path(),
         "[watchers.stream-lag]\nstreams = 'jobs, missing'\nmax_lag = 5\ngrowing_polls = 0\n\
          [watchers.latency]\nthreshold_ms = 20\n",
     );
-    let off = event(&bus, "latency", "latency saying it sees nothing", |e| {
+    let off = wait_event(&bus, "latency", "latency saying it sees nothing", |e| {
         e["fields"]["state"] == "entered"
     });
     assert!(
@@ -108,7 +74,7 @@ fn stream_lag_and_latency_see_their_conditions() {
             .contains("latency-monitor-threshold is 0"),
         "{off}"
     );
-    let missing = event(&bus, "stream-lag", "the missing stream reported", |e| {
+    let missing = wait_event(&bus, "stream-lag", "the missing stream reported", |e| {
         e["fields"]["stream"] == "missing"
     });
     assert!(
@@ -117,15 +83,15 @@ fn stream_lag_and_latency_see_their_conditions() {
     );
 
     for n in 1..=10 {
-        run(&redis, &["XADD", "jobs", "*", "n", &n.to_string()]);
+        redis_cmd(&redis, &["XADD", "jobs", "*", "n", &n.to_string()]);
     }
-    let over = event(&bus, "stream-lag", "lag over max_lag", |e| {
+    let over = wait_event(&bus, "stream-lag", "lag over max_lag", |e| {
         e["fields"]["stream"] == "jobs" && e["fields"]["state"] == "entered"
     });
     assert_eq!(over["level"], "warn");
     assert_eq!(over["fields"]["lag"], 10);
     assert_eq!(over["fields"]["measure"], "lag");
-    run(
+    redis_cmd(
         &redis,
         &[
             "XREADGROUP",
@@ -137,25 +103,25 @@ fn stream_lag_and_latency_see_their_conditions() {
             ">",
         ],
     );
-    let back = event(&bus, "stream-lag", "lag back under max_lag", |e| {
+    let back = wait_event(&bus, "stream-lag", "lag back under max_lag", |e| {
         e["fields"]["stream"] == "jobs" && e["fields"]["state"] == "left"
     });
     assert_eq!(back["level"], "info");
     assert_eq!(back["fields"]["lag"], 0);
 
-    run(
+    redis_cmd(
         &redis,
         &["CONFIG", "SET", "latency-monitor-threshold", "10"],
     );
-    run(&redis, &["DEBUG", "SLEEP", "0.05"]);
-    let spike = event(&bus, "latency", "a latency spike", |e| e["level"] == "warn");
+    redis_cmd(&redis, &["DEBUG", "SLEEP", "0.05"]);
+    let spike = wait_event(&bus, "latency", "a latency spike", |e| e["level"] == "warn");
     assert_eq!(spike["fields"]["event"], "command");
     assert!(
         spike["fields"]["latest_ms"].as_i64().unwrap() >= 50,
         "{spike}"
     );
 
-    let lag_events: Vec<Value> = by_target(&bus.stream("logs:stream:redis"), "stream-lag")
+    let lag_events: Vec<Value> = events_of(&bus, "stream-lag")
         .into_iter()
         .filter(|e| e["fields"]["stream"] == "jobs")
         .collect();
@@ -203,7 +169,7 @@ fn failures(redis: &Redis) -> std::collections::HashMap<String, u64> {
 fn refused_and_pointless_probes_are_not_repeated_every_poll() {
     let redis = Redis::start(&[]);
     let bus = Redis::start(&[]);
-    run(
+    redis_cmd(
         &redis,
         &[
             "ACL",
@@ -222,7 +188,7 @@ fn refused_and_pointless_probes_are_not_repeated_every_poll() {
             "~*",
         ],
     );
-    run(&redis, &["XADD", "jobs", "*", "n", "0"]);
+    redis_cmd(&redis, &["XADD", "jobs", "*", "n", "0"]);
     let tmp = tempfile::tempdir().unwrap();
     let plugins = plugins_with(tmp.path(), &ALL_WATCHERS, &[]);
     let url = redis.url().replace("redis://", "redis://lookout:pw@");
@@ -241,15 +207,12 @@ fn refused_and_pointless_probes_are_not_repeated_every_poll() {
         .arg("--plugins")
         .arg(&plugins);
     let mut lookout = Lookout::spawn(cmd);
-    let refused = event(&bus, "stream-lag", "XINFO refused for the user", |e| {
+    let refused = wait_event(&bus, "stream-lag", "XINFO refused for the user", |e| {
         e["fields"]["state"] == "entered"
     });
     let msg = refused["msg"].as_str().unwrap();
     assert!(msg.contains("NOPERM") && msg.contains("grant it"), "{msg}");
-    let polls = crate::support::pings(&redis);
-    wait_for("20 more polls", Duration::from_secs(30), || {
-        (crate::support::pings(&redis) >= polls + 20).then_some(())
-    });
+    polls_pass(&redis, 20);
     let failed = failures(&redis);
     for command in ["xinfo|groups", "config|get", "cluster|info"] {
         assert!(
@@ -262,7 +225,7 @@ fn refused_and_pointless_probes_are_not_repeated_every_poll() {
         0,
         "{failed:?}"
     );
-    let stream_lag = by_target(&bus.stream("logs:stream:redis"), "stream-lag");
+    let stream_lag = events_of(&bus, "stream-lag");
     assert_eq!(stream_lag.len(), 1, "said once: {stream_lag:?}");
     assert!(lookout.terminate().success());
 }

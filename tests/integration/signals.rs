@@ -2,79 +2,20 @@
 //! daemon beside every other bundled watcher, each against a real Redis
 //! driven into its condition.
 
-/// The daemon watching `watched` every 0.2 s with every bundled watcher,
-/// publishing to `bus`, with the watcher settings `tables`; waits until it
-/// runs. (The replication and persistence tests.)
-fn replication_daemon(
-    tmp: &std::path::Path,
-    watched: &crate::support::Redis,
-    bus: &crate::support::Redis,
-    tables: &str,
-) -> crate::support::Lookout {
-    let plugins = crate::support::plugins_with(tmp, &crate::support::ALL_WATCHERS, &[]);
-    let config = crate::support::bus_config(tmp, bus, "", tables);
-    let lookout = crate::support::run_lookout(
-        tmp,
-        &watched.url(),
-        &plugins,
-        &["--config", config.to_str().unwrap()],
-    );
-    lookout.wait_started();
-    lookout
-}
+use std::time::Duration;
 
-/// The events of `target` on `bus` so far, in stream order.
-fn replication_events(bus: &crate::support::Redis, target: &str) -> Vec<serde_json::Value> {
-    crate::support::by_target(&bus.stream(crate::support::STREAM), target)
-}
+use serde_json::Value;
 
-/// The first event of `target` on `bus` that `matches`, waited for.
-fn replication_event(
-    bus: &crate::support::Redis,
-    target: &str,
-    what: &str,
-    matches: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    crate::support::wait_for(what, std::time::Duration::from_secs(30), || {
-        replication_events(bus, target)
-            .into_iter()
-            .find(|e| matches(e))
-    })
-}
-
-/// Waits until the daemon has polled `watched` `polls` more times (one
-/// PING per poll).
-fn replication_polls_pass(watched: &crate::support::Redis, polls: u64) {
-    let start = crate::support::pings(watched);
-    crate::support::wait_for(
-        "the daemon to poll again",
-        std::time::Duration::from_secs(30),
-        || (crate::support::pings(watched) >= start + polls).then_some(()),
-    );
-}
-
-/// Runs `args` on `redis`.
-fn replication_cmd(redis: &crate::support::Redis, args: &[&str]) {
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    cmd.exec(&mut redis.conn()).unwrap();
-}
-
-/// `state` of an event.
-fn replication_state(e: &serde_json::Value) -> &str {
-    e["fields"]["state"].as_str().unwrap_or_default()
-}
+use crate::support::{
+    ALL_WATCHERS, Redis, daemon_with_all_watchers, daemon_with_plugins, event_state, events_of,
+    info_field, plugins_with, polls_pass, redis_cmd, repo, wait_event, wait_for,
+};
 
 /// The replication watcher, every bundled watcher beside it, watching a
 /// replica: its master killed is one error (link down) and the master back
 /// one info; `REPLICAOF NO ONE` one warn (role change), each once.
 #[test]
 fn replication_link_down_and_failover() {
-    use crate::support::{Redis, info_field, wait_for};
-    use std::time::Duration;
-
     let mut master = Redis::start(&[]);
     let master_addr = format!("127.0.0.1:{}", master.port);
     let replica = Redis::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
@@ -88,17 +29,18 @@ fn replication_link_down_and_failover() {
     link_is("up");
     let bus = Redis::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lookout = replication_daemon(tmp.path(), &replica, &bus, "[watchers.replication]\n");
-    replication_polls_pass(&replica, 3);
+    let mut lookout =
+        daemon_with_all_watchers(tmp.path(), &replica, &bus, "[watchers.replication]\n");
+    polls_pass(&replica, 3);
     assert!(
-        replication_events(&bus, "replication").is_empty(),
+        events_of(&bus, "replication").is_empty(),
         "nothing while the link is up"
     );
 
     master.kill();
     link_is("down");
-    let down = replication_event(&bus, "replication", "the link down", |e| {
-        replication_state(e) == "entered"
+    let down = wait_event(&bus, "replication", "the link down", |e| {
+        event_state(e) == "entered"
     });
     assert_eq!(down["level"], "error", "{down}");
     assert_eq!(down["fields"]["master"], master_addr.as_str(), "{down}");
@@ -113,8 +55,8 @@ fn replication_link_down_and_failover() {
 
     master.restart();
     link_is("up");
-    let up = replication_event(&bus, "replication", "the link up again", |e| {
-        replication_state(e) == "left"
+    let up = wait_event(&bus, "replication", "the link up again", |e| {
+        event_state(e) == "left"
     });
     assert_eq!(up["level"], "info", "{up}");
     assert_eq!(up["fields"]["master"], master_addr.as_str(), "{up}");
@@ -127,9 +69,9 @@ fn replication_link_down_and_failover() {
         "{up}"
     );
 
-    replication_cmd(&replica, &["REPLICAOF", "NO", "ONE"]);
-    let failover = replication_event(&bus, "replication", "the role change", |e| {
-        replication_state(e) == "changed"
+    redis_cmd(&replica, &["REPLICAOF", "NO", "ONE"]);
+    let failover = wait_event(&bus, "replication", "the role change", |e| {
+        event_state(e) == "changed"
     });
     assert_eq!(failover["level"], "warn", "{failover}");
     assert_eq!(failover["fields"]["old_role"], "slave", "{failover}");
@@ -145,10 +87,10 @@ fn replication_link_down_and_failover() {
     );
 
     // A few more polls: no repeats.
-    replication_polls_pass(&replica, 5);
-    let states: Vec<String> = replication_events(&bus, "replication")
+    polls_pass(&replica, 5);
+    let states: Vec<String> = events_of(&bus, "replication")
         .iter()
-        .map(|e| replication_state(e).to_owned())
+        .map(|e| event_state(e).to_owned())
         .collect();
     assert_eq!(
         states,
@@ -163,29 +105,27 @@ fn replication_link_down_and_failover() {
 /// directory is back succeeds (one info).
 #[test]
 fn persistence_failed_bgsave() {
-    use crate::support::{Redis, info_field, wait_for};
-    use std::time::Duration;
-
     let redis = Redis::start(&["--enable-protected-configs", "yes"]);
     let bus = Redis::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lookout = replication_daemon(tmp.path(), &redis, &bus, "[watchers.persistence]\n");
-    replication_polls_pass(&redis, 3);
+    let mut lookout =
+        daemon_with_all_watchers(tmp.path(), &redis, &bus, "[watchers.persistence]\n");
+    polls_pass(&redis, 3);
     assert!(
-        replication_events(&bus, "persistence").is_empty(),
+        events_of(&bus, "persistence").is_empty(),
         "nothing while saves are fine"
     );
 
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    replication_cmd(&redis, &["CONFIG", "SET", "dir", data.to_str().unwrap()]);
+    redis_cmd(&redis, &["CONFIG", "SET", "dir", data.to_str().unwrap()]);
     std::fs::remove_dir(&data).unwrap();
     for n in 0..3 {
-        replication_cmd(&redis, &["SET", &format!("key:{n}"), "v"]);
+        redis_cmd(&redis, &["SET", &format!("key:{n}"), "v"]);
     }
-    replication_cmd(&redis, &["BGSAVE"]);
-    let failed = replication_event(&bus, "persistence", "the failed save", |e| {
-        replication_state(e) == "entered"
+    redis_cmd(&redis, &["BGSAVE"]);
+    let failed = wait_event(&bus, "persistence", "the failed save", |e| {
+        event_state(e) == "entered"
     });
     assert_eq!(failed["level"], "error", "{failed}");
     assert_eq!(
@@ -202,13 +142,13 @@ fn persistence_failed_bgsave() {
     );
 
     std::fs::create_dir(&data).unwrap();
-    replication_cmd(&redis, &["CONFIG", "SET", "dir", data.to_str().unwrap()]);
-    replication_cmd(&redis, &["BGSAVE"]);
+    redis_cmd(&redis, &["CONFIG", "SET", "dir", data.to_str().unwrap()]);
+    redis_cmd(&redis, &["BGSAVE"]);
     wait_for("a good save", Duration::from_secs(30), || {
         (info_field(&redis, "persistence", "rdb_last_bgsave_status") == "ok").then_some(())
     });
-    let ok = replication_event(&bus, "persistence", "the save ok again", |e| {
-        replication_state(e) == "left"
+    let ok = wait_event(&bus, "persistence", "the save ok again", |e| {
+        event_state(e) == "left"
     });
     assert_eq!(ok["level"], "info", "{ok}");
     assert_eq!(ok["fields"]["rdb_last_bgsave_status"], "ok", "{ok}");
@@ -220,75 +160,25 @@ fn persistence_failed_bgsave() {
         "{ok}"
     );
 
-    replication_polls_pass(&redis, 5);
-    let states: Vec<String> = replication_events(&bus, "persistence")
+    polls_pass(&redis, 5);
+    let states: Vec<String> = events_of(&bus, "persistence")
         .iter()
-        .map(|e| replication_state(e).to_owned())
+        .map(|e| event_state(e).to_owned())
         .collect();
     assert_eq!(states, ["entered", "left"], "one event per transition");
     assert!(lookout.terminate().success());
 }
 
-/// `lookout run` of `redis` every 0.2 s with every bundled watcher in
-/// `plugins`, publishing to `bus`, `tables` appended to its config.
-fn evictions_rules_daemon(
-    redis: &crate::support::Redis,
-    bus: &crate::support::Redis,
-    plugins: &std::path::Path,
-    tmp: &std::path::Path,
-    tables: &str,
-) -> crate::support::Lookout {
-    let config =
-        crate::support::config_file(tmp, &format!("[publish]\nurl = '{}'\n{tables}", bus.url()));
-    let lookout = crate::support::run_lookout(
-        tmp,
-        &redis.url(),
-        plugins,
-        &["--config", config.to_str().unwrap()],
-    );
-    lookout.wait_started();
-    lookout
-}
-
-/// The events of `target` on `bus` so far.
-fn evictions_rules_events(bus: &crate::support::Redis, target: &str) -> Vec<serde_json::Value> {
-    crate::support::by_target(&bus.stream(crate::support::STREAM), target)
-}
-
-/// The first event of `target` on `bus` that `matches`, waited for.
-fn evictions_rules_event(
-    bus: &crate::support::Redis,
-    target: &str,
-    what: &str,
-    matches: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    crate::support::wait_for(what, std::time::Duration::from_secs(30), || {
-        evictions_rules_events(bus, target)
-            .into_iter()
-            .find(|e| matches(e))
-    })
-}
-
-/// Runs one command on `redis`.
-fn evictions_rules_cmd(redis: &crate::support::Redis, args: &[&str]) {
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    cmd.exec(&mut redis.conn()).unwrap();
-}
-
 /// Opens `n` connections to `redis` at once (each sends PING and reads its
 /// answer), then closes them all; returns how many were rejected
 /// (`-ERR max number of clients reached`).
-fn rules_crowd(redis: &crate::support::Redis, n: usize) -> usize {
+fn rules_crowd(redis: &Redis, n: usize) -> usize {
     use std::io::{Read, Write};
     let mut held = Vec::new();
     let mut rejected = 0;
     for _ in 0..n {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         // A rejected connection may be closed before the PING arrives.
         let _ = s.write_all(b"PING\r\n");
         let mut buf = [0u8; 128];
@@ -307,22 +197,18 @@ fn rules_crowd(redis: &crate::support::Redis, n: usize) -> usize {
 /// total evicted.
 #[test]
 fn evictions_reported_once_then_quiet() {
-    use crate::support::{ALL_WATCHERS, Redis, info_field, plugins_with};
-
     let redis = Redis::start(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]);
     let bus = Redis::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let plugins = plugins_with(tmp.path(), &ALL_WATCHERS, &[]);
-    let mut lookout = evictions_rules_daemon(
+    let mut lookout = daemon_with_all_watchers(
+        tmp.path(),
         &redis,
         &bus,
-        &plugins,
-        tmp.path(),
         "[watchers.evictions]\nquiet_polls = 2\n",
     );
     // latency reports the monitor off at its first poll: the daemon polls,
     // so evictions has its baseline of 0.
-    evictions_rules_event(&bus, "latency", "the daemon's first poll", |e| {
+    wait_event(&bus, "latency", "the daemon's first poll", |e| {
         e["fields"]["state"] == "entered"
     });
 
@@ -336,7 +222,7 @@ fn evictions_reported_once_then_quiet() {
     let evicted: u64 = info_field(&redis, "stats", "evicted_keys").parse().unwrap();
     assert!(evicted > 1000, "evicted_keys {evicted}");
 
-    let entered = evictions_rules_event(&bus, "evictions", "evictions entered", |e| {
+    let entered = wait_event(&bus, "evictions", "evictions entered", |e| {
         e["fields"]["counter"] == "evicted_keys" && e["fields"]["state"] == "entered"
     });
     assert_eq!(entered["level"], "warn");
@@ -351,9 +237,9 @@ fn evictions_reported_once_then_quiet() {
 
     // Writes stopped; room to spare, so the daemon's own connections evict
     // nothing more.
-    evictions_rules_cmd(&redis, &["CONFIG", "SET", "maxmemory", "8mb"]);
+    redis_cmd(&redis, &["CONFIG", "SET", "maxmemory", "8mb"]);
     let evicted: u64 = info_field(&redis, "stats", "evicted_keys").parse().unwrap();
-    let left = evictions_rules_event(&bus, "evictions", "evictions left", |e| {
+    let left = wait_event(&bus, "evictions", "evictions left", |e| {
         e["fields"]["counter"] == "evicted_keys" && e["fields"]["state"] == "left"
     });
     assert_eq!(left["level"], "info");
@@ -368,11 +254,8 @@ fn evictions_reported_once_then_quiet() {
     );
 
     // One more quiet stretch: still exactly one event per transition.
-    let polls = crate::support::pings(&redis);
-    crate::support::wait_for("3 more polls", std::time::Duration::from_secs(30), || {
-        (crate::support::pings(&redis) >= polls + 3).then_some(())
-    });
-    let states: Vec<String> = evictions_rules_events(&bus, "evictions")
+    polls_pass(&redis, 3);
+    let states: Vec<String> = events_of(&bus, "evictions")
         .iter()
         .map(|e| {
             format!(
@@ -397,8 +280,6 @@ fn evictions_reported_once_then_quiet() {
 /// once.
 #[test]
 fn rules_from_the_example_file() {
-    use crate::support::{ALL_WATCHERS, Redis, info_field, plugins_with, repo};
-
     // The example's rules, by name, each block as written there.
     let example = std::fs::read_to_string(repo().join("plugins/rules/rules.example.toml")).unwrap();
     let body = example.split("\nrules = '''\n").nth(1).unwrap();
@@ -444,20 +325,20 @@ fn rules_from_the_example_file() {
         format!("rules = '''\n{}\n'''\n", blocks.join("\n")),
     )
     .unwrap();
-    let mut lookout = evictions_rules_daemon(&redis, &bus, &plugins, tmp.path(), "");
-    evictions_rules_event(&bus, "latency", "the daemon's first poll", |e| {
+    let mut lookout = daemon_with_plugins(tmp.path(), &redis, &bus, &plugins, "");
+    wait_event(&bus, "latency", "the daemon's first poll", |e| {
         e["fields"]["state"] == "entered"
     });
     let state_of = |rule: &str, state: &'static str| {
         let rule = rule.to_owned();
-        move |e: &serde_json::Value| e["fields"]["rule"] == rule && e["fields"]["state"] == state
+        move |e: &Value| e["fields"]["rule"] == rule && e["fields"]["state"] == state
     };
 
     // maxmemory just over used_memory: the ratio is over 0.9.
     let used: u64 = info_field(&redis, "memory", "used_memory").parse().unwrap();
     let max = used + 64 * 1024;
-    evictions_rules_cmd(&redis, &["CONFIG", "SET", "maxmemory", &max.to_string()]);
-    let entered = evictions_rules_event(
+    redis_cmd(&redis, &["CONFIG", "SET", "maxmemory", &max.to_string()]);
+    let entered = wait_event(
         &bus,
         "rules",
         "memory_critical entered",
@@ -476,8 +357,8 @@ fn rules_from_the_example_file() {
             .starts_with("memory_critical: used_memory/maxmemory is "),
         "{entered}"
     );
-    evictions_rules_cmd(&redis, &["CONFIG", "SET", "maxmemory", "1gb"]);
-    let left = evictions_rules_event(
+    redis_cmd(&redis, &["CONFIG", "SET", "maxmemory", "1gb"]);
+    let left = wait_event(
         &bus,
         "rules",
         "memory_critical left",
@@ -505,7 +386,7 @@ fn rules_from_the_example_file() {
         .exec(&mut admin)
         .unwrap();
     assert!(rejected >= 8, "{rejected} rejected");
-    let entered = evictions_rules_event(
+    let entered = wait_event(
         &bus,
         "rules",
         "connections_rejected entered",
@@ -522,7 +403,7 @@ fn rules_from_the_example_file() {
             .ends_with("connections rejected since the last poll (maxclients reached)"),
         "{entered}"
     );
-    let left = evictions_rules_event(
+    let left = wait_event(
         &bus,
         "rules",
         "connections_rejected left",
@@ -534,15 +415,15 @@ fn rules_from_the_example_file() {
     // A background save into a directory that is gone fails.
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    evictions_rules_cmd(&redis, &["CONFIG", "SET", "dir", data.to_str().unwrap()]);
+    redis_cmd(&redis, &["CONFIG", "SET", "dir", data.to_str().unwrap()]);
     std::fs::remove_dir(&data).unwrap();
-    evictions_rules_cmd(&redis, &["BGSAVE"]);
-    crate::support::wait_for(
+    redis_cmd(&redis, &["BGSAVE"]);
+    wait_for(
         "the background save to fail",
-        std::time::Duration::from_secs(10),
+        Duration::from_secs(10),
         || (info_field(&redis, "persistence", "rdb_last_bgsave_status") == "err").then_some(()),
     );
-    let entered = evictions_rules_event(
+    let entered = wait_event(
         &bus,
         "rules",
         "bgsave_broken entered",
@@ -556,9 +437,9 @@ fn rules_from_the_example_file() {
     );
     // The directory back: the next background save succeeds.
     std::fs::create_dir(&data).unwrap();
-    evictions_rules_cmd(&redis, &["CONFIG", "SET", "dir", data.to_str().unwrap()]);
-    evictions_rules_cmd(&redis, &["BGSAVE"]);
-    let left = evictions_rules_event(
+    redis_cmd(&redis, &["CONFIG", "SET", "dir", data.to_str().unwrap()]);
+    redis_cmd(&redis, &["BGSAVE"]);
+    let left = wait_event(
         &bus,
         "rules",
         "bgsave_broken left",
@@ -567,7 +448,7 @@ fn rules_from_the_example_file() {
     assert_eq!(left["level"], "info");
     assert_eq!(left["fields"]["value"], "ok");
 
-    let transitions: Vec<String> = evictions_rules_events(&bus, "rules")
+    let transitions: Vec<String> = events_of(&bus, "rules")
         .iter()
         .map(|e| {
             format!(

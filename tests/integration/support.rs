@@ -634,3 +634,75 @@ pub fn run_config(
         .args(args);
     Lookout::spawn(cmd)
 }
+
+/// The daemon watching `watched` every 0.2 s with the watchers in
+/// `plugins`, publishing to `bus` with the watcher settings `tables` (see
+/// [`bus_config`]); waits until it runs.
+pub fn daemon_with_plugins(
+    tmp: &Path,
+    watched: &Redis,
+    bus: &Redis,
+    plugins: &Path,
+    tables: &str,
+) -> Lookout {
+    let config = bus_config(tmp, bus, "", tables);
+    let lookout = run_lookout(
+        tmp,
+        &watched.url(),
+        plugins,
+        &["--config", config.to_str().unwrap()],
+    );
+    lookout.wait_started();
+    lookout
+}
+
+/// [`daemon_with_plugins`] with every bundled watcher ([`ALL_WATCHERS`]).
+pub fn daemon_with_all_watchers(tmp: &Path, watched: &Redis, bus: &Redis, tables: &str) -> Lookout {
+    let plugins = plugins_with(tmp, &ALL_WATCHERS, &[]);
+    daemon_with_plugins(tmp, watched, bus, &plugins, tables)
+}
+
+/// The events of `target` on `bus` so far, in stream order.
+pub fn events_of(bus: &Redis, target: &str) -> Vec<Value> {
+    by_target(&bus.stream(STREAM), target)
+}
+
+/// The first event of `target` on `bus` that `matches`, waited for (30 s,
+/// then a panic naming `what`).
+pub fn wait_event(
+    bus: &Redis,
+    target: &str,
+    what: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for(what, Duration::from_secs(30), || {
+        events_of(bus, target).into_iter().find(|e| matches(e))
+    })
+}
+
+/// Waits until the daemon has polled `watched` `polls` more times (one
+/// PING per poll, see [`pings`]).
+pub fn polls_pass(watched: &Redis, polls: u64) {
+    let start = pings(watched);
+    wait_for(
+        &format!("{polls} more polls"),
+        Duration::from_secs(30),
+        || (pings(watched) >= start + polls).then_some(()),
+    );
+}
+
+/// Runs one command, `args[0]` with the rest as its arguments, on `redis`;
+/// panics on an error reply.
+pub fn redis_cmd(redis: &Redis, args: &[&str]) {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.exec(&mut redis.conn()).unwrap();
+}
+
+/// The `state` field of an event (`entered`, `left`...), empty when it
+/// has none.
+pub fn event_state(event: &Value) -> &str {
+    event["fields"]["state"].as_str().unwrap_or_default()
+}
