@@ -21,6 +21,7 @@
 //! server's fields. Missing or unparseable fields (older Redis) leave the
 //! conditions that need them as they were, without events.
 
+use lookout_watcher::format::count;
 use lookout_watcher::{
     Cadence, ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch, invalid,
 };
@@ -168,7 +169,7 @@ impl Persistence {
                 let changes = snapshot.info_u64("rdb_changes_since_last_save").ok();
                 let mut msg = format!("last background save failed ({field} {status})");
                 if let Some(n) = changes {
-                    msg.push_str(&format!(", {n} changes not saved"));
+                    msg.push_str(&format!(", {} not saved", count(n, "change")));
                 }
                 let mut e = Event::new(Level::Error, msg).field(field, status);
                 if let Some(n) = changes {
@@ -209,7 +210,7 @@ impl Persistence {
                 let mut msg = format!("{what} failed ({field} {status})");
                 let mut e = Event::new(Level::Error, String::new()).field(field, status);
                 if let (true, Some(n)) = (rewrite, failures) {
-                    msg.push_str(&format!(", {n} consecutive failures"));
+                    msg.push_str(&format!(", {}", count(n, "consecutive failure")));
                     e = e.field("aof_rewrites_consecutive_failures", n);
                 }
                 e.msg = msg;
@@ -342,11 +343,11 @@ impl Persistence {
                 .field("rdb_changes_since_last_save", changes)
                 .field("max_save_age_s", max)
         };
+        let unsaved = count(changes, "unsaved change");
         match self.old_save {
             None if at_risk => {
-                let msg = format!(
-                    "last successful save {age_s} s ago (limit {max} s) with {changes} unsaved changes"
-                );
+                let msg =
+                    format!("last successful save {age_s} s ago (limit {max} s) with {unsaved}");
                 events.push(event(Level::Warn, msg).field("state", "entered"));
                 self.old_save = Some(OldSave {
                     since_ms: now,
@@ -357,15 +358,15 @@ impl Persistence {
                 let duration_s = seconds_between(open.since_ms, now);
                 let msg = if restarted {
                     format!(
-                        "unsaved changes no longer tracked: the server restarted, last save {age_s} s ago, {changes} unsaved changes (reported {duration_s} s ago)"
+                        "unsaved changes no longer tracked: the server restarted, last save {age_s} s ago, {unsaved} (reported {duration_s} s ago)"
                     )
                 } else if last_save > open.last_save_time {
                     format!(
-                        "a save happened: last successful save {age_s} s ago, {changes} unsaved changes (at risk for {duration_s} s)"
+                        "a save happened: last successful save {age_s} s ago, {unsaved} (at risk for {duration_s} s)"
                     )
                 } else {
                     format!(
-                        "unsaved changes no longer at risk: last successful save {age_s} s ago, {changes} unsaved changes (after {duration_s} s)"
+                        "unsaved changes no longer at risk: last successful save {age_s} s ago, {unsaved} (after {duration_s} s)"
                     )
                 };
                 events.push(

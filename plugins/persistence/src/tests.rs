@@ -235,7 +235,7 @@ fn a_failed_bgsave_is_an_error_once_and_its_recovery_info_once() {
     assert_eq!(e.level, Level::Error);
     assert_eq!(
         e.msg,
-        "last background save failed (rdb_last_bgsave_status err), 1 changes not saved"
+        "last background save failed (rdb_last_bgsave_status err), 1 change not saved"
     );
     assert_eq!(
         fields(e),

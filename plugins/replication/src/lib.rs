@@ -482,7 +482,10 @@ impl Replication {
         match (self.too_few_since, too_few) {
             (None, Some(true)) => {
                 let n = count.unwrap_or(0);
-                let msg = format!("master has {n} connected replicas, fewer than {min}");
+                let msg = format!(
+                    "master has {}, fewer than {min}",
+                    lookout_watcher::format::count(n, "connected replica")
+                );
                 events.push(
                     Event::new(Level::Warn, msg)
                         .field("connected_slaves", n)
@@ -495,7 +498,8 @@ impl Replication {
                 let duration_s = seconds_between(since, now);
                 let msg = match (role.is_some_and(Role::is_master), count) {
                     (true, Some(n)) => format!(
-                        "master has {n} connected replicas again (at least {min}) after {duration_s} s"
+                        "master has {} again (at least {min}) after {duration_s} s",
+                        lookout_watcher::format::count(n, "connected replica")
                     ),
                     _ => format!(
                         "too few replicas no longer checked: the instance is not a master, after {duration_s} s"

@@ -521,7 +521,7 @@ fn too_few_replicas_warns_once_and_recovers_once() {
     assert_eq!(events.len(), 1);
     let e = &events[0];
     assert_eq!(e.level, Level::Warn);
-    assert_eq!(e.msg, "master has 1 connected replicas, fewer than 2");
+    assert_eq!(e.msg, "master has 1 connected replica, fewer than 2");
     assert_eq!(
         fields(e),
         [

@@ -46,9 +46,26 @@ pub fn duration(ms: i64) -> String {
     }
 }
 
+/// A count with its noun, plural unless one: `1 change`, `3 changes`
+/// (nouns whose plural adds `s`).
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_with_nouns() {
+        assert_eq!(count(0, "change"), "0 changes");
+        assert_eq!(count(1, "connected replica"), "1 connected replica");
+        assert_eq!(count(2, "failure"), "2 failures");
+    }
 
     #[test]
     fn durations_read_plainly() {
