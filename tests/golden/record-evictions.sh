@@ -15,13 +15,8 @@
 # tests/golden/evictions.expected.jsonl). Settings: tests/golden/evictions.toml.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-lookout="${LOOKOUT:-$repo/target/release/lookout}"
-[ -x "$lookout" ] || { echo "$0: $lookout is missing; run \`make build\`" >&2; exit 1; }
 # shellcheck source=redis.sh
 source "$here/redis.sh"
-trap 'stop_redis; rm -rf "$tmp"' EXIT
-cli() { redis-cli -p "$port" "$@" >/dev/null; }
 
 # write ROUND: 3000 SETs of 1 KB values through one pipeline.
 write() {
@@ -31,22 +26,6 @@ value = "x" * 1024
 for n in range(3000):
     key = f"k:{sys.argv[1]}:{n}"
     sys.stdout.write(f"*3\r\n$3\r\nSET\r\n${len(key)}\r\n{key}\r\n${len(value)}\r\n{value}\r\n")
-PY
-}
-
-# crowd: 12 connections opened together (each sends PING and waits for
-# its answer), then all closed; those over maxclients are rejected.
-crowd() {
-    python3 - "$port" <<'PY'
-import socket, sys
-socks = []
-for _ in range(12):
-    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-    s.sendall(b"PING\r\n")
-    s.recv(128)
-    socks.append(s)
-for s in socks:
-    s.close()
 PY
 }
 

@@ -13,25 +13,11 @@
 # tests/golden/persistence.toml.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-lookout="${LOOKOUT:-$repo/target/release/lookout}"
-[ -x "$lookout" ] || { echo "$0: $lookout is missing; run \`make build\`" >&2; exit 1; }
 # shellcheck source=redis.sh
 source "$here/redis.sh"
-trap 'stop_redis; rm -rf "$tmp"' EXIT
-cli() { redis-cli -p "$port" "$@" >/dev/null; }
 # field NAME: NAME from INFO persistence.
-field() { redis-cli -p "$port" info persistence | tr -d '\r' | sed -n "s/^$1://p"; }
-# wait_until WHAT COMMAND...: up to 20 s for COMMAND to succeed.
-wait_until() {
-    local what="$1"; shift
-    for _ in $(seq 400); do
-        "$@" && return 0
-        sleep 0.05
-    done
-    echo "$0: timed out waiting for $what" >&2
-    exit 1
-}
+field() { info_field persistence "$1"; }
+wait_seconds=20   # for wait_until (redis.sh)
 field_is() { [ "$(field "$1")" = "$2" ]; }
 field_at_least() { [ "$(field "$1")" -ge "$2" ]; }
 save_older_than() { [ $(( $(date +%s) - $(field rdb_last_save_time) )) -gt "$1" ]; }

@@ -16,14 +16,11 @@
 # tests/golden/replication.toml. Only R is recorded.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-lookout="${LOOKOUT:-$repo/target/release/lookout}"
-[ -x "$lookout" ] || { echo "$0: $lookout is missing; run \`make build\`" >&2; exit 1; }
 # shellcheck source=redis.sh
 source "$here/redis.sh"
 
 # M, the other server: its own port, directory and pidfile under $tmp.
-mport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+mport="$(free_port)"
 mdir="$tmp/m"
 mkdir -p "$mdir"
 start_m() {
@@ -32,13 +29,7 @@ start_m() {
         --enable-debug-command yes "$@"
     wait_until "M up" mcli_ok ping
 }
-stop_m() {
-    redis-cli -p "$mport" shutdown nosave >/dev/null 2>&1 || true
-    for _ in $(seq 100); do
-        redis-cli -p "$mport" ping >/dev/null 2>&1 || return 0
-        sleep 0.05
-    done
-}
+stop_m() { stop_redis "$mport"; }
 kill_m() {
     local pid
     pid="$(cat "$mdir/redis.pid")"
@@ -50,29 +41,18 @@ kill_m() {
 }
 trap 'stop_m; stop_redis; rm -rf "$tmp"' EXIT
 
-cli() { redis-cli -p "$port" "$@" >/dev/null; }
 mcli() { redis-cli -p "$mport" "$@" >/dev/null; }
 mcli_ok() { redis-cli -p "$mport" "$@" >/dev/null 2>&1; }
-# field PORT NAME: NAME from INFO replication of the server on PORT.
-field() { redis-cli -p "$1" info replication | tr -d '\r' | sed -n "s/^$2://p"; }
-# wait_until WHAT COMMAND...: up to 10 s for COMMAND to succeed.
-wait_until() {
-    local what="$1"; shift
-    for _ in $(seq 200); do
-        "$@" && return 0
-        sleep 0.05
-    done
-    echo "$0: timed out waiting for $what" >&2
-    exit 1
-}
-link_is() { [ "$(field "$port" master_link_status)" = "$1" ]; }
-r_replicas_are() { [ "$(field "$port" connected_slaves)" = "$1" ]; }
+# field NAME: NAME from INFO replication of R.
+field() { info_field replication "$1"; }
+link_is() { [ "$(field master_link_status)" = "$1" ]; }
+r_replicas_are() { [ "$(field connected_slaves)" = "$1" ]; }
 # M's acknowledged offset, from R's slave0 line, equals R's offset.
 m_caught_up() {
     local line offset
-    line="$(field "$port" slave0)"
+    line="$(field slave0)"
     offset="$(sed -n 's/.*offset=\([0-9]*\).*/\1/p' <<<"$line")"
-    [[ "$line" == *state=online* ]] && [ "$offset" = "$(field "$port" master_repl_offset)" ]
+    [[ "$line" == *state=online* ]] && [ "$offset" = "$(field master_repl_offset)" ]
 }
 
 start_m

@@ -18,14 +18,10 @@
 # tests/golden/rules.expected.jsonl). Settings: tests/golden/rules.toml.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-lookout="${LOOKOUT:-$repo/target/release/lookout}"
-[ -x "$lookout" ] || { echo "$0: $lookout is missing; run \`make build\`" >&2; exit 1; }
 # shellcheck source=redis.sh
 source "$here/redis.sh"
-replica_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+replica_port="$(free_port)"
 trap 'redis-cli -p "$replica_port" shutdown nosave >/dev/null 2>&1 || true; stop_redis; rm -rf "$tmp"' EXIT
-cli() { redis-cli -p "$port" "$@" >/dev/null; }
 # info_is FIELD VALUE [PORT]: waits (up to 10 s) until INFO says FIELD:VALUE.
 info_is() {
     for _ in $(seq 200); do
@@ -36,27 +32,11 @@ info_is() {
     exit 1
 }
 
-# crowd: 12 connections opened together (each sends PING and waits for
-# its answer), then all closed; those over maxclients are rejected.
-crowd() {
-    python3 - "$port" <<'PY'
-import socket, sys
-socks = []
-for _ in range(12):
-    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-    s.sendall(b"PING\r\n")
-    s.recv(128)
-    socks.append(s)
-for s in socks:
-    s.close()
-PY
-}
-
 start_redis --enable-protected-configs yes --repl-diskless-sync-delay 0
 started="$(date +%s)"
 record_probes rules 2
 
-used="$(redis-cli -p "$port" info memory | tr -d '\r' | sed -n 's/^used_memory://p')"
+used="$(info_field memory used_memory)"
 cli config set maxmemory "$((used + 32 * 1024))"
 record_probes rules 3
 cli config set maxmemory 1gb

@@ -9,13 +9,8 @@
 # tests/golden/stream-lag.expected.jsonl). Settings: tests/golden/stream-lag.toml.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-lookout="${LOOKOUT:-$repo/target/release/lookout}"
-[ -x "$lookout" ] || { echo "$0: $lookout is missing; run \`make build\`" >&2; exit 1; }
 # shellcheck source=redis.sh
 source "$here/redis.sh"
-trap 'stop_redis; rm -rf "$tmp"' EXIT
-cli() { redis-cli -p "$port" "$@" >/dev/null; }
 
 start_redis
 cli xadd jobs '*' n 0

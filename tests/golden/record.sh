@@ -16,10 +16,6 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-lookout="${LOOKOUT:-$repo/target/release/lookout}"
-[ -x "$lookout" ] || { echo "record.sh: $lookout is missing; run \`make build\`" >&2; exit 1; }
-
 # shellcheck source=redis.sh
 source "$here/redis.sh"
 out="$tmp/snapshots.jsonl"
@@ -33,7 +29,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cli() { redis-cli -p "$port" "$@" >/dev/null; }
 snap() { "$lookout" record --redis "$url" --polls "$1" --every 0.2 --redact >>"$out"; }
 
 start_redis "${redis_args[@]}"
@@ -51,18 +46,18 @@ time.sleep(60)
 EOF
 holder=$!
 for _ in $(seq 100); do
-    [ "$(redis-cli -p "$port" info clients | tr -d '\r' | sed -n 's/^connected_clients://p')" -ge 21 ] && break
+    [ "$(info_field clients connected_clients)" -ge 21 ] && break
     sleep 0.05
 done
 snap 1
 kill "$holder"; wait "$holder" 2>/dev/null || true; holder=""
 for _ in $(seq 100); do
-    [ "$(redis-cli -p "$port" info clients | tr -d '\r' | sed -n 's/^connected_clients://p')" -le 1 ] && break
+    [ "$(info_field clients connected_clients)" -le 1 ] && break
     sleep 0.05
 done
 snap 1
 
-rss="$(redis-cli -p "$port" info memory | tr -d '\r' | sed -n 's/^used_memory_rss://p')"
+rss="$(info_field memory used_memory_rss)"
 cli config set maxmemory "$((rss / 2))"  # memory pressure: RSS at ~200% of maxmemory
 snap 4
 cli config set maxmemory 1gb             # and back

@@ -1,9 +1,22 @@
-# Sourced by the golden record.sh scripts: a throwaway redis-server on a free
-# port in a temp dir. Sets tmp, port and url; start_redis [ARGS...] starts
+# Sourced by the golden record scripts (record.sh, record-NAME.sh), which
+# set `here` (this folder) first: a throwaway redis-server on a free port in
+# a temp dir. Sets repo, lookout (the release binary, or $LOOKOUT), tmp,
+# port and url, and an EXIT trap that stops the server and removes tmp (a
+# script with more to clean up sets its own); start_redis [ARGS...] starts
 # (or restarts) it with extra server ARGS, stop_redis stops it.
+repo="$(cd "$here/../.." && pwd)"
+lookout="${LOOKOUT:-$repo/target/release/lookout}"
+[ -x "$lookout" ] || { echo "${0##*/}: $lookout is missing; run \`make build\`" >&2; exit 1; }
+
+# free_port: a free TCP port on loopback.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
 tmp="$(mktemp -d)"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 url="redis://127.0.0.1:$port"
+trap 'stop_redis; rm -rf "$tmp"' EXIT
 
 start_redis() {
     redis-server --port "$port" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly no \
@@ -12,16 +25,54 @@ start_redis() {
         redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
         sleep 0.05
     done
-    echo "record.sh: redis-server did not start on port $port" >&2
+    echo "${0##*/}: redis-server did not start on port $port" >&2
     exit 1
 }
 
+# stop_redis [PORT]: stops the server (or the one on PORT) and waits until
+# it no longer answers.
 stop_redis() {
-    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    local p="${1:-$port}"
+    redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true
     for _ in $(seq 100); do
-        redis-cli -p "$port" ping >/dev/null 2>&1 || return 0
+        redis-cli -p "$p" ping >/dev/null 2>&1 || return 0
         sleep 0.05
     done
+}
+
+# cli ARGS...: runs a command on the server, its reply discarded.
+cli() { redis-cli -p "$port" "$@" >/dev/null; }
+
+# info_field SECTION NAME [PORT]: NAME from INFO SECTION of the server (or
+# of the one on PORT).
+info_field() { redis-cli -p "${3:-$port}" info "$1" | tr -d '\r' | sed -n "s/^$2://p"; }
+
+# wait_until WHAT COMMAND...: up to $wait_seconds (default 10) s for COMMAND
+# to succeed, else exits naming WHAT.
+wait_until() {
+    local what="$1"; shift
+    for _ in $(seq $(( ${wait_seconds:-10} * 20 ))); do
+        "$@" && return 0
+        sleep 0.05
+    done
+    echo "$0: timed out waiting for $what" >&2
+    exit 1
+}
+
+# crowd: 12 connections opened together (each sends PING and waits for
+# its answer), then all closed; those over maxclients are rejected.
+crowd() {
+    python3 - "$port" <<'PY'
+import socket, sys
+socks = []
+for _ in range(12):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(b"PING\r\n")
+    s.recv(128)
+    socks.append(s)
+for s in socks:
+    s.close()
+PY
 }
 
 # record_probes NAME POLLS: appends POLLS snapshots (0.2 s apart) to
