@@ -86,20 +86,21 @@ record_probes() {
         --cache-dir "$repo/target/golden-cache" >>"$tmp/$w.snapshots.jsonl"
 }
 
-# golden_finish NAME [--save]: copies the recording to
-# tests/golden/NAME.snapshots.jsonl and prints what watcher NAME makes of
-# it, or with --save writes that to tests/golden/NAME.expected.jsonl.
+# golden_finish NAME [--save]: prints what watcher NAME makes of the
+# recording; with --save, copies the recording to
+# tests/golden/NAME.snapshots.jsonl and writes those events to
+# tests/golden/NAME.expected.jsonl (review them first).
 golden_finish() {
-    local w="$1" config=()
-    cp "$tmp/$w.snapshots.jsonl" "$here/$w.snapshots.jsonl"
-    echo "recorded $(wc -l <"$here/$w.snapshots.jsonl") snapshots into tests/golden/$w.snapshots.jsonl" >&2
+    local w="$1" config=() snapshots="$tmp/$w.snapshots.jsonl"
+    echo "recorded $(wc -l <"$snapshots") snapshots" >&2
     [ -f "$here/$w.toml" ] && config=(--config "$here/$w.toml")
     if [ "${2:-}" = --save ]; then
+        cp "$snapshots" "$here/$w.snapshots.jsonl"
         "$lookout" test "$repo/plugins/$w.wasm" --snapshots "$here/$w.snapshots.jsonl" "${config[@]}" \
             --cache-dir "$repo/target/golden-cache" >"$here/$w.expected.jsonl"
-        echo "saved tests/golden/$w.expected.jsonl" >&2
+        echo "saved tests/golden/$w.snapshots.jsonl and tests/golden/$w.expected.jsonl" >&2
     else
-        "$lookout" test "$repo/plugins/$w.wasm" --snapshots "$here/$w.snapshots.jsonl" "${config[@]}" \
+        "$lookout" test "$repo/plugins/$w.wasm" --snapshots "$snapshots" "${config[@]}" \
             --cache-dir "$repo/target/golden-cache"
     fi
 }
