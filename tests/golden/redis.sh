@@ -91,7 +91,8 @@ record_probes() {
 # tests/golden/NAME.snapshots.jsonl and writes those events to
 # tests/golden/NAME.expected.jsonl (review them first).
 golden_finish() {
-    local w="$1" config=() snapshots="$tmp/$w.snapshots.jsonl"
+    local w="$1" config=()
+    local snapshots="$tmp/$w.snapshots.jsonl"
     echo "recorded $(wc -l <"$snapshots") snapshots" >&2
     [ -f "$here/$w.toml" ] && config=(--config "$here/$w.toml")
     if [ "${2:-}" = --save ]; then
