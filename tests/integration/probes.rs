@@ -229,3 +229,61 @@ fn refused_and_pointless_probes_are_not_repeated_every_poll() {
     assert_eq!(stream_lag.len(), 1, "said once: {stream_lag:?}");
     assert!(lookout.terminate().success());
 }
+
+/// stream-lag over a discovered Redis Cluster: each node's target asks
+/// XINFO GROUPS, but only the master serving the stream's slot reads it;
+/// the other nodes' MOVED replies give no reading (no "cannot be read"),
+/// so the lag is reported once, by that master's target.
+#[test]
+fn stream_lag_in_a_cluster_reads_each_stream_on_its_node() {
+    let cluster = crate::discovery::start_cluster();
+    let bus = Redis::start(&[]);
+    let owner = cluster
+        .nodes
+        .iter()
+        .find(|node| {
+            redis::cmd("XADD")
+                .arg("jobs")
+                .arg("*")
+                .arg("n")
+                .arg("0")
+                .exec(&mut node.conn())
+                .is_ok()
+        })
+        .expect("a master serves the key");
+    redis_cmd(owner, &["XGROUP", "CREATE", "jobs", "workers", "$"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &ALL_WATCHERS, &[]);
+    let config = crate::support::bus_config(
+        tmp.path(),
+        &bus,
+        "",
+        &format!(
+            "[[discover]]\ncluster = '{}'\nrefresh_s = 1\n\
+             [watchers.stream-lag]\nstreams = 'jobs'\nmax_lag = 5\ngrowing_polls = 0\n",
+            cluster.urls()[0]
+        ),
+    );
+    let mut lookout = crate::support::run_config(tmp.path(), &plugins, &config, &[]);
+    lookout.wait_started();
+    for node in &cluster.nodes {
+        polls_pass(node, 2);
+    }
+    for n in 1..=10 {
+        redis_cmd(owner, &["XADD", "jobs", "*", "n", &n.to_string()]);
+    }
+    let over = wait_event(&bus, "stream-lag", "lag over max_lag", |e| {
+        e["fields"]["condition"] == "over_max_lag"
+    });
+    assert_eq!(
+        over["fields"]["instance"],
+        format!("127.0.0.1:{}", owner.port)
+    );
+    assert_eq!(over["fields"]["lag"], 10);
+    for node in &cluster.nodes {
+        polls_pass(node, 2);
+    }
+    let all = events_of(&bus, "stream-lag");
+    assert_eq!(all.len(), 1, "only the serving master reports: {all:?}");
+    assert!(lookout.terminate().success());
+}

@@ -89,6 +89,9 @@ pub struct Stream {
 pub enum Answer {
     /// Refused, unknown or failed: the reason.
     Unavailable(String),
+    /// The key is served by another node of a Redis Cluster (MOVED or
+    /// ASK): no reading here; the node that serves it reads it.
+    Elsewhere(String),
     /// `LATENCY LATEST`.
     Latency(Vec<Spike>),
     /// An INFO section's fields, `(name, value)`.
@@ -164,6 +167,9 @@ impl Ask {
     pub fn answer(&self, replies: &[Value]) -> Answer {
         let first = replies.first();
         if let Some(Value::ServerError(e)) = first {
+            if matches!(e.code(), "MOVED" | "ASK") {
+                return Answer::Elsewhere(refused(self, e));
+            }
             return Answer::Unavailable(refused(self, e));
         }
         let Some(first) = first else {
@@ -370,6 +376,11 @@ mod tests {
         let err = redis::parse_redis_value(b"-ERR This instance has cluster support disabled\r\n")
             .unwrap();
         assert!(!is_noperm(Some(&err)));
+        let moved = redis::parse_redis_value(b"-MOVED 3999 127.0.0.1:7002\r\n").unwrap();
+        assert!(matches!(
+            Ask::XinfoGroups("jobs".into()).answer(&[moved]),
+            Answer::Elsewhere(_)
+        ));
         let Answer::Unavailable(why) = Ask::ClusterInfo.answer(&[err]) else {
             panic!("unavailable")
         };

@@ -66,13 +66,19 @@ impl Spec {
         self.declared
             .iter()
             .flat_map(|(probe, asks)| {
-                asks.iter().map(move |ask| wit::ProbeReading {
-                    probe: probe.clone(),
-                    key: ask.key().to_owned(),
-                    reading: snapshot.answers.iter().find(|(a, _)| a == ask).map_or_else(
-                        || wit::Reading::Unavailable(format!("{} did not run", ask.command())),
-                        |(ask, answer)| reading(ask, answer),
-                    ),
+                asks.iter().filter_map(move |ask| {
+                    let answer = snapshot.answers.iter().find(|(a, _)| a == ask);
+                    let reading = match answer {
+                        // A key another cluster node serves: no reading here.
+                        Some((_, Answer::Elsewhere(_))) => return None,
+                        Some((ask, answer)) => reading(ask, answer),
+                        None => wit::Reading::Unavailable(format!("{} did not run", ask.command())),
+                    };
+                    Some(wit::ProbeReading {
+                        probe: probe.clone(),
+                        key: ask.key().to_owned(),
+                        reading,
+                    })
                 })
             })
             .collect()
@@ -82,7 +88,7 @@ impl Spec {
 /// An answer as the WIT's reading.
 fn reading(ask: &Ask, answer: &Answer) -> wit::Reading {
     match answer {
-        Answer::Unavailable(why) => wit::Reading::Unavailable(why.clone()),
+        Answer::Unavailable(why) | Answer::Elsewhere(why) => wit::Reading::Unavailable(why.clone()),
         Answer::Latency(spikes) => wit::Reading::Latency(
             spikes
                 .iter()

@@ -69,7 +69,8 @@ impl Snapshot {
         }
     }
 
-    /// `XINFO GROUPS` per stream key: `(key, groups or why not)`.
+    /// `XINFO GROUPS` per stream key: `(key, groups or why not)`. On a
+    /// Redis Cluster node, keys another node serves are left out.
     pub fn stream_groups(&self) -> impl Iterator<Item = (&str, Result<&[StreamGroup], &str>)> {
         self.probes
             .iter()
