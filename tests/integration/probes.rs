@@ -287,3 +287,44 @@ fn stream_lag_in_a_cluster_reads_each_stream_on_its_node() {
     assert_eq!(all.len(), 1, "only the serving master reports: {all:?}");
     assert!(lookout.terminate().success());
 }
+
+/// Calls of `command` on `redis` so far (`INFO commandstats`).
+fn calls(redis: &Redis, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.conn())
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// Two watchers declaring the same probe share one run of it per poll:
+/// LATENCY LATEST is sent as often as PING, not twice as often.
+#[test]
+fn a_probe_two_watchers_declare_runs_once_per_poll() {
+    let redis = Redis::start(&["--latency-monitor-threshold", "100"]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &["latency"], &[]);
+    std::fs::copy(
+        plugins.join("latency.wasm"),
+        plugins.join("latency-too.wasm"),
+    )
+    .unwrap();
+    let mut lookout = daemon_with_plugins(tmp.path(), &redis, &bus, &plugins, "");
+    polls_pass(&redis, 3);
+    let (pings, latency) = (
+        crate::support::pings(&redis),
+        calls(&redis, "latency|latest"),
+    );
+    polls_pass(&redis, 10);
+    let polls = crate::support::pings(&redis) - pings;
+    let asked = calls(&redis, "latency|latest") - latency;
+    assert!(
+        asked <= polls + 1 && asked + 2 >= polls,
+        "LATENCY LATEST {asked} times in {polls} polls"
+    );
+    assert!(lookout.terminate().success());
+}
