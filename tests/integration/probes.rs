@@ -328,3 +328,78 @@ fn a_probe_two_watchers_declare_runs_once_per_poll() {
     );
     assert!(lookout.terminate().success());
 }
+
+/// `lookout record --watcher --only-declared` records the probes the
+/// watcher declares, with the stream keys its settings name, and only the
+/// INFO it reads; `lookout test` replays them.
+#[test]
+fn record_keeps_a_watchers_probes_and_only_its_info() {
+    let redis = Redis::start(&[]);
+    redis_cmd(&redis, &["XADD", "jobs", "*", "n", "1"]);
+    redis_cmd(&redis, &["XGROUP", "CREATE", "jobs", "workers", "0"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = crate::support::plugins_dir().join("stream-lag.wasm");
+    let config = tmp.path().join("lookout.toml");
+    std::fs::write(&config, "[watchers.stream-lag]\nstreams = 'jobs gone'\n").unwrap();
+    let mut record = lookout_cmd(tmp.path());
+    record
+        .args([
+            "record",
+            "--redis",
+            &redis.url(),
+            "--polls",
+            "2",
+            "--every",
+            "0.1",
+        ])
+        .arg("--watcher")
+        .arg(&wasm)
+        .arg("--only-declared")
+        .arg("--lookout-config")
+        .arg(&config);
+    let (status, out, err) = run_to_end(record, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let first = &lines[0];
+    let names: Vec<&str> = first["info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[1].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["run_id"], "only what stream-lag reads: {first}");
+    let probes = first["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 2, "{first}");
+    assert_eq!(probes[0][0]["probe"], "xinfo-groups");
+    assert_eq!(probes[0][0]["key"], "gone");
+    assert!(
+        probes[0][1]["unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("no such key")
+    );
+    assert_eq!(probes[1][0]["key"], "jobs");
+    assert_eq!(probes[1][1]["stream-groups"][0]["name"], "workers");
+    assert_eq!(probes[1][1]["stream-groups"][0]["lag"], 1);
+
+    let snapshots = tmp.path().join("snapshots.jsonl");
+    std::fs::write(&snapshots, &out).unwrap();
+    let mut test = lookout_cmd(tmp.path());
+    test.arg("test")
+        .arg(&wasm)
+        .arg("--snapshots")
+        .arg(&snapshots)
+        .args(["--set", "streams=jobs,gone"]);
+    let (status, out, err) = run_to_end(test, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{out}");
+    assert_eq!(events[0]["fields"]["stream"], "gone");
+}
