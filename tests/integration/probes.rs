@@ -1,7 +1,9 @@
 //! Declared probes (ABI 0.3) in the daemon: a watcher built for 0.2.0
-//! still loads and reports beside 0.3.0 ones, and the stream-lag and
-//! latency watchers, beside every other bundled watcher, see a real Redis
-//! driven into their conditions.
+//! still loads and reports beside 0.3.0 ones; stream-lag and latency,
+//! beside every other bundled watcher, see a real Redis driven into their
+//! conditions; refused probes are not repeated every poll; a probe two
+//! watchers declare runs once per poll; in a Redis Cluster a stream is read
+//! on its own master; `lookout record --watcher` records the probes.
 
 use std::time::Duration;
 
