@@ -70,7 +70,11 @@ fn load_watcher(
 /// from the real INFO of `redis` and ten slowlog entries; each call runs
 /// as in the daemon: fuel-metered, under its deadline.
 fn observe_cost(redis: &Redis, cache: &Path) {
-    let settings = settings(redis, cache);
+    let mut settings = settings(redis, cache);
+    // The rules watcher with the 16 rules of its example file.
+    let example = support::repo().join("plugins/rules/rules.example.toml");
+    let rules: toml::Table = std::fs::read_to_string(example).unwrap().parse().unwrap();
+    settings.watchers.insert("rules".to_owned(), rules);
     let rt = runtime();
     let engine = Engine::new(Some(cache)).unwrap();
     let snapshot = realistic_snapshot(redis);
@@ -89,6 +93,15 @@ fn observe_cost(redis: &Redis, cache: &Path) {
         );
     }
     row("3 observe calls per poll", format!("{total:.2} us"), "");
+    // The watchers that read declared probes get none here (each reading
+    // is `unavailable`): their cost on INFO alone.
+    for name in &support::ALL_WATCHERS[WATCHERS.len()..] {
+        let path = plugins_dir().join(format!("{name}.wasm"));
+        let mut loaded = load_watcher(&rt, &engine, &path, &settings);
+        let view = loaded.spec.view("127.0.0.1:6379", &snapshot);
+        let us = mean_observe_us(&rt, &mut loaded.instance, &view);
+        row(&format!("observe() {name}"), format!("{us:.2} us"), "");
+    }
 }
 
 /// Time to rebuild a failed watcher: a fresh instance, configured.
