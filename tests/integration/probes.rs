@@ -405,3 +405,75 @@ fn record_keeps_a_watchers_probes_and_only_its_info() {
     assert_eq!(events.len(), 1, "{out}");
     assert_eq!(events[0]["fields"]["stream"], "gone");
 }
+
+/// Every kind of declared probe reaches a watcher from a real Redis, typed:
+/// the `probe-echo` fixture declares all six and reports what it got.
+#[test]
+fn every_probe_kind_reaches_the_watcher() {
+    let redis = Redis::start(&[
+        "--latency-monitor-threshold",
+        "10",
+        "--enable-debug-command",
+        "yes",
+    ]);
+    redis_cmd(&redis, &["DEBUG", "SLEEP", "0.02"]);
+    for n in 0..3 {
+        redis_cmd(&redis, &["XADD", "jobs", "*", "n", &n.to_string()]);
+    }
+    redis_cmd(&redis, &["XGROUP", "CREATE", "jobs", "workers", "0"]);
+    // One error reply, for INFO errorstats.
+    let _ = redis::cmd("NOSUCHCOMMAND").exec(&mut redis.conn());
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["probe-echo"]);
+    let mut lookout = daemon_with_plugins(
+        tmp.path(),
+        &redis,
+        &bus,
+        &plugins,
+        "[watchers.probe-echo]\nstreams = 'jobs gone'\n",
+    );
+    let events = crate::support::wait_for("a poll's readings", Duration::from_secs(30), || {
+        let all = events_of(&bus, "probe-echo");
+        (all.len() >= 8).then_some(all)
+    });
+    let reading = |kind: &str, key: &str| -> Value {
+        events
+            .iter()
+            .find(|e| e["fields"]["kind"] == kind && e["fields"]["key"] == key)
+            .unwrap_or_else(|| panic!("no {kind} {key} reading in {events:?}"))["fields"]
+            .clone()
+    };
+    let detail = |r: &Value| r["detail"].as_str().unwrap().to_owned();
+
+    let latency = reading("latency-latest", "");
+    assert_eq!(latency["ok"], true, "{latency}");
+    assert_eq!(detail(&latency), "command");
+    let errors = reading("info-section", "");
+    assert_eq!(errors["ok"], true, "{errors}");
+    assert!(
+        detail(&errors).starts_with("errorstat_ERR=count="),
+        "{errors}"
+    );
+    let groups = reading("xinfo-groups", "jobs");
+    assert_eq!(groups["count"], 1);
+    assert_eq!(detail(&groups), "workers lag=Some(3) pending=0");
+    let gone = reading("xinfo-groups", "gone");
+    assert_eq!(gone["ok"], false);
+    assert!(detail(&gone).contains("no such key"), "{gone}");
+    let stream = reading("xinfo-stream", "jobs");
+    assert_eq!(stream["count"], 3, "{stream}");
+    assert!(detail(&stream).starts_with("groups=1 last="), "{stream}");
+    assert_eq!(reading("xinfo-stream", "gone")["ok"], false);
+    let clients = reading("client-list", "");
+    assert!(clients["count"].as_i64().unwrap() >= 1, "{clients}");
+    // The host's own connection, named lookout, running this very probe.
+    assert!(
+        detail(&clients).ends_with("flags=N cmd=client|list"),
+        "{clients}"
+    );
+    let cluster = reading("cluster-info", "");
+    assert_eq!(cluster["ok"], false);
+    assert!(detail(&cluster).contains("cluster support"), "{cluster}");
+    assert!(lookout.terminate().success());
+}
