@@ -23,7 +23,8 @@
 
 use lookout_watcher::format::count;
 use lookout_watcher::{
-    Cadence, ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch, invalid,
+    Cadence, ConfigKey, Event, Level, Manifest, Needs, Restarts, Setting, Settings, Snapshot,
+    Watch, invalid,
 };
 
 lookout_watcher::export!(Persistence);
@@ -97,8 +98,8 @@ struct OldSave {
 #[derive(Debug, Clone)]
 pub struct Persistence {
     config: Config,
-    /// `run_id` of the previous poll; empty when Redis did not print it.
-    run_id: Option<String>,
+    /// Tells a restart (a new `run_id`).
+    restarts: Restarts,
     /// Since when (`taken_at_ms`) the last background save has failed.
     bgsave_failed: Option<i64>,
     /// Since when the last AOF write has failed.
@@ -125,7 +126,7 @@ impl Persistence {
     pub fn new(config: Config) -> Self {
         Persistence {
             config,
-            run_id: None,
+            restarts: Restarts::new(),
             bgsave_failed: None,
             aof_write_failed: None,
             aof_rewrite_failed: None,
@@ -411,15 +412,7 @@ impl Watch for Persistence {
     }
 
     fn observe(&mut self, snapshot: &Snapshot) -> Vec<Event> {
-        let run_id = snapshot
-            .info("run_id")
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let restarted = self
-            .run_id
-            .replace(run_id.clone())
-            .is_some_and(|old| old != run_id);
+        let restarted = self.restarts.observe(snapshot);
         let mut events = Vec::new();
         self.observe_bgsave_status(snapshot, &mut events);
         Self::observe_aof_status(

@@ -32,7 +32,8 @@
 
 use lookout_watcher::format::bytes;
 use lookout_watcher::{
-    Cadence, ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch, invalid,
+    Cadence, ConfigKey, Event, Level, Manifest, Needs, Restarts, Setting, Settings, Snapshot,
+    Watch, invalid,
 };
 
 lookout_watcher::export!(Replication);
@@ -220,8 +221,8 @@ struct Drop {
 #[derive(Debug, Clone)]
 pub struct Replication {
     config: Config,
-    /// `run_id` of the previous poll; empty when Redis did not print it.
-    run_id: Option<String>,
+    /// Tells a restart (a new `run_id`).
+    restarts: Restarts,
     /// Role at the previous poll that had one.
     role: Option<Role>,
     /// `connected_slaves` and the replica addresses at the previous poll.
@@ -245,7 +246,7 @@ impl Replication {
     pub fn new(config: Config) -> Self {
         Replication {
             config,
-            run_id: None,
+            restarts: Restarts::new(),
             role: None,
             replicas: None,
             link_down: None,
@@ -636,15 +637,7 @@ impl Watch for Replication {
     }
 
     fn observe(&mut self, snapshot: &Snapshot) -> Vec<Event> {
-        let run_id = snapshot
-            .info("run_id")
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let restarted = self
-            .run_id
-            .replace(run_id.clone())
-            .is_some_and(|old| old != run_id);
+        let restarted = self.restarts.observe(snapshot);
         let role = Role::read(snapshot);
         let lines = replica_lines(snapshot);
         let mut events = Vec::new();

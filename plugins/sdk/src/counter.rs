@@ -1,6 +1,6 @@
 //! A Redis counter followed from poll to poll: its change since the last
 //! poll and its rate, reset when the server restarts or the counter goes
-//! back (`CONFIG RESETSTAT`).
+//! back (`CONFIG RESETSTAT`); and telling restarts apart by `run_id`.
 
 use crate::{InfoError, Snapshot};
 
@@ -110,6 +110,48 @@ impl Counter {
     /// The value of the last sample, if any.
     pub fn last(&self) -> Option<u64> {
         self.last.as_ref().map(|s| s.value)
+    }
+}
+
+/// Tells a restart of the watched Redis: a `run_id` other than the one of
+/// the previous poll. Declare `run_id` in `needs`.
+///
+/// ```
+/// use lookout_watcher::Restarts;
+/// use lookout_watcher::testing::SnapshotBuilder;
+///
+/// let run = |id: &str| SnapshotBuilder::new().info("server", "run_id", id).build();
+/// let mut restarts = Restarts::new();
+/// assert!(!restarts.observe(&run("a")), "the first poll is no restart");
+/// assert!(!restarts.observe(&run("a")));
+/// assert!(restarts.observe(&run("b")));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restarts {
+    run_id: Option<String>,
+}
+
+impl Restarts {
+    /// Nothing seen yet.
+    pub const fn new() -> Self {
+        Restarts { run_id: None }
+    }
+
+    /// Whether `snapshot`'s `run_id` differs from the previous poll's (an
+    /// absent `run_id` reads as empty).
+    pub fn observe(&mut self, snapshot: &Snapshot) -> bool {
+        let run_id = snapshot.info("run_id").unwrap_or_default().trim();
+        match &mut self.run_id {
+            Some(last) if last == run_id => false,
+            Some(last) => {
+                *last = run_id.to_string();
+                true
+            }
+            None => {
+                self.run_id = Some(run_id.to_string());
+                false
+            }
+        }
     }
 }
 

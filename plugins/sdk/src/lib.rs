@@ -134,7 +134,7 @@ mod state;
 pub mod testing;
 mod watch;
 
-pub use counter::{Change, Counter};
+pub use counter::{Change, Counter, Restarts};
 pub use info::{InfoError, Keyspace};
 pub use probes::stream_keys;
 pub use settings::{Settings, invalid};
