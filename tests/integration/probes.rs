@@ -232,6 +232,79 @@ fn refused_and_pointless_probes_are_not_repeated_every_poll() {
     assert!(lookout.terminate().success());
 }
 
+/// A listed stream that does not exist, and one whose key holds a string,
+/// reach stream-lag as unavailable once each; while they stay so, the
+/// host asks their TYPE (which cannot fail) instead of XINFO (an error
+/// reply counted in the server's error statistics every poll). Once they
+/// hold streams, XINFO reads them again and the watcher says so. The
+/// daemon runs as README's ACL user with the probe rules.
+#[test]
+fn a_missing_stream_key_does_not_fail_a_command_every_poll() {
+    let redis = Redis::start(&[]);
+    let bus = Redis::start(&[]);
+    redis_cmd(&redis, &["SET", "text", "not a stream"]);
+    // The README's ACL user, with the probe rules, for these two streams.
+    let mut acl = vec!["ACL", "SETUSER", "lookout"];
+    acl.extend(
+        "on >pw -@all +ping +info +slowlog|get +client|setname +client|info \
+         +latency|latest +xinfo|groups +xinfo|stream +type +client|list +cluster|info \
+         %R~missing %R~text"
+            .split_whitespace(),
+    );
+    redis_cmd(&redis, &acl);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &ALL_WATCHERS, &[]);
+    let url = redis.url().replace("redis://", "redis://lookout:pw@");
+    let config = tmp.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "redis_url = '{url}'\n[publish]\nurl = '{}'\n\
+             [watchers.stream-lag]\nstreams = 'missing, text'\n",
+            bus.url()
+        ),
+    )
+    .unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.args(["run", "--poll-interval", "0.1", "--config"])
+        .arg(&config)
+        .arg("--plugins")
+        .arg(&plugins);
+    let mut lookout = Lookout::spawn(cmd);
+    lookout.wait_started();
+    for (stream, reason) in [("missing", "no such key"), ("text", "WRONGTYPE")] {
+        let event = wait_event(&bus, "stream-lag", "the unreadable stream reported", |e| {
+            e["fields"]["stream"] == stream && e["fields"]["state"] == "entered"
+        });
+        let msg = event["msg"].as_str().unwrap();
+        assert!(msg.contains(reason), "{msg}");
+    }
+    let failed_before = failures(&redis).get("xinfo|groups").copied().unwrap_or(0);
+    let types_before = calls(&redis, "type");
+    polls_pass(&redis, 20);
+    let failed = failures(&redis).get("xinfo|groups").copied().unwrap_or(0) - failed_before;
+    assert!(
+        failed <= 2,
+        "XINFO GROUPS failed {failed} times in 20 polls"
+    );
+    assert!(
+        calls(&redis, "type") - types_before >= 30,
+        "TYPE asked for both keys every poll"
+    );
+
+    redis_cmd(&redis, &["XADD", "missing", "*", "n", "0"]);
+    redis_cmd(&redis, &["DEL", "text"]);
+    redis_cmd(&redis, &["XADD", "text", "*", "n", "0"]);
+    for stream in ["missing", "text"] {
+        wait_event(&bus, "stream-lag", "the stream readable again", |e| {
+            e["fields"]["stream"] == stream && e["fields"]["state"] == "left"
+        });
+    }
+    let all = events_of(&bus, "stream-lag");
+    assert_eq!(all.len(), 4, "one event per transition: {all:?}");
+    assert!(lookout.terminate().success());
+}
+
 /// stream-lag over a discovered Redis Cluster: each node's target asks
 /// XINFO GROUPS, but only the master serving the stream's slot reads it;
 /// the other nodes' MOVED replies give no reading (no "cannot be read"),

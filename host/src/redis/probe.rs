@@ -168,6 +168,13 @@ pub struct Prober {
     /// not sent to a server without cluster support (its error reply would
     /// count in the server's error statistics every poll).
     cluster_enabled: Option<bool>,
+    /// XINFO probes whose key did not exist or held another type, with that
+    /// answer: TYPE is sent instead (it cannot fail on a missing key, so
+    /// the server's error statistics do not grow every poll) until the key
+    /// holds a stream.
+    absent: std::collections::HashMap<Ask, Answer>,
+    /// TYPE was refused; XINFO is sent every poll before then.
+    type_refused_until: Option<Instant>,
 }
 
 /// Which INFO sections to ask for. The watchers declare fields by name;
@@ -239,6 +246,8 @@ impl Prober {
             held: std::collections::HashMap::new(),
             config_refused_until: None,
             cluster_enabled: None,
+            absent: std::collections::HashMap::new(),
+            type_refused_until: None,
         }
     }
 
@@ -293,16 +302,20 @@ impl Prober {
         let now = Instant::now();
         self.held.retain(|_, (until, _)| now < *until);
         let config = self.config_refused_until.is_none_or(|until| now >= until);
-        let asked: Vec<usize> = probes
+        let typed = self.type_refused_until.is_none_or(|until| now >= until);
+        let asked: Vec<Sent> = probes
             .asks
             .iter()
             .map(|ask| {
                 let skip = self.held.contains_key(ask)
                     || (*ask == Ask::ClusterInfo && self.cluster_enabled == Some(false));
                 if skip {
-                    0
+                    Sent::Nothing
+                } else if typed && self.absent.contains_key(ask) {
+                    pipe.cmd("TYPE").arg(ask.key());
+                    Sent::Type
                 } else {
-                    ask.add_to(&mut pipe, config)
+                    Sent::Probe(ask.add_to(&mut pipe, config))
                 }
             })
             .collect();
@@ -322,10 +335,16 @@ impl Prober {
             .asks
             .iter()
             .zip(&asked)
-            .map(|(ask, &n)| {
+            .map(|(ask, sent)| {
+                let n = sent.replies();
                 let replies = replies.get(at..at + n).unwrap_or_default();
                 at += n;
-                (ask.clone(), self.answer(ask, replies, config, now))
+                let answer = if *sent == Sent::Type {
+                    self.typed(ask, replies.first(), now)
+                } else {
+                    self.answer(ask, replies, config, now)
+                };
+                (ask.clone(), answer)
             })
             .collect();
         let mut snapshot = Snapshot {
@@ -425,8 +444,44 @@ impl Prober {
         if is_noperm(replies.first()) {
             self.held
                 .insert(ask.clone(), (now + REFUSED_RETRY, answer.clone()));
+        } else if is_absent(ask, replies.first()) {
+            self.absent.insert(ask.clone(), answer.clone());
         }
         answer
+    }
+
+    /// What a held-back XINFO probe reads from the TYPE of its key: still
+    /// the held answer while the key is missing or not a stream (a new
+    /// answer when it changed type), and the held answer one last time when
+    /// it holds a stream again (XINFO reads it from the next poll on).
+    fn typed(&mut self, ask: &Ask, reply: Option<&Value>, now: Instant) -> Answer {
+        let Some(held) = self.absent.get(ask).cloned() else {
+            return Answer::Unavailable(format!("{}: no reply", ask.command()));
+        };
+        if is_noperm(reply) {
+            self.type_refused_until = Some(now + REFUSED_RETRY);
+        }
+        match reply.map(|r| text(Some(r))) {
+            Some(Ok(kind)) if kind == "none" => {
+                let answer = Answer::Unavailable(format!("{}: ERR no such key", ask.command()));
+                self.absent.insert(ask.clone(), answer.clone());
+                answer
+            }
+            Some(Ok(kind)) if kind != "stream" => {
+                // Redis's own words, as XINFO would have said.
+                let answer = Answer::Unavailable(format!(
+                    "{}: WRONGTYPE Operation against a key holding the wrong kind of value",
+                    ask.command()
+                ));
+                self.absent.insert(ask.clone(), answer.clone());
+                answer
+            }
+            _ => {
+                // A stream now, or TYPE failed: XINFO again next poll.
+                self.absent.remove(ask);
+                held
+            }
+        }
     }
 
     fn query_error(&mut self, e: QueryError, what: &str) -> ProbeError {
@@ -533,6 +588,36 @@ impl Prober {
 }
 
 /// The line for a refused credential or command.
+/// What was sent for one declared probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Nothing: a held refusal, or CLUSTER INFO to a server without cluster.
+    Nothing,
+    /// The probe's commands, so many replies.
+    Probe(usize),
+    /// TYPE of a key that was missing or not a stream.
+    Type,
+}
+
+impl Sent {
+    fn replies(self) -> usize {
+        match self {
+            Sent::Nothing => 0,
+            Sent::Probe(n) => n,
+            Sent::Type => 1,
+        }
+    }
+}
+
+/// Whether an XINFO probe failed because its key is missing or holds
+/// another type: an answer the key's TYPE can keep up to date.
+fn is_absent(ask: &Ask, reply: Option<&Value>) -> bool {
+    matches!(ask, Ask::XinfoGroups(_) | Ask::XinfoStream(_))
+        && matches!(reply, Some(Value::ServerError(e))
+            if e.code() == "WRONGTYPE"
+                || (e.code() == "ERR" && e.details().is_some_and(|d| d.contains("no such key"))))
+}
+
 fn refusal(url: &str, what: &str, message: &str) -> String {
     let fix = if message.contains("WRONGPASS") || message.contains("NOAUTH") {
         "check the user and password in the URL"
@@ -620,6 +705,34 @@ pub fn parse_slowlog(value: &Value) -> Result<Vec<SlowEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_missing_or_mistyped_stream_key_is_held_for_type() {
+        let error = |text: &str| redis::parse_redis_value(text.as_bytes()).unwrap();
+        let groups = Ask::XinfoGroups("jobs".into());
+        assert!(is_absent(&groups, Some(&error("-ERR no such key\r\n"))));
+        assert!(is_absent(
+            &Ask::XinfoStream("jobs".into()),
+            Some(&error("-WRONGTYPE Operation against a key\r\n"))
+        ));
+        assert!(!is_absent(&groups, Some(&error("-NOPERM no\r\n"))));
+        assert!(!is_absent(
+            &groups,
+            Some(&error("-MOVED 1 127.0.0.1:7000\r\n"))
+        ));
+        assert!(!is_absent(
+            &groups,
+            Some(&error("-ERR unknown command\r\n"))
+        ));
+        assert!(!is_absent(
+            &Ask::ClientList,
+            Some(&error("-ERR no such key\r\n"))
+        ));
+        assert_eq!(
+            [Sent::Nothing, Sent::Probe(2), Sent::Type].map(Sent::replies),
+            [0, 2, 1]
+        );
+    }
 
     #[test]
     fn info_sections_and_fields() {
