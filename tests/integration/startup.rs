@@ -398,13 +398,26 @@ fn files_copied_in_during_start_up_are_loaded() {
         std::thread::sleep(Duration::from_millis(3)); // pacing the copies, not a wait
     }
     assert!(!names.is_empty());
-    for name in &names {
-        wait_saying(
-            &redis,
-            &format!("watcher {name} 0.1.0 loaded"),
-            Duration::from_secs(60),
-        );
-    }
+    // Every "loaded" envelope, gathered as they come: sixty tickers fill
+    // the stream (MAXLEN ~ 10000) fast enough that the oldest are trimmed
+    // within a minute.
+    let mut unseen: std::collections::BTreeSet<String> = names.into_iter().collect();
+    wait_for(
+        "an envelope saying `watcher tN 0.1.0 loaded` for every copy",
+        Duration::from_secs(60),
+        || {
+            for e in host_envelopes(&redis) {
+                let msg = e["msg"].as_str().unwrap();
+                if let Some(name) = msg
+                    .strip_prefix("watcher ")
+                    .and_then(|m| m.strip_suffix(" 0.1.0 loaded"))
+                {
+                    unseen.remove(name);
+                }
+            }
+            unseen.is_empty().then_some(())
+        },
+    );
     assert!(lookout.alive());
     assert!(lookout.terminate().success());
 }
