@@ -342,6 +342,90 @@ fn entries_the_ring_dropped_are_reported_as_a_gap() {
     let _ = stop(&mut lookout);
 }
 
+/// SLOWLOG entries handed to a watcher call that fails are handed once
+/// more, to a fresh instance; when it fails on them too they are dropped
+/// with one warning naming their ids, and the watcher gets the entries
+/// logged after them.
+#[test]
+fn entries_of_a_failed_call_are_handed_again_then_dropped_by_id() {
+    let watched = Redis::start(&["--slowlog-log-slower-than", "0"]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["slowlog-trap"]);
+    let config = bus_config(tmp.path(), &bus, "", "");
+    let args = ["--config", config.to_str().unwrap()];
+    let mut lookout = run_lookout(tmp.path(), &watched.url(), &plugins, &args);
+    lookout.wait_started();
+    let mut app = watched.conn();
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("app")
+        .exec(&mut app)
+        .unwrap();
+    let entry = |args: &'static str| {
+        move |e: &Value| e["msg"].as_str().unwrap().ends_with(&format!(": {args}"))
+    };
+    redis::cmd("SET")
+        .arg("before")
+        .arg(1)
+        .exec(&mut app)
+        .unwrap();
+    wait_event(
+        &bus,
+        "slowlog-trap",
+        "the entry before the trap",
+        entry("SET before 1"),
+    );
+
+    redis::cmd("SET").arg("TRAP").arg(1).exec(&mut app).unwrap();
+    let trap = *slowlog_ids(&watched, "app").last().unwrap();
+    let dropped = wait_event(&bus, "lookout", "the trap's entries dropped", |e| {
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("failed twice on the same")
+    });
+    let f = &dropped["fields"];
+    assert_eq!(dropped["level"], "warn");
+    assert!(
+        f["first_id"].as_u64().unwrap() <= trap && trap <= f["last_id"].as_u64().unwrap(),
+        "{dropped}"
+    );
+    let failed: Vec<Value> = events_of(&bus, "lookout")
+        .into_iter()
+        .filter(|e| {
+            e["msg"]
+                .as_str()
+                .unwrap()
+                .starts_with("watcher slowlog-trap failed:")
+        })
+        .collect();
+    assert_eq!(
+        failed.len(),
+        2,
+        "handed once more, then dropped: {failed:?}"
+    );
+
+    redis::cmd("SET")
+        .arg("after")
+        .arg(1)
+        .exec(&mut app)
+        .unwrap();
+    wait_event(
+        &bus,
+        "slowlog-trap",
+        "the entry after the trap",
+        entry("SET after 1"),
+    );
+    assert!(
+        events_of(&bus, "slowlog-trap")
+            .iter()
+            .all(|e| !e["msg"].as_str().unwrap().contains("TRAP")),
+        "the trap entry never reached the bus"
+    );
+    let _ = stop(&mut lookout);
+}
+
 /// A wrong password is one clear line naming the redacted URL, not an
 /// outage with backoff, and the password is never printed.
 #[test]

@@ -35,7 +35,7 @@ pub struct InfoField {
 }
 
 /// One SLOWLOG entry (also a line's entry in `lookout record` output).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlowEntry {
     /// Entry id.

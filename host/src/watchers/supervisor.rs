@@ -46,6 +46,10 @@ struct Slot {
     backlog: VecDeque<Arc<Vec<SlowEntry>>>,
     /// Entries in `backlog`.
     backlog_len: usize,
+    /// The backlog at the head of `backlog` was handed to a call that
+    /// failed: it is handed once more, to the fresh instance, then dropped
+    /// with a report if that call fails too.
+    handed_again: bool,
     /// Its metric handles, with metrics on.
     metrics: Option<WatcherMetrics>,
 }
@@ -81,6 +85,57 @@ impl Slot {
             )
         })
     }
+}
+
+impl Slot {
+    /// SLOWLOG entries handed to a call that failed: see [`hand_back`].
+    fn hand_back(&mut self, handed: VecDeque<Arc<Vec<SlowEntry>>>, len: usize) -> Option<Emitted> {
+        let (dropped, first, last) = hand_back(
+            &mut self.backlog,
+            &mut self.backlog_len,
+            &mut self.handed_again,
+            handed,
+            len,
+        )?;
+        let name = &self.spec.name;
+        tracing::warn!(watcher = %name, dropped, "slowlog entries dropped after two failed calls");
+        Some(Emitted::host(
+            Level::Warn,
+            format!(
+                "watcher {name} failed twice on the same {dropped} SLOWLOG entries (ids {first} to \
+                 {last}); they were dropped so that it can go on"
+            ),
+            fields! {"watcher" => name.clone(), "missed" => dropped, "first_id" => first, "last_id" => last},
+        ))
+    }
+}
+
+/// SLOWLOG entries handed to a call that failed go back to the head of the
+/// watcher's backlog, ahead of newer reads, for its next run (a fresh
+/// instance), unless they had already been handed again: then they are
+/// dropped, and how many and their id range are returned.
+fn hand_back(
+    backlog: &mut VecDeque<Arc<Vec<SlowEntry>>>,
+    backlog_len: &mut usize,
+    handed_again: &mut bool,
+    handed: VecDeque<Arc<Vec<SlowEntry>>>,
+    len: usize,
+) -> Option<(usize, u64, u64)> {
+    if !*handed_again {
+        *handed_again = true;
+        let newer = std::mem::replace(backlog, handed);
+        backlog.extend(newer);
+        *backlog_len += len;
+        return None;
+    }
+    *handed_again = false;
+    let first = handed
+        .iter()
+        .filter_map(|r| r.first())
+        .map(|e| e.id)
+        .min()?;
+    let last = handed.iter().filter_map(|r| r.last()).map(|e| e.id).max()?;
+    Some((len, first, last))
 }
 
 /// A summary of one loaded watcher, for reloads.
@@ -133,6 +188,7 @@ impl Supervisor {
             last_run: None,
             backlog: VecDeque::new(),
             backlog_len: 0,
+            handed_again: false,
             metrics: None,
         };
         match self
@@ -243,14 +299,14 @@ impl Supervisor {
             }
             slot.last_run = Some((poll, now));
             let name = slot.spec.name.clone();
+            let handed = std::mem::take(&mut slot.backlog);
+            let handed_len = std::mem::take(&mut slot.backlog_len);
             let view = slot.spec.view_with(
                 instance,
                 snapshot,
                 have.slowlog
-                    .then(|| slot.backlog.iter().flat_map(|read| read.iter())),
+                    .then(|| handed.iter().flat_map(|read| read.iter())),
             );
-            slot.backlog.clear();
-            slot.backlog_len = 0;
             let called = Instant::now();
             let result = match slot.instance.as_mut() {
                 Some(live) => live.observe(&view).await,
@@ -265,6 +321,7 @@ impl Supervisor {
             };
             match result {
                 Ok(events) => {
+                    slot.handed_again = false;
                     let (emitted, cut) = cap(&slot.spec.manifest.name, events, &slot.spec.limits);
                     if let Some(m) = &slot.metrics {
                         m.called(called.elapsed(), Some(&emitted));
@@ -309,6 +366,9 @@ impl Supervisor {
                         _ => 1,
                     };
                     out.extend(Self::failed(slot, poll, consecutive, &trap));
+                    if have.slowlog && handed_len > 0 {
+                        out.extend(slot.hand_back(handed, handed_len));
+                    }
                 }
             }
         }
@@ -394,5 +454,50 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(ids: &[u64]) -> Arc<Vec<SlowEntry>> {
+        Arc::new(
+            ids.iter()
+                .map(|&id| SlowEntry {
+                    id,
+                    ..SlowEntry::default()
+                })
+                .collect(),
+        )
+    }
+
+    fn ids(backlog: &VecDeque<Arc<Vec<SlowEntry>>>) -> Vec<u64> {
+        backlog
+            .iter()
+            .flat_map(|r| r.iter().map(|e| e.id))
+            .collect()
+    }
+
+    #[test]
+    fn entries_of_a_failed_call_are_handed_once_more_then_dropped() {
+        let (mut backlog, mut len, mut again) = (VecDeque::new(), 0, false);
+        // The call with 1..=3 fails: they go back, ahead of a newer read.
+        let handed = VecDeque::from([read(&[1, 2]), read(&[3])]);
+        assert_eq!(
+            hand_back(&mut backlog, &mut len, &mut again, handed, 3),
+            None
+        );
+        backlog.push_back(read(&[4]));
+        len += 1;
+        assert_eq!((ids(&backlog), len), (vec![1, 2, 3, 4], 4));
+        // The fresh instance fails on them too: dropped, and said.
+        let handed = std::mem::take(&mut backlog);
+        let n = std::mem::take(&mut len);
+        assert_eq!(
+            hand_back(&mut backlog, &mut len, &mut again, handed, n),
+            Some((4, 1, 4))
+        );
+        assert!(backlog.is_empty() && len == 0 && !again);
     }
 }
