@@ -401,7 +401,23 @@ impl Lookout {
             child.try_wait().unwrap()
         });
         self.child = None;
+        self.read_to_end();
         status
+    }
+
+    /// After the exit: waits until its output has been read to the end,
+    /// so `stdout` and `stderr` hold every line it wrote.
+    fn read_to_end(&self) {
+        wait_for(
+            "its output read to the end",
+            Duration::from_secs(10),
+            || {
+                self.readers
+                    .iter()
+                    .all(std::thread::JoinHandle::is_finished)
+                    .then_some(())
+            },
+        );
     }
 
     /// Waits at most `deadline` for the process to exit (after a signal sent
@@ -410,6 +426,7 @@ impl Lookout {
         let child = self.child.as_mut().unwrap();
         let status = wait_for("lookout to exit", deadline, || child.try_wait().unwrap());
         self.child = None;
+        self.read_to_end();
         status
     }
 
