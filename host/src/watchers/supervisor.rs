@@ -101,10 +101,17 @@ impl Slot {
         tracing::warn!(watcher = %name, dropped, "slowlog entries dropped after two failed calls");
         Some(Emitted::host(
             Level::Warn,
-            format!(
-                "watcher {name} failed twice on the same {dropped} SLOWLOG entries (ids {first} to \
-                 {last}); they were dropped so that it can go on"
-            ),
+            if dropped == 1 {
+                format!(
+                    "watcher {name} failed twice on the same SLOWLOG entry (id {first}); it was \
+                     dropped so that the watcher can go on"
+                )
+            } else {
+                format!(
+                    "watcher {name} failed twice on the same {dropped} SLOWLOG entries (ids \
+                     {first} to {last}); they were dropped so that the watcher can go on"
+                )
+            },
             fields! {"watcher" => name.clone(), "missed" => dropped, "first_id" => first, "last_id" => last},
         ))
     }
