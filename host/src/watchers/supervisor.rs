@@ -46,10 +46,9 @@ struct Slot {
     backlog: VecDeque<Arc<Vec<SlowEntry>>>,
     /// Entries in `backlog`.
     backlog_len: usize,
-    /// The backlog at the head of `backlog` was handed to a call that
-    /// failed: it is handed once more, to the fresh instance, then dropped
-    /// with a report if that call fails too.
-    handed_again: bool,
+    /// Reads at the head of `backlog` already handed to a call that
+    /// failed: on their second try, dropped with a report if it fails too.
+    retried: usize,
     /// Its metric handles, with metrics on.
     metrics: Option<WatcherMetrics>,
 }
@@ -68,6 +67,7 @@ impl Slot {
             && let Some(old) = self.backlog.pop_front()
         {
             self.backlog_len -= old.len();
+            self.retried = self.retried.saturating_sub(1);
             dropped += old.len();
             first = first.min(old.first().map_or(u64::MAX, |e| e.id));
             last = last.max(old.last().map_or(0, |e| e.id));
@@ -85,17 +85,14 @@ impl Slot {
             )
         })
     }
-}
 
-impl Slot {
-    /// SLOWLOG entries handed to a call that failed: see [`hand_back`].
-    fn hand_back(&mut self, handed: VecDeque<Arc<Vec<SlowEntry>>>, len: usize) -> Option<Emitted> {
+    /// SLOWLOG reads handed to a call that failed: see [`hand_back`].
+    fn hand_back(&mut self, handed: VecDeque<Arc<Vec<SlowEntry>>>) -> Option<Emitted> {
         let (dropped, first, last) = hand_back(
             &mut self.backlog,
             &mut self.backlog_len,
-            &mut self.handed_again,
+            &mut self.retried,
             handed,
-            len,
         )?;
         let name = &self.spec.name;
         tracing::warn!(watcher = %name, dropped, "slowlog entries dropped after two failed calls");
@@ -117,32 +114,26 @@ impl Slot {
     }
 }
 
-/// SLOWLOG entries handed to a call that failed go back to the head of the
+/// SLOWLOG reads handed to a call that failed go back to the head of the
 /// watcher's backlog, ahead of newer reads, for its next run (a fresh
-/// instance), unless they had already been handed again: then they are
-/// dropped, and how many and their id range are returned.
+/// instance). The first `retried` of them had already been handed back
+/// once: those are dropped instead, and how many entries and their id range
+/// are returned.
 fn hand_back(
     backlog: &mut VecDeque<Arc<Vec<SlowEntry>>>,
     backlog_len: &mut usize,
-    handed_again: &mut bool,
-    handed: VecDeque<Arc<Vec<SlowEntry>>>,
-    len: usize,
+    retried: &mut usize,
+    mut handed: VecDeque<Arc<Vec<SlowEntry>>>,
 ) -> Option<(usize, u64, u64)> {
-    if !*handed_again {
-        *handed_again = true;
-        let newer = std::mem::replace(backlog, handed);
-        backlog.extend(newer);
-        *backlog_len += len;
-        return None;
-    }
-    *handed_again = false;
-    let first = handed
-        .iter()
-        .filter_map(|r| r.first())
-        .map(|e| e.id)
-        .min()?;
-    let last = handed.iter().filter_map(|r| r.last()).map(|e| e.id).max()?;
-    Some((len, first, last))
+    let twice: Vec<Arc<Vec<SlowEntry>>> = handed.drain(..(*retried).min(handed.len())).collect();
+    *retried = handed.len();
+    *backlog_len += handed.iter().map(|r| r.len()).sum::<usize>();
+    let newer = std::mem::replace(backlog, handed);
+    backlog.extend(newer);
+    let dropped: usize = twice.iter().map(|r| r.len()).sum();
+    let first = twice.iter().filter_map(|r| r.first()).map(|e| e.id).min()?;
+    let last = twice.iter().filter_map(|r| r.last()).map(|e| e.id).max()?;
+    Some((dropped, first, last))
 }
 
 /// A summary of one loaded watcher, for reloads.
@@ -195,7 +186,7 @@ impl Supervisor {
             last_run: None,
             backlog: VecDeque::new(),
             backlog_len: 0,
-            handed_again: false,
+            retried: 0,
             metrics: None,
         };
         match self
@@ -307,7 +298,7 @@ impl Supervisor {
             slot.last_run = Some((poll, now));
             let name = slot.spec.name.clone();
             let handed = std::mem::take(&mut slot.backlog);
-            let handed_len = std::mem::take(&mut slot.backlog_len);
+            slot.backlog_len = 0;
             let view = slot.spec.view_with(
                 instance,
                 snapshot,
@@ -328,7 +319,7 @@ impl Supervisor {
             };
             match result {
                 Ok(events) => {
-                    slot.handed_again = false;
+                    slot.retried = 0;
                     let (emitted, cut) = cap(&slot.spec.manifest.name, events, &slot.spec.limits);
                     if let Some(m) = &slot.metrics {
                         m.called(called.elapsed(), Some(&emitted));
@@ -373,8 +364,8 @@ impl Supervisor {
                         _ => 1,
                     };
                     out.extend(Self::failed(slot, poll, consecutive, &trap));
-                    if have.slowlog && handed_len > 0 {
-                        out.extend(slot.hand_back(handed, handed_len));
+                    if have.slowlog && !handed.is_empty() {
+                        out.extend(slot.hand_back(handed));
                     }
                 }
             }
@@ -488,23 +479,24 @@ mod tests {
 
     #[test]
     fn entries_of_a_failed_call_are_handed_once_more_then_dropped() {
-        let (mut backlog, mut len, mut again) = (VecDeque::new(), 0, false);
+        let (mut backlog, mut len, mut retried) = (VecDeque::new(), 0, 0);
         // The call with 1..=3 fails: they go back, ahead of a newer read.
         let handed = VecDeque::from([read(&[1, 2]), read(&[3])]);
         assert_eq!(
-            hand_back(&mut backlog, &mut len, &mut again, handed, 3),
+            hand_back(&mut backlog, &mut len, &mut retried, handed),
             None
         );
         backlog.push_back(read(&[4]));
         len += 1;
-        assert_eq!((ids(&backlog), len), (vec![1, 2, 3, 4], 4));
-        // The fresh instance fails on them too: dropped, and said.
+        assert_eq!((ids(&backlog), len, retried), (vec![1, 2, 3, 4], 4, 2));
+        // The fresh instance fails too: 1..=3 are dropped and said; 4,
+        // handed once, gets its second try.
         let handed = std::mem::take(&mut backlog);
-        let n = std::mem::take(&mut len);
+        len = 0;
         assert_eq!(
-            hand_back(&mut backlog, &mut len, &mut again, handed, n),
-            Some((4, 1, 4))
+            hand_back(&mut backlog, &mut len, &mut retried, handed),
+            Some((3, 1, 3))
         );
-        assert!(backlog.is_empty() && len == 0 && !again);
+        assert_eq!((ids(&backlog), len, retried), (vec![4], 1, 1));
     }
 }
