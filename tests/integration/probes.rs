@@ -5,6 +5,7 @@
 //! watchers declare runs once per poll; in a Redis Cluster a stream is read
 //! on its own master; `lookout record --watcher` records the probes.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -161,6 +162,33 @@ fn failures(redis: &Redis) -> std::collections::HashMap<String, u64> {
         .collect()
 }
 
+/// The daemon with every bundled watcher, polling `redis` every 0.1 s as
+/// the user `lookout` with ACL `rules` (besides `on >pw -@all`), stream-lag
+/// watching `streams`, publishing on `bus`.
+fn daemon_as_user(tmp: &Path, redis: &Redis, bus: &Redis, rules: &str, streams: &str) -> Lookout {
+    let mut acl = vec!["ACL", "SETUSER", "lookout", "on", ">pw", "-@all"];
+    acl.extend(rules.split_whitespace());
+    redis_cmd(redis, &acl);
+    let plugins = plugins_with(tmp, &ALL_WATCHERS, &[]);
+    let url = redis.url().replace("redis://", "redis://lookout:pw@");
+    let config = tmp.join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "redis_url = '{url}'\n[publish]\nurl = '{}'\n\
+             [watchers.stream-lag]\nstreams = '{streams}'\n",
+            bus.url()
+        ),
+    )
+    .unwrap();
+    let mut cmd = lookout_cmd(tmp);
+    cmd.args(["run", "--poll-interval", "0.1", "--config"])
+        .arg(&config)
+        .arg("--plugins")
+        .arg(&plugins);
+    Lookout::spawn(cmd)
+}
+
 /// A probe refused for the user (NOPERM) reaches its watcher as
 /// unavailable with the fix, once, and is not asked again every poll;
 /// CLUSTER INFO is not sent to a server without cluster support. So the
@@ -171,44 +199,15 @@ fn failures(redis: &Redis) -> std::collections::HashMap<String, u64> {
 fn refused_and_pointless_probes_are_not_repeated_every_poll() {
     let redis = Redis::start(&[]);
     let bus = Redis::start(&[]);
-    redis_cmd(
-        &redis,
-        &[
-            "ACL",
-            "SETUSER",
-            "lookout",
-            "on",
-            ">pw",
-            "-@all",
-            "+ping",
-            "+info",
-            "+slowlog|get",
-            "+client|setname",
-            "+client|info",
-            "+latency|latest",
-            "+client|list",
-            "~*",
-        ],
-    );
     redis_cmd(&redis, &["XADD", "jobs", "*", "n", "0"]);
     let tmp = tempfile::tempdir().unwrap();
-    let plugins = plugins_with(tmp.path(), &ALL_WATCHERS, &[]);
-    let url = redis.url().replace("redis://", "redis://lookout:pw@");
-    let config = tmp.path().join("lookout.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "redis_url = '{url}'\n[publish]\nurl = '{}'\n[watchers.stream-lag]\nstreams = 'jobs'\n",
-            bus.url()
-        ),
-    )
-    .unwrap();
-    let mut cmd = lookout_cmd(tmp.path());
-    cmd.args(["run", "--poll-interval", "0.1", "--config"])
-        .arg(&config)
-        .arg("--plugins")
-        .arg(&plugins);
-    let mut lookout = Lookout::spawn(cmd);
+    let mut lookout = daemon_as_user(
+        tmp.path(),
+        &redis,
+        &bus,
+        "+ping +info +slowlog|get +client|setname +client|info +latency|latest +client|list ~*",
+        "jobs",
+    );
     let refused = wait_event(&bus, "stream-lag", "XINFO refused for the user", |e| {
         e["fields"]["state"] == "entered"
     });
@@ -243,34 +242,17 @@ fn a_missing_stream_key_does_not_fail_a_command_every_poll() {
     let redis = Redis::start(&[]);
     let bus = Redis::start(&[]);
     redis_cmd(&redis, &["SET", "text", "not a stream"]);
-    // The README's ACL user, with the probe rules, for these two streams.
-    let mut acl = vec!["ACL", "SETUSER", "lookout"];
-    acl.extend(
-        "on >pw -@all +ping +info +slowlog|get +client|setname +client|info \
-         +latency|latest +xinfo|groups +xinfo|stream +type +client|list +cluster|info \
-         %R~missing %R~text"
-            .split_whitespace(),
-    );
-    redis_cmd(&redis, &acl);
     let tmp = tempfile::tempdir().unwrap();
-    let plugins = plugins_with(tmp.path(), &ALL_WATCHERS, &[]);
-    let url = redis.url().replace("redis://", "redis://lookout:pw@");
-    let config = tmp.path().join("lookout.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "redis_url = '{url}'\n[publish]\nurl = '{}'\n\
-             [watchers.stream-lag]\nstreams = 'missing, text'\n",
-            bus.url()
-        ),
-    )
-    .unwrap();
-    let mut cmd = lookout_cmd(tmp.path());
-    cmd.args(["run", "--poll-interval", "0.1", "--config"])
-        .arg(&config)
-        .arg("--plugins")
-        .arg(&plugins);
-    let mut lookout = Lookout::spawn(cmd);
+    // The README's ACL user, with the probe rules, for these two streams.
+    let mut lookout = daemon_as_user(
+        tmp.path(),
+        &redis,
+        &bus,
+        "+ping +info +slowlog|get +client|setname +client|info \
+         +latency|latest +xinfo|groups +xinfo|stream +type +client|list +cluster|info \
+         %R~missing %R~text",
+        "missing, text",
+    );
     lookout.wait_started();
     for (stream, reason) in [("missing", "no such key"), ("text", "WRONGTYPE")] {
         let event = wait_event(&bus, "stream-lag", "the unreadable stream reported", |e| {
