@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value};
 
 use crate::delivery::envelope::{Envelope, Level};
+use crate::untrusted::{escape, is_invisible, json_c1};
 
 /// Why a stream entry is not an envelope.
 #[derive(Debug, thiserror::Error)]
@@ -162,21 +163,26 @@ impl Printer {
         }
     }
 
-    /// The line for `env`, without its newline.
+    /// The line for `env`, without its newline. Every piece of text taken
+    /// from the envelope is escaped (anyone who can write to the stream
+    /// controls it): in human lines, control characters, escape sequences
+    /// and bidirectional or other invisible format characters become
+    /// visible `\u{..}` escapes; the JSON line is the envelope as
+    /// published, with C1 controls (which JSON allows raw) as `\u00XX`.
     pub fn line(&mut self, env: &Envelope) -> String {
         let colour = match self.format {
-            Format::Json => return env.to_json(),
+            Format::Json => return json_c1(&env.to_json()),
             Format::Human { colour } => colour,
         };
         let paint = |code: &'static str| if colour { code } else { "" };
         let reset = paint(RESET);
-        let instance = clean(
+        let instance = escape(
             env.fields
                 .get("instance")
                 .and_then(Value::as_str)
                 .unwrap_or("-"),
         );
-        let target = clean(&env.target);
+        let target = escape(&env.target);
         self.instance_width = self.instance_width.max(instance.chars().count());
         self.target_width = self.target_width.max(target.chars().count());
         let mut line = format!(
@@ -184,18 +190,18 @@ impl Printer {
             dim = paint(DIM),
             time = clock(&env.ts),
             lc = paint(level_colour(env.level)),
-            level = env.level.as_str().to_uppercase(),
+            level = escape(&env.level.as_str().to_uppercase()),
             iw = self.instance_width,
             cyan = paint(CYAN),
             tw = self.target_width,
-            msg = clean(&env.msg),
+            msg = escape(&env.msg),
         );
         for (key, value) in env.fields.iter().filter(|(k, _)| *k != "instance") {
             let _ = write!(
                 line,
                 "  {dim}{key}={reset}{value}",
                 dim = paint(DIM),
-                key = clean(key),
+                key = escape(key),
                 value = field_value(value),
             );
         }
@@ -204,47 +210,35 @@ impl Printer {
 }
 
 /// `HH:MM:SS.mmm` of an RFC 3339 timestamp (UTC, as envelopes carry it),
-/// or the timestamp as it is when it has another shape.
+/// or the whole timestamp when it has another shape; escaped either way.
 fn clock(ts: &str) -> String {
     match ts.get(11..23) {
-        Some(time) if ts.as_bytes().get(10) == Some(&b'T') => time.to_owned(),
-        _ => clean(ts),
+        Some(time) if ts.as_bytes().get(10) == Some(&b'T') => escape(time),
+        _ => escape(ts),
     }
 }
 
-/// A field value: a plain word as it is, other strings quoted, other
-/// values as JSON.
+/// A field value: a plain word as it is, other strings quoted (with `"`
+/// and `\` escaped), other values as JSON; escaped in every case.
 fn field_value(value: &Value) -> String {
     match value {
         Value::String(s)
             if !s.is_empty()
-                && !s
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '=')) =>
+                && !s.chars().any(|c| {
+                    c.is_whitespace()
+                        || c.is_control()
+                        || is_invisible(c)
+                        || matches!(c, '"' | '=' | '\\')
+                }) =>
         {
-            s.clone()
+            escape(s)
         }
-        // Debug quoting escapes quotes and every control character.
-        Value::String(s) => format!("{s:?}"),
-        other => clean(&other.to_string()),
+        Value::String(s) => format!(
+            "\"{}\"",
+            escape(&s.replace('\\', "\\\\").replace('"', "\\\""))
+        ),
+        other => escape(&other.to_string()),
     }
-}
-
-/// `text` with control characters escaped: watchers are untrusted, and an
-/// escape sequence in a message must not reach the terminal.
-fn clean(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_owned();
-    }
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_debug().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -329,5 +323,113 @@ mod tests {
         let line = coloured.line(&env);
         assert!(line.contains("\x1b[1;31mERROR\x1b[0m"), "{line:?}");
         assert!(!line.contains("\x1b[2J"), "{line:?}");
+    }
+
+    /// Text an attacker who can write to the stream might put in any
+    /// field: an escape sequence, a C1 CSI, a right-to-left override, a
+    /// left-to-right isolate, a zero-width space and a newline.
+    const HOSTILE: &str = "a\x1b[31mb\u{9b}1mc\u{202e}d\u{2066}e\u{200b}f\ng\u{7f}";
+
+    /// An envelope with [`HOSTILE`] text in every field that holds text,
+    /// as read back from a stream entry.
+    fn hostile() -> Envelope {
+        let origin = Origin::new(HOSTILE, HOSTILE);
+        let mut env = origin.envelope(
+            Level::Warn,
+            HOSTILE,
+            HOSTILE,
+            fields! {
+                HOSTILE => HOSTILE,
+                "nested" => serde_json::json!({HOSTILE: [HOSTILE, 1]}),
+                "plain" => "word",
+                "quoted" => "say \"hi\" \\ there",
+            },
+        );
+        env.id = HOSTILE.to_owned();
+        env.ts = format!("2026-11-22T{HOSTILE}");
+        env.host = HOSTILE.to_owned();
+        envelope_from_entry(&entry(&env)).unwrap()
+    }
+
+    /// Whether `c` would act on a terminal rather than show.
+    fn acts(c: char) -> bool {
+        c.is_control() || crate::untrusted::is_invisible(c)
+    }
+
+    #[test]
+    fn human_lines_escape_every_field() {
+        let env = hostile();
+        let shown = escape(HOSTILE);
+        assert_eq!(
+            shown,
+            "a\\u{1b}[31mb\\u{9b}1mc\\u{202e}d\\u{2066}e\\u{200b}f\\ng\\u{7f}"
+        );
+        let mut plain = Printer::new(Format::Human { colour: false });
+        let line = plain.line(&env);
+        assert!(!line.chars().any(acts), "{line:?}");
+        // The time of a timestamp of the usual shape, escaped.
+        assert!(
+            line.starts_with("a\\u{1b}[31mb\\u{9b}1mc WARN   "),
+            "{line:?}"
+        );
+        // instance, target, msg, a field name and its value.
+        assert_eq!(line.matches(&*shown).count(), 5, "{line:?}");
+        assert!(
+            line.contains(&format!("  {shown}  {shown}  {shown}  ")),
+            "{line:?}"
+        );
+        // A field named and valued with it; a nested value as JSON.
+        assert!(line.contains(&format!("  {shown}=\"{shown}\"")), "{line:?}");
+        assert!(
+            line.contains("  nested={\"a\\u001b[31mb\\u{9b}1m"),
+            "{line:?}"
+        );
+        assert!(line.contains("  plain=word"), "{line:?}");
+        assert!(
+            line.contains(r#"  quoted="say \"hi\" \\ there""#),
+            "{line:?}"
+        );
+
+        // Colours are the only escape sequences of a coloured line.
+        let mut coloured = Printer::new(Format::Human { colour: true });
+        let mut line = coloured.line(&env);
+        for code in [RESET, DIM, CYAN, level_colour(Level::Warn)] {
+            line = line.replace(code, "");
+        }
+        assert!(!line.chars().any(acts), "{line:?}");
+
+        // A timestamp of another shape is shown whole, escaped.
+        let mut odd = env.clone();
+        odd.ts = HOSTILE.to_owned();
+        let line = plain.line(&odd);
+        assert!(line.starts_with(&format!("{shown} WARN")), "{line:?}");
+        assert!(!line.chars().any(acts), "{line:?}");
+
+        // Literal text that looks like an escape is quoted in a field
+        // value, so the two cannot be mistaken for each other.
+        let mut literal = env;
+        literal.fields = fields! {"k" => "\\u{1b}"};
+        let line = plain.line(&literal);
+        assert!(line.ends_with(r#"k="\\u{1b}""#), "{line:?}");
+    }
+
+    #[test]
+    fn json_lines_keep_the_value_without_raw_controls() {
+        let env = hostile();
+        let mut json = Printer::new(Format::Json);
+        let line = json.line(&env);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.contains("\\u009b") && line.contains("\\u001b"),
+            "{line:?}"
+        );
+        let parsed: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed, serde_json::to_value(&env).unwrap());
+        assert_eq!(parsed["msg"], HOSTILE);
+        assert_eq!(parsed["ts"], format!("2026-11-22T{HOSTILE}"));
+        // An envelope with nothing to escape is printed as published.
+        let origin = Origin::new("redis", "127.0.0.1:6379");
+        let calm = origin.envelope(Level::Info, "slowlog", "slow", fields! {"n" => 1});
+        assert_eq!(json.line(&calm), calm.to_json());
     }
 }
