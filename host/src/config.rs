@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use crate::delivery::breaker::BreakerSettings;
 use crate::delivery::outbox::{Caps, DropPolicy};
+use crate::redis::allow::Allow;
+pub use crate::redis::endpoint::{Auth, Endpoint};
 use crate::redis::redact::redact_url;
 pub use crate::redis::tls::Tls;
 use crate::sandbox::limits::{Limits, LimitsFile};
@@ -108,6 +110,21 @@ pub struct DiscoverFile {
     pub watchers: Option<Vec<String>>,
     /// TLS settings of this entry and the nodes it finds, over `[tls]`.
     pub tls: Option<Tls>,
+    /// Where found nodes may be: networks, addresses, host names and
+    /// `*.suffix` patterns; by default the seed's host, names under its
+    /// parent domain and the loopback, private and link-local ranges.
+    pub allow: Option<Vec<String>>,
+    /// Most nodes watched, 1000 by default.
+    pub max_nodes: Option<i64>,
+    /// ACL user of the seed or sentinel (and of a cluster's nodes).
+    pub username: Option<String>,
+    /// File holding the password of the seed or sentinel (and of a
+    /// cluster's nodes).
+    pub password_file: Option<PathBuf>,
+    /// ACL user of the nodes a sentinel names.
+    pub node_username: Option<String>,
+    /// File holding the password of the nodes a sentinel names.
+    pub node_password_file: Option<PathBuf>,
 }
 
 /// One `[[targets]]` table of `lookout.toml`.
@@ -125,6 +142,10 @@ pub struct TargetFile {
     pub watchers: Option<Vec<String>>,
     /// TLS settings of this target, over `[tls]`.
     pub tls: Option<Tls>,
+    /// ACL user, when the URL names none.
+    pub username: Option<String>,
+    /// File holding the password, instead of the URL.
+    pub password_file: Option<PathBuf>,
 }
 
 /// `[buffer]` table of `lookout.toml`.
@@ -165,6 +186,10 @@ pub struct PublishFile {
     pub stream_maxlen: Option<i64>,
     /// TLS settings of the bus, over `[tls]`.
     pub tls: Option<Tls>,
+    /// ACL user of the bus, when the URL names none.
+    pub username: Option<String>,
+    /// File holding the bus's password, instead of the URL.
+    pub password_file: Option<PathBuf>,
 }
 
 /// Log output format on stderr.
@@ -214,6 +239,22 @@ pub struct PublishSettings {
     pub stream_maxlen: u64,
     /// TLS settings of the bus (`[publish] tls` over `[tls]`).
     pub tls: Tls,
+    /// Credentials of the bus beside its URL (`[publish] username`,
+    /// `password_file`).
+    pub auth: Auth,
+}
+
+impl PublishSettings {
+    /// How to dial the bus.
+    #[must_use]
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            url: self.url.clone(),
+            tls: self.tls.clone(),
+            auth: self.auth.clone(),
+            allow: None,
+        }
+    }
 }
 
 /// Everything the daemon needs, resolved and validated.
@@ -270,6 +311,9 @@ pub struct Settings {
     pub config_path: Option<PathBuf>,
     /// Flags and environment given at start, re-applied on reload.
     pub overrides: Overrides,
+    /// The `[tls]` table: TLS settings of every `rediss://` URL without
+    /// its own (a bus named on the command line among them).
+    pub tls: Tls,
 }
 
 impl Settings {
@@ -353,16 +397,26 @@ impl Settings {
                         origin(&format!("{key}.watchers"))
                     );
                 }
+                if t.tls.is_some() {
+                    own_tls_needs_rediss(&t.url).with_context(|| origin(&format!("{key}.tls")))?;
+                }
                 let tls = t
                     .tls
                     .as_ref()
                     .map_or_else(|| file.tls.clone(), |own| own.over(&file.tls));
+                let auth = Auth {
+                    username: t.username.clone(),
+                    password_file: t.password_file.clone(),
+                };
+                auth.check(&t.url, &key).with_context(|| origin(&key))?;
                 targets.push(Target {
                     url: t.url.clone(),
                     name: t.name.clone(),
                     labels: t.labels.clone(),
                     watchers: t.watchers.clone(),
                     tls,
+                    auth,
+                    allow: None,
                 });
             }
             targets
@@ -392,7 +446,9 @@ impl Settings {
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                discover_entry(d, &file.tls, &|key| origin(&format!("discover[{i}]{key}")))
+                discover_entry(d, &file.tls, &format!("discover[{i}]"), &|key| {
+                    origin(&format!("discover[{i}]{key}"))
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         for (i, d) in discover.iter().enumerate() {
@@ -464,6 +520,9 @@ impl Settings {
             recovery: seconds(file.breaker.recovery_s.unwrap_or(2.0))
                 .with_context(|| origin("breaker.recovery_s"))?,
         };
+        if file.publish.tls.is_some() {
+            own_tls_needs_rediss(&publish_url).with_context(|| origin("publish.tls"))?;
+        }
         let publish_tls = file
             .publish
             .tls
@@ -472,6 +531,13 @@ impl Settings {
         publish_tls
             .check(&publish_url)
             .with_context(|| origin("publish.tls"))?;
+        let publish_auth = Auth {
+            username: file.publish.username.clone(),
+            password_file: file.publish.password_file.clone(),
+        };
+        publish_auth
+            .check(&publish_url, "publish")
+            .with_context(|| origin("publish"))?;
         let publish = PublishSettings {
             url: publish_url,
             channel_prefix: file
@@ -484,6 +550,7 @@ impl Settings {
                 .unwrap_or_else(|| "logs:stream:redis".to_owned()),
             stream_maxlen: u64::try_from(stream_maxlen)?,
             tls: publish_tls,
+            auth: publish_auth,
         };
         let heartbeat = match (file.heartbeat.enabled, file.heartbeat.prefix) {
             (Some(false), _) => None,
@@ -540,6 +607,7 @@ impl Settings {
             watchers: file.watchers,
             config_path: path.map(Path::to_path_buf),
             overrides,
+            tls: file.tls,
         })
     }
 }
@@ -581,7 +649,12 @@ pub const DEFAULT_REFRESH_S: f64 = 30.0;
 
 /// Checks one `[[discover]]` table; `key(".refresh_s")` names one of
 /// its keys for messages (`key("")` the table).
-fn discover_entry(d: &DiscoverFile, tls: &Tls, key: &dyn Fn(&str) -> String) -> Result<Discover> {
+fn discover_entry(
+    d: &DiscoverFile,
+    tls: &Tls,
+    name: &str,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Discover> {
     let at = key("");
     let (url, source) = match (&d.cluster, &d.sentinel, &d.master) {
         (Some(url), None, None) => (url, Source::Cluster),
@@ -616,11 +689,45 @@ fn discover_entry(d: &DiscoverFile, tls: &Tls, key: &dyn Fn(&str) -> String) -> 
     if let Some(k) = d.labels.keys().find(|k| k.is_empty()) {
         bail!("{}: a label has an empty name `{k}`", key(".labels"));
     }
+    if d.tls.is_some() {
+        own_tls_needs_rediss(url).with_context(|| key(".tls"))?;
+    }
     let tls = d
         .tls
         .as_ref()
         .map_or_else(|| tls.clone(), |own| own.over(tls));
     tls.check(url).with_context(|| key(".tls"))?;
+    let auth = Auth {
+        username: d.username.clone(),
+        password_file: d.password_file.clone(),
+    };
+    auth.check(url, name).with_context(|| key(""))?;
+    let node_auth = Auth {
+        username: d.node_username.clone(),
+        password_file: d.node_password_file.clone(),
+    };
+    if !node_auth.is_empty() {
+        if source == Source::Cluster {
+            bail!(
+                "{}: `node_username` and `node_password_file` are for the nodes a sentinel \
+                 names; a cluster's nodes take the entry's own credentials",
+                key("")
+            );
+        }
+        node_auth
+            .password(&format!("{name}.node_password_file"))
+            .with_context(|| key(""))?;
+    }
+    let seed_host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let allow = match &d.allow {
+        Some(entries) => Allow::parse(entries, &seed_host).with_context(|| key(".allow"))?,
+        None => Allow::default_for(&seed_host),
+    };
+    let max_nodes =
+        integer(d.max_nodes, 1000, ("max_nodes", 1, 100_000)).with_context(|| key(".max_nodes"))?;
     Ok(Discover {
         source,
         url: url.clone(),
@@ -628,7 +735,24 @@ fn discover_entry(d: &DiscoverFile, tls: &Tls, key: &dyn Fn(&str) -> String) -> 
         labels: d.labels.clone(),
         watchers: d.watchers.clone(),
         tls,
+        auth,
+        node_auth,
+        allow: std::sync::Arc::new(allow),
+        max_nodes: usize::try_from(max_nodes)?,
     })
+}
+
+/// A `tls` table of a target, discover entry or the bus applies only to a
+/// `rediss://` URL: on another it would be silently ignored.
+fn own_tls_needs_rediss(url: &str) -> Result<()> {
+    if url.starts_with("rediss:") {
+        return Ok(());
+    }
+    bail!(
+        "a `tls` table is set but the URL `{}` is not rediss://, so it would not be used; \
+         write rediss:// to connect over TLS, or remove the table",
+        redact_url(url)
+    )
 }
 
 fn seconds(value: f64) -> Result<Duration> {

@@ -22,6 +22,7 @@
 //!   `metrics_addr`.
 //! - [`authoring`]: `lookout check`, `record`, `test` and `new`.
 //! - [`tail`]: `lookout tail`, the envelope stream followed and printed.
+//! - [`untrusted`]: server- and stream-controlled text made safe to print.
 
 pub mod authoring;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod redis;
 pub mod sandbox;
 pub mod tail;
 pub mod targets;
+pub mod untrusted;
 pub mod watchers;
 
 pub use config::Settings;

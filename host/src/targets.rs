@@ -16,11 +16,14 @@
 //! is their address.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use md5::{Digest, Md5};
 
+use crate::redis::allow::Allow;
+use crate::redis::endpoint::{Auth, Endpoint};
 use crate::redis::tls::Tls;
 
 /// One watched Redis, resolved.
@@ -37,6 +40,11 @@ pub struct Target {
     pub watchers: Option<Vec<String>>,
     /// TLS settings for a `rediss://` URL (`[tls]` under its own).
     pub tls: Tls,
+    /// Credentials beside the URL (`username`, `password_file`).
+    pub auth: Auth,
+    /// For a discovered node, the addresses it may resolve to when
+    /// dialled (its entry's `allow`); `None` for a configured target.
+    pub allow: Option<Arc<Allow>>,
 }
 
 impl Target {
@@ -49,6 +57,19 @@ impl Target {
             labels: BTreeMap::new(),
             watchers: None,
             tls: Tls::default(),
+            auth: Auth::default(),
+            allow: None,
+        }
+    }
+
+    /// How to dial it.
+    #[must_use]
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            url: self.url.clone(),
+            tls: self.tls.clone(),
+            auth: self.auth.clone(),
+            allow: self.allow.clone(),
         }
     }
 
@@ -129,9 +150,30 @@ pub struct Discover {
     pub watchers: Option<Vec<String>>,
     /// TLS settings of the seed or sentinel and of the nodes found.
     pub tls: Tls,
+    /// Credentials of the seed or sentinel beside its URL; a cluster's
+    /// nodes get them too.
+    pub auth: Auth,
+    /// Credentials of the nodes a sentinel names (`node_username`,
+    /// `node_password_file`); a sentinel's own never reach them.
+    pub node_auth: Auth,
+    /// Where found nodes may be (`allow`).
+    pub allow: Arc<Allow>,
+    /// Most nodes watched (`max_nodes`): masters first, then by address.
+    pub max_nodes: usize,
 }
 
 impl Discover {
+    /// How to dial the seed or sentinel.
+    #[must_use]
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            url: self.url.clone(),
+            tls: self.tls.clone(),
+            auth: self.auth.clone(),
+            allow: None,
+        }
+    }
+
     /// What this entry is, for messages: `cluster 10.0.0.1:7000` or
     /// `sentinel 10.0.0.9:26379 master mymaster`.
     #[must_use]

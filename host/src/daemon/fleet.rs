@@ -21,11 +21,12 @@ use super::Registry;
 use super::lateness::Lateness;
 use super::poller::{Control, FirstPoll, Poller};
 use crate::config::Settings;
-use crate::delivery::envelope::{Emitted, Level, Origin};
+use crate::delivery::envelope::{Emitted, Envelope, Level, Origin};
 use crate::delivery::task::Outlet;
 use crate::discovery::{self, Node};
 use crate::fields;
 use crate::redis::conn::Conn;
+use crate::redis::endpoint::Endpoint;
 use crate::redis::probe::Prober;
 use crate::redis::redact::instance_of;
 use crate::sandbox::{Engine, Instance};
@@ -47,6 +48,30 @@ struct Running {
     found_by: Option<usize>,
     /// Discoveries in a row that did not list it.
     missed: u32,
+}
+
+/// What was said about one discover entry's answers.
+#[derive(Debug, Clone, Default)]
+struct Said {
+    refused: std::collections::BTreeSet<String>,
+    skipped: std::collections::BTreeSet<String>,
+    cut: bool,
+}
+
+/// What one discover entry found this time, after its `allow` and
+/// `max_nodes`.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// The nodes to watch.
+    pub targets: Vec<Target>,
+    /// Announced nodes outside `allow` (`host:port`), never contacted.
+    pub refused: Vec<String>,
+    /// Announced nodes inside `allow`.
+    pub allowed: usize,
+    /// Of those, how many `max_nodes` left out.
+    pub cut: usize,
+    /// Announced nodes that cannot be watched as announced, with why.
+    pub skipped: Vec<String>,
 }
 
 /// Discoveries in a row a node must be missing from before its poller
@@ -78,6 +103,10 @@ pub(super) struct Fleet {
     found: Vec<Option<Vec<Target>>>,
     /// Each discover entry's failure last reported.
     failing: Vec<Option<String>>,
+    /// Per discover entry, what was said about its answers: nodes outside
+    /// `allow` and nodes that cannot be watched (each once), and whether
+    /// a cut at `max_nodes` was.
+    said: Vec<Said>,
     /// Whether the memory-mappings warning was given.
     warned_mappings: bool,
 }
@@ -98,6 +127,7 @@ impl Fleet {
             started: false,
             found: vec![None; discover_entries],
             failing: vec![None; discover_entries],
+            said: vec![Said::default(); discover_entries],
             warned_mappings: false,
         }
     }
@@ -123,9 +153,8 @@ impl Fleet {
         found_by: Option<usize>,
     ) -> Result<()> {
         let key = target.key();
-        let conn = Conn::with_tls(
-            &target.url,
-            &target.tls,
+        let conn = Conn::open(
+            &target.endpoint(),
             settings.connect_timeout,
             settings.response_timeout,
         )?;
@@ -282,16 +311,20 @@ impl Fleet {
         settings: &Settings,
         registry: &Registry,
         entry: usize,
-        found: Vec<Target>,
+        found: Found,
     ) {
         let how = settings.discover[entry].describe();
+        let mut events = self.screened(settings, entry, &found);
+        if let Some(metrics) = &self.kit.metrics {
+            metrics.discover_nodes(&how, found.refused.len(), found.cut);
+        }
+        let found = found.targets;
         // A node also configured (by name or address) is watched as configured.
         let configured: std::collections::BTreeSet<String> = settings
             .targets
             .iter()
             .flat_map(|t| [t.key(), t.address()])
             .collect();
-        let mut events = Vec::new();
         // Added, or relabelled.
         for target in &found {
             let key = target.key();
@@ -381,6 +414,66 @@ impl Fleet {
         }
     }
 
+    /// The host events about entry `entry`'s answer that were not given
+    /// yet: each node outside `allow` and each node that cannot be watched
+    /// once, a cut at `max_nodes` once until the answer fits again.
+    fn screened(&mut self, settings: &Settings, entry: usize, found: &Found) -> Vec<Envelope> {
+        let d = &settings.discover[entry];
+        let how = d.describe();
+        let origin = &self.kit.origin;
+        let said = &mut self.said[entry];
+        let mut events = Vec::new();
+        for node in &found.refused {
+            if said.refused.insert(node.clone()) {
+                let msg = refused_message(entry, &how, node);
+                warn!("{msg}");
+                events.push(origin.wrap(
+                    &origin.instance,
+                    Emitted::host(
+                        Level::Warn,
+                        msg,
+                        fields! {"discover" => how.clone(), "node" => node.clone(), "key" => format!("discover[{entry}].allow")},
+                    ),
+                ));
+            }
+        }
+        for why in &found.skipped {
+            if said.skipped.insert(why.clone()) {
+                let msg = format!("{how} announces a node that cannot be watched: {why}");
+                warn!("{msg}");
+                events.push(origin.wrap(
+                    &origin.instance,
+                    Emitted::host(
+                        Level::Warn,
+                        msg,
+                        fields! {"discover" => how.clone(), "error" => why.clone()},
+                    ),
+                ));
+            }
+        }
+        if found.cut == 0 {
+            said.cut = false;
+        } else if !said.cut {
+            said.cut = true;
+            let msg = cut_message(entry, &how, found.allowed, d.max_nodes);
+            warn!("{msg}");
+            events.push(origin.wrap(
+                &origin.instance,
+                Emitted::host(
+                    Level::Warn,
+                    msg,
+                    fields! {
+                        "discover" => how.clone(),
+                        "nodes" => found.allowed,
+                        "max_nodes" => d.max_nodes,
+                        "key" => format!("discover[{entry}].max_nodes")
+                    },
+                ),
+            ));
+        }
+        events
+    }
+
     /// Discover entry `entry` did not answer: its targets keep running,
     /// and the failure is reported once until it changes or discovery
     /// answers again.
@@ -423,7 +516,7 @@ fn event(
     level: Level,
     msg: String,
     fields: serde_json::Map<String, serde_json::Value>,
-) -> crate::delivery::envelope::Envelope {
+) -> Envelope {
     let instance = instance_of(&target.url);
     let mut envelope = origin.wrap(&instance, Emitted::host(level, msg, fields));
     if !target.labels.is_empty() {
@@ -441,53 +534,89 @@ fn event(
     envelope
 }
 
-/// The targets one discover entry finds now; `known` are the URLs of the
-/// nodes it found last time, asked when the configured seed does not answer.
+/// What to say of a node outside an entry's `allow`.
+fn refused_message(entry: usize, how: &str, node: &str) -> String {
+    format!(
+        "{how} announces the node {node}, outside `discover[{entry}].allow`: it is not \
+         contacted; if it is yours, add its address or network to `allow`"
+    )
+}
+
+/// What to say when an entry's answer holds more nodes than `max_nodes`.
+fn cut_message(entry: usize, how: &str, nodes: usize, max: usize) -> String {
+    format!(
+        "{how} lists {nodes} nodes, over `discover[{entry}].max_nodes` = {max}: watching the \
+         first {max}, masters first, then by address; raise `max_nodes` or split the fleet \
+         with --shard"
+    )
+}
+
+/// The targets one discover entry finds now; `known` are the nodes it
+/// found last time, asked when the configured seed does not answer.
 ///
 /// # Errors
 /// No seed or sentinel answered; the message names them (redacted).
 pub fn discover<'a>(
     entry: &'a Discover,
-    known: &'a [String],
+    known: &'a [Endpoint],
     settings: &'a Settings,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Target>>> + Send + 'a>> {
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Found>> + Send + 'a>> {
     Box::pin(discover_now(entry, known, settings))
 }
 
-async fn discover_now(
-    entry: &Discover,
-    known: &[String],
-    settings: &Settings,
-) -> Result<Vec<Target>> {
+async fn discover_now(entry: &Discover, known: &[Endpoint], settings: &Settings) -> Result<Found> {
     let (connect, response) = (settings.connect_timeout, settings.response_timeout);
-    let nodes: Vec<Node> = match &entry.source {
+    let sentinel = matches!(entry.source, Source::Sentinel { .. });
+    let discovered = match &entry.source {
         Source::Cluster => {
-            let mut seeds = vec![entry.url.clone()];
-            for url in known {
-                if *url != entry.url {
-                    seeds.push(url.clone());
-                }
-            }
-            discovery::cluster_with_tls(&seeds, &entry.tls, connect, response).await?
+            let mut seeds = vec![entry.endpoint()];
+            seeds.extend(known.iter().filter(|k| k.url != entry.url).cloned());
+            discovery::cluster_at(&seeds, connect, response).await?
         }
         Source::Sentinel { master } => {
-            discovery::sentinel(std::slice::from_ref(&entry.url), master, connect, response).await?
+            discovery::sentinel_at(&[entry.endpoint()], master, connect, response).await?
         }
     };
-    nodes
-        .iter()
-        .map(|node| {
-            let mut labels = entry.labels.clone();
-            labels.insert(ROLE_LABEL.to_owned(), node.role.as_str().to_owned());
-            Ok(Target {
-                url: discovery::node_url(&entry.url, node)?,
-                name: None,
-                labels,
-                watchers: entry.watchers.clone(),
-                tls: entry.tls.clone(),
-            })
-        })
-        .collect()
+    let screened = discovery::screen(discovered.nodes, &entry.allow, entry.max_nodes);
+    let mut found = Found {
+        refused: screened.refused.iter().map(Node::address).collect(),
+        allowed: screened.kept.len() + screened.cut,
+        cut: screened.cut,
+        skipped: discovered.skipped,
+        targets: Vec::new(),
+    };
+    for node in &screened.kept {
+        // A sentinel's credentials stay with the sentinel.
+        let url = match discovery::node_url_with(&entry.url, node, !sentinel) {
+            Ok(url) => url,
+            Err(e) => {
+                found
+                    .skipped
+                    .push(format!("node {}: {e:#}", node.address()));
+                continue;
+            }
+        };
+        let mut labels = entry.labels.clone();
+        labels.insert(ROLE_LABEL.to_owned(), node.role.as_str().to_owned());
+        let mut tls = entry.tls.clone();
+        if tls.server_name.is_none() {
+            tls.server_name.clone_from(&node.tls_name);
+        }
+        found.targets.push(Target {
+            url,
+            name: None,
+            labels,
+            watchers: entry.watchers.clone(),
+            tls,
+            auth: if sentinel {
+                entry.node_auth.clone()
+            } else {
+                entry.auth.clone()
+            },
+            allow: Some(entry.allow.clone()),
+        });
+    }
+    Ok(found)
 }
 
 /// One discover entry's answers, sent to the daemon: at once, then every
@@ -496,18 +625,18 @@ pub(super) async fn refresh(
     entry_index: usize,
     settings: Settings,
     once: bool,
-    answers: mpsc::Sender<(usize, Result<Vec<Target>>)>,
+    answers: mpsc::Sender<(usize, Result<Found>)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let entry = settings.discover[entry_index].clone();
-    let mut known: Vec<String> = Vec::new();
+    let mut known: Vec<Endpoint> = Vec::new();
     loop {
         let answer = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             answer = discover(&entry, &known, &settings) => answer,
         };
         if let Ok(found) = &answer {
-            known = found.iter().map(|t| t.url.clone()).collect();
+            known = found.targets.iter().map(Target::endpoint).collect();
         }
         if answers.send((entry_index, answer)).await.is_err() || once {
             return;
@@ -537,6 +666,9 @@ pub struct Resolved {
     pub targets: Vec<Listed>,
     /// Discover entries that did not answer, with why.
     pub errors: Vec<String>,
+    /// What discovery left out (nodes outside `allow`, beyond
+    /// `max_nodes`, or that cannot be watched), for stderr.
+    pub warnings: Vec<String>,
 }
 
 /// Resolves the targets once: the configured ones, then each discover
@@ -559,10 +691,24 @@ pub async fn resolve(settings: &Settings) -> Resolved {
     for target in &settings.targets {
         push(&mut resolved, target.clone(), "config".to_owned());
     }
-    for entry in &settings.discover {
+    for (i, entry) in settings.discover.iter().enumerate() {
         match discover(entry, &[], settings).await {
             Ok(found) => {
-                for target in found {
+                let how = entry.describe();
+                for node in &found.refused {
+                    resolved.warnings.push(refused_message(i, &how, node));
+                }
+                for why in &found.skipped {
+                    resolved.warnings.push(format!(
+                        "{how} announces a node that cannot be watched: {why}"
+                    ));
+                }
+                if found.cut > 0 {
+                    resolved
+                        .warnings
+                        .push(cut_message(i, &how, found.allowed, entry.max_nodes));
+                }
+                for target in found.targets {
                     push(&mut resolved, target, entry.describe());
                 }
             }
@@ -649,6 +795,9 @@ pub fn print(
             resolved.targets.len(),
             settings.shard
         )?;
+    }
+    for warning in &resolved.warnings {
+        eprintln!("lookout: warning: {warning}");
     }
     if !resolved.errors.is_empty() {
         anyhow::bail!("{}", resolved.errors.join("; "));

@@ -131,9 +131,8 @@ impl Daemon {
             }
         }
         for t in &settings.targets {
-            Conn::with_tls(
-                &t.url,
-                &t.tls,
+            Conn::open(
+                &t.endpoint(),
                 settings.connect_timeout,
                 settings.response_timeout,
             )?;
@@ -151,9 +150,8 @@ impl Daemon {
             Sink::Stdout
         } else {
             Sink::Redis {
-                conn: Box::new(Conn::with_tls(
-                    &settings.publish.url,
-                    &settings.publish.tls,
+                conn: Box::new(Conn::open(
+                    &settings.publish.endpoint(),
                     settings.connect_timeout,
                     settings.response_timeout,
                 )?),
@@ -162,9 +160,8 @@ impl Daemon {
         };
         let heartbeat = match &settings.heartbeat {
             Some(prefix) if !mode.dry_run => Some((
-                Conn::with_tls(
-                    &settings.publish.url,
-                    &settings.publish.tls,
+                Conn::open(
+                    &settings.publish.endpoint(),
                     settings.connect_timeout,
                     settings.response_timeout,
                 )?,

@@ -3,13 +3,15 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use redis::Value;
 
-use super::{Failures, Node, Role, field, pairs, port, tidy};
+use super::{Discovered, Failures, Node, Role, field, pairs, port, shown, tidy};
 use crate::redis::conn::Conn;
 use crate::redis::conn::text;
+use crate::redis::endpoint::Endpoint;
 use crate::redis::tls::Tls;
+use crate::untrusted::clip;
 
 /// Every master and replica of the cluster, asked of the first of `seeds`
 /// that answers. A seed is a full Redis URL
@@ -43,31 +45,48 @@ pub async fn cluster_with_tls(
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Vec<Node>> {
+    let seeds: Vec<Endpoint> = seeds.iter().map(|s| Endpoint::with_tls(s, tls)).collect();
+    Ok(cluster_at(&seeds, connect_timeout, response_timeout)
+        .await?
+        .nodes)
+}
+
+/// [`cluster`] asked of `seeds` dialled as they say (TLS, credentials
+/// beside the URL, the addresses a node found before may resolve to), with
+/// the nodes that cannot be watched as announced.
+///
+/// # Errors
+/// As [`cluster`].
+pub async fn cluster_at(
+    seeds: &[Endpoint],
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<Discovered> {
     let mut failures = Failures::new();
     for seed in seeds {
-        match ask(seed, tls, connect_timeout, response_timeout).await {
-            Ok(nodes) => return Ok(nodes),
-            Err(e) => failures.push(seed, &e),
+        match ask(seed, connect_timeout, response_timeout).await {
+            Ok(found) => return Ok(found),
+            Err(e) => failures.push(&seed.url, &e),
         }
     }
     Err(failures.into_error("cluster seed"))
 }
 
 async fn ask(
-    seed: &str,
-    tls: &Tls,
+    seed: &Endpoint,
     connect_timeout: Duration,
     response_timeout: Duration,
-) -> Result<Vec<Node>> {
-    let mut conn = Conn::with_tls(seed, tls, connect_timeout, response_timeout)?;
+) -> Result<Discovered> {
+    let mut conn = Conn::open(seed, connect_timeout, response_timeout)?;
     let mut shards = redis::pipe();
     // An error reply comes back as a value, keeping the connection for the
     // fallback.
     shards.ignore_errors();
     shards.cmd("CLUSTER").arg("SHARDS");
     let replies = conn.query(&shards).await?;
-    let nodes = match replies.first() {
+    let found = match replies.first() {
         Some(Value::ServerError(refused)) => {
+            let refused = clip(&format!("{refused}"));
             let mut nodes = redis::pipe();
             nodes.cmd("CLUSTER").arg("NODES");
             let replies = conn
@@ -76,13 +95,15 @@ async fn ask(
                 .with_context(|| format!("CLUSTER SHARDS: {refused}; CLUSTER NODES"))?;
             parse_nodes(&text(replies.first())?).context("CLUSTER NODES")?
         }
-        Some(reply) => parse_shards(reply).context("CLUSTER SHARDS")?,
+        Some(reply) => {
+            parse_shards(reply, seed.url.starts_with("rediss:")).context("CLUSTER SHARDS")?
+        }
         None => bail!("CLUSTER SHARDS: no reply"),
     };
-    if nodes.is_empty() {
+    if found.nodes.is_empty() {
         bail!("the cluster lists no reachable node");
     }
-    Ok(nodes)
+    Ok(found)
 }
 
 /// The nodes of a CLUSTER SHARDS reply: an array of shards, each a
@@ -92,55 +113,90 @@ async fn ask(
 ///
 /// A node's host is its `endpoint` (what the cluster tells clients to use:
 /// `cluster-preferred-endpoint-type`), or its `ip` when the endpoint is
-/// unknown (`?` or empty). Its port is `port`, falling back to `tls-port`
-/// when `port` is 0 (a TLS-only node). Nodes whose `health` is `fail`
-/// (Redis 7.0) or `failed` (as documented) are left out, and so are nodes
-/// with neither address nor port.
+/// unknown (`?` or empty); a `hostname` beside an address is the name its
+/// certificate is checked against. Asked over TLS (`tls`), its port is
+/// `tls-port`, or `port` when it has none; asked over plain TCP, `port`,
+/// and a node with only a `tls-port` (`port` 0 or absent) is skipped with
+/// why. Nodes whose `health` is `fail` (Redis 7.0) or `failed` (as
+/// documented) are left out, and so are nodes with neither address nor
+/// port; a node of another shape is skipped with why, the others kept.
 ///
 /// # Errors
-/// The reply does not have that shape.
-pub(crate) fn parse_shards(reply: &Value) -> Result<Vec<Node>> {
+/// The reply is not an array of shards with `nodes`.
+pub(crate) fn parse_shards(reply: &Value, tls: bool) -> Result<Discovered> {
     let Value::Array(shards) = reply else {
-        bail!("expected an array of shards, got {reply:?}");
+        bail!("expected an array of shards, got {}", shown(reply));
     };
     let mut found = Vec::new();
+    let mut skipped = Vec::new();
     for shard in shards {
         let shard = pairs(shard).context("shard")?;
         let Some(Value::Array(nodes)) = field(&shard, "nodes") else {
-            bail!("shard without a `nodes` array: {shard:?}");
+            bail!("shard without a `nodes` array");
         };
         for node in nodes {
-            let node = pairs(node).context("shard node")?;
-            let get = |key: &str| field(&node, key);
-            let health = get("health").map(|v| text(Some(v))).transpose()?;
-            if matches!(health.as_deref(), Some("fail" | "failed")) {
-                continue;
+            match shard_node(node, tls) {
+                Ok(Some(node)) => found.push(node),
+                Ok(None) => {}
+                Err(e) => skipped.push(clip(&format!("{e:#}"))),
             }
-            let role = match text(get("role"))?.as_str() {
-                "master" => Role::Master,
-                "replica" | "slave" => Role::Replica,
-                other => bail!("unknown role `{other}`"),
-            };
-            let endpoint = get("endpoint").map(|v| text(Some(v))).transpose()?;
-            let host = match endpoint {
-                Some(e) if !e.is_empty() && e != "?" => e,
-                _ => text(get("ip"))?,
-            };
-            let mut node_port = port(get("port"))?;
-            if node_port == 0 && get("tls-port").is_some() {
-                node_port = port(get("tls-port"))?;
-            }
-            if host.is_empty() || node_port == 0 {
-                continue;
-            }
-            found.push(Node {
-                host,
-                port: node_port,
-                role,
-            });
         }
     }
-    Ok(tidy(found))
+    Ok(Discovered {
+        nodes: tidy(found),
+        skipped,
+    })
+}
+
+/// One node of a CLUSTER SHARDS shard; `None` when failed or without
+/// an address.
+fn shard_node(node: &Value, tls: bool) -> Result<Option<Node>> {
+    let node = pairs(node).context("shard node")?;
+    let get = |key: &str| field(&node, key);
+    let opt_text = |key: &str| get(key).map(|v| text(Some(v))).transpose();
+    let health = opt_text("health")?;
+    if matches!(health.as_deref(), Some("fail" | "failed")) {
+        return Ok(None);
+    }
+    let endpoint = opt_text("endpoint")?;
+    let ip = opt_text("ip")?.unwrap_or_default();
+    let host = match endpoint {
+        Some(e) if !e.is_empty() && e != "?" => e,
+        _ => ip,
+    };
+    let plain = get("port").map(|p| port(Some(p))).transpose()?.unwrap_or(0);
+    let secure = get("tls-port")
+        .map(|p| port(Some(p)))
+        .transpose()?
+        .unwrap_or(0);
+    let role = match text(get("role"))?.as_str() {
+        "master" => Role::Master,
+        "replica" | "slave" => Role::Replica,
+        other => bail!("node {} has an unknown role `{}`", clip(&host), clip(other)),
+    };
+    let node_port = match (tls, plain, secure) {
+        (true, _, p) if p != 0 => p,
+        (_, p, _) if p != 0 => p,
+        (false, 0, p) if p != 0 => {
+            return Err(anyhow!(
+                "node {}:{p} serves only TLS (tls-port {p}, no port); discover this cluster \
+                 with a rediss:// seed",
+                clip(&host)
+            ));
+        }
+        _ => 0,
+    };
+    if host.is_empty() || node_port == 0 {
+        return Ok(None);
+    }
+    let hostname = opt_text("hostname")?.filter(|h| !h.is_empty() && *h != host);
+    let tls_name = hostname.filter(|_| host.parse::<std::net::IpAddr>().is_ok());
+    Ok(Some(Node {
+        host,
+        port: node_port,
+        role,
+        tls_name,
+    }))
 }
 
 /// The nodes of a CLUSTER NODES reply, one line per node:
@@ -154,47 +210,64 @@ pub(crate) fn parse_shards(reply: &Value) -> Result<Vec<Node>> {
 ///
 /// # Errors
 /// A line does not have that shape.
-pub(crate) fn parse_nodes(reply: &str) -> Result<Vec<Node>> {
+pub(crate) fn parse_nodes(reply: &str) -> Result<Discovered> {
     let mut found = Vec::new();
+    let mut skipped = Vec::new();
     for line in reply.lines().filter(|l| !l.trim().is_empty()) {
-        let mut words = line.split_ascii_whitespace();
-        let (Some(_id), Some(addr), Some(flags)) = (words.next(), words.next(), words.next())
-        else {
-            bail!("short CLUSTER NODES line `{line}`");
-        };
-        let flags: Vec<&str> = flags.split(',').collect();
-        if flags
-            .iter()
-            .any(|f| matches!(*f, "fail" | "handshake" | "noaddr"))
-        {
-            continue;
+        match node_line(line) {
+            Ok(Some(node)) => found.push(node),
+            Ok(None) => {}
+            Err(e) => skipped.push(clip(&format!("{e:#}"))),
         }
-        let role = if flags.contains(&"master") {
-            Role::Master
-        } else if flags.contains(&"slave") {
-            Role::Replica
-        } else {
-            continue;
-        };
-        let addr = addr.split_once(',').map_or(addr, |(a, _hostname)| a);
-        let addr = addr.split_once('@').map_or(addr, |(a, _bus_port)| a);
-        let Some((host, node_port)) = addr.rsplit_once(':') else {
-            bail!("no port in address `{addr}` of line `{line}`");
-        };
-        let node_port: u16 = node_port
-            .parse()
-            .with_context(|| format!("bad port in address `{addr}` of line `{line}`"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || node_port == 0 {
-            continue;
-        }
-        found.push(Node {
-            host: host.to_owned(),
-            port: node_port,
-            role,
-        });
     }
-    Ok(tidy(found))
+    if found.is_empty() && !skipped.is_empty() {
+        bail!("no line of the reply is a node: {}", skipped.join("; "));
+    }
+    Ok(Discovered {
+        nodes: tidy(found),
+        skipped,
+    })
+}
+
+/// One line of CLUSTER NODES; `None` for a node left out.
+fn node_line(line: &str) -> Result<Option<Node>> {
+    let line = clip(line);
+    let mut words = line.split_ascii_whitespace();
+    let (Some(_id), Some(addr), Some(flags)) = (words.next(), words.next(), words.next()) else {
+        bail!("short CLUSTER NODES line `{line}`");
+    };
+    let flags: Vec<&str> = flags.split(',').collect();
+    if flags
+        .iter()
+        .any(|f| matches!(*f, "fail" | "handshake" | "noaddr"))
+    {
+        return Ok(None);
+    }
+    let role = if flags.contains(&"master") {
+        Role::Master
+    } else if flags.contains(&"slave") {
+        Role::Replica
+    } else {
+        return Ok(None);
+    };
+    let addr = addr.split_once(',').map_or(addr, |(a, _hostname)| a);
+    let addr = addr.split_once('@').map_or(addr, |(a, _bus_port)| a);
+    let Some((host, node_port)) = addr.rsplit_once(':') else {
+        bail!("no port in address `{addr}` of line `{line}`");
+    };
+    let node_port: u16 = node_port
+        .parse()
+        .with_context(|| format!("bad port in address `{addr}` of line `{line}`"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || node_port == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Node {
+        host: host.to_owned(),
+        port: node_port,
+        role,
+        tls_name: None,
+    }))
 }
 
 #[cfg(test)]
@@ -255,7 +328,7 @@ mod tests {
             ),
         ]);
         assert_eq!(
-            parse_shards(&reply).unwrap(),
+            parse_shards(&reply, false).unwrap().nodes,
             [
                 node("10.0.0.1", 7001, Role::Master),
                 node("10.0.0.2", 7002, Role::Master),
@@ -276,7 +349,7 @@ mod tests {
             ],
         )]);
         assert_eq!(
-            parse_shards(&reply).unwrap(),
+            parse_shards(&reply, false).unwrap().nodes,
             [node("10.0.0.1", 7001, Role::Master)]
         );
     }
@@ -293,7 +366,7 @@ mod tests {
             ],
         )]);
         assert_eq!(
-            parse_shards(&reply).unwrap(),
+            parse_shards(&reply, false).unwrap().nodes,
             [
                 node("cache-1.internal", 7001, Role::Master),
                 node("10.0.0.2", 7002, Role::Replica),
@@ -321,26 +394,95 @@ mod tests {
             (key("nodes"), Value::Array(vec![tls_node])),
         ])]);
         assert_eq!(
-            parse_shards(&reply).unwrap(),
+            parse_shards(&reply, true).unwrap().nodes,
             [node("fd00::1", 7443, Role::Master)]
         );
+        // Asked over plain TCP, a TLS-only node is skipped, with why.
+        let plain = parse_shards(&reply, false).unwrap();
+        assert!(plain.nodes.is_empty());
+        assert!(plain.skipped[0].contains("only TLS"), "{plain:?}");
+    }
+
+    /// A TLS-only node of Redis 7.0 has no `port` at all; a mixed node
+    /// serves both, and the seed's scheme picks; a host name beside an
+    /// address is the certificate's name.
+    #[test]
+    fn tls_ports_follow_the_seed_and_hostnames_name_certificates() {
+        let tls_only = Value::Array(vec![
+            bulk("id"),
+            bulk("a"),
+            bulk("tls-port"),
+            Value::Int(7443),
+            bulk("ip"),
+            bulk("10.0.0.1"),
+            bulk("endpoint"),
+            bulk("10.0.0.1"),
+            bulk("hostname"),
+            bulk("cache-1.redis.internal"),
+            bulk("role"),
+            bulk("master"),
+            bulk("health"),
+            bulk("online"),
+        ]);
+        let mixed = Value::Array(vec![
+            bulk("id"),
+            bulk("b"),
+            bulk("port"),
+            Value::Int(7002),
+            bulk("tls-port"),
+            Value::Int(7444),
+            bulk("ip"),
+            bulk("10.0.0.2"),
+            bulk("endpoint"),
+            bulk("10.0.0.2"),
+            bulk("role"),
+            bulk("replica"),
+            bulk("health"),
+            bulk("online"),
+        ]);
+        let bad_host = shard_node(7003, "fe80::1%eth0", "fe80::1%eth0", "replica", "online");
+        let reply = Value::Array(vec![shard(&[], vec![tls_only, mixed, bad_host])]);
+        let over_tls = parse_shards(&reply, true).unwrap();
+        let mut named = node("10.0.0.1", 7443, Role::Master);
+        named.tls_name = Some("cache-1.redis.internal".to_owned());
+        assert_eq!(over_tls.nodes[0], named);
+        assert_eq!(over_tls.nodes[1], node("10.0.0.2", 7444, Role::Replica));
+        let plain = parse_shards(&reply, false).unwrap();
+        assert_eq!(plain.nodes[0], node("10.0.0.2", 7002, Role::Replica));
+        assert_eq!(plain.skipped.len(), 1, "{plain:?}");
     }
 
     #[test]
     fn malformed_shards_are_errors() {
-        assert!(parse_shards(&bulk("x")).is_err());
-        assert!(parse_shards(&Value::Array(vec![Value::Array(vec![bulk("slots")])])).is_err());
+        assert!(parse_shards(&bulk("x"), false).is_err());
+        assert!(
+            parse_shards(
+                &Value::Array(vec![Value::Array(vec![bulk("slots")])]),
+                false
+            )
+            .is_err()
+        );
         let no_role = Value::Array(vec![shard(
             &[],
             vec![Value::Array(vec![bulk("port"), Value::Int(1)])],
         )]);
-        assert!(parse_shards(&no_role).is_err());
+        let found = parse_shards(&no_role, false).unwrap();
+        assert!(
+            found.nodes.is_empty() && found.skipped.len() == 1,
+            "{found:?}"
+        );
         let bad_port = Value::Array(vec![shard(
             &[],
             vec![shard_node(70000, "h", "h", "master", "online")],
         )]);
-        assert!(parse_shards(&bad_port).is_err());
-        assert!(parse_shards(&Value::Array(vec![])).unwrap().is_empty());
+        let found = parse_shards(&bad_port, false).unwrap();
+        assert!(found.skipped[0].contains("70000"), "{found:?}");
+        assert!(
+            parse_shards(&Value::Array(vec![]), false)
+                .unwrap()
+                .nodes
+                .is_empty()
+        );
     }
 
     const NODES: &str = "\
@@ -355,7 +497,7 @@ a0f9ced66f6e988ec6701bd5bbe8d169c847164d 127.0.0.1:17001@27001 myself,master - 0
     #[test]
     fn nodes_skip_failed_and_keep_suspected() {
         assert_eq!(
-            parse_nodes(NODES).unwrap(),
+            parse_nodes(NODES).unwrap().nodes,
             [
                 node("127.0.0.1", 17001, Role::Master),
                 node("127.0.0.1", 17002, Role::Master),
@@ -376,7 +518,7 @@ a4 ::1:7001@17001 myself,master - 0 0 1 connected 0-16383
 a5 10.0.0.2:7002 slave a4 0 0 1 connected
 ";
         assert_eq!(
-            parse_nodes(reply).unwrap(),
+            parse_nodes(reply).unwrap().nodes,
             [
                 node("::1", 7001, Role::Master),
                 node("10.0.0.2", 7002, Role::Replica),
@@ -389,6 +531,6 @@ a5 10.0.0.2:7002 slave a4 0 0 1 connected
         assert!(parse_nodes("a1 127.0.0.1:7000@17000").is_err());
         assert!(parse_nodes("a1 nowhere master - 0 0 1 connected").is_err());
         assert!(parse_nodes("a1 h:port@1 master - 0 0 1 connected").is_err());
-        assert!(parse_nodes("").unwrap().is_empty());
+        assert!(parse_nodes("").unwrap().nodes.is_empty());
     }
 }

@@ -14,11 +14,13 @@ use std::collections::HashSet;
 use anyhow::{Context, Result, anyhow, bail};
 use redis::Value;
 
-pub use cluster::{cluster, cluster_with_tls};
-pub use sentinel::{sentinel, sentinel_with_tls};
+pub use cluster::{cluster, cluster_at, cluster_with_tls};
+pub use sentinel::{sentinel, sentinel_at, sentinel_with_tls};
 
+use crate::redis::allow::Allow;
 use crate::redis::conn::text;
 use crate::redis::redact::redact_url;
+use crate::untrusted::clip;
 
 /// A node a discover entry found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,55 @@ pub struct Node {
     pub port: u16,
     /// Whether it is a master or a replica at the time of asking.
     pub role: Role,
+    /// The host name it announces beside an address (CLUSTER SHARDS
+    /// `hostname`): the name its TLS certificate is checked against.
+    pub tls_name: Option<String>,
+}
+
+impl Node {
+    /// `host:port`, IPv6 bracketed, escaped for messages.
+    #[must_use]
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            clip(&format!("[{}]:{}", self.host, self.port))
+        } else {
+            clip(&format!("{}:{}", self.host, self.port))
+        }
+    }
+}
+
+/// What one cluster or sentinel answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovered {
+    /// The nodes, masters first, then by host and port.
+    pub nodes: Vec<Node>,
+    /// Announced nodes left out because they cannot be watched as
+    /// announced (a TLS-only node asked over plain TCP, a port out of
+    /// range), each with why; escaped.
+    pub skipped: Vec<String>,
+}
+
+/// The nodes of one answer an entry may watch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Screened {
+    /// Nodes inside `allow`, at most `max_nodes`: masters first, then by
+    /// address.
+    pub kept: Vec<Node>,
+    /// Nodes outside `allow`, never contacted.
+    pub refused: Vec<Node>,
+    /// Nodes inside `allow` beyond `max_nodes`.
+    pub cut: usize,
+}
+
+/// Splits `nodes` by `allow`, then keeps the first `max_nodes` of those
+/// allowed (masters first, then by address: `nodes` come sorted so).
+#[must_use]
+pub fn screen(nodes: Vec<Node>, allow: &Allow, max_nodes: usize) -> Screened {
+    let (mut kept, refused): (Vec<Node>, Vec<Node>) =
+        nodes.into_iter().partition(|n| allow.host(&n.host));
+    let cut = kept.len().saturating_sub(max_nodes);
+    kept.truncate(max_nodes);
+    Screened { kept, refused, cut }
 }
 
 /// What a found node is at the time of asking.
@@ -59,8 +110,22 @@ impl Role {
 /// `seed` is not a URL with a host (a Unix socket, for example), or the
 /// node's host cannot stand in a URL.
 pub fn node_url(seed: &str, node: &Node) -> Result<String> {
+    node_url_with(seed, node, true)
+}
+
+/// [`node_url`] without the seed's user and password when
+/// `credentials` is false (a sentinel's are not the nodes').
+///
+/// # Errors
+/// As [`node_url`].
+pub fn node_url_with(seed: &str, node: &Node, credentials: bool) -> Result<String> {
     let mut url =
         url::Url::parse(seed).map_err(|e| anyhow!("bad seed URL `{}`: {e}", redact_url(seed)))?;
+    if !credentials {
+        // A URL with a host always takes these.
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+    }
     if url.host().is_none() {
         bail!(
             "seed URL `{}` has no host to replace with a found node's",
@@ -73,7 +138,7 @@ pub fn node_url(seed: &str, node: &Node) -> Result<String> {
         node.host.clone()
     };
     url.set_host(Some(&host))
-        .with_context(|| format!("node host `{}` does not fit in a URL", node.host))?;
+        .with_context(|| format!("node host `{}` does not fit in a URL", clip(&node.host)))?;
     url.set_port(Some(node.port))
         .map_err(|()| anyhow!("seed URL `{}` cannot take a port", redact_url(seed)))?;
     Ok(url.to_string())
@@ -90,7 +155,8 @@ impl Failures {
 
     /// Notes that `url` (shown with its password hidden) failed with `e`.
     fn push(&mut self, url: &str, e: &anyhow::Error) {
-        self.0.push(format!("{}: {e:#}", redact_url(url)));
+        let text = crate::redis::redact::redact_text(&format!("{e:#}"), url);
+        self.0.push(format!("{}: {}", redact_url(url), clip(&text)));
     }
 
     /// The error naming every URL tried and why it failed, or saying there
@@ -130,8 +196,13 @@ fn pairs(value: &Value) -> Result<Vec<(String, &Value)>> {
             .iter()
             .map(|(k, v)| Ok((text(Some(k))?, v)))
             .collect(),
-        other => bail!("expected key/value pairs, got {other:?}"),
+        other => bail!("expected key/value pairs, got {}", shown(other)),
     }
+}
+
+/// A reply for a message: escaped, at most 1 KiB.
+fn shown(value: &Value) -> String {
+    clip(&format!("{value:?}"))
 }
 
 /// The value of `key` among `pairs`.
@@ -157,6 +228,7 @@ pub(crate) fn node(host: &str, port: u16, role: Role) -> Node {
         host: host.to_owned(),
         port,
         role,
+        tls_name: None,
     }
 }
 

@@ -5,10 +5,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use redis::Value;
 
-use super::{Failures, Node, Role, field, pairs, port, tidy};
+use super::{Discovered, Failures, Node, Role, field, pairs, port, shown, tidy};
 use crate::redis::conn::Conn;
 use crate::redis::conn::text;
+use crate::redis::endpoint::Endpoint;
 use crate::redis::tls::Tls;
+use crate::untrusted::clip;
 
 /// Replica flags that mean a sentinel cannot reach the replica.
 const UNREACHABLE: [&str; 3] = ["s_down", "o_down", "disconnected"];
@@ -51,24 +53,50 @@ pub async fn sentinel_with_tls(
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Vec<Node>> {
+    let sentinels: Vec<Endpoint> = sentinels
+        .iter()
+        .map(|s| Endpoint::with_tls(s, tls))
+        .collect();
+    Ok(
+        sentinel_at(&sentinels, master, connect_timeout, response_timeout)
+            .await?
+            .nodes,
+    )
+}
+
+/// [`sentinel`] asked of `sentinels` dialled as they say (TLS,
+/// credentials beside the URL).
+///
+/// # Errors
+/// As [`sentinel`].
+pub async fn sentinel_at(
+    sentinels: &[Endpoint],
+    master: &str,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<Discovered> {
     let mut failures = Failures::new();
-    for url in sentinels {
-        match ask(url, master, tls, connect_timeout, response_timeout).await {
-            Ok(nodes) => return Ok(nodes),
-            Err(e) => failures.push(url, &e),
+    for sentinel in sentinels {
+        match ask(sentinel, master, connect_timeout, response_timeout).await {
+            Ok(nodes) => {
+                return Ok(Discovered {
+                    nodes,
+                    skipped: Vec::new(),
+                });
+            }
+            Err(e) => failures.push(&sentinel.url, &e),
         }
     }
     Err(failures.into_error(&format!("sentinel for master `{master}`")))
 }
 
 async fn ask(
-    url: &str,
+    sentinel: &Endpoint,
     master: &str,
-    tls: &Tls,
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Vec<Node>> {
-    let mut conn = Conn::with_tls(url, tls, connect_timeout, response_timeout)?;
+    let mut conn = Conn::open(sentinel, connect_timeout, response_timeout)?;
     let mut pipe = redis::pipe();
     // Error replies come back as values, keeping the connection for the
     // SENTINEL SLAVES fallback.
@@ -85,6 +113,7 @@ async fn ask(
     };
     let replicas = match replies.get(1) {
         Some(Value::ServerError(refused)) => {
+            let refused = clip(&format!("{refused}"));
             let mut slaves = redis::pipe();
             slaves.cmd("SENTINEL").arg("SLAVES").arg(master);
             let replies = conn
@@ -113,9 +142,11 @@ fn parse_master_addr(reply: Option<&Value>) -> Result<Option<Node>> {
             host: text(addr.first())?,
             port: port(addr.get(1))?,
             role: Role::Master,
+            tls_name: None,
         })),
-        Some(Value::ServerError(e)) => bail!("{e}"),
-        other => bail!("expected [ip, port], got {other:?}"),
+        Some(Value::ServerError(e)) => bail!("{}", clip(&e.to_string())),
+        Some(other) => bail!("expected [ip, port], got {}", shown(other)),
+        None => bail!("no reply"),
     }
 }
 
@@ -129,8 +160,8 @@ fn parse_master_addr(reply: Option<&Value>) -> Result<Option<Node>> {
 pub(crate) fn parse_replicas(reply: &Value) -> Result<Vec<Node>> {
     let replicas = match reply {
         Value::Array(replicas) => replicas,
-        Value::ServerError(e) => bail!("{e}"),
-        other => bail!("expected an array of replicas, got {other:?}"),
+        Value::ServerError(e) => bail!("{}", clip(&e.to_string())),
+        other => bail!("expected an array of replicas, got {}", shown(other)),
     };
     let mut found = Vec::new();
     for replica in replicas {
@@ -143,6 +174,7 @@ pub(crate) fn parse_replicas(reply: &Value) -> Result<Vec<Node>> {
             host: text(field(&replica, "ip")).context("replica `ip`")?,
             port: port(field(&replica, "port")).context("replica `port`")?,
             role: Role::Replica,
+            tls_name: None,
         });
     }
     Ok(tidy(found))

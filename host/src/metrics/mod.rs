@@ -49,6 +49,11 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DiscoverLabels {
+    discover: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
     abi: String,
@@ -88,6 +93,8 @@ pub struct Metrics {
     dropped: Counter,
     spooled: Counter,
     breaker_state: Gauge,
+    discover_refused: Family<DiscoverLabels, Gauge>,
+    discover_cut: Family<DiscoverLabels, Gauge>,
     /// Clocks start here: the `*_ms` fields count from it.
     epoch: Instant,
     /// The poll interval: how stale is stale.
@@ -129,6 +136,8 @@ impl Metrics {
             dropped: Counter::default(),
             spooled: Counter::default(),
             breaker_state: Gauge::default(),
+            discover_refused: Family::default(),
+            discover_cut: Family::default(),
             registry: Registry::default(),
             epoch: Instant::now(),
             interval,
@@ -225,6 +234,16 @@ impl Metrics {
             "Publish circuit breaker: 0 closed, 1 half-open, 2 open",
             m.breaker_state.clone(),
         );
+        r.register(
+            "discover_nodes_refused",
+            "Nodes the discover entry's last answer announced outside its `allow`, never contacted",
+            m.discover_refused.clone(),
+        );
+        r.register(
+            "discover_nodes_cut",
+            "Nodes the discover entry's last answer listed beyond its `max_nodes`, not watched",
+            m.discover_cut.clone(),
+        );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabels {
@@ -234,6 +253,19 @@ impl Metrics {
             .set(1);
         r.register("build_info", "Version and watcher ABI; always 1", build);
         Self { registry, ..m }
+    }
+
+    /// What discover entry `discover` (as it describes itself) left out of
+    /// its last answer.
+    pub fn discover_nodes(&self, discover: &str, refused: usize, cut: usize) {
+        let labels = DiscoverLabels {
+            discover: discover.to_owned(),
+        };
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.discover_refused
+            .get_or_create(&labels)
+            .set(gauge(refused));
+        self.discover_cut.get_or_create(&labels).set(gauge(cut));
     }
 
     fn now_ms(&self) -> u64 {

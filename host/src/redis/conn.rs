@@ -5,7 +5,7 @@
 //! so the host's own commands can be told apart in SLOWLOG without
 //! trusting a client name anyone can set.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -13,66 +13,81 @@ use anyhow::Result;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
+use super::endpoint::Endpoint;
 use super::redact::{instance_of, redact_text};
 use super::tls::Tls;
 
 /// Client name of every Lookout connection, shown in CLIENT LIST.
 pub const CLIENT_NAME: &str = "lookout";
 
-/// How many of this process's recent connections are remembered.
-const OWN_REMEMBERED: usize = 256;
+/// How many recent connections are remembered per server.
+const OWN_PER_SERVER: usize = 4096;
 
-/// Client addresses (as the servers see them) of this process's recent
-/// connections, watched and bus alike.
-static OWN: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+/// Client addresses (as each server sees them) of this process's recent
+/// connections, watched and bus alike, by the server's own address
+/// (CLIENT INFO `laddr`).
+static OWN: Mutex<Option<HashMap<String, VecDeque<String>>>> = Mutex::new(None);
 
-/// Whether a SLOWLOG entry from `client_addr` named `client_name` came from
-/// one of this process's connections. The address of a TCP connection is
-/// unique while it is open; a Unix socket's is shared by all its clients,
-/// so there the name must match too.
-pub fn is_own(client_addr: &str, client_name: &str) -> bool {
+/// Whether a SLOWLOG entry of `server` from `client_addr` named
+/// `client_name` came from one of this process's connections. The address
+/// of a TCP connection is unique while it is open; a Unix socket's is
+/// shared by all its clients, so there the name must match too.
+pub fn is_own(server: &str, client_addr: &str, client_name: &str) -> bool {
     if client_name != CLIENT_NAME {
         return false;
     }
     let own = OWN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    own.iter().any(|a| a == client_addr)
+    own.as_ref()
+        .and_then(|m| m.get(server))
+        .is_some_and(|addrs| addrs.iter().any(|a| a == client_addr))
 }
 
-fn remember_own(addr: String) {
+fn remember_own(server: &str, addr: &str) {
     let mut own = OWN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if own.iter().any(|a| *a == addr) {
+    let addrs = own
+        .get_or_insert_with(HashMap::new)
+        .entry(server.to_owned())
+        .or_default();
+    if addrs.iter().any(|a| a == addr) {
         return;
     }
-    if own.len() == OWN_REMEMBERED {
-        own.pop_front();
+    if addrs.len() == OWN_PER_SERVER {
+        addrs.pop_front();
     }
-    own.push_back(addr);
+    addrs.push_back(addr.to_owned());
 }
 
-/// The `addr=` field of a CLIENT INFO line.
-fn client_addr(info: &str) -> Option<&str> {
-    info.split_ascii_whitespace()
-        .find_map(|kv| kv.strip_prefix("addr="))
+/// The `addr=` and `laddr=` fields of a CLIENT INFO line.
+fn client_addrs(info: &str) -> (Option<&str>, Option<&str>) {
+    let field = |key: &str| {
+        info.split_ascii_whitespace()
+            .find_map(|kv| kv.strip_prefix(key))
+    };
+    (field("addr="), field("laddr="))
 }
 
 /// A lazily (re)connected, named connection with connect and reply timeouts.
 pub struct Conn {
-    client: redis::Client,
-    url: String,
+    endpoint: Endpoint,
     config: redis::AsyncConnectionConfig,
     /// Upper bound for connecting plus the handshake.
     connect_budget: Duration,
     conn: Option<MultiplexedConnection>,
     /// `host:port`, for messages.
     pub instance: String,
+    /// The server's address as it sees itself (CLIENT INFO `laddr`), once
+    /// known: the key of this process's own connections to it.
+    server: Option<String>,
     /// The server refused CLIENT INFO once; said once.
     unidentified: bool,
     /// TLS without certificate verification: said on every connect.
     insecure: bool,
+    /// Whether the last dial presented a client certificate.
+    client_cert: bool,
 }
 
 impl Conn {
@@ -81,7 +96,7 @@ impl Conn {
     /// # Errors
     /// The URL does not parse.
     pub fn new(url: &str, connect_timeout: Duration, response_timeout: Duration) -> Result<Self> {
-        Self::with_tls(url, &Tls::default(), connect_timeout, response_timeout)
+        Self::open(&Endpoint::url(url), connect_timeout, response_timeout)
     }
 
     /// Prepares a connection to `url` with `tls` (for a `rediss://` URL);
@@ -96,33 +111,65 @@ impl Conn {
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Result<Self> {
+        Self::open(
+            &Endpoint::with_tls(url, tls),
+            connect_timeout,
+            response_timeout,
+        )
+    }
+
+    /// Prepares a connection to `endpoint`; nothing is dialled yet. Its
+    /// files (certificates, key, password) are read now to check them,
+    /// and again at every dial.
+    ///
+    /// # Errors
+    /// The URL does not parse, or a file cannot be read; the message
+    /// names the key and the file.
+    pub fn open(
+        endpoint: &Endpoint,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Self> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(response_timeout));
-        let (client, config) = tls.client(url, config)?;
+        endpoint.client(config.clone())?;
+        let url = &endpoint.url;
+        let insecure =
+            url.starts_with("rediss:") && (endpoint.tls.insecure() || url.ends_with("#insecure"));
         Ok(Self {
-            client,
-            url: url.to_owned(),
+            endpoint: endpoint.clone(),
             config,
             connect_budget: connect_timeout + response_timeout * 2,
             conn: None,
             instance: instance_of(url),
+            server: None,
             unidentified: false,
-            insecure: url.starts_with("rediss:") && tls.insecure(),
+            insecure,
+            client_cert: false,
         })
     }
 
     /// The open connection, dialling, naming and identifying it first when
-    /// needed.
+    /// needed. The client is built anew for each dial, so certificate,
+    /// key and password files changed since are read.
     ///
     /// # Errors
     /// Connecting or authenticating failed or timed out.
     async fn get(&mut self) -> Result<&mut MultiplexedConnection, QueryError> {
         if self.conn.is_none() {
+            let (client, config, cert) =
+                self.endpoint
+                    .client(self.config.clone())
+                    .map_err(|e| QueryError {
+                        link_down: true,
+                        code: None,
+                        message: redact_text(&format!("{e:#}"), &self.endpoint.url),
+                    })?;
+            self.client_cert = cert;
             let dial = async {
-                let mut conn = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&self.config)
+                let mut conn = client
+                    .get_multiplexed_async_connection_with_config(&config)
                     .await?;
                 let mut hello = redis::pipe();
                 hello.ignore_errors();
@@ -138,7 +185,7 @@ impl Conn {
                     code: None,
                     message: format!("connect to {} timed out", self.instance),
                 })?
-                .map_err(|e| self.error(&e))?;
+                .map_err(|e| self.dial_error(&e))?;
             for reply in &replies {
                 if let Value::ServerError(e) = reply
                     && matches!(e.code(), "NOAUTH" | "WRONGPASS")
@@ -146,33 +193,84 @@ impl Conn {
                     return Err(QueryError {
                         link_down: false,
                         code: Some(e.code().to_owned()),
-                        message: redact_text(&format!("{e:?}"), &self.url),
+                        message: self.shown(&format!("{e:?}")),
                     });
                 }
             }
             let info = text(replies.get(1)).ok();
-            match (info.as_deref().and_then(client_addr), replies.get(1)) {
-                (Some(addr), _) => remember_own(addr.to_owned()),
-                (None, other) if !self.unidentified => {
+            let addrs = info.as_deref().map(client_addrs);
+            match (addrs, replies.get(1)) {
+                (Some((Some(addr), laddr)), _) => {
+                    let server = laddr.unwrap_or(&self.instance).to_owned();
+                    remember_own(&server, addr);
+                    self.server = Some(server);
+                }
+                (_, other) if !self.unidentified => {
                     self.unidentified = true;
                     tracing::warn!(
                         "redis at {} refused CLIENT SETNAME/CLIENT INFO ({}): its own commands \
                          cannot be told apart in SLOWLOG; allow +client|setname +client|info",
                         self.instance,
-                        other.map_or_else(|| "no reply".to_owned(), |v| format!("{v:?}"))
+                        other.map_or_else(
+                            || "no reply".to_owned(),
+                            |v| crate::untrusted::clip(&format!("{v:?}"))
+                        )
                     );
                 }
                 _ => {}
             }
             if self.insecure {
                 tracing::warn!(
-                    "connected to {} over TLS without verifying its certificate (tls.insecure)",
+                    "connected to {} over TLS without verifying its certificate (tls.insecure or \
+                     #insecure in the URL)",
                     self.instance
                 );
             }
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// Whether a SLOWLOG entry of the server this connection reaches,
+    /// from `client_addr` named `client_name`, came from one of this
+    /// process's connections to that server.
+    pub fn is_own(&self, client_addr: &str, client_name: &str) -> bool {
+        let server = self.server.as_deref().unwrap_or(&self.instance);
+        is_own(server, client_addr, client_name)
+    }
+
+    /// Server-controlled text for a message: passwords of this URL
+    /// hidden, escaped, at most 1 KiB.
+    fn shown(&self, text: &str) -> String {
+        crate::untrusted::clip(&redact_text(text, &self.endpoint.url))
+    }
+
+    /// A failed dial: as [`Self::error`], and when a TLS server closed the
+    /// connection during or right after the handshake while no client
+    /// certificate was presented, a hint that it may want one.
+    fn dial_error(&self, e: &redis::RedisError) -> QueryError {
+        let mut error = self.error(e);
+        let closed = {
+            let m = error.message.to_ascii_lowercase();
+            m.contains("broken pipe")
+                || m.contains("connection reset")
+                || m.contains("unexpected eof")
+                || m.contains("unexpectedeof")
+                || m.contains("close_notify")
+                || m.contains("closed")
+        };
+        if self.endpoint.url.starts_with("rediss:")
+            && !self.client_cert
+            && closed
+            && !error.message.contains("tls.cert_file")
+        {
+            error.message = format!(
+                "{}; the server closed the TLS connection: it may require a client certificate \
+                 (set tls.cert_file and tls.key_file)",
+                error.message
+            );
+        }
+        error
     }
 
     /// A failed call as a [`QueryError`]; dropping the connection is the
@@ -183,7 +281,7 @@ impl Conn {
         } else {
             e.code().map(str::to_owned)
         };
-        let mut message = redact_text(&e.to_string(), &self.url);
+        let mut message = self.shown(&e.to_string());
         if let Some(hint) = super::tls::hint(&message) {
             message = format!("TLS: {message}; {hint}");
         }
@@ -200,7 +298,7 @@ impl Conn {
 
     /// The URL with its password hidden, for messages.
     pub fn redacted_url(&self) -> String {
-        super::redact::redact_url(&self.url)
+        super::redact::redact_url(&self.endpoint.url)
     }
 
     /// Whether a connection is open (it may still have been closed by the
@@ -272,8 +370,16 @@ pub(crate) fn text(value: Option<&Value>) -> anyhow::Result<String> {
         Some(Value::BulkString(bytes)) => Ok(String::from_utf8_lossy(bytes).into_owned()),
         Some(Value::SimpleString(s)) => Ok(s.clone()),
         Some(Value::VerbatimString { text, .. }) => Ok(text.clone()),
-        Some(Value::ServerError(e)) => anyhow::bail!("server error: {e:?}"),
-        other => anyhow::bail!("expected text, got {other:?}"),
+        Some(Value::ServerError(e)) => {
+            anyhow::bail!(
+                "server error: {}",
+                crate::untrusted::clip(&format!("{e:?}"))
+            )
+        }
+        other => anyhow::bail!(
+            "expected text, got {}",
+            crate::untrusted::clip(&format!("{other:?}"))
+        ),
     }
 }
 
@@ -282,20 +388,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn client_info_addr() {
+    fn client_info_addrs() {
         let line = "id=7 addr=127.0.0.1:50312 laddr=127.0.0.1:6379 fd=8 name=lookout age=0";
-        assert_eq!(client_addr(line), Some("127.0.0.1:50312"));
-        assert_eq!(client_addr("id=7 laddr=x"), None);
+        assert_eq!(
+            client_addrs(line),
+            (Some("127.0.0.1:50312"), Some("127.0.0.1:6379"))
+        );
+        assert_eq!(client_addrs("id=7 x=y"), (None, None));
     }
 
     #[test]
-    fn own_connections_need_address_and_name() {
-        remember_own("10.0.0.9:41000".to_owned());
-        assert!(is_own("10.0.0.9:41000", CLIENT_NAME));
-        assert!(!is_own("10.0.0.9:41000", "app"), "another name");
+    fn own_connections_need_server_address_and_name() {
+        remember_own("10.0.0.1:6379", "10.0.0.9:41000");
+        assert!(is_own("10.0.0.1:6379", "10.0.0.9:41000", CLIENT_NAME));
         assert!(
-            !is_own("10.0.0.9:41001", CLIENT_NAME),
+            !is_own("10.0.0.1:6379", "10.0.0.9:41000", "app"),
+            "another name"
+        );
+        assert!(
+            !is_own("10.0.0.1:6379", "10.0.0.9:41001", CLIENT_NAME),
             "a client calling itself lookout"
         );
+        assert!(
+            !is_own("10.0.0.2:6379", "10.0.0.9:41000", CLIENT_NAME),
+            "another server"
+        );
+    }
+
+    #[test]
+    fn thousands_of_servers_are_all_remembered() {
+        for i in 0..10_000 {
+            remember_own(
+                &format!("10.1.{}.{}:6379", i / 250, i % 250),
+                "10.9.9.9:5000",
+            );
+        }
+        assert!(is_own("10.1.0.0:6379", "10.9.9.9:5000", CLIENT_NAME));
+        assert!(is_own("10.1.39.249:6379", "10.9.9.9:5000", CLIENT_NAME));
     }
 }

@@ -2,9 +2,11 @@
 //! the probes that build a snapshot (declared probes among them), backoff while a Redis is unreachable,
 //! redaction of passwords, and TLS.
 
+pub mod allow;
 pub mod backoff;
 pub mod conn;
 pub mod declared;
+pub mod endpoint;
 pub mod probe;
 pub mod redact;
 pub mod tls;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use redis::Value;
 
-use super::conn::{Conn, QueryError, is_own, text};
+use super::conn::{Conn, QueryError, text};
 use super::declared::{Answer, Ask, is_noperm};
 
 /// Entries asked for beyond what the newest id says, for entries logged
@@ -582,7 +582,8 @@ impl Prober {
         if let Some(from) = from {
             entries.retain(|e| e.id >= from);
         }
-        entries.retain(|e| !is_own(&e.client_addr, &e.client_name));
+        let conn = &self.conn;
+        entries.retain(|e| !conn.is_own(&e.client_addr, &e.client_name));
         Ok(entries)
     }
 }

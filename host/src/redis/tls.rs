@@ -4,7 +4,6 @@
 //! the certificate against another name than the URL's host, or, with
 //! `insecure`, checks nothing.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -90,23 +89,20 @@ impl Tls {
     }
 
     /// A redis client for `url` with these settings (they matter only for
-    /// `rediss://` URLs; others get a plain client), and the connection
-    /// settings they need.
+    /// `rediss://` URLs; others get a plain client), reading the
+    /// certificate and key files now, and the name to resolve to the URL's
+    /// host when `server_name` differs from it.
     ///
     /// # Errors
     /// The URL does not parse, or a file cannot be read.
-    pub fn client(
-        &self,
-        url: &str,
-        config: redis::AsyncConnectionConfig,
-    ) -> Result<(redis::Client, redis::AsyncConnectionConfig)> {
+    pub fn client(&self, url: &str) -> Result<(redis::ConnectionInfo, TlsFiles, Option<Pin>)> {
         let bad = |e: &dyn std::fmt::Display| {
             anyhow!("bad Redis URL: {}", redact_text(&e.to_string(), url))
         };
         let parsed = url::Url::parse(url).map_err(|e| bad(&e))?;
         if parsed.scheme() != "rediss" {
             let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| bad(&e))?;
-            return Ok((redis::Client::open(skip_lib_name(info))?, config));
+            return Ok((skip_lib_name(info), TlsFiles::default(), None));
         }
         let mut shown = parsed.clone();
         // `#insecure` is how redis-rs takes "verify nothing".
@@ -132,29 +128,62 @@ impl Tls {
             .as_deref()
             .map(|f| pem("ca_file", f))
             .transpose()?;
-        let client = if client_tls.is_some() || root_cert.is_some() {
+        let pin = self.server_name.as_ref().map(|name| Pin {
+            name: name.clone(),
+            host: real_host,
+        });
+        Ok((
+            info,
+            TlsFiles {
+                client_tls,
+                root_cert,
+            },
+            pin,
+        ))
+    }
+}
+
+/// The certificate files of a `[tls]` table, read.
+#[derive(Default)]
+pub struct TlsFiles {
+    client_tls: Option<redis::ClientTlsConfig>,
+    root_cert: Option<Vec<u8>>,
+}
+
+impl TlsFiles {
+    /// A client for `info` trusting and presenting these certificates.
+    ///
+    /// # Errors
+    /// A certificate or key does not parse.
+    pub fn build(self, info: redis::ConnectionInfo, url: &str) -> Result<redis::Client> {
+        if self.client_tls.is_some() || self.root_cert.is_some() {
             redis::Client::build_with_tls(
                 info,
                 redis::TlsCertificates {
-                    client_tls,
-                    root_cert,
+                    client_tls: self.client_tls,
+                    root_cert: self.root_cert,
                 },
             )
-            .map_err(|e| anyhow!("TLS settings for {}: {e}", redact_text(url, url)))?
+            .map_err(|e| anyhow!("TLS settings for {}: {e}", redact_text(url, url)))
         } else {
-            redis::Client::open(info)?
-        };
-        let config = match &self.server_name {
-            // Connect to the URL's host while checking the certificate
-            // against `server_name`.
-            Some(name) => config.set_dns_resolver(Pinned {
-                name: name.clone(),
-                host: real_host,
-            }),
-            None => config,
-        };
-        Ok((client, config))
+            Ok(redis::Client::open(info)?)
+        }
     }
+
+    /// Whether a client certificate is presented.
+    #[must_use]
+    pub fn has_client_cert(&self) -> bool {
+        self.client_tls.is_some()
+    }
+}
+
+/// Connect to `host` while checking the certificate against `name`.
+#[derive(Debug, Clone)]
+pub struct Pin {
+    /// The name the certificate must carry (`server_name`).
+    pub name: String,
+    /// The URL's host, where the server is.
+    pub host: String,
 }
 
 /// Skips CLIENT SETINFO: it would run before CLIENT SETNAME and show up in
@@ -175,31 +204,6 @@ fn pem(key: &str, path: &Path) -> Result<Vec<u8>> {
         );
     }
     Ok(bytes)
-}
-
-/// Resolves `name` to `host`'s addresses (the certificate name differs
-/// from where the server is); any other name as usual.
-struct Pinned {
-    name: String,
-    host: String,
-}
-
-impl redis::io::AsyncDNSResolver for Pinned {
-    fn resolve<'a, 'b: 'a>(
-        &'a self,
-        host: &'b str,
-        port: u16,
-    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = SocketAddr> + Send + 'a>> {
-        let target = if host == self.name {
-            self.host.as_str()
-        } else {
-            host
-        };
-        Box::pin(async move {
-            let addrs = tokio::net::lookup_host((target, port)).await?;
-            Ok(Box::new(addrs) as Box<dyn Iterator<Item = SocketAddr> + Send>)
-        })
-    }
 }
 
 /// A hint for a TLS failure's message, if it is one: what to check.
