@@ -79,8 +79,25 @@ fn uncommented(which: Uncomment) -> String {
     out
 }
 
-/// `text` as a config file loaded by the daemon's own loader.
+/// `text` as a config file loaded by the daemon's own loader, with the
+/// files its examples name under /etc/lookout (certificates, password
+/// files) made in `tmp`.
 fn load(tmp: &Path, text: &str) -> anyhow::Result<Settings> {
+    let etc = tmp.join("etc-lookout");
+    std::fs::create_dir_all(&etc).unwrap();
+    let text = text.replace("/etc/lookout/", &format!("{}/", etc.display()));
+    for line in text.lines() {
+        let Some((_, rest)) = line.split_once(&format!("{}/", etc.display())) else {
+            continue;
+        };
+        let name = rest.split('"').next().unwrap();
+        let content = if name.ends_with(".password") {
+            "example-password\n"
+        } else {
+            "-----BEGIN EXAMPLE-----\n"
+        };
+        std::fs::write(etc.join(name), content).unwrap();
+    }
     let path = tmp.join("lookout.toml");
     std::fs::write(&path, text).unwrap();
     Settings::load(Some(&path), Overrides::default())
@@ -117,7 +134,7 @@ fn sample_config_shows_the_real_defaults_and_parses_uncommented() {
     }
     let with_targets = load(tmp.path(), &uncommented(EVERYTHING[0])).unwrap();
     assert_eq!(with_targets.targets.len(), 1);
-    assert_eq!(with_targets.targets[0].url, "redis://cache-1:6379");
+    assert_eq!(with_targets.targets[0].url, "rediss://cache-1:6380");
 }
 
 /// The names serde lists in "unknown field `bogus_key`, expected one of
