@@ -990,6 +990,86 @@ mod tests {
     }
 
     #[test]
+    fn credentials_tls_and_allow_are_checked_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let pw = pw.display();
+        let s = parse(&format!(
+            "[[targets]]\nurl = 'redis://10.0.0.1:6379'\nusername = 'ops'\npassword_file = '{pw}'\n\
+             [publish]\nurl = 'redis://bus:6379'\npassword_file = '{pw}'\n\
+             [[discover]]\nsentinel = 'redis://10.0.0.9:26379'\nmaster = 'm'\n\
+             node_username = 'ops'\nnode_password_file = '{pw}'\n\
+             allow = ['10.0.0.0/8', '*.redis.internal']\nmax_nodes = 5"
+        ))
+        .unwrap();
+        assert_eq!(s.targets[0].auth.username.as_deref(), Some("ops"));
+        assert!(s.publish.auth.password_file.is_some());
+        let d = &s.discover[0];
+        assert_eq!(d.max_nodes, 5);
+        assert!(d.auth.is_empty() && !d.node_auth.is_empty());
+        assert!(d.allow.host("a.redis.internal") && !d.allow.host("192.168.1.1"));
+        let defaults = parse(
+            "[publish]\nurl = 'redis://b:1'\n[[discover]]\ncluster = 'redis://n1.c.example.com:7000'",
+        )
+        .unwrap();
+        assert_eq!(defaults.discover[0].max_nodes, 1000);
+        assert!(defaults.discover[0].allow.host("n2.c.example.com"));
+        assert!(!defaults.discover[0].allow.host("8.8.8.8"));
+        let cases = [
+            (
+                "[[targets]]\nurl = 'redis://h:1'\ntls = { insecure = true }".to_owned(),
+                "targets[0].tls",
+            ),
+            (
+                "[publish]\nurl = 'redis://h:1'\ntls = { insecure = true }".to_owned(),
+                "publish.tls",
+            ),
+            (
+                "[publish]\nurl = 'redis://b:1'\n[[discover]]\ncluster = 'redis://a:1'\n\
+                 tls = { insecure = true }"
+                    .to_owned(),
+                "discover[0].tls",
+            ),
+            (
+                format!("[[targets]]\nurl = 'redis://:pw@h:1'\npassword_file = '{pw}'"),
+                "targets[0].password_file",
+            ),
+            (
+                "[[targets]]\nurl = 'redis://h:1'\npassword_file = '/nonexistent/pw'".to_owned(),
+                "/nonexistent/pw",
+            ),
+            (
+                format!(
+                    "[publish]\nurl = 'redis://b:1'\n[[discover]]\ncluster = 'redis://a:1'\n\
+                     node_password_file = '{pw}'"
+                ),
+                "for the nodes a sentinel names",
+            ),
+            (
+                "[publish]\nurl = 'redis://b:1'\n[[discover]]\ncluster = 'redis://a:1'\n\
+                 allow = ['10.0.0.0/33']"
+                    .to_owned(),
+                "discover[0].allow",
+            ),
+            (
+                "[publish]\nurl = 'redis://b:1'\n[[discover]]\ncluster = 'redis://a:1'\n\
+                 max_nodes = 0"
+                    .to_owned(),
+                "discover[0].max_nodes",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.contains(want), "{text}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        // The global [tls] applies to rediss:// URLs only and is no error
+        // beside redis:// ones.
+        parse("[tls]\ninsecure = true\n[[targets]]\nurl = 'redis://h:1'").unwrap();
+    }
+
+    #[test]
     fn shard_from_file_or_flag() {
         assert_eq!(parse("").unwrap().shard, Shard::ALL);
         assert_eq!(

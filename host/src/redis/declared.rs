@@ -226,9 +226,10 @@ pub fn is_noperm(reply: Option<&Value>) -> bool {
 
 /// The reason for a refused probe, with the fix when it is an ACL one.
 fn refused(ask: &Ask, e: &redis::ServerError) -> String {
-    let message = e
-        .details()
-        .map_or_else(|| e.code().to_owned(), |d| format!("{} {d}", e.code()));
+    let message = crate::untrusted::clip(
+        &e.details()
+            .map_or_else(|| e.code().to_owned(), |d| format!("{} {d}", e.code())),
+    );
     if e.code() == "NOPERM" {
         format!(
             "{} refused: {message}; grant it to this user (README: ACL rules)",
@@ -267,7 +268,10 @@ fn optional_uint(value: Option<&Value>) -> Option<u64> {
 fn items(value: &Value) -> anyhow::Result<&[Value]> {
     match value {
         Value::Array(items) | Value::Set(items) => Ok(items),
-        other => anyhow::bail!("expected an array, got {other:?}"),
+        other => anyhow::bail!(
+            "expected an array, got {}",
+            crate::untrusted::clip(&format!("{other:?}"))
+        ),
     }
 }
 

@@ -501,9 +501,10 @@ impl Prober {
     }
 
     fn server_error(&self, e: &redis::ServerError, what: &str) -> ProbeError {
-        let message = e
-            .details()
-            .map_or_else(|| e.code().to_owned(), |d| format!("{} {d}", e.code()));
+        let message = crate::untrusted::clip(
+            &e.details()
+                .map_or_else(|| e.code().to_owned(), |d| format!("{} {d}", e.code())),
+        );
         if matches!(e.code(), "NOPERM" | "NOAUTH" | "WRONGPASS") {
             ProbeError::Refused(refusal(&self.conn.redacted_url(), what, &message))
         } else {
@@ -658,7 +659,10 @@ fn parse_info_kept(text: &str, keep: impl Fn(&str, &str) -> bool) -> Vec<InfoFie
 fn int(value: Option<&Value>) -> Result<i64> {
     match value {
         Some(Value::Int(n)) => Ok(*n),
-        other => bail!("expected an integer, got {other:?}"),
+        other => bail!(
+            "expected an integer, got {}",
+            crate::untrusted::clip(&format!("{other:?}"))
+        ),
     }
 }
 
@@ -668,20 +672,29 @@ fn int(value: Option<&Value>) -> Result<i64> {
 /// The reply is not the documented array of entries.
 pub fn parse_slowlog(value: &Value) -> Result<Vec<SlowEntry>> {
     let Value::Array(items) = value else {
-        bail!("SLOWLOG GET: expected an array, got {value:?}");
+        bail!(
+            "SLOWLOG GET: expected an array, got {}",
+            crate::untrusted::clip(&format!("{value:?}"))
+        );
     };
     items
         .iter()
         .map(|item| {
             let Value::Array(parts) = item else {
-                bail!("SLOWLOG entry: expected an array, got {item:?}");
+                bail!(
+                    "SLOWLOG entry: expected an array, got {}",
+                    crate::untrusted::clip(&format!("{item:?}"))
+                );
             };
             let args = match parts.get(3) {
                 Some(Value::Array(args)) => args
                     .iter()
                     .map(|a| text(Some(a)))
                     .collect::<Result<Vec<_>>>()?,
-                other => bail!("SLOWLOG entry args: expected an array, got {other:?}"),
+                other => bail!(
+                    "SLOWLOG entry args: expected an array, got {}",
+                    crate::untrusted::clip(&format!("{other:?}"))
+                ),
             };
             Ok(SlowEntry {
                 id: u64::try_from(int(parts.first())?)?,
