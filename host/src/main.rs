@@ -48,15 +48,18 @@ enum Command {
 
 #[derive(Args)]
 struct TailArgs {
-    /// Watched Redis, as for `lookout run`: the bus unless the config sets
-    /// `[publish] url` [default: redis://127.0.0.1:6379].
-    #[arg(long, env = "REDIS_URL")]
+    /// Watched Redis, as for `lookout run`: the bus (with `[publish] tls`
+    /// over `[tls]`) unless the config sets `[publish] url` [default:
+    /// redis://127.0.0.1:6379].
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Vec<String>,
-    /// The bus to read, over `--redis-url` and the config.
+    /// The bus to read, over `--redis-url` and the config; the config's
+    /// `[tls]` applies to it.
     #[arg(long)]
     bus: Option<String>,
-    /// Optional lookout.toml: its `[publish] url` and `stream_key` apply.
-    #[arg(long, short = 'c', env = "LOOKOUT_CONFIG")]
+    /// Optional lookout.toml: its `[publish] url`, `stream_key`, `tls` and
+    /// credentials apply, and `[tls]`.
+    #[arg(long, short = 'c', env = "LOOKOUT_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
     /// Stream key [default: the config's `[publish] stream_key`, or
     /// logs:stream:redis].
@@ -93,14 +96,14 @@ struct TailArgs {
 #[derive(Args)]
 struct TargetsArgs {
     /// Watched Redis, repeat for several [default: the config's].
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Vec<String>,
     /// `I/N`: the shard whose targets are marked as watched [default: the
     /// config's `shard`, or 0/1].
-    #[arg(long, env = "LOOKOUT_SHARD")]
+    #[arg(long, env = "LOOKOUT_SHARD", hide_env_values = true)]
     shard: Option<String>,
     /// Optional lookout.toml.
-    #[arg(long, short = 'c', env = "LOOKOUT_CONFIG")]
+    #[arg(long, short = 'c', env = "LOOKOUT_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
     /// One JSON object per target instead of a table.
     #[arg(long)]
@@ -116,14 +119,14 @@ struct NewArgs {
     dir: PathBuf,
     /// The lookout-watcher SDK crate to depend on [default: plugins/sdk of
     /// the Lookout checkout this binary was built from].
-    #[arg(long, env = "LOOKOUT_SDK")]
+    #[arg(long, env = "LOOKOUT_SDK", hide_env_values = true)]
     sdk: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct RecordArgs {
     /// The Redis to record [default: redis://127.0.0.1:6379].
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
     /// How many snapshots, 1 to 1000000.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -145,7 +148,7 @@ struct RecordArgs {
     #[arg(long, requires = "watchers")]
     only_declared: bool,
     /// The daemon's lookout.toml: its [watchers.NAME] settings apply.
-    #[arg(long, env = "LOOKOUT_CONFIG")]
+    #[arg(long, env = "LOOKOUT_CONFIG", hide_env_values = true)]
     lookout_config: Option<PathBuf>,
     /// Compiled-watcher cache folder [default: $XDG_CACHE_HOME/lookout].
     #[arg(long)]
@@ -172,14 +175,14 @@ struct TestArgs {
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// The daemon's lookout.toml: its [limits] and [watchers.NAME] apply.
-    #[arg(long, env = "LOOKOUT_CONFIG")]
+    #[arg(long, env = "LOOKOUT_CONFIG", hide_env_values = true)]
     lookout_config: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct Common {
     /// Optional lookout.toml.
-    #[arg(long, short = 'c', env = "LOOKOUT_CONFIG")]
+    #[arg(long, short = 'c', env = "LOOKOUT_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
     /// Compiled-watcher cache folder [default: $XDG_CACHE_HOME/lookout].
     #[arg(long)]
@@ -192,10 +195,10 @@ struct Common {
 #[derive(Args)]
 struct RunArgs {
     /// Watched Redis, repeat for several [default: redis://127.0.0.1:6379].
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Vec<String>,
     /// Seconds between polls, fractions allowed [default: 5].
-    #[arg(long, env = "POLL_INTERVAL", value_parser = parse_seconds)]
+    #[arg(long, env = "POLL_INTERVAL", hide_env_values = true, value_parser = parse_seconds)]
     poll_interval: Option<f64>,
     /// Folder of NAME.wasm watchers and NAME.toml settings [default: ./plugins].
     #[arg(long)]
@@ -218,7 +221,7 @@ struct RunArgs {
     strict: bool,
     /// `I/N`: watch only the targets whose key hashes to I modulo N
     /// (Prometheus hashmod) [default: all, 0/1].
-    #[arg(long, env = "LOOKOUT_SHARD")]
+    #[arg(long, env = "LOOKOUT_SHARD", hide_env_values = true)]
     shard: Option<String>,
     /// `IP:PORT` serving /metrics (Prometheus) and /healthz [default: the
     /// config's `metrics_addr`, or off].
@@ -240,7 +243,7 @@ struct CheckArgs {
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// The daemon's lookout.toml: its [limits] and [watchers.NAME] apply.
-    #[arg(long, env = "LOOKOUT_CONFIG")]
+    #[arg(long, env = "LOOKOUT_CONFIG", hide_env_values = true)]
     lookout_config: Option<PathBuf>,
 }
 
@@ -358,12 +361,19 @@ fn tail(args: TailArgs) -> Result<()> {
         ..Overrides::default()
     };
     let settings = Settings::load(args.config.as_deref(), overrides)?;
-    let url = match args.bus {
+    // The bus as `lookout run` publishes to it: `[publish] url` (or the
+    // watched Redis) with `[publish] tls` over `[tls]` and the bus
+    // credentials; a bus named with --bus takes `[tls]`.
+    let endpoint = match args.bus {
         Some(bus) => {
             lookout::config::check_url(&bus)?;
-            bus
+            settings
+                .tls
+                .check(&bus)
+                .map_err(|e| anyhow::anyhow!("[tls] for --bus: {e:#}"))?;
+            lookout::redis::endpoint::Endpoint::with_tls(&bus, &settings.tls)
         }
-        None => settings.publish.url,
+        None => settings.publish.endpoint(),
     };
     let format = if args.json || !std::io::stdout().is_terminal() {
         Format::Json
@@ -373,7 +383,7 @@ fn tail(args: TailArgs) -> Result<()> {
         Format::Human { colour: !no_color }
     };
     let options = lookout::tail::Options {
-        url,
+        endpoint,
         stream_key: args.stream.unwrap_or(settings.publish.stream_key),
         from_start: args.from_start,
         group: args.group.map(|name| lookout::tail::Group {

@@ -1,6 +1,8 @@
 //! `lookout tail`: the stream followed from its start, from now and in a
 //! consumer group, filtered, as JSON lines and as coloured lines in a
-//! pseudo-terminal, across a bus outage and until a signal.
+//! pseudo-terminal, across a bus outage and until a signal; over TLS and
+//! mutual TLS; hostile text escaped in both formats; and no secret from
+//! the environment in any `--help`.
 
 use std::process::Command;
 use std::time::Duration;
@@ -27,6 +29,13 @@ fn add(redis: &Redis, key: &str, level: &str, target: &str, instance: &str, msg:
         "msg": msg,
         "fields": {"instance": instance, "n": n, "why": "two words"},
     });
+    xadd(redis, key, &env);
+    env
+}
+
+/// XADDs `env` in the publisher's layout: scalars as strings, `fields` as
+/// a JSON object string.
+fn xadd(redis: &Redis, key: &str, env: &Value) {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(key).arg("*");
     for (k, v) in env.as_object().unwrap() {
@@ -34,7 +43,6 @@ fn add(redis: &Redis, key: &str, level: &str, target: &str, instance: &str, msg:
         cmd.arg(k).arg(text);
     }
     cmd.query::<String>(&mut redis.conn()).unwrap();
-    env
 }
 
 /// The four envelopes of most tests: two instances, four levels, three
@@ -365,4 +373,217 @@ fn bus_and_stream_from_the_config() {
         "{err}"
     );
     assert!(err.contains("WRONGTYPE"), "{err}");
+}
+
+/// Writes `text` as `etc/lookout.toml` (every test has its own `tmp`).
+fn write_config(tmp: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let dir = tmp.join("etc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lookout.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `lookout tail --from-start --count 1 ARGS` to its exit: (success,
+/// stdout, stderr).
+fn tail_once(tmp: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = lookout_cmd(tmp);
+    cmd.args(["tail", "--from-start", "--count", "1"])
+        .args(args);
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(30));
+    (status.success(), out, err)
+}
+
+/// A TLS bus with a private CA: read with `[publish] url` and `[publish]
+/// tls` (`ca_file`, `server_name`), with `--bus` and `[tls]`, and with
+/// `--redis-url` and `[tls]` (the watched Redis is the bus); without
+/// `ca_file` the certificate is refused and tail exits at once with a
+/// message naming `tls.ca_file` and the bus, its password hidden.
+#[test]
+fn reads_a_tls_bus_with_a_private_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = crate::tls::Certs::generate(tmp.path(), true);
+    let (bus, tls_port) = crate::tls::tls_redis(&certs, false);
+    let env = add(&bus, STREAM, "warn", "slowlog", "127.0.0.1:6379", "secure");
+    let ca = certs.path("ca.crt");
+    let bus_url = format!("rediss://127.0.0.1:{tls_port}");
+
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "redis_url = 'redis://127.0.0.1:1'\n[publish]\nurl = '{bus_url}'\n\
+             tls = {{ ca_file = '{ca}', server_name = 'redis.test' }}\n"
+        ),
+    );
+    let config = config.display().to_string();
+    let (ok, out, err) = tail_once(tmp.path(), &["--config", &config]);
+    assert!(ok, "[publish] tls: {err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), env);
+
+    let config = write_config(
+        tmp.path(),
+        &format!("redis_url = 'redis://127.0.0.1:1'\n[tls]\nca_file = '{ca}'\n"),
+    );
+    let config = config.display().to_string();
+    let (ok, out, err) = tail_once(tmp.path(), &["--config", &config, "--bus", &bus_url]);
+    assert!(ok, "--bus with [tls]: {err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), env);
+    let (ok, out, err) = tail_once(tmp.path(), &["--config", &config, "--redis-url", &bus_url]);
+    assert!(ok, "--redis-url with [tls]: {err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), env);
+
+    // No CA: refused, not retried.
+    let secret = format!("rediss://:hunter2@127.0.0.1:{tls_port}");
+    let (ok, out, err) = tail_once(tmp.path(), &["--bus", &secret]);
+    assert!(!ok && out.is_empty(), "{out}\n{err}");
+    assert!(err.contains("tls.ca_file"), "{err}");
+    assert!(
+        err.contains(&format!("rediss://:***@127.0.0.1:{tls_port}")),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+}
+
+/// A bus that asks for a client certificate: read with `cert_file` and
+/// `key_file`; without them tail exits with a message that the server may
+/// require one, naming `tls.cert_file`.
+#[test]
+fn reads_a_mutual_tls_bus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = crate::tls::Certs::generate(tmp.path(), true);
+    let (bus, tls_port) = crate::tls::tls_redis(&certs, true);
+    let env = add(&bus, STREAM, "info", "slowlog", "127.0.0.1:6379", "mutual");
+    let (ca, cert, key) = (
+        certs.path("ca.crt"),
+        certs.path("client.crt"),
+        certs.path("client.key"),
+    );
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "redis_url = 'redis://127.0.0.1:1'\n\
+             [tls]\nca_file = '{ca}'\ncert_file = '{cert}'\nkey_file = '{key}'\n\
+             [publish]\nurl = 'rediss://127.0.0.1:{tls_port}'\n"
+        ),
+    );
+    let config = config.display().to_string();
+    let (ok, out, err) = tail_once(tmp.path(), &["--config", &config]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), env);
+
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "redis_url = 'redis://127.0.0.1:1'\n[tls]\nca_file = '{ca}'\n\
+             [publish]\nurl = 'rediss://127.0.0.1:{tls_port}'\n"
+        ),
+    );
+    let config = config.display().to_string();
+    let (ok, out, err) = tail_once(tmp.path(), &["--config", &config]);
+    assert!(!ok && out.is_empty(), "{out}\n{err}");
+    assert!(
+        err.contains("client certificate") && err.contains("tls.cert_file"),
+        "{err}"
+    );
+    assert!(!err.contains("retrying"), "{err}");
+}
+
+/// Text anyone who can write to the stream controls: an escape sequence,
+/// a C1 CSI, a right-to-left override, an isolate, a zero-width space and
+/// a newline in `target`, `msg`, a field name and a field value (and the
+/// first three in `ts`).
+const HOSTILE: &str = "x\x1b[31m\u{9b}1m\u{202e}\u{2066}\u{200b}\ny";
+
+/// Whether `c` would act on a terminal rather than show.
+fn acts(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Hostile text in every field reaches neither a pipe (JSON, C1 escaped,
+/// the same value) nor a terminal (human lines, everything escaped) raw.
+#[test]
+fn hostile_text_is_escaped_in_both_formats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = Redis::start(&[]);
+    let env = json!({
+        "v": 2,
+        "id": "01900000-0000-7000-8000-000000000000",
+        "ts": "2026-11-22T\x1b[31m\u{9b}\u{202e}.5Z",
+        "service": "redis",
+        "host": "cache-3",
+        "level": "error",
+        "pid": 4242,
+        "target": HOSTILE,
+        "msg": HOSTILE,
+        "fields": {"instance": "127.0.0.1:6379", HOSTILE: HOSTILE},
+    });
+    xadd(&redis, STREAM, &env);
+
+    let (status, out, err) = run_to_end(
+        tail_cmd(tmp.path(), &redis, &["--from-start", "--count", "1"]),
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "{err}");
+    assert!(!out.chars().any(char::is_control), "{out:?}");
+    assert!(out.contains("\\u009b") && out.contains("\\u001b"), "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), env);
+
+    let bin = env!("CARGO_BIN_EXE_lookout");
+    let mut cmd = Command::new("script");
+    lookout_env(&mut cmd, tmp.path());
+    cmd.env("NO_COLOR", "1")
+        .args(["-qfec"])
+        .arg(format!(
+            "{bin} tail --redis-url {} --from-start --count 1",
+            redis.url()
+        ))
+        .arg("/dev/null");
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert!(status.success(), "script needs util-linux: {status} {err}");
+    let line = out.trim_end_matches(['\r', '\n']);
+    assert!(!line.chars().any(acts), "{line:?}");
+    let shown = r"x\u{1b}[31m\u{9b}1m\u{202e}\u{2066}\u{200b}\ny";
+    // The time part of the timestamp, then target, msg and the field.
+    assert!(
+        line.starts_with(r"\u{1b}[31m\u{9b}\u{202e}.5 ERROR"),
+        "{line:?}"
+    );
+    assert!(
+        line.ends_with(&format!("  {shown}  {shown}  {shown}=\"{shown}\"")),
+        "{line:?}"
+    );
+}
+
+/// `--help` shows which variables a flag reads, never their values: a
+/// password in REDIS_URL (or anything in the others) stays out of it.
+#[test]
+fn help_shows_no_environment_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    for sub in ["run", "tail", "targets", "record", "check", "test", "new"] {
+        let mut cmd = lookout_cmd(tmp.path());
+        cmd.args([sub, "--help"])
+            .env("REDIS_URL", "redis://:hunter2@h:1")
+            .env("LOOKOUT_CONFIG", "/etc/hunter2/lookout.toml")
+            .env("LOOKOUT_SHARD", "hunter2")
+            .env("POLL_INTERVAL", "hunter2")
+            .env("LOOKOUT_SDK", "/hunter2");
+        let (status, out, err) = run_to_end(cmd, Duration::from_secs(20));
+        assert!(status.success(), "{sub}: {err}");
+        assert!(out.contains("Usage: lookout"), "{sub}: {out}");
+        assert!(
+            !out.contains("hunter2") && !err.contains("hunter2"),
+            "{sub}:\n{out}\n{err}"
+        );
+        if sub != "new" {
+            assert!(
+                out.contains("[env: REDIS_URL]") || out.contains("[env: LOOKOUT_CONFIG]"),
+                "{sub}: {out}"
+            );
+        }
+    }
 }

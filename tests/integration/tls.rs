@@ -13,12 +13,12 @@ use crate::support::*;
 
 /// A CA, a server certificate for `redis.test` (and, with `ip`, for
 /// 127.0.0.1), a client certificate, and a second CA that signed nothing.
-struct Certs {
+pub(crate) struct Certs {
     dir: PathBuf,
 }
 
 impl Certs {
-    fn generate(dir: &Path, ip: bool) -> Self {
+    pub(crate) fn generate(dir: &Path, ip: bool) -> Self {
         let run = |args: &[&str]| {
             let out = Command::new("openssl")
                 .args(args)
@@ -91,14 +91,14 @@ impl Certs {
         }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
 }
 
 /// A redis-server with its plain port (for the test) and a TLS port (for
 /// Lookout), asking clients for a certificate when `mutual`.
-fn tls_redis(certs: &Certs, mutual: bool) -> (Redis, u16) {
+pub(crate) fn tls_redis(certs: &Certs, mutual: bool) -> (Redis, u16) {
     let port = free_port();
     let (p, cert, key, ca) = (
         port.to_string(),

@@ -1,6 +1,8 @@
 //! `lookout tail`: follows the envelope stream on the bus (XREAD BLOCK, or
 //! XREADGROUP in a consumer group, acknowledging what it handled) and
 //! prints each envelope as a line, riding out bus outages with backoff.
+//! The bus is dialled as `lookout run` dials it: TLS settings and
+//! credentials beside the URL apply.
 
 pub mod render;
 
@@ -13,6 +15,7 @@ use redis::Value;
 
 use crate::redis::backoff::Backoff;
 use crate::redis::conn::{Conn, QueryError, text};
+use crate::redis::endpoint::Endpoint;
 use render::{Filter, Format, Printer, envelope_from_entry};
 
 /// How long one XREAD waits for new entries before it is sent again.
@@ -24,8 +27,9 @@ const BATCH: u64 = 100;
 /// What to follow and how to print it.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The bus (may hold a password: shown redacted).
-    pub url: String,
+    /// The bus: its URL (may hold a password: shown redacted), TLS
+    /// settings and credentials.
+    pub endpoint: Endpoint,
     /// The stream key.
     pub stream_key: String,
     /// Start at the stream's oldest entry rather than after its newest
@@ -69,8 +73,10 @@ pub fn default_consumer() -> String {
 /// saying so on stderr once per outage.
 ///
 /// # Errors
-/// The bus refused a command (authentication, ACL, a key of another type)
-/// or writing to `out` failed.
+/// The bus refused a command (authentication, ACL, a key of another type),
+/// its TLS settings do not fit it (a certificate not verified, a client
+/// certificate asked for: retrying cannot fix that), or writing to `out`
+/// failed.
 pub async fn tail(
     options: &Options,
     out: &mut impl Write,
@@ -93,6 +99,11 @@ pub async fn tail(
         };
         let entries = match read {
             Ok(entries) => entries,
+            Err(e) if e.link_down && tls_misfit(&e, reader.answered) => {
+                return Err(anyhow!(e)).with_context(|| {
+                    format!("connecting to the bus {}", reader.conn.redacted_url())
+                });
+            }
             Err(e) if e.link_down => {
                 if !down {
                     down = true;
@@ -124,6 +135,7 @@ pub async fn tail(
             );
         }
         backoff.reset();
+        reader.answered = true;
         for (id, pairs) in &entries {
             match envelope_from_entry(pairs) {
                 Ok(env) if options.filter.matches(&env) => {
@@ -169,6 +181,20 @@ fn flush(out: &mut impl Write) -> Result<bool> {
     }
 }
 
+/// Whether a failed dial is a TLS configuration error rather than an
+/// outage: the server's certificate was not verified, or the server asked
+/// for a client certificate (both explained with the `tls.*` key to set).
+/// A server that closed the TLS connection while no client certificate was
+/// presented probably wants one, unless the bus has answered before with
+/// the same settings (then it is more likely restarting).
+fn tls_misfit(e: &QueryError, answered: bool) -> bool {
+    e.message.starts_with("TLS: ")
+        || crate::redis::tls::hint(&e.message).is_some()
+        || (!answered
+            && e.message.contains("client certificate")
+            && e.message.contains("tls.cert_file"))
+}
+
 /// A stream entry: its id and field-value pairs.
 type Entry = (String, Vec<(String, String)>);
 
@@ -182,21 +208,30 @@ struct Reader<'a> {
     group_ready: bool,
     /// Ids read in the group but not yet acknowledged.
     unacked: Vec<String>,
+    /// The bus has answered a read since tail started.
+    answered: bool,
 }
 
 impl<'a> Reader<'a> {
     fn new(options: &'a Options) -> Result<Self> {
-        let conn = Conn::new(
-            &options.url,
+        let conn = Conn::open(
+            &options.endpoint,
             options.connect_timeout,
             BLOCK + options.response_timeout,
-        )?;
+        )
+        .with_context(|| {
+            format!(
+                "the bus {}",
+                crate::redis::redact::redact_url(&options.endpoint.url)
+            )
+        })?;
         Ok(Self {
             options,
             conn,
             last_id: None,
             group_ready: false,
             unacked: Vec::new(),
+            answered: false,
         })
     }
 
@@ -437,5 +472,34 @@ mod tests {
             );
         }
         assert!(parse_read(Some(&bulk("x"))).is_err());
+    }
+
+    #[test]
+    fn tls_misfits_are_told_from_outages() {
+        let error = |message: &str| QueryError {
+            link_down: true,
+            code: None,
+            message: message.to_owned(),
+        };
+        let unknown = error(
+            "TLS: invalid peer certificate: UnknownIssuer; the server's certificate is not \
+             signed by a trusted CA: set tls.ca_file to its CA",
+        );
+        assert!(tls_misfit(&unknown, false) && tls_misfit(&unknown, true));
+        let closed = error(
+            "Broken pipe; the server closed the TLS connection: it may require a client \
+             certificate (set tls.cert_file and tls.key_file)",
+        );
+        assert!(tls_misfit(&closed, false));
+        assert!(
+            !tls_misfit(&closed, true),
+            "a bus that answered before restarts"
+        );
+        for outage in [
+            "Connection refused (os error 111)",
+            "connect to h:1 timed out",
+        ] {
+            assert!(!tls_misfit(&error(outage), false), "{outage}");
+        }
     }
 }
