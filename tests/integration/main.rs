@@ -1,6 +1,7 @@
 //! Integration tests: the real `lookout` binary against real redis-servers
 //! started on free ports, with the real watcher components.
 
+mod fake_resp;
 mod support;
 
 mod authoring;
@@ -24,4 +25,5 @@ mod startup;
 mod tail;
 mod targets;
 mod tls;
+mod trust;
 mod watchers;
