@@ -234,6 +234,78 @@ fn a_client_named_lookout_cannot_hide_its_slow_commands() {
     let _ = stop(&mut lookout);
 }
 
+/// Own connections are known per server, with room for a fleet: 300
+/// targets on one redis-server (one per database, each its own
+/// connection) plus the bus's, and the slowlog watcher on one of them
+/// still reports none of their commands, only another client's.
+#[test]
+fn three_hundred_own_connections_to_one_server_are_never_reported() {
+    let watched = Redis::start(&[
+        "--databases",
+        "320",
+        "--slowlog-log-slower-than",
+        "0",
+        "--slowlog-max-len",
+        "100000",
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &["slowlog"], &[]);
+    std::fs::write(plugins.join("slowlog.toml"), "max_events = 1000\n").unwrap();
+    let mut targets = String::new();
+    for db in 0..300 {
+        let only = if db == 0 { "['slowlog']" } else { "[]" };
+        targets.push_str(&format!(
+            "[[targets]]\nurl = '{}/{db}'\nwatchers = {only}\n",
+            watched.url()
+        ));
+    }
+    // The bus is the watched server too: its connection is one more own one.
+    let config = config_file(
+        tmp.path(),
+        &format!("{targets}[publish]\nurl = '{}'\n", watched.url()),
+    );
+    let mut lookout = run_config(tmp.path(), &plugins, &config, &[]);
+    lookout.wait_started();
+    wait_for(
+        "301 connections named lookout",
+        Duration::from_secs(60),
+        || {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut watched.conn())
+                .ok()?;
+            (list.matches("name=lookout ").count() >= 301).then_some(())
+        },
+    );
+    // Every connection has polled since: its commands are in SLOWLOG.
+    let polls = pings(&watched);
+    wait_for("two more polls of each target", Duration::from_secs(60), || {
+        (pings(&watched) >= polls + 600).then_some(())
+    });
+    redis::cmd("SET")
+        .arg("marker:key")
+        .arg(1)
+        .exec(&mut watched.conn())
+        .unwrap();
+    let events = wait_for("the marker SET", Duration::from_secs(30), || {
+        let slow = by_target(&watched.stream(STREAM), "slowlog");
+        slow.iter()
+            .any(|e| e["fields"]["args"] == "SET marker:key 1")
+            .then_some(slow)
+    });
+    let own: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["fields"]["client_name"] == "lookout")
+        .collect();
+    assert!(
+        own.is_empty(),
+        "{} of the host's own commands are reported, e.g. {:?}",
+        own.len(),
+        own.first()
+    );
+    let _ = stop(&mut lookout);
+}
+
 /// Two SLOWLOG watchers, one every poll and one every 5th poll: the slow
 /// one still gets every entry (its own cursor), folded into summaries.
 #[test]
