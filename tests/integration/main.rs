@@ -25,5 +25,6 @@ mod startup;
 mod tail;
 mod targets;
 mod tls;
+mod tls_cluster;
 mod trust;
 mod watchers;
