@@ -246,7 +246,7 @@ fn poll_cpu(redis: &Redis, cache: &Path) {
     let publisher = Publisher::new(
         Sink::Redis {
             conn: Box::new(conn()),
-            settings: settings.publish.clone(),
+            settings: Box::new(settings.publish.clone()),
         },
         settings.buffer,
         settings.breaker,
@@ -465,7 +465,7 @@ fn replay_throughput(redis: &Redis) {
     .unwrap();
     let sink = Sink::Redis {
         conn: Box::new(conn),
-        settings: settings.publish.clone(),
+        settings: Box::new(settings.publish.clone()),
     };
     let caps = Caps {
         envelopes: n,

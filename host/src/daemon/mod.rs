@@ -155,7 +155,7 @@ impl Daemon {
                     settings.connect_timeout,
                     settings.response_timeout,
                 )?),
-                settings: settings.publish.clone(),
+                settings: Box::new(settings.publish.clone()),
             }
         };
         let heartbeat = match &settings.heartbeat {

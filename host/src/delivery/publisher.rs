@@ -41,7 +41,7 @@ pub enum Sink {
         /// Bus connection.
         conn: Box<Conn>,
         /// Channel prefix, stream key, maxlen.
-        settings: PublishSettings,
+        settings: Box<PublishSettings>,
     },
     /// An in-memory bus for model tests.
     #[cfg(test)]

@@ -156,7 +156,9 @@ impl Failures {
     /// Notes that `url` (shown with its password hidden) failed with `e`.
     fn push(&mut self, url: &str, e: &anyhow::Error) {
         let text = crate::redis::redact::redact_text(&format!("{e:#}"), url);
-        self.0.push(format!("{}: {}", redact_url(url), clip(&text)));
+        // Each reply in it is cut already; room for a fallback's too.
+        let text = crate::untrusted::clip_to(&text, 4 * crate::untrusted::MAX_SHOWN);
+        self.0.push(format!("{}: {text}", redact_url(url)));
     }
 
     /// The error naming every URL tried and why it failed, or saying there

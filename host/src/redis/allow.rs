@@ -110,7 +110,9 @@ impl Allow {
         if host == self.seed_host {
             return true;
         }
-        match host.parse::<IpAddr>() {
+        // An IPv6 address with a zone (`fe80::1%eth0`) is its address.
+        let address = host.split_once('%').map_or(host.as_str(), |(a, _zone)| a);
+        match address.parse::<IpAddr>() {
             Ok(ip) => self.address(ip),
             Err(_) => self.rules.iter().any(|r| match r {
                 Rule::Name(n) => *n == host,
@@ -190,6 +192,7 @@ mod tests {
             "192.168.7.7",
             "fd00::7",
             "fe80::1",
+            "fe80::1%eth0",
             "169.254.1.1",
             "::1",
             "node-4.cache.example.com",
@@ -202,6 +205,7 @@ mod tests {
             "8.8.8.8",
             "172.32.0.1",
             "2001:db8::1",
+            "2001:db8::1%eth0",
             "cache.example.com.evil.net",
             "evilcache.example.com",
             "other.example.com",

@@ -259,11 +259,14 @@ impl Conn {
                 || m.contains("close_notify")
                 || m.contains("closed")
         };
-        if self.endpoint.url.starts_with("rediss:")
-            && !self.client_cert
-            && closed
-            && !error.message.contains("tls.cert_file")
-        {
+        let tls = self.endpoint.url.starts_with("rediss:");
+        if !tls && closed && error.link_down {
+            error.message = format!(
+                "{}; the server closed the connection: if it serves only TLS, write rediss://",
+                error.message
+            );
+        }
+        if tls && !self.client_cert && closed && !error.message.contains("tls.cert_file") {
             error.message = format!(
                 "{}; the server closed the TLS connection: it may require a client certificate \
                  (set tls.cert_file and tls.key_file)",
