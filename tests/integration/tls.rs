@@ -322,3 +322,104 @@ fn bad_tls_settings_name_the_key_and_file() {
         );
     }
 }
+
+/// Certificate and key files are read at every connect: a target whose
+/// client certificate the server refuses (signed by another CA) starts
+/// polling once the files hold a good one and the connection is redialled,
+/// with no restart; a URL's `#insecure` warns like `insecure`.
+#[test]
+fn rotated_client_certificates_are_read_at_the_next_connect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = Certs::generate(tmp.path(), true);
+    // A client certificate of the other CA, which the server does not trust.
+    let out = Command::new("openssl")
+        .args([
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "other-ca.crt",
+            "-CAkey",
+            "other-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "stranger.crt",
+        ])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = tmp.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::copy(certs.path("stranger.crt"), live.join("client.crt")).unwrap();
+    std::fs::copy(certs.path("client.key"), live.join("client.key")).unwrap();
+    let (_mutual, mutual_tls) = tls_redis(&certs, true);
+    let (_plain, plain_tls) = tls_redis(&certs, false);
+    let bus = Redis::start(&[]);
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "[tls]\nca_file = '{ca}'\n[publish]\nurl = '{bus}'\n\
+             [[targets]]\nurl = 'rediss://127.0.0.1:{mutual_tls}'\n\
+             tls = {{ cert_file = '{cert}', key_file = '{key}' }}\n\
+             [[targets]]\nurl = 'rediss://127.0.0.1:{plain_tls}#insecure'\n",
+            ca = certs.path("ca.crt"),
+            bus = bus.url(),
+            cert = live.join("client.crt").display(),
+            key = live.join("client.key").display(),
+        ),
+    );
+    let mut lookout = run(tmp.path(), &config);
+    let mutual = format!("127.0.0.1:{mutual_tls}");
+    wait_for(
+        "the refused client certificate reported",
+        Duration::from_secs(30),
+        || {
+            bus.stream(STREAM)
+                .iter()
+                .any(|e| {
+                    e["fields"]["instance"] == mutual.as_str()
+                        && e["msg"]
+                            .as_str()
+                            .is_some_and(|m| m.starts_with("instance unreachable"))
+                })
+                .then_some(())
+        },
+    );
+    assert!(
+        by_target(&bus.stream(STREAM), "ticker")
+            .iter()
+            .all(|e| e["fields"]["instance"] != mutual.as_str())
+    );
+    // The certificate is renewed in place.
+    std::fs::copy(certs.path("client.crt"), live.join("client.crt")).unwrap();
+    wait_for(
+        "ticks from the target with the renewed certificate",
+        Duration::from_secs(30),
+        || {
+            by_target(&bus.stream(STREAM), "ticker")
+                .iter()
+                .any(|e| e["fields"]["instance"] == mutual.as_str())
+                .then_some(())
+        },
+    );
+    let plain = format!("127.0.0.1:{plain_tls}");
+    assert!(
+        lookout
+            .stderr
+            .matching("without verifying its certificate")
+            .iter()
+            .any(|l| l.contains(&plain)),
+        "#insecure warns"
+    );
+    assert!(lookout.terminate().success());
+}
