@@ -279,9 +279,11 @@ fn three_hundred_own_connections_to_one_server_are_never_reported() {
     );
     // Every connection has polled since: its commands are in SLOWLOG.
     let polls = pings(&watched);
-    wait_for("two more polls of each target", Duration::from_secs(60), || {
-        (pings(&watched) >= polls + 600).then_some(())
-    });
+    wait_for(
+        "two more polls of each target",
+        Duration::from_secs(60),
+        || (pings(&watched) >= polls + 600).then_some(()),
+    );
     redis::cmd("SET")
         .arg("marker:key")
         .arg(1)
