@@ -11,8 +11,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    ALL_WATCHERS, Lookout, Redis, daemon_with_all_watchers, daemon_with_plugins, events_of,
-    lookout_cmd, plugins_with, polls_pass, redis_cmd, repo, run_to_end, wait_event,
+    ALL_WATCHERS, Lookout, Redis, bus_config, daemon_with_all_watchers, daemon_with_plugins,
+    events_of, lookout_cmd, plugins_with, polls_pass, redis_cmd, repo, run_lookout, run_to_end,
+    wait_event,
 };
 
 /// memory-pressure as built for lookout:watcher@0.2.0 (before declared
@@ -530,5 +531,82 @@ fn every_probe_kind_reaches_the_watcher() {
     let cluster = reading("cluster-info", "");
     assert_eq!(cluster["ok"], false);
     assert!(detail(&cluster).contains("cluster support"), "{cluster}");
+    assert!(lookout.terminate().success());
+}
+
+/// CLIENT LIST is skipped while INFO counts more clients than
+/// `limits.max_clients_listed`: the watcher gets the reading as
+/// unavailable, naming the key, and the server gets no CLIENT LIST; once
+/// the clients are gone it is read again.
+#[test]
+fn client_list_is_skipped_over_max_clients_listed() {
+    let redis = Redis::start(&[]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["probe-echo"]);
+    let crowd: Vec<redis::Connection> = (0..12).map(|_| redis.conn()).collect();
+    let config = bus_config(
+        tmp.path(),
+        &bus,
+        "",
+        "[limits]\nmax_clients_listed = 8\n[watchers.probe-echo]\nstreams = 'jobs'\n",
+    );
+    let mut lookout = run_lookout(
+        tmp.path(),
+        &redis.url(),
+        &plugins,
+        &["--config", config.to_str().unwrap()],
+    );
+    lookout.wait_started();
+    let client_list_calls = || {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut redis.conn())
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_client|list:calls="))
+            .map_or(0u64, |rest| {
+                rest.split(',').next().unwrap().parse().unwrap()
+            })
+    };
+    let skipped = |e: &Value| {
+        e["fields"]["kind"] == "client-list"
+            && e["fields"]["ok"] == false
+            && e["fields"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("limits.max_clients_listed"))
+    };
+    crate::support::wait_for(
+        "CLIENT LIST skipped over the limit",
+        Duration::from_secs(30),
+        || {
+            events_of(&bus, "probe-echo")
+                .iter()
+                .any(skipped)
+                .then_some(())
+        },
+    );
+    // From the first poll that knew the count on, none is sent.
+    let calls = client_list_calls();
+    let seen = events_of(&bus, "probe-echo").len();
+    crate::support::wait_for("five more polls", Duration::from_secs(30), || {
+        (events_of(&bus, "probe-echo").len() >= seen + 5 * 6).then_some(())
+    });
+    assert_eq!(
+        client_list_calls(),
+        calls,
+        "CLIENT LIST sent over the limit"
+    );
+    drop(crowd);
+    crate::support::wait_for(
+        "CLIENT LIST read again once the crowd is gone",
+        Duration::from_secs(30),
+        || {
+            events_of(&bus, "probe-echo")
+                .iter()
+                .any(|e| e["fields"]["kind"] == "client-list" && e["fields"]["ok"] == true)
+                .then_some(())
+        },
+    );
     assert!(lookout.terminate().success());
 }

@@ -162,7 +162,8 @@ impl Fleet {
         let (stop, stop_rx) = watch::channel(false);
         let kit = &self.kit;
         let poller = Poller::new(
-            Prober::new(conn, settings.slowlog_count),
+            Prober::new(conn, settings.slowlog_count)
+                .with_max_clients_listed(settings.limits.max_clients_listed),
             kit.engine.clone(),
             settings.poll_interval,
             kit.origin.clone(),

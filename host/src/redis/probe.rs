@@ -5,8 +5,12 @@
 //! read that reaches back to the id after the last one seen has every new
 //! entry. Reads ask for a little more than the newest id says (entries
 //! logged between two commands), and ask again when the answer does not
-//! reach back; what the ring no longer holds, or more than
-//! `slowlog_count` can fetch, is reported as a gap with its ids.
+//! reach back, once per poll at most; what the ring no longer holds, more
+//! than `slowlog_count` can fetch, or what the re-read still misses is
+//! reported as a gap with its ids. A server is not trusted to be a Redis:
+//! repeated ids are read once and reported, ids going back are never
+//! followed, and [`Prober::poll_within`] bounds a whole poll's reads in
+//! time.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +26,24 @@ const SLACK: u64 = 32;
 
 /// How long a refused SLOWLOG stays switched off before it is tried again.
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
+
+/// SLOWLOG re-reads one poll makes at most, when a read does not reach
+/// back to the last id read (more entries were logged between two
+/// commands than the slack covers). Past it what is missing is a gap: a
+/// server whose answers never reach back costs a poll this many more
+/// reads, never a loop.
+pub const SLOWLOG_REREADS: u32 = 1;
+
+/// Arguments of one SLOWLOG entry kept, the last one saying how many more
+/// there were (Redis itself logs at most 32).
+const ENTRY_ARGS: usize = 32;
+/// Bytes of one argument kept (Redis itself logs at most 128, then says
+/// how many more); a longer one is cut to [`ARG_KEPT`] the same way.
+const ARG_BYTES: usize = 192;
+/// What a cut argument keeps.
+const ARG_KEPT: usize = 128;
+/// Bytes of an entry's client address or name kept.
+const CLIENT_BYTES: usize = 256;
 
 /// One INFO field with its section.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,18 +95,33 @@ pub struct Snapshot {
 /// Something a poll's probes met that the operator should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// SLOWLOG entries `first..=last` were logged but could not be read:
-    /// the ring had dropped them, or more arrived than one read fetches.
+    /// SLOWLOG entries `first..=last` were logged but could not be read.
     SlowlogGap {
         /// First missed id.
         first: u64,
         /// Last missed id.
         last: u64,
+        /// Why they could not be read.
+        cause: Gap,
     },
     /// SLOWLOG was refused for this user; switched off for a while.
     SlowlogRefused(String),
     /// SLOWLOG is allowed again.
     SlowlogAllowed,
+}
+
+/// Why SLOWLOG entries could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gap {
+    /// The ring had dropped them, or more arrived than one read fetches
+    /// (`slowlog_count`).
+    Ring,
+    /// More were logged during the poll's reads than its re-read
+    /// ([`SLOWLOG_REREADS`]) caught up with.
+    Rereads,
+    /// The server's answer repeats ids (a proxy merging several servers'
+    /// logs, or not a Redis): its entries cannot be read exactly.
+    Repeated,
 }
 
 /// Which probes a poll runs.
@@ -134,6 +171,10 @@ pub enum ProbeError {
     /// (WRONGPASS, NOAUTH, NOPERM): a configuration error, not an outage.
     #[error("{0}")]
     Refused(String),
+    /// PING answered but the rest of the poll's reads did not finish
+    /// within the poll's deadline (its interval); says what was waited for.
+    #[error("{0}")]
+    Overdue(String),
 }
 
 /// Where the SLOWLOG cursor stands.
@@ -147,11 +188,27 @@ enum Cursor {
     After(u64),
 }
 
+/// What a poll is waiting for, to say why when it takes too long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Waiting {
+    /// Connecting, or the first pipeline (PING first): the server does not
+    /// answer.
+    Pipeline(String),
+    /// A SLOWLOG read after PING answered.
+    Slowlog(u64),
+}
+
 /// Runs the probes against the watched Redis and keeps the
 /// SLOWLOG cursor so each entry is handed over once.
 pub struct Prober {
     /// The watched connection.
     pub conn: Conn,
+    /// How to dial a fresh connection when a poll is cut off mid-reply
+    /// (the old one may still owe replies): the endpoint and the connect
+    /// and response timeouts.
+    redial: Option<(super::endpoint::Endpoint, Duration, Duration)>,
+    /// What the poll in progress waits for.
+    waiting: Waiting,
     slowlog_count: u32,
     run_id: Option<String>,
     cursor: Cursor,
@@ -175,7 +232,18 @@ pub struct Prober {
     absent: std::collections::HashMap<Ask, Answer>,
     /// TYPE was refused; XINFO is sent every poll before then.
     type_refused_until: Option<Instant>,
+    /// `connected_clients` from the last INFO that showed it: CLIENT LIST
+    /// is not sent while it is over `max_clients_listed`.
+    connected_clients: Option<u64>,
+    /// Most clients a CLIENT LIST may list (`limits.max_clients_listed`).
+    max_clients_listed: u64,
+    /// A CLIENT LIST listed more than `max_clients_listed` although INFO
+    /// said fewer: not sent again before then.
+    client_list_over_until: Option<Instant>,
 }
+
+/// Default of `limits.max_clients_listed`.
+pub const MAX_CLIENTS_LISTED: u64 = 10_000;
 
 /// Which INFO sections to ask for. The watchers declare fields by name;
 /// the first full INFO of a server tells which section each is in, and
@@ -195,8 +263,10 @@ struct Sections {
 impl Sections {
     /// The sections to ask for, or `None` for the whole default INFO;
     /// `cluster` adds the `cluster` section (for `cluster_enabled`).
-    fn plan(&self, slowlog: bool, cluster: bool) -> Option<Vec<String>> {
-        if !self.several || (self.fields.is_empty() && self.sections.is_empty() && !cluster) {
+    fn plan(&self, slowlog: bool, cluster: bool, clients: bool) -> Option<Vec<String>> {
+        if !self.several
+            || (self.fields.is_empty() && self.sections.is_empty() && !cluster && !clients)
+        {
             return None;
         }
         let mut wanted = self.sections.clone();
@@ -209,6 +279,9 @@ impl Sections {
         }
         if cluster {
             wanted.insert("cluster".to_owned());
+        }
+        if clients {
+            wanted.insert("clients".to_owned());
         }
         Some(wanted.into_iter().collect())
     }
@@ -238,6 +311,8 @@ impl Prober {
     pub fn new(conn: Conn, slowlog_count: u32) -> Self {
         Self {
             conn,
+            redial: None,
+            waiting: Waiting::Pipeline(String::new()),
             slowlog_count,
             run_id: None,
             cursor: Cursor::Unknown,
@@ -248,6 +323,102 @@ impl Prober {
             cluster_enabled: None,
             absent: std::collections::HashMap::new(),
             type_refused_until: None,
+            connected_clients: None,
+            max_clients_listed: MAX_CLIENTS_LISTED,
+            client_list_over_until: None,
+        }
+    }
+
+    /// CLIENT LIST is skipped while the server has more than `max`
+    /// clients connected (`limits.max_clients_listed`).
+    #[must_use]
+    pub fn with_max_clients_listed(mut self, max: u64) -> Self {
+        self.max_clients_listed = max;
+        self
+    }
+
+    /// Why CLIENT LIST is not sent this poll, if it is not.
+    fn client_list_skipped(&self, now: Instant) -> Option<String> {
+        let max = self.max_clients_listed;
+        if let Some(n) = self.connected_clients.filter(|&n| n > max) {
+            return Some(format!(
+                "CLIENT LIST skipped: {n} clients connected, over limits.max_clients_listed \
+                 ({max}); raise it to read them"
+            ));
+        }
+        self.client_list_over_until
+            .is_some_and(|until| now < until)
+            .then(|| {
+                format!(
+                    "CLIENT LIST skipped: it listed more than limits.max_clients_listed ({max}) \
+                     clients; asked again in a minute"
+                )
+            })
+    }
+
+    /// Dials `endpoint` afresh (with these timeouts) after a poll cut off by
+    /// [`Self::poll_within`], so no late reply is taken for a new one.
+    #[must_use]
+    pub fn with_redial(
+        mut self,
+        endpoint: super::endpoint::Endpoint,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Self {
+        self.redial = Some((endpoint, connect_timeout, response_timeout));
+        self
+    }
+
+    /// Most SLOWLOG entries one read fetches (`slowlog_count`).
+    pub fn slowlog_count(&self) -> u32 {
+        self.slowlog_count
+    }
+
+    /// [`Self::poll`] within `budget` (the poll interval): a server that
+    /// answers too slowly, or not at all, or keeps a read going, fails the
+    /// poll when the budget is spent, saying what the poll was waiting
+    /// for, and the connection is dialled afresh for the next poll.
+    ///
+    /// # Errors
+    /// As [`Self::poll`]; past the budget [`ProbeError::Unreachable`] when
+    /// the server had not answered the first pipeline (PING), otherwise
+    /// [`ProbeError::Overdue`].
+    pub async fn poll_within(
+        &mut self,
+        probes: Probes,
+        budget: Duration,
+    ) -> Result<Snapshot, ProbeError> {
+        self.waiting = Waiting::Pipeline(String::new());
+        let Ok(done) = tokio::time::timeout(budget, self.poll(probes)).await else {
+            self.fresh_connection();
+            let took = format!(
+                "poll took longer than the interval ({}s)",
+                budget.as_secs_f64()
+            );
+            return Err(match &self.waiting {
+                Waiting::Pipeline(what) => {
+                    ProbeError::Unreachable(anyhow::anyhow!("{took}: no reply to {what} within it"))
+                }
+                Waiting::Slowlog(ask) => ProbeError::Overdue(format!(
+                    "{took}: PING answered but SLOWLOG GET {ask} got no reply within it"
+                )),
+            });
+        };
+        done
+    }
+
+    /// Replaces the connection with one not dialled yet: a reply the old
+    /// one still owes would otherwise answer the next poll's command.
+    fn fresh_connection(&mut self) {
+        let Some((endpoint, connect, response)) = &self.redial else {
+            return;
+        };
+        match Conn::open(endpoint, *connect, *response) {
+            Ok(conn) => self.conn = conn,
+            Err(e) => tracing::warn!(
+                "redis at {}: cannot prepare a fresh connection after a poll was cut off                  ({e:#}); the old one is kept",
+                self.conn.instance
+            ),
         }
     }
 
@@ -278,8 +449,11 @@ impl Prober {
         // `cluster_enabled` (INFO cluster) tells whether CLUSTER INFO can
         // answer at all.
         let cluster = probes.asks.contains(&Ask::ClusterInfo);
+        // `connected_clients` (INFO clients) tells whether CLIENT LIST is
+        // small enough to read.
+        let clients = probes.asks.contains(&Ask::ClientList);
         let probes = Probes {
-            info: probes.info || probes.slowlog || cluster,
+            info: probes.info || probes.slowlog || cluster || clients,
             slowlog: probes.slowlog && !refused,
             asks: probes.asks,
         };
@@ -288,7 +462,7 @@ impl Prober {
         pipe.cmd("PING");
         let sections = probes
             .info
-            .then(|| self.sections.plan(probes.slowlog, cluster))
+            .then(|| self.sections.plan(probes.slowlog, cluster, clients))
             .flatten();
         if probes.info {
             let info = pipe.cmd("INFO");
@@ -308,7 +482,8 @@ impl Prober {
             .iter()
             .map(|ask| {
                 let skip = self.held.contains_key(ask)
-                    || (*ask == Ask::ClusterInfo && self.cluster_enabled == Some(false));
+                    || (*ask == Ask::ClusterInfo && self.cluster_enabled == Some(false))
+                    || (*ask == Ask::ClientList && self.client_list_skipped(now).is_some());
                 if skip {
                     Sent::Nothing
                 } else if typed && self.absent.contains_key(ask) {
@@ -319,6 +494,11 @@ impl Prober {
                 }
             })
             .collect();
+        self.waiting = Waiting::Pipeline(if self.conn.is_connected() {
+            "PING".to_owned()
+        } else {
+            "the connection and PING".to_owned()
+        });
         let replies = self
             .conn
             .query(&pipe)
@@ -375,6 +555,7 @@ impl Prober {
                 snapshot.info = parse_info_kept(&info_text, |section, name| {
                     name == "run_id"
                         || name == "cluster_enabled"
+                        || name == "connected_clients"
                         || wanted.sections.contains(section)
                         || wanted.fields.contains(name)
                 });
@@ -382,6 +563,9 @@ impl Prober {
         }
         if let Some(enabled) = snapshot.info.iter().find(|f| f.name == "cluster_enabled") {
             self.cluster_enabled = Some(enabled.value.trim() == "1");
+        }
+        if let Some(n) = snapshot.info.iter().find(|f| f.name == "connected_clients") {
+            self.connected_clients = n.value.trim().parse().ok();
         }
         if snapshot.probes.slowlog {
             match replies.get(2) {
@@ -435,12 +619,37 @@ impl Prober {
                     "cluster support is disabled on this server (cluster_enabled:0)".to_owned(),
                 );
             }
+            if let Some(why) = self
+                .client_list_skipped(now)
+                .filter(|_| *ask == Ask::ClientList)
+            {
+                return Answer::Unavailable(why);
+            }
             return Answer::Unavailable(format!("{}: no reply", ask.command()));
         }
         if config && *ask == Ask::LatencyLatest && is_noperm(replies.get(1)) {
             self.config_refused_until = Some(now + REFUSED_RETRY);
         }
-        let answer = ask.answer(replies);
+        let mut answer = ask.answer(replies);
+        if let Answer::Clients(listed) = &answer
+            && u64::try_from(listed.len()).unwrap_or(u64::MAX) > self.max_clients_listed
+        {
+            // The reading is dropped. When the last INFO said fewer (a server
+            // that lies, or a crowd come at once), the list is not asked for a
+            // while; otherwise INFO, read in this poll, decides the next one.
+            if self
+                .connected_clients
+                .is_some_and(|n| n <= self.max_clients_listed)
+            {
+                self.client_list_over_until = Some(now + REFUSED_RETRY);
+            }
+            answer = Answer::Unavailable(format!(
+                "CLIENT LIST listed {} clients, over limits.max_clients_listed ({}); raise it \
+                 to read them",
+                listed.len(),
+                self.max_clients_listed
+            ));
+        }
         if is_noperm(replies.first()) {
             self.held
                 .insert(ask.clone(), (now + REFUSED_RETRY, answer.clone()));
@@ -766,35 +975,38 @@ mod tests {
             fields: ["connected_clients".to_owned()].into(),
             ..Sections::default()
         };
-        assert_eq!(s.plan(false, false), None, "nothing located yet");
+        assert_eq!(s.plan(false, false, false), None, "nothing located yet");
         s.learn(&parse_info(full));
-        assert_eq!(s.plan(false, false), Some(vec!["clients".to_owned()]));
         assert_eq!(
-            s.plan(false, true),
+            s.plan(false, false, false),
+            Some(vec!["clients".to_owned()])
+        );
+        assert_eq!(
+            s.plan(false, true, false),
             Some(vec!["clients".to_owned(), "cluster".to_owned()]),
             "cluster_enabled for CLUSTER INFO"
         );
         assert_eq!(
-            s.plan(true, false),
+            s.plan(true, false, false),
             Some(vec!["clients".to_owned(), "server".to_owned()]),
             "run_id for the SLOWLOG cursor"
         );
         s.fields.insert("master_link_status".to_owned());
         assert_eq!(
-            s.plan(false, false),
+            s.plan(false, false, false),
             None,
             "a field the server does not show"
         );
         s.fields.remove("master_link_status");
         s.learn(&parse_info(&full.replace("7.0.15", "6.2.14")));
         assert_eq!(
-            s.plan(false, false),
+            s.plan(false, false, false),
             None,
             "Redis 6 takes one section per INFO"
         );
         s.learn(&parse_info(full));
         s.forget();
-        assert_eq!(s.plan(false, false), None);
+        assert_eq!(s.plan(false, false, false), None);
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct LimitsFile {
     pub max_fields: Option<i64>,
     /// Bytes kept of a text field value.
     pub max_field_bytes: Option<i64>,
+    /// Bytes of one envelope's JSON.
+    pub max_envelope_bytes: Option<i64>,
+    /// Bytes of JSON of all the envelopes of one call.
+    pub max_call_bytes: Option<i64>,
     /// Largest `.wasm` file accepted, MiB.
     pub max_wasm_mib: Option<i64>,
     /// Consecutive failures before a watcher is quarantined.
@@ -32,6 +36,9 @@ pub struct LimitsFile {
     pub every_polls: Option<i64>,
     /// Run at most every this many seconds, overriding what watchers declare.
     pub interval_s: Option<f64>,
+    /// CLIENT LIST is skipped while a server has more clients connected
+    /// (top level only: the probe runs once per target).
+    pub max_clients_listed: Option<i64>,
     /// Per-watcher overrides, by watcher file name (top level only).
     #[serde(default)]
     pub watchers: BTreeMap<String, LimitsFile>,
@@ -63,6 +70,10 @@ pub struct WatcherLimits {
     pub max_fields: usize,
     /// Bytes kept per text field value.
     pub max_field_bytes: usize,
+    /// Bytes of one envelope's JSON, counted after encoding.
+    pub max_envelope_bytes: usize,
+    /// Bytes of JSON of one call's envelopes together.
+    pub max_call_bytes: usize,
     /// Largest `.wasm` accepted, bytes.
     pub max_wasm_bytes: u64,
     /// Consecutive failures before quarantine.
@@ -80,6 +91,8 @@ impl Default for WatcherLimits {
             max_msg_bytes: 4096,
             max_fields: 32,
             max_field_bytes: 1024,
+            max_envelope_bytes: 64 << 10,
+            max_call_bytes: 1 << 20,
             // Fits components of interpreted languages (a Python one
             // is about 18 MiB) while refusing files far beyond any watcher.
             max_wasm_bytes: 32 << 20,
@@ -90,12 +103,30 @@ impl Default for WatcherLimits {
 }
 
 /// Defaults plus per-watcher overrides.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Limits of a watcher without overrides.
     pub defaults: WatcherLimits,
     /// Overrides by watcher file name.
     pub watchers: BTreeMap<String, WatcherLimits>,
+    /// CLIENT LIST is skipped while a server has more clients connected
+    /// (`limits.max_clients_listed`).
+    pub max_clients_listed: u64,
+}
+
+pub use crate::redis::probe::MAX_CLIENTS_LISTED;
+
+/// Accepted range of `limits.max_clients_listed`.
+pub const CLIENTS_LISTED_RANGE: (i64, i64) = (1, 1_000_000);
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            defaults: WatcherLimits::default(),
+            watchers: BTreeMap::new(),
+            max_clients_listed: MAX_CLIENTS_LISTED,
+        }
+    }
 }
 
 impl Limits {
@@ -111,27 +142,51 @@ impl Limits {
     /// message names the key and the accepted range.
     pub fn resolve(file: &LimitsFile, origin: &str) -> Result<Self> {
         let defaults = apply(WatcherLimits::default(), file, origin, "limits")?;
+        let max_clients_listed = match file.max_clients_listed {
+            None => MAX_CLIENTS_LISTED,
+            Some(v) if (CLIENTS_LISTED_RANGE.0..=CLIENTS_LISTED_RANGE.1).contains(&v) => {
+                u64::try_from(v)?
+            }
+            Some(v) => bail!(
+                "{origin}: `limits.max_clients_listed` = {v} is out of range: expected an \
+                 integer from {} to {} (clients)",
+                CLIENTS_LISTED_RANGE.0,
+                CLIENTS_LISTED_RANGE.1
+            ),
+        };
         let mut watchers = BTreeMap::new();
         for (name, o) in &file.watchers {
             if !o.watchers.is_empty() {
                 bail!("{origin}: `limits.watchers.{name}` cannot hold a `watchers` table");
             }
+            if o.max_clients_listed.is_some() {
+                bail!(
+                    "{origin}: `limits.watchers.{name}.max_clients_listed`: CLIENT LIST runs once \
+                     per target for every watcher; set `max_clients_listed` in [limits]"
+                );
+            }
             let limits = apply(defaults, o, origin, &format!("limits.watchers.{name}"))?;
             watchers.insert(name.clone(), limits);
         }
-        Ok(Self { defaults, watchers })
+        Ok(Self {
+            defaults,
+            watchers,
+            max_clients_listed,
+        })
     }
 }
 
 /// Accepted range of every numeric key, inclusive, with its unit; the
 /// README's `[limits]` section documents the same table.
-pub const RANGES: [(&str, i64, i64, &str); 9] = [
+pub const RANGES: [(&str, i64, i64, &str); 11] = [
     ("call_deadline_ms", 1, 600_000, "milliseconds"),
     ("memory_mib", 1, 4096, "MiB"),
     ("max_events", 0, 100_000, "events"),
     ("max_msg_bytes", 0, 1 << 20, "bytes"),
     ("max_fields", 0, 1024, "fields"),
     ("max_field_bytes", 0, 1 << 20, "bytes"),
+    ("max_envelope_bytes", 4096, 16 << 20, "bytes"),
+    ("max_call_bytes", 4096, 256 << 20, "bytes"),
     ("max_wasm_mib", 1, 1024, "MiB"),
     ("quarantine_after", 1, 1000, "failures"),
     ("every_polls", 1, 1_000_000, "polls"),
@@ -174,6 +229,12 @@ fn apply(mut l: WatcherLimits, o: &LimitsFile, origin: &str, table: &str) -> Res
     }
     if let Some(v) = check("max_field_bytes", o.max_field_bytes)? {
         l.max_field_bytes = size(v);
+    }
+    if let Some(v) = check("max_envelope_bytes", o.max_envelope_bytes)? {
+        l.max_envelope_bytes = size(v);
+    }
+    if let Some(v) = check("max_call_bytes", o.max_call_bytes)? {
+        l.max_call_bytes = size(v);
     }
     if let Some(v) = check("max_wasm_mib", o.max_wasm_mib)? {
         l.max_wasm_bytes = v << 20;
@@ -243,6 +304,11 @@ mod tests {
             ),
             ("max_events = -5", "limits.max_events"),
             ("every_polls = 4294967296", "limits.every_polls"),
+            ("max_envelope_bytes = 100", "limits.max_envelope_bytes"),
+            (
+                "[watchers.w]\nmax_call_bytes = 1073741824",
+                "limits.watchers.w.max_call_bytes",
+            ),
             (
                 "[watchers.w]\nmax_wasm_mib = 1048576",
                 "limits.watchers.w.max_wasm_mib",
