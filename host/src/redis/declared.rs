@@ -25,7 +25,9 @@ pub enum Ask {
     InfoSection(String),
     /// `XINFO GROUPS <key>`.
     XinfoGroups(String),
-    /// `XINFO STREAM <key>`.
+    /// `XINFO STREAM <key>`: without FULL, so the reply's size does not
+    /// grow with the stream, its groups or their consumers (only the
+    /// first and last entries come with it).
     XinfoStream(String),
     /// `CLIENT LIST`.
     ClientList,
@@ -307,9 +309,14 @@ fn threshold(value: Option<&Value>) -> Option<u64> {
     uint(map.get("latency-monitor-threshold").copied()).ok()
 }
 
+/// Most consumer groups of one stream handed to watchers (in the order
+/// XINFO GROUPS lists them, by name).
+pub const MAX_GROUPS: usize = 1_000;
+
 fn groups(value: &Value) -> anyhow::Result<Vec<Group>> {
     items(value)?
         .iter()
+        .take(MAX_GROUPS)
         .map(|group| {
             let g = pairs(group)?;
             Ok(Group {
