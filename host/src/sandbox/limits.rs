@@ -16,6 +16,13 @@ pub struct LimitsFile {
     pub call_deadline_ms: Option<i64>,
     /// Linear memory cap, MiB.
     pub memory_mib: Option<i64>,
+    /// MiB all instances of a watcher may grow beyond their initial
+    /// memory, together.
+    pub fleet_memory_mib: Option<i64>,
+    /// Table elements one instance may hold in all its tables.
+    pub max_table_elements: Option<i64>,
+    /// WASI resources (streams, pollables...) one instance may hold.
+    pub max_resources: Option<i64>,
     /// Events kept from one `observe` call.
     pub max_events: Option<i64>,
     /// Bytes kept of an event message.
@@ -62,6 +69,17 @@ pub struct WatcherLimits {
     pub call_deadline: Duration,
     /// Linear memory cap, bytes.
     pub memory_bytes: usize,
+    /// Bytes all instances of the watcher may grow beyond their initial
+    /// memory, together: what keeps a watcher on thousands of targets from
+    /// taking the host's memory one cap at a time.
+    pub fleet_memory_bytes: usize,
+    /// Whether `[limits.watchers.NAME]` set `fleet_memory_bytes`, so that
+    /// a refusal names the key the operator would change.
+    pub fleet_memory_own: bool,
+    /// Table elements one instance may hold in all its tables.
+    pub max_table_elements: usize,
+    /// WASI resources one instance may hold at once.
+    pub max_resources: usize,
     /// Events kept per call.
     pub max_events: usize,
     /// Bytes kept per message.
@@ -87,6 +105,14 @@ impl Default for WatcherLimits {
         Self {
             call_deadline: Duration::from_millis(50),
             memory_bytes: 16 << 20,
+            fleet_memory_bytes: 1 << 30,
+            fleet_memory_own: false,
+            // The Rust watchers hold under 200 elements, the Python one
+            // (CPython through componentize-py) about 5,800.
+            max_table_elements: 10_000,
+            // Watchers hold a few (stdio streams, a pollable while they
+            // wait); each costs the host about a hundred bytes.
+            max_resources: 100,
             max_events: 100,
             max_msg_bytes: 4096,
             max_fields: 32,
@@ -178,9 +204,12 @@ impl Limits {
 
 /// Accepted range of every numeric key, inclusive, with its unit; the
 /// README's `[limits]` section documents the same table.
-pub const RANGES: [(&str, i64, i64, &str); 11] = [
+pub const RANGES: [(&str, i64, i64, &str); 14] = [
     ("call_deadline_ms", 1, 600_000, "milliseconds"),
     ("memory_mib", 1, 4096, "MiB"),
+    ("fleet_memory_mib", 1, 1 << 20, "MiB"),
+    ("max_table_elements", 1, 1 << 20, "elements"),
+    ("max_resources", 1, 1_000_000, "resources"),
     ("max_events", 0, 100_000, "events"),
     ("max_msg_bytes", 0, 1 << 20, "bytes"),
     ("max_fields", 0, 1024, "fields"),
@@ -217,6 +246,16 @@ fn apply(mut l: WatcherLimits, o: &LimitsFile, origin: &str, table: &str) -> Res
     }
     if let Some(v) = check("memory_mib", o.memory_mib)? {
         l.memory_bytes = size(v << 20);
+    }
+    if let Some(v) = check("fleet_memory_mib", o.fleet_memory_mib)? {
+        l.fleet_memory_bytes = size(v << 20);
+        l.fleet_memory_own = table != "limits";
+    }
+    if let Some(v) = check("max_table_elements", o.max_table_elements)? {
+        l.max_table_elements = size(v);
+    }
+    if let Some(v) = check("max_resources", o.max_resources)? {
+        l.max_resources = size(v);
     }
     if let Some(v) = check("max_events", o.max_events)? {
         l.max_events = size(v);
@@ -277,6 +316,34 @@ mod tests {
         assert_eq!(flood.memory_bytes, 32 << 20);
         assert_eq!(flood.max_events, 5);
         assert_eq!(flood.cadence, Some(Cadence::EveryPolls(3)));
+    }
+
+    #[test]
+    fn fleet_budgets_know_the_table_that_set_them() {
+        let file: LimitsFile = toml::from_str(
+            "fleet_memory_mib = 128\n[watchers.hog]\nfleet_memory_mib = 64\n\
+             [watchers.other]\nmemory_mib = 8\n",
+        )
+        .unwrap();
+        let limits = Limits::resolve(&file, "lookout.toml").unwrap();
+        let budget = |name: &str| {
+            let l = limits.of(name);
+            (l.fleet_memory_bytes, l.fleet_memory_own)
+        };
+        assert_eq!(budget("plain"), (128 << 20, false));
+        assert_eq!(budget("other"), (128 << 20, false));
+        assert_eq!(budget("hog"), (64 << 20, true));
+        let defaults = WatcherLimits::default();
+        assert_eq!(defaults.fleet_memory_bytes, 1 << 30);
+        assert_eq!(
+            (defaults.max_table_elements, defaults.max_resources),
+            (10_000, 100)
+        );
+        let file: LimitsFile = toml::from_str("[watchers.w]\nmax_resources = 0\n").unwrap();
+        let err = Limits::resolve(&file, "lookout.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.watchers.w.max_resources"), "{err}");
     }
 
     #[test]
