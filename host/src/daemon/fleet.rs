@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::Registry;
 use super::lateness::Lateness;
-use super::poller::{Control, FirstPoll, Poller};
+use super::poller::{FirstPoll, Inbox, Poller};
 use crate::config::Settings;
 use crate::delivery::envelope::{Emitted, Envelope, Level, Origin};
 use crate::delivery::task::Outlet;
@@ -33,16 +33,14 @@ use crate::sandbox::{Engine, Instance};
 use crate::targets::{Discover, Source, Target, hashmod};
 use crate::watchers::load::Spec;
 
-/// Control messages a poller may have waiting before it takes them.
-const CONTROL_QUEUE: usize = 64;
-
 /// The label a discovered node's role goes into.
 pub const ROLE_LABEL: &str = "role";
 
 /// A running poller.
 struct Running {
     target: Target,
-    control: mpsc::Sender<Control>,
+    /// What the poller should run; written without waiting for it.
+    inbox: Arc<Inbox>,
     stop: watch::Sender<bool>,
     /// Which `[[discover]]` entry found it; `None` for a configured target.
     found_by: Option<usize>,
@@ -158,12 +156,17 @@ impl Fleet {
             settings.connect_timeout,
             settings.response_timeout,
         )?;
-        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let inbox = Arc::new(Inbox::default());
         let (stop, stop_rx) = watch::channel(false);
         let kit = &self.kit;
         let poller = Poller::new(
             Prober::new(conn, settings.slowlog_count)
-                .with_max_clients_listed(settings.limits.max_clients_listed),
+                .with_max_clients_listed(settings.limits.max_clients_listed)
+                .with_redial(
+                    target.endpoint(),
+                    settings.connect_timeout,
+                    settings.response_timeout,
+                ),
             kit.engine.clone(),
             settings.poll_interval,
             kit.origin.clone(),
@@ -175,22 +178,22 @@ impl Fleet {
         .with_metrics(kit.metrics.as_ref().map(|m| m.target(&key)));
         let (first, limit) = (kit.first, kit.limit);
         let task_key = key.clone();
-        self.polling.spawn(async move {
-            let result = poller.run(control_rx, stop_rx, first, limit).await;
-            (task_key, result)
-        });
         for spec in registry.values().filter(|s| target.runs(&s.name)) {
-            // Fresh channel: room for every watcher's install.
-            let _ = control.try_send(Control::Install(spec.clone(), None));
+            inbox.install(spec.clone(), None);
         }
         if self.started {
-            let _ = control.try_send(Control::Start);
+            inbox.start();
         }
+        let taken = inbox.clone();
+        self.polling.spawn(async move {
+            let result = poller.run(taken, stop_rx, first, limit).await;
+            (task_key, result)
+        });
         self.running.insert(
             key,
             Running {
                 target,
-                control,
+                inbox,
                 stop,
                 found_by,
                 missed: 0,
@@ -218,24 +221,21 @@ impl Fleet {
 
     /// Runs `spec` on every target that takes it; the first gets the
     /// instance configured while loading, the others build their own.
-    pub async fn install(&self, spec: &Arc<Spec>, instance: Option<Instance>) {
+    /// Never waits for a poller: each takes it between its polls.
+    pub fn install(&self, spec: &Arc<Spec>, instance: Option<Instance>) {
         let mut instance = instance;
         for running in self.running.values() {
             if running.target.runs(&spec.name) {
-                let _ = running
-                    .control
-                    .send(Control::Install(
-                        spec.clone(),
-                        instance.take().map(Box::new),
-                    ))
-                    .await;
+                running.inbox.install(spec.clone(), instance.take());
             }
         }
     }
 
-    pub async fn remove(&self, name: &str) {
+    /// Stops the watcher named `name` on every target, without waiting for
+    /// the pollers.
+    pub fn remove(&self, name: &str) {
         for running in self.running.values() {
-            let _ = running.control.send(Control::Remove(name.to_owned())).await;
+            running.inbox.remove(name);
         }
     }
 
@@ -276,10 +276,10 @@ impl Fleet {
     }
 
     /// The start-up watchers are ready: every poller starts.
-    pub async fn start(&mut self) {
+    pub fn start(&mut self) {
         self.started = true;
         for running in self.running.values() {
-            let _ = running.control.send(Control::Start).await;
+            running.inbox.start();
         }
     }
 
@@ -345,10 +345,7 @@ impl Fleet {
                         .cloned()
                         .unwrap_or_default();
                     running.target = target.clone();
-                    let _ = running
-                        .control
-                        .send(Control::Relabel(target.labels.clone()))
-                        .await;
+                    running.inbox.relabel(target.labels.clone());
                     info!(target = %key, %role, was = %was, "target {key} is now {role} (was {was}), per {how}");
                     events.push(event(
                         &self.kit.origin,
@@ -516,12 +513,12 @@ fn event(
     target: &Target,
     level: Level,
     msg: String,
-    fields: serde_json::Map<String, serde_json::Value>,
+    mut fields: serde_json::Map<String, serde_json::Value>,
 ) -> Envelope {
     let instance = instance_of(&target.url);
-    let mut envelope = origin.wrap(&instance, Emitted::host(level, msg, fields));
+    // Labels before wrapping: they count toward max_envelope_bytes.
     if !target.labels.is_empty() {
-        envelope.fields.insert(
+        fields.insert(
             "labels".to_owned(),
             serde_json::Value::Object(
                 target
@@ -532,7 +529,7 @@ fn event(
             ),
         );
     }
-    envelope
+    origin.wrap(&instance, Emitted::host(level, msg, fields))
 }
 
 /// What to say of a node outside an entry's `allow`.

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  watchers/*.wasm ──compile (blocking pool, concurrent)──┐
-//!                                                         ▼ Control (bounded)
+//!                                                         ▼ desired watchers (never waits)
 //!  poll timer ──► poller task ── probe Redis ── call watchers (each under its deadline)
 //!                     │
 //!                     ▼ envelopes (bounded queue, always drained)
@@ -318,7 +318,7 @@ impl Daemon {
         let watching = mode.polls.is_none();
         if loading == 0 {
             ready(&settings, 0, load_started, watching, &outlet, &origin).await;
-            fleet.start().await;
+            fleet.start();
             fleet.check_mappings(registry.len()).await;
         }
 
@@ -373,7 +373,7 @@ impl Daemon {
                     if loading == 0 {
                         ready(&settings, registry.len(), load_started, watching, &outlet, &origin)
                             .await;
-                        fleet.start().await;
+                        fleet.start();
                         fleet.check_mappings(registry.len()).await;
                     }
                 }
@@ -633,7 +633,7 @@ async fn install(
     let file = spec.file.display().to_string();
     let load_ms = millis(loaded.took);
     let replaced = registry.insert(name.clone(), spec.clone()).is_some();
-    fleet.install(&spec, Some(loaded.instance)).await;
+    fleet.install(&spec, Some(loaded.instance));
     let verb = if replaced && reload {
         "reloaded"
     } else {
@@ -677,7 +677,7 @@ async fn apply(
     }
     for name in plan.remove {
         if registry.remove(&name).is_some() {
-            fleet.remove(&name).await;
+            fleet.remove(&name);
             info!(watcher = %name, "watcher unloaded");
             publish(
                 outlet,

@@ -4,11 +4,12 @@
 //! report the outage once. Nothing it waits for belongs to another target
 //! or to the bus.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{error, info, warn};
 
 use super::lateness::Lateness;
@@ -17,32 +18,88 @@ use crate::delivery::task::Outlet;
 use crate::fields;
 use crate::metrics::TargetMetrics;
 use crate::redis::backoff::{Backoff, retry_wait};
-use crate::redis::probe::{Notice, ProbeError, Prober, Probes};
+use crate::redis::probe::{Gap, Notice, ProbeError, Prober, Probes, SLOWLOG_REREADS};
 use crate::sandbox::{Engine, Instance};
 use crate::watchers::load::Spec;
 use crate::watchers::supervisor::Supervisor;
 
-/// What the daemon tells a poller between polls.
-pub(crate) enum Control {
-    /// Run this watcher (replacing one of the same name), with an instance
-    /// already configured when there is one (boxed: a control queue's
-    /// slots are allocated for every target, their size matters).
-    Install(Arc<Spec>, Option<Box<Instance>>),
-    /// Stop running the watcher of this name.
-    Remove(String),
+/// What the daemon wants of one poller: the watchers it should run, when
+/// to start, its labels. The daemon writes it without waiting (a lock held
+/// for a few instructions, then a wake-up), the poller catches up with it
+/// between polls; so a poller busy with a slow or lying server never holds
+/// up reloads, discovery or shutdown, and no change is ever dropped: a
+/// later change to the same watcher replaces one not yet taken.
+#[derive(Default)]
+pub(crate) struct Inbox {
+    desired: Mutex<Desired>,
+    changed: Notify,
+}
+
+/// The changes a poller has not taken yet.
+#[derive(Default)]
+struct Desired {
+    /// By watcher name, the latest change.
+    watchers: BTreeMap<String, Change>,
     /// Start polling now (the start-up watchers are ready), if not yet.
-    Start,
+    start: bool,
     /// New labels for this target's envelopes (a discovered node changed
     /// role).
-    Relabel(std::collections::BTreeMap<String, String>),
+    labels: Option<BTreeMap<String, String>>,
+}
+
+/// One watcher's change.
+enum Change {
+    /// Run this watcher (replacing one of the same name), with an instance
+    /// already configured when there is one.
+    Install(Arc<Spec>, Option<Box<Instance>>),
+    /// Stop running it.
+    Remove,
+}
+
+impl Inbox {
+    /// Run `spec` (replacing one of the same name), with `instance` when
+    /// one was configured already.
+    pub fn install(&self, spec: Arc<Spec>, instance: Option<Instance>) {
+        self.change(|d| {
+            let name = spec.name.clone();
+            d.watchers
+                .insert(name, Change::Install(spec, instance.map(Box::new)));
+        });
+    }
+
+    /// Stop running the watcher named `name`.
+    pub fn remove(&self, name: &str) {
+        self.change(|d| {
+            d.watchers.insert(name.to_owned(), Change::Remove);
+        });
+    }
+
+    /// Start polling now, if not yet.
+    pub fn start(&self) {
+        self.change(|d| d.start = true);
+    }
+
+    /// Put `labels` on this target's envelopes from now on.
+    pub fn relabel(&self, labels: BTreeMap<String, String>) {
+        self.change(|d| d.labels = Some(labels));
+    }
+
+    fn change(&self, change: impl FnOnce(&mut Desired)) {
+        change(&mut self.desired.lock().unwrap_or_else(PoisonError::into_inner));
+        self.changed.notify_one();
+    }
+
+    fn take(&self) -> Desired {
+        std::mem::take(&mut *self.desired.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 /// When a poller's first poll happens.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum FirstPoll {
-    /// On [`Control::Start`], or one interval after start at the latest.
+    /// On [`Inbox::start`], or one interval after start at the latest.
     WhenReadyOrAfterInterval,
-    /// Only on [`Control::Start`] (bounded runs poll with every watcher).
+    /// Only on [`Inbox::start`] (bounded runs poll with every watcher).
     WhenReady,
 }
 
@@ -87,10 +144,11 @@ impl Poller {
         origin: Origin,
         outlet: Outlet,
     ) -> Self {
+        let backlog = usize::try_from(prober.slowlog_count()).unwrap_or(usize::MAX);
         Self {
             instance: Arc::from(prober.conn.instance.as_str()),
             prober,
-            supervisor: Supervisor::new(engine, interval),
+            supervisor: Supervisor::new(engine, interval).with_backlog(backlog),
             outlet,
             origin,
             interval,
@@ -153,20 +211,20 @@ impl Poller {
         self
     }
 
-    /// Polls until `stop` turns true or `limit` polls are done.
+    /// Polls until `stop` turns true or `limit` polls are done, taking
+    /// what `inbox` asks for between polls.
     ///
     /// # Errors
     /// Only with a limit of one poll (`--once`): that poll failed.
     pub(crate) async fn run(
         mut self,
-        mut control: mpsc::Receiver<Control>,
+        inbox: Arc<Inbox>,
         mut stop: watch::Receiver<bool>,
         first: FirstPoll,
         limit: Option<u64>,
     ) -> Result<()> {
         let once = limit == Some(1);
-        let mut backoff = Backoff::default();
-        let mut down_since: Option<Instant> = None;
+        let mut outage = Outage::default();
         let mut started = false;
         let mut next_poll = match first {
             FirstPoll::WhenReadyOrAfterInterval => {
@@ -176,24 +234,15 @@ impl Poller {
         };
         let mut done = 0u64;
         loop {
+            let desired = inbox.take();
+            if desired.start && !started {
+                next_poll = Some(Instant::now() + self.offset);
+            }
+            self.catch_up(desired);
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => return Ok(()),
-                Some(c) = control.recv() => {
-                    match c {
-                        Control::Install(spec, instance) => self.install(spec, instance.map(|i| *i)),
-                        Control::Remove(name) => {
-                            self.supervisor.remove(&name);
-                            self.watchers_changed();
-                        }
-                        Control::Start if !started => {
-                            next_poll = Some(Instant::now() + self.offset);
-                        }
-                        Control::Start => {}
-                        Control::Relabel(labels) => self.set_labels(&labels),
-                    }
-                    continue;
-                }
+                () = inbox.changed.notified() => continue,
                 () = sleep_until(next_poll) => {}
             }
             started = true;
@@ -219,25 +268,57 @@ impl Poller {
             if let Some(m) = &self.metrics {
                 m.polled(began.elapsed(), outcome.is_ok());
             }
+            let on_time = self.interval.saturating_sub(began.elapsed());
             let wait = match outcome {
                 Ok(()) => {
-                    backoff.reset();
-                    if let Some(since) = down_since.take() {
+                    outage.backoff.reset();
+                    if let Some(since) = outage.down_since.take() {
                         self.back_online(since.elapsed()).await;
+                    }
+                    if let Some(since) = outage.slow_since.take() {
+                        self.on_time(since.elapsed()).await;
                     }
                     if self.refused.take().is_some() {
                         self.accepted().await;
                     }
-                    self.interval.saturating_sub(began.elapsed())
+                    on_time
                 }
                 Err(e) if once => return Err(e.into()),
-                Err(e) => self.failed_poll(e, &mut down_since, &mut backoff).await,
+                Err(ProbeError::Overdue(reason)) => {
+                    self.overdue(reason, &mut outage.slow_since).await;
+                    on_time
+                }
+                Err(e) => self.failed_poll(e, &mut outage).await,
             };
             if limit.is_some_and(|limit| done >= limit) {
                 return Ok(());
             }
             next_poll = Some(Instant::now() + wait);
         }
+    }
+
+    /// Takes the changes the daemon asked for.
+    fn catch_up(&mut self, desired: Desired) {
+        let Desired {
+            watchers, labels, ..
+        } = desired;
+        if let Some(labels) = labels {
+            self.set_labels(&labels);
+        }
+        if watchers.is_empty() {
+            return;
+        }
+        for (name, change) in watchers {
+            match change {
+                Change::Install(spec, instance) => {
+                    self.supervisor.install(spec, instance.map(|i| *i));
+                }
+                Change::Remove => {
+                    self.supervisor.remove(&name);
+                }
+            }
+        }
+        self.watchers_changed();
     }
 
     /// Runs `spec` on this target from the next poll on.
@@ -268,7 +349,10 @@ impl Poller {
             .next_probes
             .take()
             .unwrap_or_else(|| self.supervisor.plan(self.polls, Instant::now()));
-        let snapshot = self.prober.poll(probes).await?;
+        // The poll's deadline is its interval: a server answering slowly
+        // or not at all, or keeping a read going, fails this poll and the
+        // next one starts on time.
+        let snapshot = self.prober.poll_within(probes, self.interval).await?;
         let mut notices: Vec<Emitted> = snapshot.notices.iter().map(|n| self.notice(n)).collect();
         let permit = self.calls.clone().acquire_owned().await;
         let (emitted, next) = self
@@ -286,22 +370,44 @@ impl Poller {
     fn notice(&self, notice: &Notice) -> Emitted {
         let instance = &self.instance;
         match notice {
-            Notice::SlowlogGap { first, last } => {
-                let missed = last - first + 1;
+            Notice::SlowlogGap { first, last, cause } => {
+                let missed = last.saturating_sub(*first).saturating_add(1);
+                let (why, name) = match cause {
+                    Gap::Ring => (
+                        "; raise slowlog-max-len on the server, or slowlog_count, or poll more \
+                         often"
+                            .to_owned(),
+                        "ring",
+                    ),
+                    Gap::Rereads => (
+                        format!(
+                            ": the server logged them faster than one poll's reads (the first \
+                             and {SLOWLOG_REREADS} more) caught up; raise slowlog_count, or poll \
+                             more often"
+                        ),
+                        "rereads",
+                    ),
+                    Gap::Repeated => (
+                        ": its SLOWLOG repeats ids, as no Redis does (a proxy merging several \
+                         servers' logs?); each id is read once, watch the servers themselves"
+                            .to_owned(),
+                        "repeated",
+                    ),
+                };
                 warn!(
                     missed,
                     first_id = first,
                     last_id = last,
+                    cause = name,
                     "slowlog entries missed at {instance}"
                 );
                 Emitted::host(
                     Level::Warn,
                     format!(
                         "slowlog gap: {missed} entries (ids {first} to {last}) on {instance} were \
-                         logged but could not be read; raise slowlog-max-len on the server, or \
-                         slowlog_count, or poll more often"
+                         logged but could not be read{why}"
                     ),
-                    fields! {"missed" => missed, "first_id" => *first, "last_id" => *last},
+                    fields! {"missed" => missed, "first_id" => *first, "last_id" => *last, "cause" => name},
                 )
             }
             Notice::SlowlogRefused(reason) => {
@@ -352,6 +458,43 @@ impl Poller {
         self.outlet.send(envelopes).await;
     }
 
+    /// A poll ran past its interval after PING answered: said once (event
+    /// and error line) until a poll completes in time again, then a line
+    /// per poll; the next poll starts at its usual time.
+    async fn overdue(&mut self, reason: String, slow_since: &mut Option<Instant>) {
+        let instance = self.instance.clone();
+        if slow_since.is_some() {
+            warn!("redis at {instance} still too slow: {reason}");
+            return;
+        }
+        *slow_since = Some(Instant::now());
+        error!("redis at {instance} too slow: {reason}; polls go on at the interval");
+        let event = Emitted::host(
+            Level::Error,
+            format!("instance slow: redis at {instance}: {reason}; polls go on at the interval"),
+            fields! {"error" => reason, "interval_s" => self.interval.as_secs_f64()},
+        );
+        self.publish(vec![event]).await;
+    }
+
+    async fn on_time(&mut self, slow: Duration) {
+        let instance = self.instance.clone();
+        info!(
+            slow_s = slow.as_secs_f64(),
+            "redis at {instance} completes its polls in time again"
+        );
+        let event = Emitted::host(
+            Level::Info,
+            format!(
+                "instance on time: redis at {instance} completes its polls within the interval \
+                 again after {:.1}s",
+                slow.as_secs_f64()
+            ),
+            fields! {"slow_ms" => u64::try_from(slow.as_millis()).unwrap_or(u64::MAX)},
+        );
+        self.publish(vec![event]).await;
+    }
+
     async fn back_online(&mut self, outage: Duration) {
         let instance = self.instance.clone();
         info!(
@@ -369,17 +512,12 @@ impl Poller {
         self.publish(vec![event]).await;
     }
 
-    async fn failed_poll(
-        &mut self,
-        e: ProbeError,
-        down_since: &mut Option<Instant>,
-        backoff: &mut Backoff,
-    ) -> Duration {
+    async fn failed_poll(&mut self, e: ProbeError, outage: &mut Outage) -> Duration {
         let instance = self.instance.clone();
         match e {
             ProbeError::Unreachable(cause) => {
-                if down_since.is_none() {
-                    *down_since = Some(Instant::now());
+                if outage.down_since.is_none() {
+                    outage.down_since = Some(Instant::now());
                     error!("redis lost at {instance}: {cause:#}");
                     let event = Emitted::host(
                         Level::Error,
@@ -388,7 +526,7 @@ impl Poller {
                     );
                     self.publish(vec![event]).await;
                 }
-                let wait = backoff.next_wait();
+                let wait = outage.backoff.next_wait();
                 warn!(
                     "redis unreachable at {instance}, retrying in {:.1}s",
                     wait.as_secs_f64()
@@ -415,6 +553,17 @@ impl Poller {
             }
         }
     }
+}
+
+/// A target's failed polls so far.
+#[derive(Default)]
+struct Outage {
+    /// Unreachable since then (reported once).
+    down_since: Option<Instant>,
+    /// Polls running past their interval since then (reported once).
+    slow_since: Option<Instant>,
+    /// The wait before the next try while unreachable.
+    backoff: Backoff,
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -397,7 +397,7 @@ impl Prober {
             );
             return Err(match &self.waiting {
                 Waiting::Pipeline(what) => {
-                    ProbeError::Unreachable(anyhow::anyhow!("{took}: no reply to {what} within it"))
+                    ProbeError::Unreachable(anyhow::anyhow!("{took}: {what}"))
                 }
                 Waiting::Slowlog(ask) => ProbeError::Overdue(format!(
                     "{took}: PING answered but SLOWLOG GET {ask} got no reply within it"
@@ -495,9 +495,9 @@ impl Prober {
             })
             .collect();
         self.waiting = Waiting::Pipeline(if self.conn.is_connected() {
-            "PING".to_owned()
+            "no reply to PING within it".to_owned()
         } else {
-            "the connection and PING".to_owned()
+            "not connected within it".to_owned()
         });
         let replies = self
             .conn
@@ -753,39 +753,41 @@ impl Prober {
         let max = u64::from(self.slowlog_count);
         let mut need = match from {
             None => max,
+            // Nothing new, or ids going back without a restart (not a
+            // Redis ring): never followed.
             Some(from) if newest < from => return Ok(Vec::new()),
             Some(from) => newest - from + 1,
         };
-        let mut entries;
-        loop {
+        let mut rereads = 0;
+        let mut entries = loop {
             let ask = (need + SLACK).min(max);
             let mut get = redis::pipe();
             get.cmd("SLOWLOG").arg("GET").arg(ask);
+            self.waiting = Waiting::Slowlog(ask);
             let replies = self.conn.query(&get).await.context("SLOWLOG GET")?;
-            entries = parse_slowlog(replies.first().context("SLOWLOG GET reply")?)?;
+            let mut entries = parse_slowlog(replies.first().context("SLOWLOG GET reply")?)?;
             entries.sort_by_key(|e| e.id);
-            let (Some(from), Some(oldest), Some(top)) = (
-                from,
-                entries.first().map(|e| e.id),
-                entries.last().map(|e| e.id),
-            ) else {
-                break;
+            let raw = entries.len();
+            entries.dedup_by_key(|e| e.id);
+            let read = Read {
+                ask,
+                max,
+                got: u64::try_from(raw).unwrap_or(u64::MAX),
+                repeated: entries.len() < raw,
+                rereads,
             };
-            if oldest <= from {
-                break;
+            match read.next(from, &entries) {
+                Next::Done => break entries,
+                Next::Gap { first, last, cause } => {
+                    notices.push(Notice::SlowlogGap { first, last, cause });
+                    break entries;
+                }
+                Next::Again(more) => {
+                    rereads += 1;
+                    need = more;
+                }
             }
-            let got = u64::try_from(entries.len()).unwrap_or(u64::MAX);
-            if got < ask || ask >= max {
-                // The ring no longer holds them, or one read cannot reach.
-                notices.push(Notice::SlowlogGap {
-                    first: from,
-                    last: oldest - 1,
-                });
-                break;
-            }
-            // More were logged since the first read: ask again.
-            need = top - from + 1;
-        }
+        };
         if let Some(top) = entries.last().map(|e| e.id) {
             self.cursor = Cursor::After(top.max(newest));
         }
@@ -798,7 +800,66 @@ impl Prober {
     }
 }
 
-/// The line for a refused credential or command.
+/// One SLOWLOG read, to judge whether it has every new entry.
+#[derive(Debug, Clone, Copy)]
+struct Read {
+    /// Entries asked for.
+    ask: u64,
+    /// Most entries one read fetches (`slowlog_count`).
+    max: u64,
+    /// Entries the answer held, repeated ids included.
+    got: u64,
+    /// Whether the answer repeated an id (a ring never does).
+    repeated: bool,
+    /// Re-reads made so far in this poll.
+    rereads: u32,
+}
+
+/// What follows one SLOWLOG read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// It has every new entry (or nothing was read before: all are new).
+    Done,
+    /// Done; ids `first..=last` could not be read.
+    Gap { first: u64, last: u64, cause: Gap },
+    /// Read again, this many entries (more were logged since the first).
+    Again(u64),
+}
+
+impl Read {
+    /// Given the first new id `from` (`None`: nothing read before) and the
+    /// entries read, sorted by id with repeats removed: complete when they
+    /// reach back to `from`; read again at most [`SLOWLOG_REREADS`] times
+    /// when more entries may have arrived; otherwise the ids missed.
+    fn next(self, from: Option<u64>, entries: &[SlowEntry]) -> Next {
+        let (Some(from), Some(oldest), Some(top)) = (
+            from,
+            entries.first().map(|e| e.id),
+            entries.last().map(|e| e.id),
+        ) else {
+            return Next::Done;
+        };
+        if oldest <= from {
+            return Next::Done;
+        }
+        let gap = |cause| Next::Gap {
+            first: from,
+            last: oldest - 1,
+            cause,
+        };
+        if self.repeated {
+            gap(Gap::Repeated)
+        } else if self.got < self.ask || self.ask >= self.max {
+            // The ring no longer holds them, or one read cannot reach.
+            gap(Gap::Ring)
+        } else if self.rereads >= SLOWLOG_REREADS {
+            gap(Gap::Rereads)
+        } else {
+            Next::Again(top - from + 1)
+        }
+    }
+}
+
 /// What was sent for one declared probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sent {
@@ -896,10 +957,20 @@ pub fn parse_slowlog(value: &Value) -> Result<Vec<SlowEntry>> {
                 );
             };
             let args = match parts.get(3) {
-                Some(Value::Array(args)) => args
-                    .iter()
-                    .map(|a| text(Some(a)))
-                    .collect::<Result<Vec<_>>>()?,
+                Some(Value::Array(args)) => {
+                    let mut kept = args
+                        .iter()
+                        .take(ENTRY_ARGS)
+                        .map(|a| Ok(cut(text(Some(a))?, ARG_BYTES, ARG_KEPT)))
+                        .collect::<Result<Vec<_>>>()?;
+                    if args.len() > ENTRY_ARGS {
+                        // As Redis says it: the last kept one names the rest.
+                        let more = args.len() - (ENTRY_ARGS - 1);
+                        kept.truncate(ENTRY_ARGS - 1);
+                        kept.push(format!("... ({more} more arguments)"));
+                    }
+                    kept
+                }
                 other => bail!(
                     "SLOWLOG entry args: expected an array, got {}",
                     crate::untrusted::clip(&format!("{other:?}"))
@@ -914,15 +985,34 @@ pub fn parse_slowlog(value: &Value) -> Result<Vec<SlowEntry>> {
                     .get(4)
                     .map(|v| text(Some(v)))
                     .transpose()?
+                    .map(|t| cut(t, CLIENT_BYTES, CLIENT_BYTES))
                     .unwrap_or_default(),
                 client_name: parts
                     .get(5)
                     .map(|v| text(Some(v)))
                     .transpose()?
+                    .map(|t| cut(t, CLIENT_BYTES, CLIENT_BYTES))
                     .unwrap_or_default(),
             })
         })
         .collect()
+}
+
+/// `text` when at most `max` bytes; otherwise its first `kept` bytes (at
+/// a character boundary) and how many more there were, as Redis cuts a
+/// SLOWLOG argument.
+fn cut(mut text: String, max: usize, kept: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = kept.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let more = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("... ({more} more bytes)"));
+    text
 }
 
 #[cfg(test)]
@@ -1026,5 +1116,107 @@ mod tests {
         assert_eq!(e.args, ["GET", "k"]);
         assert_eq!(e.client_name, "app");
         assert!(parse_slowlog(&Value::Int(1)).is_err());
+    }
+
+    fn entries(ids: impl IntoIterator<Item = u64>) -> Vec<SlowEntry> {
+        ids.into_iter()
+            .map(|id| SlowEntry {
+                id,
+                ..SlowEntry::default()
+            })
+            .collect()
+    }
+
+    /// A read that does not reach back is repeated once, then the rest is
+    /// a gap; repeated ids (no ring has them) are a gap at once; a read
+    /// that reaches back, or the first read of a server, is complete.
+    #[test]
+    fn a_slowlog_read_is_repeated_at_most_once() {
+        let first = Read {
+            ask: 42,
+            max: 128,
+            got: 42,
+            repeated: false,
+            rereads: 0,
+        };
+        // Ids 11 and on are new; the read holds 20..=61.
+        let read = entries(20..62);
+        assert_eq!(first.next(Some(11), &read), Next::Again(51));
+        let again = Read {
+            rereads: SLOWLOG_REREADS,
+            ..first
+        };
+        assert_eq!(
+            again.next(Some(11), &read),
+            Next::Gap {
+                first: 11,
+                last: 19,
+                cause: Gap::Rereads
+            }
+        );
+        assert_eq!(again.next(Some(11), &entries(5..50)), Next::Done);
+        assert_eq!(first.next(None, &read), Next::Done, "first read");
+        assert_eq!(first.next(Some(11), &[]), Next::Done, "empty ring");
+        // 42 copies of id 30, read once each.
+        let liar = Read {
+            repeated: true,
+            ..first
+        };
+        assert_eq!(
+            liar.next(Some(11), &entries([30])),
+            Next::Gap {
+                first: 11,
+                last: 29,
+                cause: Gap::Repeated
+            }
+        );
+        let short = Read { got: 10, ..first };
+        assert_eq!(
+            short.next(Some(11), &entries(20..30)),
+            Next::Gap {
+                first: 11,
+                last: 19,
+                cause: Gap::Ring
+            }
+        );
+        let full = Read {
+            ask: 128,
+            got: 128,
+            ..first
+        };
+        assert!(matches!(
+            full.next(Some(11), &entries(200..328)),
+            Next::Gap {
+                cause: Gap::Ring,
+                ..
+            }
+        ));
+    }
+
+    /// Entries are kept at Redis's own bounds: 32 arguments of 128 bytes,
+    /// the last saying how many more; client address and name 256 bytes.
+    #[test]
+    fn slowlog_entries_are_cut_as_redis_cuts_them() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let long = "é".repeat(500);
+        let mut args = vec![bulk(&long)];
+        args.extend((0..99).map(|i| bulk(&i.to_string())));
+        let reply = Value::Array(vec![Value::Array(vec![
+            Value::Int(1),
+            Value::Int(0),
+            Value::Int(1),
+            Value::Array(args),
+            bulk(&"a".repeat(100_000)),
+            bulk("app"),
+        ])]);
+        let e = &parse_slowlog(&reply).unwrap()[0];
+        assert_eq!(e.args.len(), 32);
+        assert_eq!(e.args[31], "... (69 more arguments)");
+        assert_eq!(e.args[0], format!("{}... (872 more bytes)", "é".repeat(64)));
+        assert_eq!(e.args[1], "0");
+        assert!(e.client_addr.len() < 300, "{}", e.client_addr.len());
+        assert_eq!(e.client_name, "app");
+        let redis_cut = format!("{}... (4000 more bytes)", "x".repeat(128));
+        assert_eq!(cut(redis_cut.clone(), ARG_BYTES, ARG_KEPT), redis_cut);
     }
 }

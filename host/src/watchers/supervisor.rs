@@ -53,50 +53,66 @@ struct Slot {
     metrics: Option<WatcherMetrics>,
 }
 
-/// Most SLOWLOG entries kept for one watcher between its runs.
+/// Most SLOWLOG entries kept for one watcher between its runs, unless the
+/// supervisor is given another bound (the daemon's is `slowlog_count`).
 pub const BACKLOG_MAX: usize = 10_000;
 
+/// How many SLOWLOG entries a watcher's backlog holds at most, and the key
+/// that sets it, for messages.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    max: usize,
+    key: Option<&'static str>,
+}
+
 impl Slot {
-    /// Keeps `read` for the watcher's next run; drops the oldest reads
-    /// beyond [`BACKLOG_MAX`] and says which ids went.
-    fn keep(&mut self, read: &Arc<Vec<SlowEntry>>) -> Option<Emitted> {
+    /// Keeps `read` for the watcher's next run; drops the oldest entries
+    /// beyond `bound` and says which ids went.
+    fn keep(&mut self, read: &Arc<Vec<SlowEntry>>, bound: Bound) -> Option<Emitted> {
         self.backlog.push_back(read.clone());
         self.backlog_len += read.len();
-        let (mut dropped, mut first, mut last) = (0usize, u64::MAX, 0u64);
-        while self.backlog_len > BACKLOG_MAX
-            && let Some(old) = self.backlog.pop_front()
-        {
-            self.backlog_len -= old.len();
-            self.retried = self.retried.saturating_sub(1);
-            dropped += old.len();
-            first = first.min(old.first().map_or(u64::MAX, |e| e.id));
-            last = last.max(old.last().map_or(0, |e| e.id));
-        }
-        (dropped > 0).then(|| {
-            let name = &self.spec.name;
-            tracing::warn!(watcher = %name, dropped, "slowlog backlog over {BACKLOG_MAX} entries");
-            Emitted::host(
-                Level::Warn,
-                format!(
-                    "watcher {name} fell behind: {dropped} SLOWLOG entries (ids {first} to {last}) \
-                     read while it was not due were dropped from its backlog of {BACKLOG_MAX}"
-                ),
-                fields! {"watcher" => name.clone(), "missed" => dropped, "first_id" => first, "last_id" => last},
-            )
-        })
+        self.trim(bound)
     }
 
-    /// SLOWLOG reads handed to a call that failed: see [`hand_back`].
-    fn hand_back(&mut self, handed: VecDeque<Arc<Vec<SlowEntry>>>) -> Option<Emitted> {
-        let (dropped, first, last) = hand_back(
+    /// Drops the oldest entries beyond `bound`, as a gap: one warn event
+    /// with how many and their ids.
+    fn trim(&mut self, bound: Bound) -> Option<Emitted> {
+        let (dropped, first, last) = trim(
+            &mut self.backlog,
+            &mut self.backlog_len,
+            &mut self.retried,
+            bound.max,
+        )?;
+        let name = &self.spec.name;
+        let max = bound.max;
+        let key = bound.key.map(|k| format!(" ({k})")).unwrap_or_default();
+        tracing::warn!(watcher = %name, dropped, "slowlog backlog over {max} entries{key}");
+        Some(Emitted::host(
+            Level::Warn,
+            format!(
+                "watcher {name} fell behind: {dropped} SLOWLOG entries (ids {first} to {last}) \
+                 were dropped from its backlog, which keeps the newest {max}{key} until it runs"
+            ),
+            fields! {"watcher" => name.clone(), "missed" => dropped, "first_id" => first, "last_id" => last},
+        ))
+    }
+
+    /// SLOWLOG reads handed to a call that failed: see [`hand_back`]; the
+    /// backlog stays within `bound`.
+    fn hand_back(&mut self, handed: VecDeque<Arc<Vec<SlowEntry>>>, bound: Bound) -> Vec<Emitted> {
+        let twice = hand_back(
             &mut self.backlog,
             &mut self.backlog_len,
             &mut self.retried,
             handed,
-        )?;
+        );
+        let mut out: Vec<Emitted> = self.trim(bound).into_iter().collect();
+        let Some((dropped, first, last)) = twice else {
+            return out;
+        };
         let name = &self.spec.name;
         tracing::warn!(watcher = %name, dropped, "slowlog entries dropped after two failed calls");
-        Some(Emitted::host(
+        out.push(Emitted::host(
             Level::Warn,
             if dropped == 1 {
                 format!(
@@ -110,8 +126,39 @@ impl Slot {
                 )
             },
             fields! {"watcher" => name.clone(), "missed" => dropped, "first_id" => first, "last_id" => last},
-        ))
+        ));
+        out
     }
+}
+
+/// Drops the oldest entries of `backlog` beyond `max` (the oldest read may
+/// be cut); returns how many went and their lowest and highest ids.
+fn trim(
+    backlog: &mut VecDeque<Arc<Vec<SlowEntry>>>,
+    backlog_len: &mut usize,
+    retried: &mut usize,
+    max: usize,
+) -> Option<(usize, u64, u64)> {
+    let (mut dropped, mut first, mut last) = (0usize, u64::MAX, 0u64);
+    while *backlog_len > max {
+        let Some(old) = backlog.pop_front() else {
+            break;
+        };
+        let over = *backlog_len - max;
+        let (gone, kept) = old.split_at(over.min(old.len()));
+        dropped += gone.len();
+        *backlog_len -= gone.len();
+        for e in gone {
+            first = first.min(e.id);
+            last = last.max(e.id);
+        }
+        if kept.is_empty() {
+            *retried = retried.saturating_sub(1);
+        } else {
+            backlog.push_front(Arc::new(kept.to_vec()));
+        }
+    }
+    (dropped > 0).then_some((dropped, first, last))
 }
 
 /// SLOWLOG reads handed to a call that failed go back to the head of the
@@ -153,6 +200,8 @@ pub(crate) struct Supervisor {
     interval: Duration,
     /// The target's metric handles, with metrics on.
     metrics: Option<Arc<TargetMetrics>>,
+    /// SLOWLOG entries each watcher's backlog keeps at most.
+    backlog: Bound,
 }
 
 impl Supervisor {
@@ -164,7 +213,23 @@ impl Supervisor {
             slots: Vec::new(),
             interval,
             metrics: None,
+            backlog: Bound {
+                max: BACKLOG_MAX,
+                key: None,
+            },
         }
+    }
+
+    /// Keeps at most `max` SLOWLOG entries for each watcher between its
+    /// runs (the target's `slowlog_count`: what one read fetches), older
+    /// ones reported as dropped; a call is never handed more.
+    #[must_use]
+    pub fn with_backlog(mut self, max: usize) -> Self {
+        self.backlog = Bound {
+            max: max.max(1),
+            key: Some("slowlog_count"),
+        };
+        self
     }
 
     /// Counts calls, failures, restarts and events into `metrics`.
@@ -289,7 +354,7 @@ impl Supervisor {
             if let Some(read) = &read
                 && needs.slowlog
             {
-                out.extend(slot.keep(read));
+                out.extend(slot.keep(read, self.backlog));
             }
             // Not covered: the plan missed it (cadence by time); next poll.
             if !covered || !Self::due(slot, poll, now) {
@@ -365,7 +430,7 @@ impl Supervisor {
                     };
                     out.extend(Self::failed(slot, poll, consecutive, &trap));
                     if have.slowlog && !handed.is_empty() {
-                        out.extend(slot.hand_back(handed));
+                        out.extend(slot.hand_back(handed, self.backlog));
                     }
                 }
             }
@@ -498,5 +563,19 @@ mod tests {
             Some((3, 1, 3))
         );
         assert_eq!((ids(&backlog), len, retried), (vec![4], 1, 1));
+    }
+
+    /// A backlog over its bound loses its oldest entries, cutting a read
+    /// when needed, and says how many and which ids.
+    #[test]
+    fn a_backlog_keeps_the_newest_entries() {
+        let mut backlog = VecDeque::from([read(&[1, 2, 3]), read(&[4, 5]), read(&[6])]);
+        let (mut len, mut retried) = (6, 2);
+        assert_eq!(trim(&mut backlog, &mut len, &mut retried, 6), None);
+        assert_eq!(
+            trim(&mut backlog, &mut len, &mut retried, 2),
+            Some((4, 1, 4))
+        );
+        assert_eq!((ids(&backlog), len, retried), (vec![5, 6], 2, 1));
     }
 }
