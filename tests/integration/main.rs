@@ -10,6 +10,7 @@ mod discovery;
 mod engine;
 mod fleet;
 mod heartbeat;
+mod liar;
 mod metrics;
 mod outage;
 mod packaging;
