@@ -6,6 +6,7 @@ mod support;
 
 mod authoring;
 mod bus;
+mod caps;
 mod discovery;
 mod engine;
 mod fleet;

@@ -143,11 +143,13 @@ fn quarantine_lifts_when_the_file_changes() {
     );
     std::fs::copy(fixture("ticker"), plugins.join("flaky.wasm")).unwrap();
     wait_msg(&redis, "the new version", "watcher flaky 0.1.0 reloaded");
-    wait_for("events of the new version", Duration::from_secs(30), || {
-        by_target(&redis.stream("logs:stream:redis"), "ticker")
+    // Under its file name, whatever its manifest says.
+    let tick = wait_for("events of the new version", Duration::from_secs(30), || {
+        by_target(&redis.stream("logs:stream:redis"), "flaky")
             .first()
             .cloned()
     });
+    assert_eq!(tick["fields"]["watcher"], "ticker", "{tick}");
     assert!(lookout.terminate().success());
 }
 

@@ -433,7 +433,8 @@ fn extra_memories_and_large_tables_are_refused() {
 
 /// A watcher calling itself `lookout` (it would forge the host's own
 /// events) or describing itself in 12 MB is refused at load, naming the
-/// file and the fix, in a short message.
+/// file and the fix, in a short message; so is a healthy watcher deployed
+/// as `lookout.wasm` (its file name would be its events' target).
 #[test]
 fn forged_or_oversized_manifests_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -468,12 +469,23 @@ fn forged_or_oversized_manifests_are_refused() {
             err.len()
         );
     }
+    let renamed = tmp.path().join("lookout.wasm");
+    std::fs::copy(crate::support::fixture("ticker"), &renamed).unwrap();
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.arg("check").arg(&renamed);
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+    assert!(!status.success(), "lookout.wasm refused: {out}");
+    assert!(
+        err.contains("lookout.wasm: the file name `lookout` is reserved for the host's own events")
+            && err.contains("rename the file"),
+        "{err}"
+    );
 }
 
-/// Dropped into a running daemon, a watcher calling itself `lookout` and
-/// one declaring a second memory are refused with their reasons; nothing
-/// is published in the host's name by a watcher, and the ticker beside
-/// them keeps its every-poll cadence.
+/// Dropped into a running daemon, a watcher calling itself `lookout`, a
+/// ticker deployed as `lookout.wasm` and one declaring a second memory are
+/// refused with their reasons; nothing is published in the host's name by
+/// a watcher, and the ticker beside them keeps its every-poll cadence.
 #[test]
 fn refused_watchers_added_at_run_time_are_contained() {
     let redis = Redis::start(&[]);
@@ -490,16 +502,22 @@ fn refused_watchers_added_at_run_time_are_contained() {
         plugins.join("impostor.wasm"),
     )
     .unwrap();
+    std::fs::copy(
+        crate::support::fixture("ticker"),
+        plugins.join("lookout.wasm"),
+    )
+    .unwrap();
     std::fs::write(
         plugins.join("two-memories.wasm"),
         spliced(5, 1, &[0x00, 0x01]),
     )
     .unwrap();
     let refusals = [
-        "reserved for the host's own events",
+        "impostor.wasm: manifest refused: the name `lookout` is reserved",
+        "lookout.wasm: the file name `lookout` is reserved",
         "memory count too high",
     ];
-    wait_for("both refusals logged", Duration::from_secs(60), || {
+    wait_for("the refusals logged", Duration::from_secs(60), || {
         refusals
             .iter()
             .all(|r| !lookout.stderr.matching(r).is_empty())
@@ -513,7 +531,10 @@ fn refused_watchers_added_at_run_time_are_contained() {
     assert_counts_up(&events(&all, "ticker"));
     let forged: Vec<&Value> = all
         .iter()
-        .filter(|e| e["msg"].as_str().is_some_and(|m| m.contains("forged")))
+        .filter(|e| {
+            let msg = e["msg"].as_str().unwrap_or_default();
+            msg.contains("forged") || (e["target"] == "lookout" && msg.starts_with("tick "))
+        })
         .collect();
     assert!(forged.is_empty(), "{forged:?}");
     assert!(lookout.alive());

@@ -74,11 +74,11 @@ fn slowlog_ids(redis: &Redis, name: &str) -> BTreeSet<u64> {
         .collect()
 }
 
-/// Ids covered by slowlog envelopes: each event's `id`, each summary's
-/// `first_id..=last_id`.
-fn covered(envelopes: &[Value]) -> BTreeSet<u64> {
+/// Ids covered by the envelopes of the slowlog watcher deployed as
+/// `target`: each event's `id`, each summary's `first_id..=last_id`.
+fn covered(envelopes: &[Value], target: &str) -> BTreeSet<u64> {
     let mut ids = BTreeSet::new();
-    for e in by_target(envelopes, "slowlog") {
+    for e in by_target(envelopes, target) {
         let f = &e["fields"];
         if let Some(id) = f["id"].as_u64() {
             ids.insert(id);
@@ -103,7 +103,7 @@ fn wait_for_or_last(deadline: Duration, mut check: impl FnMut() -> Vec<u64>) -> 
 }
 
 fn missing(expected: &BTreeSet<u64>, bus: &Redis) -> Vec<u64> {
-    let got = covered(&bus.stream(STREAM));
+    let got = covered(&bus.stream(STREAM), "slowlog");
     expected.difference(&got).copied().collect()
 }
 
@@ -355,17 +355,25 @@ fn each_watcher_has_its_own_slowlog_cursor() {
         "both watchers to cover the load",
         Duration::from_secs(30),
         || {
-            let slow = by_target(&watched.stream(STREAM), "slowlog");
-            let (summaries, singles): (Vec<Value>, Vec<Value>) = slow
+            // Each copy publishes under its own file name.
+            let all = watched.stream(STREAM);
+            let singles: Vec<Value> = by_target(&all, "slowlog")
                 .into_iter()
-                .partition(|e| e["fields"]["count"].is_u64());
-            let s = covered(&singles);
-            let m = covered(&summaries);
+                .filter(|e| !e["fields"]["count"].is_u64())
+                .collect();
+            let summaries = by_target(&all, "slowlog_every5");
+            let s = covered(&singles, "slowlog");
+            let m = covered(&summaries, "slowlog_every5");
             (expected.is_subset(&s) && expected.is_subset(&m)).then_some((singles, summaries))
         },
     );
     assert!(singles.iter().all(|e| e["fields"]["id"].is_u64()));
     assert!(summaries.len() >= 2, "the slow watcher ran several times");
+    assert!(
+        summaries
+            .iter()
+            .all(|e| e["fields"]["watcher"] == "slowlog")
+    );
     let _ = stop(&mut lookout);
 }
 

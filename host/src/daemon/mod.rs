@@ -145,7 +145,8 @@ impl Daemon {
             .map(|t| t.url.as_str())
             .or_else(|| settings.discover.first().map(|d| d.url.as_str()))
             .unwrap_or(settings.publish.url.as_str());
-        let origin = Origin::new(&settings.service, &instance_of(first));
+        let origin = Origin::new(&settings.service, &instance_of(first))
+            .with_max_envelope_bytes(settings.limits.defaults.max_envelope_bytes);
         let sink = if mode.dry_run {
             Sink::Stdout
         } else {

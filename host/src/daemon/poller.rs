@@ -445,16 +445,10 @@ impl Poller {
     }
 
     async fn publish(&mut self, emitted: Vec<Emitted>) {
-        let envelopes: Vec<Envelope> = emitted
-            .into_iter()
-            .map(|e| {
-                let mut envelope = self.origin.wrap(&self.instance, e);
-                if let Some(labels) = &self.labels {
-                    envelope.fields.insert("labels".to_owned(), labels.clone());
-                }
-                envelope
-            })
-            .collect();
+        // Labels first: they count toward the caps in bytes.
+        let envelopes: Vec<Envelope> =
+            self.origin
+                .wrap_all(&self.instance, self.labels.as_ref(), emitted);
         self.outlet.send(envelopes).await;
     }
 

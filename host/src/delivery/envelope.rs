@@ -1,6 +1,8 @@
 //! The wire format: one JSON envelope per event, shared by pub/sub payloads
-//! and stream entries (see `host/schema/envelope.schema.json`).
+//! and stream entries (see `host/schema/envelope.schema.json`), and its
+//! caps in bytes of JSON: per envelope and per watcher call.
 
+use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +13,11 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 /// `target` of the host's own envelopes.
 pub const HOST_TARGET: &str = "lookout";
+
+/// Field names the host sets in `fields`, which a watcher's event may not
+/// carry: the watched `host:port`, the target's labels, and the watcher's
+/// own name when it differs from its file name.
+pub const HOST_FIELDS: [&str; 3] = ["instance", "labels", "watcher"];
 
 /// Event severity; picks the channel `<prefix>.<level>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -56,7 +63,8 @@ pub struct Envelope {
     pub level: Level,
     /// Process id of the Lookout host.
     pub pid: u32,
-    /// Watcher name, or `lookout` for the host's own events.
+    /// The watcher's file name (its stem, as deployed), or `lookout` for
+    /// the host's own events.
     pub target: String,
     /// Human-readable message.
     pub msg: String,
@@ -76,6 +84,22 @@ pub struct Emitted {
     pub msg: String,
     /// Fields (without `instance`, which the envelope adds).
     pub fields: Map<String, Value>,
+    /// The caps of the watcher call it came from; `None` for the host's
+    /// own events, which get the host's `max_envelope_bytes`.
+    pub call: Option<CallCaps>,
+}
+
+/// The byte caps of one watcher call, carried by each of its events to
+/// where they are encoded ([`Origin::wrap_all`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallCaps {
+    /// Tells one call's events from another's.
+    pub call: u64,
+    /// Most bytes of one envelope's JSON (`limits.max_envelope_bytes`).
+    pub max_envelope_bytes: usize,
+    /// Most bytes of JSON of the call's envelopes together
+    /// (`limits.max_call_bytes`).
+    pub max_call_bytes: usize,
 }
 
 impl Emitted {
@@ -87,6 +111,7 @@ impl Emitted {
             target: HOST_TARGET.to_owned(),
             msg: msg.into(),
             fields,
+            call: None,
         }
     }
 }
@@ -103,6 +128,9 @@ pub struct Origin {
     /// `fields.instance` of the process's own events that concern no
     /// particular target: the first watched `host:port`.
     pub instance: String,
+    /// Most bytes of JSON of one of the host's own envelopes
+    /// (`limits.max_envelope_bytes`).
+    pub max_envelope_bytes: usize,
 }
 
 impl Origin {
@@ -117,19 +145,160 @@ impl Origin {
             host,
             pid: std::process::id(),
             instance: instance.to_owned(),
+            max_envelope_bytes: crate::sandbox::limits::WatcherLimits::default().max_envelope_bytes,
         }
     }
 
+    /// Caps the host's own envelopes at `max` bytes of JSON.
+    #[must_use]
+    pub fn with_max_envelope_bytes(mut self, max: usize) -> Self {
+        self.max_envelope_bytes = max;
+        self
+    }
+
     /// Wraps `event`, about the Redis at `instance`, in an envelope
-    /// stamped now.
+    /// stamped now, fitted to its `max_envelope_bytes` (see
+    /// [`Envelope::fit`]).
     pub fn wrap(&self, instance: &str, event: Emitted) -> Envelope {
-        self.stamp(
+        let max = event
+            .call
+            .map_or(self.max_envelope_bytes, |c| c.max_envelope_bytes);
+        let mut envelope = self.stamp(
             instance,
             event.level,
             &event.target,
             event.msg,
             event.fields,
-        )
+        );
+        envelope.fit_to(max);
+        envelope
+    }
+
+    /// Wraps `events`, about the Redis at `instance`, each with `labels`
+    /// in `fields.labels`, fitted to its `max_envelope_bytes`. The
+    /// envelopes of one watcher call (consecutive events with the same
+    /// [`CallCaps::call`]) hold at most its `max_call_bytes` of JSON
+    /// together, a cut report included: once the next one would not fit,
+    /// it and the rest of the call are replaced by one warn envelope from
+    /// the host naming the watcher, how many events and bytes were cut
+    /// (each counted as its JSON fitted to `max_envelope_bytes` would take,
+    /// at most) and the key.
+    pub fn wrap_all(
+        &self,
+        instance: &str,
+        labels: Option<&Value>,
+        events: Vec<Emitted>,
+    ) -> Vec<Envelope> {
+        let mut out = Vec::with_capacity(events.len());
+        let mut tally: Option<Tally> = None;
+        for mut event in events {
+            let call = event.call;
+            if let Some(t) = tally.take_if(|t| Some(t.caps) != call) {
+                out.extend(self.close(instance, labels, &t));
+            }
+            if let Some(labels) = labels {
+                event.fields.insert("labels".to_owned(), labels.clone());
+            }
+            let Some(caps) = call else {
+                out.push(self.wrap(instance, event));
+                continue;
+            };
+            let t = tally.get_or_insert_with(|| Tally {
+                caps,
+                watcher: event.target.clone(),
+                kept: Vec::new(),
+                used: 0,
+                events: 0,
+                bytes: 0,
+            });
+            let mut envelope = self.stamp(
+                instance,
+                event.level,
+                &event.target,
+                event.msg,
+                event.fields,
+            );
+            if t.events > 0 {
+                // The rest of a cut call: counted as the bytes it would
+                // have taken, without the work of shortening it.
+                t.events += 1;
+                t.bytes += envelope.json_len().min(caps.max_envelope_bytes);
+                continue;
+            }
+            let len = envelope.fit_to(caps.max_envelope_bytes);
+            if t.used + len <= caps.max_call_bytes {
+                t.used += len;
+                t.kept.push(len);
+                out.push(envelope);
+                continue;
+            }
+            // The first cut: make room for the report, whatever its counts
+            // will be.
+            let room = self
+                .cut_report(
+                    instance,
+                    labels,
+                    &Tally {
+                        events: usize::MAX,
+                        bytes: usize::MAX,
+                        ..t.clone()
+                    },
+                )
+                .map_or(0, |r| r.json_len());
+            while t.used + room > caps.max_call_bytes
+                && let Some(last) = t.kept.pop()
+            {
+                out.pop();
+                t.used -= last;
+                t.events += 1;
+                t.bytes += last;
+            }
+            t.events += 1;
+            t.bytes += len;
+        }
+        if let Some(t) = tally {
+            out.extend(self.close(instance, labels, &t));
+        }
+        out
+    }
+
+    /// The end of a call's envelopes: its cut report, logged, if any were
+    /// cut.
+    fn close(&self, instance: &str, labels: Option<&Value>, t: &Tally) -> Option<Envelope> {
+        let report = self.cut_report(instance, labels, t)?;
+        tracing::warn!(
+            watcher = %t.watcher,
+            events = t.events,
+            bytes = t.bytes,
+            "watcher call over max_call_bytes ({}); the rest of its envelopes were cut",
+            t.caps.max_call_bytes
+        );
+        Some(report)
+    }
+
+    /// The host's report of the envelopes cut from one call, if any were.
+    fn cut_report(&self, instance: &str, labels: Option<&Value>, t: &Tally) -> Option<Envelope> {
+        if t.events == 0 {
+            return None;
+        }
+        let (name, max) = (&t.watcher, t.caps.max_call_bytes);
+        let mut fields = crate::fields! {
+            "watcher" => name.clone(),
+            "events_cut" => t.events,
+            "bytes_cut" => t.bytes,
+            "key" => "max_call_bytes",
+            "max_call_bytes" => max,
+        };
+        if let Some(labels) = labels {
+            fields.insert("labels".to_owned(), labels.clone());
+        }
+        let msg = format!(
+            "watcher {name} output over max_call_bytes ({max} bytes of JSON per call): the last {} \
+             events of the call ({} bytes) were cut; raise limits.max_call_bytes or \
+             limits.watchers.{name}.max_call_bytes to keep them",
+            t.events, t.bytes
+        );
+        Some(self.wrap(instance, Emitted::host(Level::Warn, msg, fields)))
     }
 
     /// Wraps an event about the process's first instance in an envelope
@@ -141,7 +310,9 @@ impl Origin {
         msg: impl Into<String>,
         fields: Map<String, Value>,
     ) -> Envelope {
-        self.stamp(&self.instance, level, target, msg, fields)
+        let mut envelope = self.stamp(&self.instance, level, target, msg, fields);
+        envelope.fit(self.max_envelope_bytes);
+        envelope
     }
 
     fn stamp(
@@ -168,10 +339,184 @@ impl Origin {
     }
 }
 
+/// What [`Origin::wrap_all`] counts of one call.
+#[derive(Debug, Clone)]
+struct Tally {
+    caps: CallCaps,
+    /// The watcher's file name.
+    watcher: String,
+    /// Bytes of each envelope of the call kept so far; they are the last
+    /// ones of the output.
+    kept: Vec<usize>,
+    /// Bytes kept.
+    used: usize,
+    /// Events cut.
+    events: usize,
+    /// Bytes of JSON cut.
+    bytes: usize,
+}
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Bytes of `value`'s JSON.
+fn json_len(value: &impl Serialize) -> usize {
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).expect("JSON always serialises");
+    counter.0
+}
+
+/// Bytes of `c` in a JSON string: a control character takes six
+/// (`\u0001`), a quote or backslash two.
+fn char_json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        '\0'..='\u{1f}' => 6,
+        _ => c.len_utf8(),
+    }
+}
+
+/// Bytes of `text` as a JSON string, quotes included.
+fn text_json_len(text: &str) -> usize {
+    2 + text.chars().map(char_json_len).sum::<usize>()
+}
+
+/// The shortest a shortened text gets, as JSON: its quotes and the marker
+/// `... (N bytes cut)` with the longest N.
+const SHORTEST: usize = 2 + "... ( bytes cut)".len() + 20;
+
+/// Cuts `text` so that its JSON takes at most `budget` bytes (at least
+/// [`SHORTEST`]), marking the cut with `... (N bytes cut)`.
+fn shorten(text: &mut String, budget: usize) {
+    let digits = text.len().to_string().len();
+    let room = budget.saturating_sub(2 + "... ( bytes cut)".len() + digits);
+    let (mut used, mut end) = (0, 0);
+    for (i, c) in text.char_indices() {
+        used += char_json_len(c);
+        if used > room {
+            break;
+        }
+        end = i + c.len_utf8();
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    let _ = write!(text, "... ({cut} bytes cut)");
+}
+
+/// The largest JSON length `level` (at least [`SHORTEST`]) such that
+/// cutting every text longer than it to it saves at least `excess` bytes;
+/// [`SHORTEST`] when even that does not.
+fn level_for(lens: &[usize], excess: usize) -> usize {
+    let saved = |level: usize| -> usize { lens.iter().map(|&n| n.saturating_sub(level)).sum() };
+    let (mut lo, mut hi) = (SHORTEST, lens.iter().copied().max().unwrap_or(0));
+    if hi <= lo || saved(lo) < excess {
+        return lo;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if saved(mid) >= excess {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+/// Collects the strings in `value`, nested ones included.
+fn texts_in<'a>(value: &'a mut Value, out: &mut Vec<&'a mut String>) {
+    match value {
+        Value::String(s) => out.push(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| texts_in(v, out)),
+        Value::Object(map) => map.values_mut().for_each(|v| texts_in(v, out)),
+        _ => {}
+    }
+}
+
+/// Fields an envelope always keeps whole: they say what it is about.
+fn kept_whole(key: &str) -> bool {
+    key == "instance" || key == "watcher"
+}
+
 impl Envelope {
     /// The JSON payload published on the channel.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an envelope always serialises")
+    }
+
+    /// Bytes of [`Self::to_json`].
+    pub fn json_len(&self) -> usize {
+        json_len(self)
+    }
+
+    /// Shortens the envelope until its JSON takes at most `max` bytes, and
+    /// returns how many bytes that cut. The message and text values
+    /// (labels included) longer than a common length are cut to it, each
+    /// marked `... (N bytes cut)`, the longest first; only if that is not
+    /// enough are whole fields dropped, the largest first, which the
+    /// message then says (`(N fields cut)`). `instance`, `watcher` and the
+    /// fixed keys are never cut, so an envelope whose fixed keys alone
+    /// exceed `max` stays over it.
+    pub fn fit(&mut self, max: usize) -> usize {
+        let before = self.json_len();
+        before.saturating_sub(self.fit_from(before, max))
+    }
+
+    /// [`Self::fit`], returning the bytes of its JSON after.
+    fn fit_to(&mut self, max: usize) -> usize {
+        let before = self.json_len();
+        self.fit_from(before, max)
+    }
+
+    /// [`Self::fit`] of an envelope whose JSON takes `before` bytes;
+    /// returns the bytes it takes after.
+    fn fit_from(&mut self, before: usize, max: usize) -> usize {
+        if before <= max {
+            return before;
+        }
+        {
+            let mut texts: Vec<&mut String> = vec![&mut self.msg];
+            for (key, value) in &mut self.fields {
+                if !kept_whole(key) {
+                    texts_in(value, &mut texts);
+                }
+            }
+            let lens: Vec<usize> = texts.iter().map(|t| text_json_len(t)).collect();
+            let level = level_for(&lens, before - max);
+            for (text, len) in texts.into_iter().zip(lens) {
+                if len > level {
+                    shorten(text, level);
+                }
+            }
+        }
+        let mut now = self.json_len();
+        let msg = self.msg.clone();
+        let mut dropped = 0usize;
+        while now > max {
+            let largest = self
+                .fields
+                .iter()
+                .filter(|(key, _)| !kept_whole(key))
+                .max_by_key(|(key, value)| key.len() + json_len(value))
+                .map(|(key, _)| key.clone());
+            let Some(key) = largest else { break };
+            self.fields.remove(&key);
+            dropped += 1;
+            self.msg = format!("{msg} ({dropped} fields cut)");
+            now = self.json_len();
+        }
+        now
     }
 
     /// Stream entry fields: one per envelope key, scalars as strings and
@@ -256,5 +601,188 @@ mod tests {
                 "v", "id", "ts", "service", "host", "level", "pid", "target", "msg", "fields"
             ]
         );
+    }
+
+    /// A watcher's event at every default cap, in control characters: a
+    /// 4 KiB message and 32 fields with 64-byte names and 1 KiB values.
+    fn at_every_cap(call: u64, max_envelope: usize, max_call: usize) -> Emitted {
+        let ctl = |n: usize| "\u{1}".repeat(n);
+        Emitted {
+            level: Level::Warn,
+            target: "encoder".to_owned(),
+            msg: ctl(4096),
+            fields: (0..32)
+                .map(|i| (format!("{i:064}"), Value::from(ctl(1024))))
+                .collect(),
+            call: Some(CallCaps {
+                call,
+                max_envelope_bytes: max_envelope,
+                max_call_bytes: max_call,
+            }),
+        }
+    }
+
+    #[test]
+    fn an_envelope_is_shortened_to_its_cap_in_bytes_of_json() {
+        let origin = Origin::new("redis", "127.0.0.1:6379");
+        let raw = origin.stamp(
+            "127.0.0.1:6379",
+            Level::Warn,
+            "encoder",
+            "\u{1}".repeat(4096),
+            at_every_cap(0, 0, 0).fields,
+        );
+        assert!(raw.json_len() > 200 << 10, "{}", raw.json_len());
+        let env = origin.wrap("127.0.0.1:6379", at_every_cap(0, 64 << 10, 1 << 20));
+        let json = env.to_json();
+        assert!(json.len() <= 64 << 10, "{}", json.len());
+        // Most of the room is used: cut, not dropped.
+        assert!(json.len() > 60 << 10, "{}", json.len());
+        assert_eq!(env.fields.len(), 33, "every field kept");
+        assert!(
+            env.msg.ends_with(" bytes cut)"),
+            "{}",
+            &env.msg[env.msg.len() - 30..]
+        );
+        for (key, value) in &env.fields {
+            let text = value.as_str().unwrap();
+            if key != "instance" {
+                assert!(text.ends_with(" bytes cut)"), "{key}");
+            }
+        }
+        assert_eq!(env.fields["instance"], "127.0.0.1:6379");
+        let back: Envelope = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn shortening_keeps_short_texts_and_counts_what_it_cut() {
+        let mut env = Origin::new("svc", "h:1").stamp(
+            "h:1",
+            Level::Info,
+            "w",
+            "short message",
+            fields! {"big" => "é\"\\".repeat(3000), "small" => "keep me", "n" => 7},
+        );
+        let before = env.json_len();
+        let cut = env.fit(4096);
+        assert_eq!(cut, before - env.json_len());
+        assert!(env.json_len() <= 4096);
+        assert_eq!(env.msg, "short message");
+        assert_eq!(env.fields["small"], "keep me");
+        assert_eq!(env.fields["n"], 7);
+        let big = env.fields["big"].as_str().unwrap();
+        // Cut on a character boundary, with the raw bytes it lost.
+        assert!(big.starts_with("é\"\\é"), "{big:.20}");
+        let lost: usize = big
+            .rsplit_once("... (")
+            .and_then(|(_, n)| n.strip_suffix(" bytes cut)"))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert_eq!(
+            lost + big.len() - format!("... ({lost} bytes cut)").len(),
+            4 * 3000
+        );
+        assert_eq!(env.fit(4096), 0, "fits now");
+    }
+
+    #[test]
+    fn fields_are_dropped_only_when_shortening_is_not_enough() {
+        // 200 numbers under 64-byte names: nothing to shorten.
+        let fields: Map<String, Value> = (0..200)
+            .map(|i| (format!("{i:064}"), Value::from(i)))
+            .collect();
+        let mut env = Origin::new("svc", "h:1").stamp("h:1", Level::Info, "w", "m", fields);
+        env.fit(4096);
+        assert!(env.json_len() <= 4096, "{}", env.json_len());
+        assert!(
+            env.msg.starts_with("m (") && env.msg.ends_with(" fields cut)"),
+            "{}",
+            env.msg
+        );
+        assert_eq!(env.fields["instance"], "h:1");
+    }
+
+    #[test]
+    fn host_envelopes_obey_the_cap_too() {
+        let origin = Origin::new("redis", "h:1").with_max_envelope_bytes(4096);
+        let env = origin.envelope(
+            Level::Error,
+            HOST_TARGET,
+            "\u{0}".repeat(10_000),
+            fields! {"reason" => "\u{7}".repeat(10_000)},
+        );
+        assert!(env.json_len() <= 4096);
+        let env = origin.wrap(
+            "h:2",
+            Emitted::host(Level::Warn, "x".repeat(9000), Map::new()),
+        );
+        assert!(env.json_len() <= 4096);
+        assert_eq!(env.fields["instance"], "h:2");
+    }
+
+    #[test]
+    fn one_call_is_cut_at_its_cap_in_bytes_and_says_so() {
+        let origin = Origin::new("redis", "h:1");
+        let labels = serde_json::json!({"role": "master"});
+        let (max_env, max_call) = (64 << 10, 1 << 20);
+        let mut events: Vec<Emitted> = (0..100)
+            .map(|_| at_every_cap(7, max_env, max_call))
+            .collect();
+        events.push(Emitted::host(Level::Warn, "after", Map::new()));
+        // The next call has a budget of its own.
+        events.extend((0..2).map(|_| at_every_cap(8, max_env, max_call)));
+        let out = origin.wrap_all("h:1", Some(&labels), events);
+        let first: Vec<&Envelope> = out.iter().take_while(|e| e.target == "encoder").collect();
+        let report = &out[first.len()];
+        let call_bytes: usize =
+            first.iter().map(|e| e.json_len()).sum::<usize>() + report.json_len();
+        assert!(call_bytes <= max_call, "{call_bytes}");
+        assert!(
+            call_bytes > max_call - max_env - 1024,
+            "{call_bytes}: the room is used"
+        );
+        assert!(
+            first
+                .iter()
+                .all(|e| e.json_len() <= max_env && e.fields["labels"] == labels)
+        );
+        assert_eq!(report.target, HOST_TARGET);
+        assert_eq!(report.level, Level::Warn);
+        assert_eq!(report.fields["watcher"], "encoder");
+        assert_eq!(report.fields["key"], "max_call_bytes");
+        assert_eq!(report.fields["labels"], labels);
+        let cut = report.fields["events_cut"].as_u64().unwrap();
+        assert_eq!(cut as usize + first.len(), 100);
+        assert!(report.fields["bytes_cut"].as_u64().unwrap() > cut * 60_000);
+        assert!(report.msg.contains("max_call_bytes"), "{}", report.msg);
+        let rest: Vec<&str> = out[first.len() + 1..]
+            .iter()
+            .map(|e| e.target.as_str())
+            .collect();
+        assert_eq!(rest, [HOST_TARGET, "encoder", "encoder"]);
+        assert_eq!(out[first.len() + 1].msg, "after");
+    }
+
+    #[test]
+    fn a_call_within_its_cap_is_untouched() {
+        let origin = Origin::new("redis", "h:1");
+        let events: Vec<Emitted> = (0..3)
+            .map(|i| Emitted {
+                level: Level::Info,
+                target: "w".to_owned(),
+                msg: format!("m{i}"),
+                fields: fields! {"i" => i},
+                call: Some(CallCaps {
+                    call: 1,
+                    max_envelope_bytes: 4096,
+                    max_call_bytes: 4096,
+                }),
+            })
+            .collect();
+        let out = origin.wrap_all("h:1", None, events);
+        let msgs: Vec<&str> = out.iter().map(|e| e.msg.as_str()).collect();
+        assert_eq!(msgs, ["m0", "m1", "m2"]);
+        assert!(!out[0].fields.contains_key("labels"));
     }
 }

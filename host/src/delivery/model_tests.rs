@@ -46,6 +46,7 @@ fn origin() -> Origin {
         host: "model-host".to_owned(),
         pid: 4242,
         instance: "127.0.0.1:6379".to_owned(),
+        ..Origin::new("redis", "127.0.0.1:6379")
     }
 }
 

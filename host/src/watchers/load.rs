@@ -11,6 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::settings::{Layer, read_side_file, resolve};
 use crate::config::Settings;
+use crate::delivery::envelope::HOST_TARGET;
 use crate::redis::declared::{Ask, INFO_SECTIONS};
 use crate::redis::probe::Probes;
 use crate::sandbox::limits::{Cadence, WatcherLimits};
@@ -18,7 +19,8 @@ use crate::sandbox::{Compiled, Engine, Instance, Trap, wit};
 
 /// A loaded watcher: what it is and how it runs, shared by all targets.
 pub struct Spec {
-    /// File stem of the `.wasm`; names `NAME.toml` and config sections.
+    /// File stem of the `.wasm`, unique in the folder: the `target` of its
+    /// events; names `NAME.toml` and config sections.
     pub name: String,
     /// The `.wasm` it came from.
     pub file: PathBuf,
@@ -95,6 +97,12 @@ pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<L
     let started = Instant::now();
     let name = name_of(path);
     let shown = path.display();
+    if name.eq_ignore_ascii_case(HOST_TARGET) {
+        bail!(
+            "{shown}: the file name `{name}` is reserved for the host's own events (a watcher's \
+             events carry its file name as their target); rename the file"
+        );
+    }
     let limits = settings.limits.of(&name);
     let compiled = {
         let engine = engine.clone();
@@ -230,14 +238,14 @@ fn check_len(what: &str, text: &str, max: usize) -> Result<()> {
 }
 
 /// Checks what a watcher says about itself before any of it is kept: its
-/// name (copied into every event as `target`) is a plain identifier and not
-/// `lookout`, the host's own; every string is capped; its cadence is in
-/// range.
+/// name (copied into `fields.watcher` of its events when it differs from
+/// the file name) is a plain identifier and not `lookout`, the host's own
+/// target; every string is capped; its cadence is in range.
 ///
 /// # Errors
 /// The first thing out of bounds, named.
 pub fn check_manifest(m: &wit::Manifest) -> Result<()> {
-    if m.name.eq_ignore_ascii_case("lookout") {
+    if m.name.eq_ignore_ascii_case(HOST_TARGET) {
         bail!(
             "the name `{}` is reserved for the host's own events",
             m.name

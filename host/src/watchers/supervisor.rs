@@ -385,7 +385,8 @@ impl Supervisor {
             match result {
                 Ok(events) => {
                     slot.retried = 0;
-                    let (emitted, cut) = cap(&slot.spec.manifest.name, events, &slot.spec.limits);
+                    let spec = &slot.spec;
+                    let (emitted, cut) = cap(&spec.name, &spec.manifest.name, events, &spec.limits);
                     if let Some(m) = &slot.metrics {
                         m.called(called.elapsed(), Some(&emitted));
                     }
@@ -396,8 +397,9 @@ impl Supervisor {
                             Level::Warn,
                             format!(
                                 "watcher {name} output over its caps: {} events cut, {} messages \
-                                 and {} values truncated, {} fields dropped",
-                                cut.events, cut.msgs, cut.values, cut.fields
+                                 and {} values truncated, {} fields dropped, {} fields dropped for \
+                                 their names",
+                                cut.events, cut.msgs, cut.values, cut.fields, cut.names
                             ),
                             fields! {
                                 "watcher" => name.clone(),
@@ -405,6 +407,7 @@ impl Supervisor {
                                 "msgs_truncated" => cut.msgs,
                                 "fields_dropped" => cut.fields,
                                 "values_truncated" => cut.values,
+                                "names_dropped" => cut.names,
                             },
                         ));
                     }
