@@ -7,10 +7,10 @@ FIXTURES := wrong-world future-version panicker looper ticker slow-ticker memory
 WASM_TARGET := wasm32-wasip2
 CARGO ?= cargo
 
-.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench bench-fleet deps toolchain redis cargo-component clean install
+.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench bench-fleet deps toolchain redis promtool cargo-component clean install
 
-## Install what is missing: wasm targets, redis-server.
-deps: toolchain redis
+## Install what is missing: wasm targets, redis-server, promtool.
+deps: toolchain redis promtool
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) \
@@ -21,6 +21,13 @@ redis:
 		echo "installing redis-server from Debian packages"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+## promtool (Debian package prometheus): the metrics tests check /metrics with it.
+promtool:
+	@command -v promtool >/dev/null || { \
+		echo "installing promtool from Debian packages (prometheus)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null; }
 
 cargo-component:
 	@command -v cargo-component >/dev/null || $(CARGO) install --locked cargo-component

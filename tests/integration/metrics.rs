@@ -1,9 +1,13 @@
 //! `--metrics-addr`: /metrics in the Prometheus text format, read with a
 //! Prometheus parser, and /healthz turning 503 with a reason when polls
-//! stop completing or the publisher is stuck, 200 again on recovery.
+//! stop completing or the publisher is stuck, 200 again on recovery;
+//! target names with quotes, backslashes and newlines keep the scrape valid
+//! for `promtool check metrics` and read back as they were written.
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use prometheus_parse::{Scrape, Value};
@@ -160,5 +164,146 @@ fn metrics_and_health_follow_the_daemon() {
     assert!(value(&s, "lookout_outbox_envelopes", &[]).unwrap() >= 1.0);
     bus.restart();
     health(port, 200);
+    assert!(lookout.terminate().success());
+}
+
+/// A label value as the text format writes it, read back strictly: `\\`,
+/// `\"` and `\n` are the only escapes, and a bare quote or newline is not
+/// allowed. `None` for anything else.
+fn unescape(raw: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(match chars.next()? {
+                '\\' => '\\',
+                '"' => '"',
+                'n' => '\n',
+                _ => return None,
+            }),
+            '"' | '\n' => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// `promtool check metrics` of `text`: its exit code (0 clean, 1 not
+/// parseable, 3 parsed with lint problems) and what it said.
+fn promtool_check(text: &str) -> (Option<i32>, String) {
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!(
+            "promtool cannot run ({e}): `make promtool` installs it (Debian package prometheus)"
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), said)
+}
+
+/// Whether promtool's lint problems are only the one the OpenMetrics
+/// format always draws from a linter of the older text format: a counter
+/// family `F` declared once, its sample named `F_total`.
+fn only_total_suffix_lints(said: &str, body: &str) -> bool {
+    said.lines().filter(|l| !l.trim().is_empty()).all(|line| {
+        line.strip_suffix("_total no help text")
+            .is_some_and(|family| body.contains(&format!("# TYPE {family} counter\n")))
+    })
+}
+
+/// Targets named with a double quote, backslashes and a newline: the
+/// scrape of /metrics parses with `promtool check metrics` (Prometheus's
+/// own parser; its only lint is the `_total` naming every OpenMetrics
+/// counter draws), and the `target` label values, parsed with
+/// prometheus-parse and unescaped by the text format's rules, are exactly
+/// the names. Without the escaping a name like `we"ird\name` made the
+/// whole scrape unparseable.
+#[test]
+fn hostile_target_names_keep_the_scrape_valid() {
+    let (code, said) =
+        promtool_check("# HELP probe A probe.\n# TYPE probe gauge\nprobe{a=\"b\"} 1\n");
+    assert_eq!(code, Some(0), "promtool rejects a valid scrape: {said}");
+    let (code, said) =
+        promtool_check("# HELP probe A probe.\n# TYPE probe gauge\nprobe{a=\"we\"ird\"} 1\n");
+    assert_eq!(code, Some(1), "an unescaped quote: {said}");
+    assert!(said.contains("label value"), "{said}");
+
+    let watched = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let names = ["we\"ird\\name", "two\nlines", "C:\\dir\\", "plain"];
+    let toml_string = |s: &str| serde_json::to_string(s).unwrap();
+    let targets: String = names
+        .iter()
+        .enumerate()
+        .map(|(db, name)| {
+            format!(
+                "[[targets]]\nname = {}\nurl = '{}/{db}'\n",
+                toml_string(name),
+                watched.url()
+            )
+        })
+        .collect();
+    let config = config_file(
+        tmp.path(),
+        &format!("metrics_addr = '127.0.0.1:{port}'\n{targets}"),
+    );
+    let plugins = plugins_with(tmp.path(), &[], &["ticker"]);
+    let mut lookout = run_config(tmp.path(), &plugins, &config, &[]);
+    lookout.wait_started();
+
+    let want: HashSet<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let (body, scrape) = wait_for(
+        "a ticker call on every target in /metrics",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = get(port, "/metrics")?;
+            assert_eq!(status, 200, "{body}");
+            let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+            let called: HashSet<String> = scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == "lookout_watcher_calls_total")
+                .filter_map(|s| s.labels.get("target").and_then(unescape))
+                .collect();
+            (called == want).then_some((body, scrape))
+        },
+    );
+    let (code, said) = promtool_check(&body);
+    assert!(
+        code == Some(0) || (code == Some(3) && only_total_suffix_lints(&said, &body)),
+        "promtool check metrics exited {code:?}: {said}\n{body}"
+    );
+    for sample in &scrape.samples {
+        if let Some(raw) = sample.labels.get("target") {
+            let value =
+                unescape(raw).unwrap_or_else(|| panic!("not escaped by the text format: {raw:?}"));
+            assert!(want.contains(&value), "{}: target {value:?}", sample.metric);
+        }
+    }
+    let up: HashSet<String> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "lookout_target_up")
+        .filter_map(|s| s.labels.get("target").and_then(unescape))
+        .collect();
+    assert_eq!(up, want, "one series per name");
     assert!(lookout.terminate().success());
 }

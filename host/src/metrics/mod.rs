@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -30,33 +30,63 @@ use crate::delivery::envelope::{Emitted, Level};
 /// waiting) after which `/healthz` answers 503.
 pub const STALE_INTERVALS: u32 = 3;
 
+/// A label value from outside (a target's name, a watcher's file name, a
+/// discover entry): backslash, double quote and newline are written as
+/// `\\`, `\"` and `\n`, as the text format wants and prometheus-client
+/// leaves to the caller, so a scraper reads back the original text.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Text(String);
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl EncodeLabelValue for Text {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        let mut rest = self.0.as_str();
+        while let Some(at) = rest.find(['\\', '"', '\n']) {
+            encoder.write_str(&rest[..at])?;
+            encoder.write_str(match rest.as_bytes()[at] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[at + 1..];
+        }
+        encoder.write_str(rest)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabels {
-    target: String,
+    target: Text,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WatcherLabels {
-    target: String,
-    watcher: String,
+    target: Text,
+    watcher: Text,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
-    target: String,
-    watcher: String,
+    target: Text,
+    watcher: Text,
     level: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DiscoverLabels {
-    discover: String,
+    discover: Text,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
-    version: String,
-    abi: String,
+    version: Text,
+    abi: Text,
 }
 
 type Histograms<S> = Family<S, Histogram, fn() -> Histogram>;
@@ -247,8 +277,8 @@ impl Metrics {
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabels {
-                version: version.to_owned(),
-                abi: abi.to_owned(),
+                version: version.into(),
+                abi: abi.into(),
             })
             .set(1);
         r.register("build_info", "Version and watcher ABI; always 1", build);
@@ -259,7 +289,7 @@ impl Metrics {
     /// its last answer.
     pub fn discover_nodes(&self, discover: &str, refused: usize, cut: usize) {
         let labels = DiscoverLabels {
-            discover: discover.to_owned(),
+            discover: discover.into(),
         };
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.discover_refused
@@ -275,9 +305,7 @@ impl Metrics {
     /// The handles of a target's poller: its series exist from now on
     /// and go when the last handle is dropped.
     pub fn target(self: &Arc<Self>, key: &str) -> Arc<TargetMetrics> {
-        let labels = TargetLabels {
-            target: key.to_owned(),
-        };
+        let labels = TargetLabels { target: key.into() };
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         // Its first poll is due within one interval.
         let interval_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
@@ -443,7 +471,7 @@ impl TargetMetrics {
         let m = &self.metrics;
         let labels = WatcherLabels {
             target: self.labels.target.clone(),
-            watcher: name.to_owned(),
+            watcher: name.into(),
         };
         let events = LEVELS.map(|level| {
             m.watcher_events
@@ -472,10 +500,10 @@ impl Drop for TargetMetrics {
         let m = &self.metrics;
         let mut targets = m.targets.lock().expect("not poisoned");
         if targets
-            .get(&self.labels.target)
+            .get(&self.labels.target.0)
             .is_some_and(|(g, _)| *g == self.generation)
         {
-            targets.remove(&self.labels.target);
+            targets.remove(&self.labels.target.0);
             m.target_up.remove(&self.labels);
             m.polls.remove(&self.labels);
             m.probe_errors.remove(&self.labels);
@@ -530,7 +558,7 @@ impl Drop for WatcherMetrics {
     fn drop(&mut self) {
         let t = &self.target;
         let m = &t.metrics;
-        if !m.current(&t.labels.target, t.generation) {
+        if !m.current(&t.labels.target.0, t.generation) {
             return;
         }
         m.watcher_calls.remove(&self.labels);
@@ -626,5 +654,70 @@ mod tests {
         drop(new);
         assert!(!m.encode().unwrap().contains("a:1"));
         assert_eq!(m.health(), Ok(()));
+    }
+
+    /// The label pairs of one sample line, read strictly by the text
+    /// format's rules: `None` for anything a Prometheus parser refuses.
+    fn labels(line: &str) -> Option<Vec<(String, String)>> {
+        let (_, rest) = line.split_once('{')?;
+        let mut chars = rest.chars();
+        let mut pairs = Vec::new();
+        loop {
+            let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return None;
+            }
+            if chars.next()? != '"' {
+                return None;
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => value.push(match chars.next()? {
+                        '\\' => '\\',
+                        '"' => '"',
+                        'n' => '\n',
+                        _ => return None,
+                    }),
+                    '\n' => return None,
+                    c => value.push(c),
+                }
+            }
+            pairs.push((name, value));
+            match chars.next()? {
+                ',' => {}
+                '}' => return Some(pairs),
+                _ => return None,
+            }
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_read_back() {
+        let m = aged();
+        let names = ["we\"ird\\name", "two\nlines", "end\\", "\"", "a,b=c}"];
+        let targets: Vec<_> = names.iter().map(|n| m.target(n)).collect();
+        let watchers: Vec<_> = targets
+            .iter()
+            .zip(names.iter().rev())
+            .map(|(t, w)| t.watcher(w))
+            .collect();
+        for name in names {
+            m.discover_nodes(name, 1, 2);
+        }
+        let text = m.encode().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| l.contains('{')) {
+            let pairs = labels(line).unwrap_or_else(|| panic!("not the text format: {line:?}"));
+            for (key, value) in pairs {
+                if ["target", "watcher", "discover"].contains(&key.as_str()) {
+                    assert!(names.contains(&value.as_str()), "{key}={value:?}");
+                    seen.insert((key, value));
+                }
+            }
+        }
+        assert_eq!(seen.len(), 3 * names.len(), "{text}");
+        drop(watchers);
     }
 }
