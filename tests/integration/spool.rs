@@ -2,15 +2,20 @@
 //! bus is down, the file holds the newest envelopes when the outbox is
 //! full and never replays what was dropped, the accounting holds across the
 //! kill and restart, and a damaged spool file is skipped record by record.
+//! One daemon per spool folder; its files are `0600` whatever the umask,
+//! and a symbolic link planted in it is refused, never followed.
 
 use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::{
-    Lookout, Redis, STREAM, by_target, plugins_with, run_lookout, stop, ticks, wait_for,
+    Lookout, Redis, STREAM, by_target, lookout_env, plugins_with, run_lookout, run_to_end, stop,
+    ticks, wait_for,
 };
 
 /// What a spool file holds: the envelopes a restart would replay (notes
@@ -346,4 +351,132 @@ fn a_full_spool_keeps_the_newest_and_accounts_across_kill_9() {
         Duration::from_secs(10),
         || (!file.exists()).then_some(()),
     );
+}
+
+/// `lookout run` of `config` watching `watched` (not started).
+fn run_cmd(tmp: &Path, watched: &Redis, config: &Path, plugins: &Path) -> Command {
+    let mut cmd = crate::support::lookout_cmd(tmp);
+    cmd.args(["run", "--poll-interval", "0.2", "--plugins"])
+        .arg(plugins)
+        .arg("--config")
+        .arg(config)
+        .env("REDIS_URL", watched.url());
+    cmd
+}
+
+/// A second daemon given the same `[buffer] dir` while the first runs
+/// exits 1 at start, naming the folder and the first one's pid; the first
+/// runs on. Once the first has stopped, the folder is free again.
+#[test]
+fn a_second_daemon_on_the_same_spool_folder_exits_1() {
+    let watched = Redis::start(&[]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["ticker"]);
+    let config = config(tmp.path(), &bus);
+    let mut first = start(tmp.path(), &watched, &config, &plugins);
+    let (status, _, stderr) = run_to_end(
+        run_cmd(tmp.path(), &watched, &config, &plugins),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let dir = tmp.path().join("spool");
+    assert!(
+        stderr.contains(&format!(
+            "spool folder {} is in use by another lookout (pid {}",
+            dir.display(),
+            first.pid()
+        )),
+        "{stderr}"
+    );
+    assert!(first.alive(), "the first daemon runs on");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("lock")).unwrap().trim(),
+        first.pid().to_string()
+    );
+    assert!(first.terminate().success());
+    let mut next = start(tmp.path(), &watched, &config, &plugins);
+    assert!(next.terminate().success());
+}
+
+/// Spool files are created `0600` (the folder `0700`) even under
+/// `umask 000`, where a plain create would make them readable and
+/// writable by everyone.
+#[test]
+fn spool_files_are_private_whatever_the_umask() {
+    let watched = Redis::start(&[]);
+    let mut bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["ticker"]);
+    let config = config(tmp.path(), &bus);
+    bus.kill();
+    let mut cmd = Command::new("sh");
+    lookout_env(&mut cmd, tmp.path());
+    cmd.arg("-c")
+        .arg("umask 000; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_lookout"))
+        .args(["run", "--poll-interval", "0.2", "--plugins"])
+        .arg(&plugins)
+        .arg("--config")
+        .arg(&config)
+        .env("REDIS_URL", watched.url());
+    let lookout = Lookout::spawn(cmd);
+    lookout.wait_started();
+    let dir = tmp.path().join("spool");
+    let file = dir.join("spool.log");
+    wait_for("envelopes in the spool", Duration::from_secs(30), || {
+        (!spooled(&file).is_empty()).then_some(())
+    });
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600, "spool.log");
+    assert_eq!(mode(&dir.join("lock")), 0o600, "lock");
+    assert_eq!(mode(&dir), 0o700, "the folder");
+    drop(lookout);
+}
+
+/// A symbolic link planted where the spool file or the lock file goes
+/// stops start-up with an error naming it (exit 1), and is not followed:
+/// the file it points to is neither written nor created.
+#[test]
+fn a_link_planted_in_the_spool_folder_is_refused_and_not_followed() {
+    let watched = Redis::start(&[]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["ticker"]);
+    let config = config(tmp.path(), &bus);
+    let dir = tmp.path().join("spool");
+    std::fs::create_dir(&dir).unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let refused = |link: &Path| {
+        let (status, _, stderr) = run_to_end(
+            run_cmd(tmp.path(), &watched, &config, &plugins),
+            Duration::from_secs(30),
+        );
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{} is a symbolic link", link.display())),
+            "{stderr}"
+        );
+    };
+
+    let spool = dir.join("spool.log");
+    std::os::unix::fs::symlink(&victim, &spool).unwrap();
+    refused(&spool);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    std::fs::remove_file(&spool).unwrap();
+
+    // The first run took the lock (a regular file) before it refused.
+    let lock = dir.join("lock");
+    std::fs::remove_file(&lock).unwrap();
+    let target = tmp.path().join("made-through-the-link");
+    std::os::unix::fs::symlink(&target, &lock).unwrap();
+    refused(&lock);
+    assert!(!target.exists(), "nothing created through the link");
+    std::fs::remove_file(&lock).unwrap();
+
+    // Without the links it starts.
+    let mut lookout = start(tmp.path(), &watched, &config, &plugins);
+    assert!(lookout.terminate().success());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
 }

@@ -135,16 +135,18 @@ impl Publisher {
         }
     }
 
-    /// Uses a durable spool in `dir`: replays what an earlier run left there
-    /// into the outbox, ahead of anything new (without what that run
-    /// delivered or dropped, and without PUBLISHing again what it
-    /// published), and takes over the drops it did not report. Returns the
-    /// replay counts.
+    /// Uses a durable spool in `dir`, locked for this process while the
+    /// publisher lives: replays what an earlier run left there into the
+    /// outbox, ahead of anything new (without what that run delivered or
+    /// dropped, and without PUBLISHing again what it published), and takes
+    /// over the drops it did not report. Returns the replay counts.
     ///
     /// # Errors
-    /// The folder cannot be created or the file cannot be read.
+    /// The folder cannot be created, another process holds its lock (named
+    /// with its pid), a spool file is a symbolic link or the file cannot be
+    /// read.
     pub fn with_spool(&mut self, dir: &std::path::Path) -> Result<Replay> {
-        let mut spool = Spool::open(dir, COMPACT_FLOOR)?;
+        let mut spool = Spool::open_locked(dir, COMPACT_FLOOR)?;
         let replay = spool.replay()?;
         for envelope in &replay.envelopes {
             let published = replay.published.contains(&envelope.id);
