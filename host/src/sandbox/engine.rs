@@ -3,12 +3,17 @@
 //! `lookout:watcher` world, and pre-linking it once so each target's
 //! instance is cheap to create.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result, anyhow, bail};
 use wasmtime::component::{Component, Linker};
 
-use super::store::HostState;
+use super::limits::WatcherLimits;
+use super::store::{FleetBudget, HostState};
+use crate::delivery::envelope::{Emitted, Level};
+use crate::fields;
 
 /// Generated bindings of the `lookout:watcher` world; with [`legacy`], the
 /// one place the host reads the WIT package. Exports are called
@@ -79,7 +84,11 @@ impl Compiled {
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) engine: wasmtime::Engine,
-    linker: std::sync::Arc<Linker<HostState>>,
+    linker: Arc<Linker<HostState>>,
+    /// The fleet budget of each watcher name loaded so far: every version
+    /// of a watcher charges the same one, so a reload neither resets what
+    /// the running instances hold nor doubles the budget.
+    budgets: Arc<Mutex<HashMap<String, Arc<FleetBudget>>>>,
 }
 
 impl Engine {
@@ -125,8 +134,61 @@ impl Engine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Ok(Self {
             engine,
-            linker: std::sync::Arc::new(linker),
+            linker: Arc::new(linker),
+            budgets: Arc::default(),
         })
+    }
+
+    /// The fleet budget of the watcher `name`: the one its earlier loads
+    /// used, else a new one with the budget of `limits`.
+    pub(crate) fn fleet_budget(&self, name: &str, limits: &WatcherLimits) -> Arc<FleetBudget> {
+        self.budgets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(FleetBudget::new(name, limits)))
+            .clone()
+    }
+
+    /// Gives the watcher `name` the fleet budget of `limits`, once a load
+    /// of it succeeded: a reload with other limits changes the budget, a
+    /// failed one leaves it to the running version.
+    pub fn set_fleet_budget(&self, name: &str, limits: &WatcherLimits) {
+        self.fleet_budget(name, limits).set_limits(limits);
+    }
+
+    /// A warning host event for each watcher whose fleet budget refused a
+    /// growth since the last call (once per watcher until its instances
+    /// come back under half their budget), for the event stream; the log
+    /// line was written when it happened.
+    pub fn fleet_notices(&self) -> Vec<Emitted> {
+        let budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        budgets
+            .values()
+            .filter_map(|b| b.take_unpublished())
+            .map(|r| {
+                let (watcher, key) = (r.watcher, r.key);
+                Emitted::host(
+                    Level::Warn,
+                    format!(
+                        "watcher {watcher} is over its fleet memory budget: its instances on all \
+                         targets have grown {} beyond their initial memory and {} more was \
+                         refused, over the {} budget ({key}); the instance that asked fails and \
+                         restarts, the others run on; raise {key} or fix the watcher",
+                        mib(r.used),
+                        mib(r.requested),
+                        mib(r.cap)
+                    ),
+                    fields! {
+                        "watcher" => watcher,
+                        "key" => key,
+                        "requested_bytes" => r.requested,
+                        "used_bytes" => r.used,
+                        "budget_bytes" => r.cap,
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Reads, compiles (or fetches from the cache), checks and pre-links the
@@ -190,6 +252,11 @@ impl Engine {
              (world {PACKAGE}/watcher@{VERSION})"
         )
     }
+}
+
+/// `bytes` in MiB with one decimal, for messages.
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 /// How watcher instances' linear memories are laid out.
@@ -309,4 +376,31 @@ fn check_header(bytes: &[u8]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_load_of_a_watcher_charges_one_fleet_budget() {
+        let engine = Engine::new(None).unwrap();
+        let limits = WatcherLimits::default();
+        let first = engine.fleet_budget("hog", &limits);
+        // A reload with other limits, through a clone of the engine.
+        let other = WatcherLimits {
+            fleet_memory_bytes: 1 << 20,
+            ..limits
+        };
+        assert!(Arc::ptr_eq(
+            &first,
+            &engine.clone().fleet_budget("hog", &other)
+        ));
+        assert!(!Arc::ptr_eq(
+            &first,
+            &engine.fleet_budget("ticker", &limits)
+        ));
+        assert_eq!(first.used(), 0);
+        assert!(engine.fleet_notices().is_empty());
+    }
 }

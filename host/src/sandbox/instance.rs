@@ -1,5 +1,7 @@
 //! One live watcher instance in its own store: no files, no environment,
-//! no network, stdio into the host log, a memory cap, and every call
+//! no network, stdio into the host log, caps on its memory, tables and
+//! WASI resources, its memory growth charged to its watcher's fleet
+//! budget, and every call
 //! (`describe`, `configure`, `observe`, instantiation itself) under a
 //! wall-clock deadline that covers everything the call does, host calls
 //! such as clock waits included. At the deadline the call's future is
@@ -12,7 +14,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime_wasi::WasiCtx;
 
 use super::engine::bindings::lookout::watcher::types as wit;
@@ -46,6 +48,27 @@ async fn until<T>(deadline: Instant, call: impl Future<Output = T>) -> Option<T>
     .await
 }
 
+/// Why a call or an instantiation in `store` failed with `error`: a cap the
+/// limiter recorded, a full WASI resource table, else the error's own kind.
+fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> Trap {
+    let state = store.data();
+    if let Some(hit) = state.limiter.hit() {
+        return hit.clone();
+    }
+    let full = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ResourceTableError>(),
+            Some(ResourceTableError::Full)
+        )
+    });
+    if full {
+        return Trap::ResourceCap {
+            cap: state.table.max_capacity(),
+        };
+    }
+    Trap::classify(error, None)
+}
+
 /// One live instance of a watcher component.
 pub struct Instance {
     store: Store<HostState>,
@@ -61,7 +84,8 @@ enum Live {
 
 impl Instance {
     /// A fresh instance of `compiled` in its own sandboxed store, built
-    /// under the call deadline of `limits`.
+    /// under the call deadline and caps of `limits`, its memory growth
+    /// charged to the fleet budget of the watcher `name`.
     ///
     /// # Errors
     /// Instantiation failed (a start function trapped or overran).
@@ -80,12 +104,14 @@ impl Instance {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_resources);
         let mut store = Store::new(
             &engine.engine,
             HostState {
                 wasi,
-                table: ResourceTable::new(),
-                limiter: Limiter::new(limits.memory_bytes),
+                table,
+                limiter: Limiter::new(limits, engine.fleet_budget(name, limits)),
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -112,7 +138,7 @@ impl Instance {
                 deadline,
             }),
             Some(Err(e)) => {
-                let trap = Trap::classify(&e, store.data().limiter.hit());
+                let trap = classify(&store, &e);
                 Err(match trap {
                     Trap::Other(text) => Trap::Other(format!("cannot instantiate: {text}")),
                     other => other,
@@ -125,13 +151,14 @@ impl Instance {
         match result {
             None => Err(Trap::Deadline(self.deadline)),
             Some(Ok(v)) => Ok(v),
-            Some(Err(e)) => Err(Trap::classify(&e, self.store.data().limiter.hit())),
+            Some(Err(e)) => Err(classify(&self.store, &e)),
         }
     }
 
     fn refuel(&mut self) -> Instant {
         // Fuel is only the yield clock here, never a budget.
         let _ = self.store.set_fuel(u64::MAX);
+        self.store.data_mut().limiter.call_starts();
         Instant::now() + self.deadline
     }
 

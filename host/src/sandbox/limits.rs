@@ -110,8 +110,9 @@ impl Default for WatcherLimits {
             // The Rust watchers hold under 200 elements, the Python one
             // (CPython through componentize-py) about 5,800.
             max_table_elements: 10_000,
-            // Watchers hold a few (stdio streams, a pollable while they
-            // wait); each costs the host about a hundred bytes.
+            // Watchers hold a few: four to write stdout and stderr, two
+            // (a deadline and its pollable) to wait on a clock; each costs
+            // the host a hundred bytes or so.
             max_resources: 100,
             max_events: 100,
             max_msg_bytes: 4096,

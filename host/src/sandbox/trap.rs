@@ -19,11 +19,37 @@ pub enum Trap {
         /// The cap.
         cap: usize,
     },
+    /// The guest tried to grow its memory while its watcher's instances
+    /// together had grown as much as the fleet budget allows.
+    #[error(
+        "fleet memory budget spent: {requested} more bytes refused, the watcher's instances have \
+         grown {used} bytes beyond their initial memory, budget {cap} bytes ({key})"
+    )]
+    FleetBudget {
+        /// Bytes the instance asked for beyond what it held.
+        requested: usize,
+        /// Bytes all the watcher's instances had grown.
+        used: usize,
+        /// The budget.
+        cap: usize,
+        /// The key that sets the budget.
+        key: String,
+    },
     /// The guest tried to grow its tables past the store's element budget.
-    #[error("table cap reached: {requested} elements requested, cap {cap} elements")]
+    #[error(
+        "table cap reached: {requested} elements requested, cap {cap} elements \
+         (limits.max_table_elements)"
+    )]
     TableCap {
         /// Elements the store's tables would hold.
         requested: usize,
+        /// The cap.
+        cap: usize,
+    },
+    /// The guest held as many WASI resources (streams, pollables) as it
+    /// may and asked for one more.
+    #[error("resource cap reached: {cap} WASI resources held (limits.max_resources)")]
+    ResourceCap {
         /// The cap.
         cap: usize,
     },

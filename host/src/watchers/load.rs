@@ -146,6 +146,8 @@ pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<L
         Ok(Err(reason)) => bail!("{shown}: watcher {name} rejected its settings: {reason}"),
         Err(trap) => bail!("{shown}: configure() failed: {trap}"),
     }
+    // Loaded: from now on its budget is the one of these limits.
+    engine.set_fleet_budget(&name, &limits);
     let fingerprint = signature(path, settings)?;
     let info_fields = manifest.needs.info_fields.iter().cloned().collect();
     let info_sections = manifest

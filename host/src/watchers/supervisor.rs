@@ -439,6 +439,9 @@ impl Supervisor {
             }
         }
         self.restart_due(poll, &mut out).await;
+        // A refused growth of any target's instance is reported once, by
+        // the first supervisor to poll after it.
+        out.extend(self.engine.fleet_notices());
         let next = self.plan(poll + 1, Instant::now() + self.interval);
         (out, next)
     }
