@@ -5,6 +5,7 @@ mod fake_resp;
 mod support;
 
 mod authoring;
+mod budget;
 mod bus;
 mod caps;
 mod discovery;
