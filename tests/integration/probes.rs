@@ -610,3 +610,57 @@ fn client_list_is_skipped_over_max_clients_listed() {
     );
     assert!(lookout.terminate().success());
 }
+
+/// Twenty targets whose snapshots (a CLIENT LIST of 300 clients each,
+/// about 400 KiB) are far larger together than a 1 MiB
+/// `limits.snapshots_mib`: they take turns, and every target keeps
+/// polling.
+#[test]
+fn a_small_snapshot_budget_makes_targets_take_turns_not_stall() {
+    let redis = Redis::start(&["--databases", "32"]);
+    let bus = Redis::start(&[]);
+    let _crowd: Vec<redis::Connection> = (0..300).map(|_| redis.conn()).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["probe-echo", "ticker"]);
+    let mut targets = String::new();
+    for db in 0..20 {
+        targets.push_str(&format!(
+            "[[targets]]\nurl = '{}/{db}'\nlabels = {{ db = '{db}' }}\n",
+            redis.url()
+        ));
+    }
+    let config = bus_config(
+        tmp.path(),
+        &bus,
+        &targets,
+        "[limits]\nsnapshots_mib = 1\ncall_deadline_ms = 2000\n\
+         [watchers.probe-echo]\nstreams = 'jobs'\n",
+    );
+    let mut lookout = crate::support::run_config(tmp.path(), &plugins, &config, &[]);
+    lookout.wait_started();
+    crate::support::wait_for(
+        "three ticks from each of the twenty targets",
+        Duration::from_secs(90),
+        || {
+            let ticks = events_of(&bus, "ticker");
+            (0..20)
+                .all(|db| {
+                    ticks
+                        .iter()
+                        .filter(|e| e["fields"]["labels"]["db"] == db.to_string().as_str())
+                        .count()
+                        >= 3
+                })
+                .then_some(())
+        },
+    );
+    let lists = events_of(&bus, "probe-echo");
+    assert!(
+        lists
+            .iter()
+            .any(|e| e["fields"]["kind"] == "client-list"
+                && e["fields"]["count"].as_u64() >= Some(300)),
+        "the large readings reached the watchers"
+    );
+    assert!(lookout.terminate().success());
+}

@@ -85,6 +85,8 @@ pub(super) struct Kit {
     pub first: FirstPoll,
     pub limit: Option<u64>,
     pub calls: Arc<Semaphore>,
+    /// The snapshot budget, KiB permits, and its size.
+    pub snapshots: (Arc<Semaphore>, u32),
     pub lateness: Arc<Lateness>,
     /// The daemon's metrics, when they are on.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
@@ -175,6 +177,7 @@ impl Fleet {
         .with_labels(&target.labels)
         .with_offset(offset)
         .with_shared(kit.calls.clone(), kit.lateness.clone())
+        .with_snapshot_budget(kit.snapshots.0.clone(), kit.snapshots.1)
         .with_metrics(kit.metrics.as_ref().map(|m| m.target(&key)));
         let (first, limit) = (kit.first, kit.limit);
         let task_key = key.clone();

@@ -276,6 +276,10 @@ impl Daemon {
             first,
             limit: mode.polls,
             calls: Arc::new(Semaphore::new(settings.max_calls_in_flight)),
+            snapshots: {
+                let kib = u32::try_from(settings.limits.snapshots_bytes >> 10).unwrap_or(u32::MAX);
+                (Arc::new(Semaphore::new(kib as usize)), kib)
+            },
             lateness: Arc::new(Lateness::default()),
             metrics,
         };

@@ -124,11 +124,21 @@ pub struct Poller {
     /// Permits for running watchers, shared by every poller: bounds the
     /// watcher calls in flight across targets.
     calls: Arc<Semaphore>,
+    /// Memory for snapshots read and waiting for their watchers, in KiB,
+    /// shared by every poller; and its size.
+    snapshots: Arc<Semaphore>,
+    snapshots_kib: u32,
+    /// KiB the last snapshot took: what the next poll reserves.
+    last_kib: u32,
     /// How late polls start against their schedule, shared by every poller.
     lateness: Arc<Lateness>,
     /// This target's metric handles, with metrics on.
     metrics: Option<Arc<TargetMetrics>>,
 }
+
+/// KiB reserved for a target's first snapshot (a default INFO and a few
+/// probes).
+const FIRST_SNAPSHOT_KIB: u32 = 16;
 
 /// Wait before asking again a Redis that refused the credentials or a
 /// command: an operator has to change something first.
@@ -158,6 +168,9 @@ impl Poller {
             labels: None,
             offset: Duration::ZERO,
             calls: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            snapshots: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            snapshots_kib: u32::MAX,
+            last_kib: FIRST_SNAPSHOT_KIB,
             lateness: Arc::new(Lateness::default()),
             metrics: None,
         }
@@ -181,6 +194,18 @@ impl Poller {
     pub fn with_shared(mut self, calls: Arc<Semaphore>, lateness: Arc<Lateness>) -> Self {
         self.calls = calls;
         self.lateness = lateness;
+        self
+    }
+
+    /// Reserves memory for each snapshot from `budget` (KiB permits, of
+    /// `kib` in all, shared with the other targets' pollers) before it is
+    /// read, as much as the last one took, and holds it until the
+    /// snapshot's watchers ran: snapshots waiting for a watcher call take
+    /// at most the budget, plus at most one snapshot's growth each.
+    #[must_use]
+    pub fn with_snapshot_budget(mut self, budget: Arc<Semaphore>, kib: u32) -> Self {
+        self.snapshots = budget;
+        self.snapshots_kib = kib.max(1);
         self
     }
 
@@ -352,7 +377,26 @@ impl Poller {
         // The poll's deadline is its interval: a server answering slowly
         // or not at all, or keeping a read going, fails this poll and the
         // next one starts on time.
+        // Memory for the snapshot, reserved before it is read: no call
+        // permit is held while the server answers.
+        let want = self.last_kib.clamp(1, self.snapshots_kib);
+        let mut reserved = self.snapshots.clone().acquire_many_owned(want).await.ok();
         let snapshot = self.prober.poll_within(probes, self.interval).await?;
+        let kib = u32::try_from(snapshot.approx_bytes().div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.snapshots_kib);
+        if let Some(held) = reserved.as_mut() {
+            if kib > want {
+                // More than reserved: taken if free, never waited for
+                // while holding the rest.
+                if let Ok(more) = self.snapshots.clone().try_acquire_many_owned(kib - want) {
+                    held.merge(more);
+                }
+            } else if kib < want {
+                drop(held.split((want - kib) as usize));
+            }
+        }
+        self.last_kib = kib;
         let mut notices: Vec<Emitted> = snapshot.notices.iter().map(|n| self.notice(n)).collect();
         let permit = self.calls.clone().acquire_owned().await;
         let (emitted, next) = self
@@ -360,6 +404,8 @@ impl Poller {
             .poll(self.polls, &self.instance, &snapshot)
             .await;
         drop(permit);
+        drop(snapshot);
+        drop(reserved);
         self.next_probes = Some(next);
         notices.extend(emitted);
         self.publish(notices).await;

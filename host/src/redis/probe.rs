@@ -92,6 +92,57 @@ pub struct Snapshot {
     pub notices: Vec<Notice>,
 }
 
+impl Snapshot {
+    /// About how many bytes of memory this snapshot holds: the text it
+    /// read plus a fixed cost per item, enough to budget snapshots that
+    /// wait for a watcher call across a fleet.
+    #[must_use]
+    pub fn approx_bytes(&self) -> usize {
+        const ITEM: usize = 48;
+        let pairs = |p: &[(String, String)]| -> usize {
+            p.iter().map(|(k, v)| k.len() + v.len() + ITEM).sum()
+        };
+        let info: usize = self
+            .info
+            .iter()
+            .map(|f| f.name.len() + f.value.len() + ITEM)
+            .sum();
+        let slowlog: usize = self
+            .slowlog
+            .iter()
+            .flatten()
+            .map(|e| {
+                e.args.iter().map(|a| a.len() + 24).sum::<usize>()
+                    + e.client_addr.len()
+                    + e.client_name.len()
+                    + 2 * ITEM
+            })
+            .sum();
+        let answers: usize = self
+            .answers
+            .iter()
+            .map(|(ask, answer)| {
+                ask.key().len()
+                    + ITEM
+                    + match answer {
+                        Answer::Unavailable(t) | Answer::Elsewhere(t) => t.len(),
+                        Answer::Latency(spikes) => {
+                            spikes.iter().map(|s| s.event.len() + ITEM).sum()
+                        }
+                        Answer::Info(p) | Answer::Cluster(p) => pairs(p),
+                        Answer::StreamGroups(groups) => groups
+                            .iter()
+                            .map(|g| g.name.len() + g.last_delivered_id.len() + 2 * ITEM)
+                            .sum(),
+                        Answer::StreamInfo(_) => 4 * ITEM,
+                        Answer::Clients(clients) => clients.iter().map(|c| pairs(c) + ITEM).sum(),
+                    }
+            })
+            .sum();
+        std::mem::size_of::<Self>() + info + slowlog + answers
+    }
+}
+
 /// Something a poll's probes met that the operator should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -1097,6 +1148,22 @@ mod tests {
         s.learn(&parse_info(full));
         s.forget();
         assert_eq!(s.plan(false, false, false), None);
+    }
+
+    #[test]
+    fn snapshot_size_grows_with_what_it_holds() {
+        let empty = Snapshot::default().approx_bytes();
+        let mut big = Snapshot {
+            info: parse_info("# Clients\r\nconnected_clients:3\r\n"),
+            ..Snapshot::default()
+        };
+        big.answers.push((
+            Ask::ClientList,
+            Answer::Clients(vec![vec![("addr".into(), "x".repeat(1000))]; 100]),
+        ));
+        let size = big.approx_bytes();
+        assert!(size > empty + 100 * 1000, "{size}");
+        assert!(size < empty + 100 * 1200, "{size}");
     }
 
     #[test]

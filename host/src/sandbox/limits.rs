@@ -46,6 +46,9 @@ pub struct LimitsFile {
     /// CLIENT LIST is skipped while a server has more clients connected
     /// (top level only: the probe runs once per target).
     pub max_clients_listed: Option<i64>,
+    /// MiB of snapshots read and waiting for their watchers, across every
+    /// target (top level only).
+    pub snapshots_mib: Option<i64>,
     /// Per-watcher overrides, by watcher file name (top level only).
     #[serde(default)]
     pub watchers: BTreeMap<String, LimitsFile>,
@@ -139,7 +142,16 @@ pub struct Limits {
     /// CLIENT LIST is skipped while a server has more clients connected
     /// (`limits.max_clients_listed`).
     pub max_clients_listed: u64,
+    /// Bytes of snapshots read and waiting for their watchers, across
+    /// every target (`limits.snapshots_mib`).
+    pub snapshots_bytes: usize,
 }
+
+/// Default of `limits.snapshots_mib`.
+pub const SNAPSHOTS_MIB: usize = 256;
+
+/// Accepted range of `limits.snapshots_mib`.
+pub const SNAPSHOTS_MIB_RANGE: (i64, i64) = (1, 65_536);
 
 pub use crate::redis::probe::MAX_CLIENTS_LISTED;
 
@@ -152,6 +164,7 @@ impl Default for Limits {
             defaults: WatcherLimits::default(),
             watchers: BTreeMap::new(),
             max_clients_listed: MAX_CLIENTS_LISTED,
+            snapshots_bytes: SNAPSHOTS_MIB << 20,
         }
     }
 }
@@ -181,10 +194,28 @@ impl Limits {
                 CLIENTS_LISTED_RANGE.1
             ),
         };
+        let snapshots_bytes = match file.snapshots_mib {
+            None => SNAPSHOTS_MIB << 20,
+            Some(v) if (SNAPSHOTS_MIB_RANGE.0..=SNAPSHOTS_MIB_RANGE.1).contains(&v) => {
+                usize::try_from(v)? << 20
+            }
+            Some(v) => bail!(
+                "{origin}: `limits.snapshots_mib` = {v} is out of range: expected an integer \
+                 from {} to {} (MiB)",
+                SNAPSHOTS_MIB_RANGE.0,
+                SNAPSHOTS_MIB_RANGE.1
+            ),
+        };
         let mut watchers = BTreeMap::new();
         for (name, o) in &file.watchers {
             if !o.watchers.is_empty() {
                 bail!("{origin}: `limits.watchers.{name}` cannot hold a `watchers` table");
+            }
+            if o.snapshots_mib.is_some() {
+                bail!(
+                    "{origin}: `limits.watchers.{name}.snapshots_mib`: the snapshot budget is \
+                     shared by every target and watcher; set `snapshots_mib` in [limits]"
+                );
             }
             if o.max_clients_listed.is_some() {
                 bail!(
@@ -199,6 +230,7 @@ impl Limits {
             defaults,
             watchers,
             max_clients_listed,
+            snapshots_bytes,
         })
     }
 }
