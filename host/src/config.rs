@@ -248,12 +248,7 @@ impl PublishSettings {
     /// How to dial the bus.
     #[must_use]
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            url: self.url.clone(),
-            tls: self.tls.clone(),
-            auth: self.auth.clone(),
-            allow: None,
-        }
+        Endpoint::configured(&self.url, &self.tls, &self.auth)
     }
 }
 

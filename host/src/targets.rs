@@ -66,10 +66,8 @@ impl Target {
     #[must_use]
     pub fn endpoint(&self) -> Endpoint {
         Endpoint {
-            url: self.url.clone(),
-            tls: self.tls.clone(),
-            auth: self.auth.clone(),
             allow: self.allow.clone(),
+            ..Endpoint::configured(&self.url, &self.tls, &self.auth)
         }
     }
 
@@ -166,12 +164,7 @@ impl Discover {
     /// How to dial the seed or sentinel.
     #[must_use]
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            url: self.url.clone(),
-            tls: self.tls.clone(),
-            auth: self.auth.clone(),
-            allow: None,
-        }
+        Endpoint::configured(&self.url, &self.tls, &self.auth)
     }
 
     /// What this entry is, for messages: `cluster 10.0.0.1:7000` or

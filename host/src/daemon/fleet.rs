@@ -424,53 +424,39 @@ impl Fleet {
         let origin = &self.kit.origin;
         let said = &mut self.said[entry];
         let mut events = Vec::new();
+        let mut warn_event = |msg: String, fields| {
+            warn!("{msg}");
+            events.push(origin.wrap(&origin.instance, Emitted::host(Level::Warn, msg, fields)));
+        };
         for node in &found.refused {
             if said.refused.insert(node.clone()) {
-                let msg = refused_message(entry, &how, node);
-                warn!("{msg}");
-                events.push(origin.wrap(
-                    &origin.instance,
-                    Emitted::host(
-                        Level::Warn,
-                        msg,
-                        fields! {"discover" => how.clone(), "node" => node.clone(), "key" => format!("discover[{entry}].allow")},
-                    ),
-                ));
+                warn_event(
+                    refused_message(entry, &how, node),
+                    fields! {"discover" => how.clone(), "node" => node.clone(), "key" => format!("discover[{entry}].allow")},
+                );
             }
         }
         for why in &found.skipped {
             if said.skipped.insert(why.clone()) {
-                let msg = format!("{how} announces a node that cannot be watched: {why}");
-                warn!("{msg}");
-                events.push(origin.wrap(
-                    &origin.instance,
-                    Emitted::host(
-                        Level::Warn,
-                        msg,
-                        fields! {"discover" => how.clone(), "error" => why.clone()},
-                    ),
-                ));
+                warn_event(
+                    format!("{how} announces a node that cannot be watched: {why}"),
+                    fields! {"discover" => how.clone(), "error" => why.clone()},
+                );
             }
         }
         if found.cut == 0 {
             said.cut = false;
         } else if !said.cut {
             said.cut = true;
-            let msg = cut_message(entry, &how, found.allowed, d.max_nodes);
-            warn!("{msg}");
-            events.push(origin.wrap(
-                &origin.instance,
-                Emitted::host(
-                    Level::Warn,
-                    msg,
-                    fields! {
-                        "discover" => how.clone(),
-                        "nodes" => found.allowed,
-                        "max_nodes" => d.max_nodes,
-                        "key" => format!("discover[{entry}].max_nodes")
-                    },
-                ),
-            ));
+            warn_event(
+                cut_message(entry, &how, found.allowed, d.max_nodes),
+                fields! {
+                    "discover" => how.clone(),
+                    "nodes" => found.allowed,
+                    "max_nodes" => d.max_nodes,
+                    "key" => format!("discover[{entry}].max_nodes")
+                },
+            );
         }
         events
     }

@@ -124,6 +124,18 @@ impl Endpoint {
         }
     }
 
+    /// A configured endpoint: a URL with its TLS settings and credentials
+    /// (no address check: the operator named it).
+    #[must_use]
+    pub fn configured(url: &str, tls: &Tls, auth: &Auth) -> Self {
+        Self {
+            url: url.to_owned(),
+            tls: tls.clone(),
+            auth: auth.clone(),
+            allow: None,
+        }
+    }
+
     /// An endpoint with a URL and TLS settings.
     #[must_use]
     pub fn with_tls(url: &str, tls: &Tls) -> Self {
