@@ -252,9 +252,9 @@ fn poll_cpu(redis: &Redis, cache: &Path) {
         settings.breaker,
         origin.clone(),
     );
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let _context = rt.enter();
-    let (outlet, publishing) = lookout::delivery::task::spawn(publisher, stop, timeout);
+    let (outlet, publishing) = lookout::delivery::task::spawn(publisher, stop.clone(), timeout);
     let mut poller = Poller::new(
         Prober::new(conn(), settings.slowlog_count),
         engine.clone(),
@@ -293,7 +293,7 @@ fn poll_cpu(redis: &Redis, cache: &Path) {
         "",
     );
     drop(poller);
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let _ = rt.block_on(publishing);
 }
 

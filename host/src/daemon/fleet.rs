@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Registry;
@@ -41,7 +42,9 @@ struct Running {
     target: Target,
     /// What the poller should run; written without waiting for it.
     inbox: Arc<Inbox>,
-    stop: watch::Sender<bool>,
+    /// Cancelled when the target is removed; a child of the daemon's
+    /// shutdown token.
+    stop: CancellationToken,
     /// Which `[[discover]]` entry found it; `None` for a configured target.
     found_by: Option<usize>,
     /// Discoveries in a row that did not list it.
@@ -90,6 +93,8 @@ pub(super) struct Kit {
     pub lateness: Arc<Lateness>,
     /// The daemon's metrics, when they are on.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Cancelled on shutdown: every poller's token is a child of it.
+    pub shutdown: CancellationToken,
 }
 
 /// The pollers, by target key.
@@ -159,8 +164,8 @@ impl Fleet {
             settings.response_timeout,
         )?;
         let inbox = Arc::new(Inbox::default());
-        let (stop, stop_rx) = watch::channel(false);
         let kit = &self.kit;
+        let stop = kit.shutdown.child_token();
         let poller = Poller::new(
             Prober::new(conn, settings.slowlog_count)
                 .with_max_clients_listed(settings.limits.max_clients_listed)
@@ -187,9 +192,9 @@ impl Fleet {
         if self.started {
             inbox.start();
         }
-        let taken = inbox.clone();
+        let (taken, stopped) = (inbox.clone(), stop.clone());
         self.polling.spawn(async move {
-            let result = poller.run(taken, stop_rx, first, limit).await;
+            let result = poller.run(taken, stopped, first, limit).await;
             (task_key, result)
         });
         self.running.insert(
@@ -290,7 +295,7 @@ impl Fleet {
     /// waits for them.
     pub async fn stop_all(&mut self) {
         for running in self.running.values() {
-            let _ = running.stop.send(true);
+            running.stop.cancel();
         }
         while self.polling.join_next().await.is_some() {}
         self.running.clear();
@@ -301,7 +306,7 @@ impl Fleet {
         if self
             .running
             .get(key)
-            .is_some_and(|r| *r.stop.borrow() || self.kit.limit.is_some())
+            .is_some_and(|r| r.stop.is_cancelled() || self.kit.limit.is_some())
         {
             self.running.remove(key);
         }
@@ -394,7 +399,7 @@ impl Fleet {
         }
         for key in gone {
             if let Some(running) = self.running.remove(&key) {
-                let _ = running.stop.send(true);
+                running.stop.cancel();
                 info!(target = %key, "target removed: {key}, no longer listed by {how}");
                 events.push(event(
                     &self.kit.origin,
@@ -607,29 +612,33 @@ async fn discover_now(entry: &Discover, known: &[Endpoint], settings: &Settings)
 }
 
 /// One discover entry's answers, sent to the daemon: at once, then every
-/// `refresh` until `stop` (or only once, with `once`).
+/// `refresh` until `stop` is cancelled (or only once, with `once`).
 pub(super) async fn refresh(
     entry_index: usize,
     settings: Settings,
     once: bool,
     answers: mpsc::Sender<(usize, Result<Found>)>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let entry = settings.discover[entry_index].clone();
     let mut known: Vec<Endpoint> = Vec::new();
     loop {
         let answer = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
             answer = discover(&entry, &known, &settings) => answer,
         };
         if let Ok(found) = &answer {
             known = found.targets.iter().map(Target::endpoint).collect();
         }
-        if answers.send((entry_index, answer)).await.is_err() || once {
+        let sent = tokio::select! {
+            () = stop.cancelled() => return,
+            sent = answers.send((entry_index, answer)) => sent,
+        };
+        if sent.is_err() || once {
             return;
         }
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
             () = tokio::time::sleep(entry.refresh) => {}
         }
     }

@@ -25,6 +25,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::Settings;
@@ -237,25 +239,30 @@ impl Daemon {
             metrics,
         } = self;
         let started_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        let (stop_tx, stop) = watch::channel(false);
-        let (stop_publisher, publisher_stop) = watch::channel(false);
+        // The shutdown tree: `shutdown` (or the end of a bounded run)
+        // cancels `root`, and with it every poller, discovery refresh, the
+        // heartbeat and the metrics server; `tasks` waits for those besides
+        // the pollers. The publisher's token is not in that tree: it is
+        // cancelled once polling stopped, so what the pollers queued drains.
+        let root = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let publisher_stop = CancellationToken::new();
+        // However `run` returns, every task is told to stop.
+        let _stopping = (
+            root.clone().drop_guard(),
+            publisher_stop.clone().drop_guard(),
+        );
         let (metrics, listener) = metrics.unzip();
-        let serving = match listener {
-            Some(listener) => {
-                let listener = tokio::net::TcpListener::from_std(listener)
-                    .context("metrics_addr: the listening socket")?;
-                let metrics = metrics.clone().expect("bound with its metrics");
-                Some(tokio::spawn(crate::metrics::serve::serve(
-                    listener,
-                    metrics,
-                    stop.clone(),
-                )))
-            }
-            None => None,
-        };
+        if let Some(listener) = listener {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .context("metrics_addr: the listening socket")?;
+            let metrics = metrics.clone().expect("bound with its metrics");
+            let serving = crate::metrics::serve::serve(listener, metrics, root.child_token());
+            tasks.spawn(serving);
+        }
         let (outlet, publishing) = task::spawn_observed(
             publisher,
-            publisher_stop,
+            publisher_stop.clone(),
             settings.shutdown_grace,
             metrics.clone(),
         );
@@ -282,6 +289,7 @@ impl Daemon {
             },
             lateness: Arc::new(Lateness::default()),
             metrics,
+            shutdown: root.clone(),
         };
         let lateness = kit.lateness.clone();
         let mut fleet = Fleet::new(kit, settings.discover.len());
@@ -289,12 +297,12 @@ impl Daemon {
         fleet.start_configured(&settings, &registry)?;
         let (answers_tx, mut answers) = mpsc::channel(settings.discover.len().max(1));
         for entry in 0..settings.discover.len() {
-            tokio::spawn(fleet::refresh(
+            tasks.spawn(fleet::refresh(
                 entry,
                 settings.clone(),
                 mode.polls.is_some(),
                 answers_tx.clone(),
-                stop.clone(),
+                root.child_token(),
             ));
         }
         drop(answers_tx);
@@ -311,10 +319,16 @@ impl Daemon {
             poll_interval_s: interval.as_secs_f64(),
         };
         let (beats, beats_rx) = watch::channel(beat(fleet.len(), 0));
-        let beating = heartbeat.map(|(conn, key)| {
+        if let Some((conn, key)) = heartbeat {
             info!(key = %key, ttl_s = heartbeat::TTL_S, "heartbeat on the bus");
-            heartbeat::spawn(conn, key, settings.poll_interval, beats_rx, stop.clone())
-        });
+            tasks.spawn(heartbeat::run(
+                conn,
+                key,
+                settings.poll_interval,
+                beats_rx,
+                root.child_token(),
+            ));
+        }
 
         // Start-up loads, off the poll path: each watcher joins when ready.
         let mut loaded_rx = load_each(&engine, &paths, &settings);
@@ -412,17 +426,14 @@ impl Daemon {
         }
         // Pollers stop at once (a watcher call in flight is abandoned), then
         // the publisher drains what they queued, within the grace period.
-        let _ = stop_tx.send(true);
+        root.cancel();
         if let Some(task) = reloading {
             task.abort();
         }
+        drop(answers);
         fleet.stop_all().await;
-        if let Some(task) = beating {
-            let _ = task.await;
-        }
-        if let Some(task) = serving {
-            let _ = task.await;
-        }
+        tasks.close();
+        tasks.wait().await;
         let late = lateness.summary();
         info!(
             polls = late.polls,
@@ -431,7 +442,7 @@ impl Daemon {
             lateness_max_ms = late.max_ms,
             "polling stopped"
         );
-        let _ = stop_publisher.send(true);
+        publisher_stop.cancel();
         drop(outlet);
         let stopped = publishing.await.unwrap_or_default();
         if let Some(e) = failure {

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::lateness::Lateness;
@@ -236,7 +237,7 @@ impl Poller {
         self
     }
 
-    /// Polls until `stop` turns true or `limit` polls are done, taking
+    /// Polls until `stop` is cancelled or `limit` polls are done, taking
     /// what `inbox` asks for between polls.
     ///
     /// # Errors
@@ -244,7 +245,7 @@ impl Poller {
     pub(crate) async fn run(
         mut self,
         inbox: Arc<Inbox>,
-        mut stop: watch::Receiver<bool>,
+        stop: CancellationToken,
         first: FirstPoll,
         limit: Option<u64>,
     ) -> Result<()> {
@@ -266,7 +267,7 @@ impl Poller {
             self.catch_up(desired);
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                () = stop.cancelled() => return Ok(()),
                 () = inbox.changed.notified() => continue,
                 () = sleep_until(next_poll) => {}
             }
@@ -286,7 +287,7 @@ impl Poller {
             }
             let outcome = tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                () = stop.cancelled() => return Ok(()),
                 outcome = self.poll() => outcome,
             };
             done += 1;

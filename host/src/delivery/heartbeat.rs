@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::redis::conn::Conn;
@@ -50,49 +50,48 @@ pub fn key(prefix: &str, host: &str, pid: u32) -> String {
     format!("{prefix}:{host}:{pid}")
 }
 
-/// Starts the heartbeat task: writes `beats`' latest value under `key`
-/// every `interval` (within 1 to 30 s) until `stop`, then deletes it.
-pub fn spawn(
+/// The heartbeat task: writes `beats`' latest value under `key` every
+/// `interval` (within 1 to 30 s) until `stop` is cancelled, then deletes
+/// it.
+pub async fn run(
     mut conn: Conn,
     key: String,
     interval: Duration,
     mut beats: watch::Receiver<Beat>,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
+    stop: CancellationToken,
+) {
     let every = interval.clamp(LEAST_APART, MOST_APART);
-    tokio::spawn(async move {
-        let mut failing: Option<String> = None;
-        loop {
-            let value = serde_json::to_string(&*beats.borrow_and_update()).unwrap_or_default();
-            let mut set = redis::pipe();
-            set.cmd("SET").arg(&key).arg(value).arg("EX").arg(TTL_S);
-            let written = tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
-                written = conn.query(&set) => written,
-            };
-            match (written, &failing) {
-                (Ok(_), Some(_)) => {
-                    info!(key = %key, "heartbeat written again");
-                    failing = None;
-                }
-                (Ok(_), None) => {}
-                (Err(e), _) => {
-                    let text = e.to_string();
-                    if failing.as_deref() != Some(text.as_str()) {
-                        warn!(key = %key, "heartbeat not written: {text}; retrying every {}s", every.as_secs_f64());
-                        failing = Some(text);
-                    }
-                }
+    let mut failing: Option<String> = None;
+    loop {
+        let value = serde_json::to_string(&*beats.borrow_and_update()).unwrap_or_default();
+        let mut set = redis::pipe();
+        set.cmd("SET").arg(&key).arg(value).arg("EX").arg(TTL_S);
+        let written = tokio::select! {
+            () = stop.cancelled() => break,
+            written = conn.query(&set) => written,
+        };
+        match (written, &failing) {
+            (Ok(_), Some(_)) => {
+                info!(key = %key, "heartbeat written again");
+                failing = None;
             }
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
-                () = tokio::time::sleep(every) => {}
+            (Ok(_), None) => {}
+            (Err(e), _) => {
+                let text = e.to_string();
+                if failing.as_deref() != Some(text.as_str()) {
+                    warn!(key = %key, "heartbeat not written: {text}; retrying every {}s", every.as_secs_f64());
+                    failing = Some(text);
+                }
             }
         }
-        let mut del = redis::pipe();
-        del.cmd("DEL").arg(&key);
-        let _ = tokio::time::timeout(Duration::from_secs(1), conn.query(&del)).await;
-    })
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+    let mut del = redis::pipe();
+    del.cmd("DEL").arg(&key);
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.query(&del)).await;
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::envelope::Envelope;
@@ -63,11 +64,11 @@ impl Outlet {
 }
 
 /// Starts the publisher task on the current runtime. It runs until `stop`
-/// turns true (or every [`Outlet`] is gone), then drains for at most
+/// is cancelled (or every [`Outlet`] is gone), then drains for at most
 /// `grace`.
 pub fn spawn(
     publisher: Publisher,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     grace: Duration,
 ) -> (Outlet, JoinHandle<Stopped>) {
     spawn_observed(publisher, stop, grace, None)
@@ -77,7 +78,7 @@ pub fn spawn(
 /// after every step.
 pub fn spawn_observed(
     publisher: Publisher,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     grace: Duration,
     metrics: Option<Arc<Metrics>>,
 ) -> (Outlet, JoinHandle<Stopped>) {
@@ -102,7 +103,7 @@ fn observe(metrics: Option<&Metrics>, publisher: &Publisher) {
 async fn run(
     mut publisher: Publisher,
     mut rx: mpsc::Receiver<Vec<Envelope>>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     grace: Duration,
     metrics: Option<Arc<Metrics>>,
 ) -> Stopped {
@@ -114,7 +115,7 @@ async fn run(
     if publisher.pending() > 0 {
         let replayed = tokio::select! {
             biased;
-            _ = stop.changed() => None,
+            () = stop.cancelled() => None,
             result = publisher.flush() => Some(result),
         };
         if let Some(Err(e)) = &replayed {
@@ -128,17 +129,12 @@ async fn run(
     let mut staged: Vec<Envelope> = Vec::new();
     'run: loop {
         observe(metrics, &publisher);
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             break;
         }
         tokio::select! {
             biased;
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    break;
-                }
-                continue;
-            }
+            () = stop.cancelled() => break,
             batch = rx.recv() => match batch {
                 Some(batch) => batch.into_iter().for_each(|e| publisher.push(e)),
                 None => break,
@@ -153,13 +149,9 @@ async fn run(
                     tokio::select! {
                         biased;
                         result = &mut flush => break Some(result),
-                        changed = stop.changed() => {
-                            if changed.is_err() || *stop.borrow() {
-                                // The drain below sends again what this
-                                // attempt did not confirm.
-                                break None;
-                            }
-                        }
+                        // The drain below sends again what this attempt
+                        // did not confirm.
+                        () = stop.cancelled() => break None,
                         Some(batch) = rx.recv() => staged.extend(batch),
                     }
                 }

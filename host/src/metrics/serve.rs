@@ -15,7 +15,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Metrics;
@@ -23,14 +23,14 @@ use super::Metrics;
 /// A client has this long to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `metrics` on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+/// Serves `metrics` on `listener` until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving /metrics and /healthz");
     }
     loop {
         let accepted = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
