@@ -574,7 +574,7 @@ impl Poller {
                 );
                 wait
             }
-            ProbeError::Refused(reason) => {
+            ProbeError::Refused { reason, .. } => {
                 if self.refused.as_deref() != Some(reason.as_str()) {
                     error!("{reason} (retrying every {}s)", REFUSED_WAIT.as_secs());
                     let event = Emitted::host(

@@ -26,6 +26,7 @@ use crate::delivery::envelope::{Envelope, HOST_TARGET, Level, Origin};
 use crate::delivery::outbox::{Caps, DropPolicy};
 use crate::delivery::spool::Spool;
 use crate::fields;
+use crate::redis::error::ServerKind;
 
 /// Recovery time after which an open breaker probes at once.
 const NOW: Duration = Duration::ZERO;
@@ -1053,13 +1054,15 @@ fn every_refusal_names_its_fix() {
         ("WRONGTYPE", "set [publish] stream_key"),
         ("SOMETHING", "retrying"),
     ] {
-        let advice = super::advice(code, "XADD", "logs:stream:redis", true, None);
+        let kind = ServerKind::from_code(code, None);
+        let advice = super::advice(&kind, "XADD", "logs:stream:redis", true, None);
         assert!(advice.contains(fix), "{code}: {advice}");
         assert!(advice.contains("retrying"), "{code}: {advice}");
     }
-    assert!(super::advice("OOM", "XADD", "k", true, None).contains("[publish] url"));
-    assert!(!super::advice("OOM", "XADD", "k", false, None).contains("[publish] url"));
-    let lru = super::advice("OOM", "XADD", "k", false, Some("allkeys-lru"));
+    let oom = &ServerKind::Oom;
+    assert!(super::advice(oom, "XADD", "k", true, None).contains("[publish] url"));
+    assert!(!super::advice(oom, "XADD", "k", false, None).contains("[publish] url"));
+    let lru = super::advice(oom, "XADD", "k", false, Some("allkeys-lru"));
     assert!(
         lru.contains("(allkeys-lru) found nothing more to evict"),
         "{lru}"

@@ -28,6 +28,7 @@ use super::spool::{COMPACT_FLOOR, HEADER, Note, Replay, Spool};
 use crate::config::PublishSettings;
 use crate::fields;
 use crate::redis::conn::Conn;
+use crate::redis::error::ServerKind;
 
 /// Envelopes per pipelined batch.
 pub const BATCH: usize = 500;
@@ -75,8 +76,8 @@ pub struct MemoryBus {
 pub struct Refusal {
     /// `PUBLISH` or `XADD`.
     pub command: &'static str,
-    /// The error code: `OOM`, `READONLY`, `NOPERM`...
-    pub code: String,
+    /// What the error reply said: `OOM`, `READONLY`, `NOPERM`...
+    pub kind: ServerKind,
     /// The rest of the error line.
     pub detail: String,
 }
@@ -284,7 +285,10 @@ impl Publisher {
             }
             if !replies.refusals.is_empty() {
                 for refusal in &replies.refusals {
-                    *self.refused.entry(refusal.code.clone()).or_default() += 1;
+                    *self
+                        .refused
+                        .entry(refusal.kind.code().to_owned())
+                        .or_default() += 1;
                 }
                 let e = anyhow!(self.describe(&replies.refusals));
                 self.failed();
@@ -399,16 +403,16 @@ impl Publisher {
     fn describe(&self, refusals: &[Refusal]) -> String {
         let (bus, watched) = self.bus();
         let key = self.stream_key();
-        let mut groups: BTreeMap<(&str, &str), (usize, &str)> = BTreeMap::new();
+        let mut groups: BTreeMap<(&str, &str), (usize, &str, &ServerKind)> = BTreeMap::new();
         for r in refusals {
             groups
-                .entry((r.command, r.code.as_str()))
-                .or_insert((0, r.detail.as_str()))
+                .entry((r.command, r.kind.code()))
+                .or_insert((0, r.detail.as_str(), &r.kind))
                 .0 += 1;
         }
         let parts: Vec<String> = groups
             .into_iter()
-            .map(|((command, code), (count, detail))| {
+            .map(|((command, code), (count, detail, kind))| {
                 let detail = detail.trim();
                 let detail = if detail.is_empty() {
                     String::new()
@@ -418,7 +422,7 @@ impl Publisher {
                 format!(
                     "bus {bus} refused {command} of {count} envelope{} with {code}{detail}: {}",
                     if count == 1 { "" } else { "s" },
-                    advice(code, command, &key, watched, self.policy.as_deref())
+                    advice(kind, command, &key, watched, self.policy.as_deref())
                 )
             })
             .collect();
@@ -570,7 +574,7 @@ impl Publisher {
                     if let redis::Value::ServerError(e) = &value {
                         replies.refusals.push(Refusal {
                             command,
-                            code: e.code().to_owned(),
+                            kind: ServerKind::from(e),
                             detail: e.details().unwrap_or_default().to_owned(),
                         });
                     } else if xadd {
@@ -597,7 +601,7 @@ impl Publisher {
                         match bus.refuse_publish.clone() {
                             Some(code) => replies.refusals.push(Refusal {
                                 command: "PUBLISH",
-                                code,
+                                kind: ServerKind::from_code(&code, None),
                                 detail: String::new(),
                             }),
                             None => {
@@ -610,7 +614,7 @@ impl Publisher {
                         match bus.refuse_xadd.clone() {
                             Some(code) => replies.refusals.push(Refusal {
                                 command: "XADD",
-                                code,
+                                kind: ServerKind::from_code(&code, None),
                                 detail: String::new(),
                             }),
                             None => {
@@ -633,9 +637,9 @@ impl Publisher {
     }
 }
 
-/// What to do about an error reply with `code` to `command`.
+/// What to do about an error reply of `kind` to `command`.
 fn advice(
-    code: &str,
+    kind: &ServerKind,
     command: &str,
     stream_key: &str,
     watched: bool,
@@ -646,8 +650,8 @@ fn advice(
     } else {
         ""
     };
-    match code {
-        "OOM" => match policy {
+    match kind {
+        ServerKind::Oom => match policy {
             Some(policy) if policy != "noeviction" => format!(
                 "the bus reached maxmemory and its maxmemory-policy ({policy}) found nothing more to evict; raise maxmemory{elsewhere}; retrying with the breaker's backoff"
             ),
@@ -655,18 +659,18 @@ fn advice(
                 "the bus reached maxmemory and its maxmemory-policy (noeviction) refuses writes; raise maxmemory{elsewhere}; retrying with the breaker's backoff"
             ),
         },
-        "READONLY" => "the bus is a read-only replica (after a failover the primary moved); point [publish] url at the primary; retrying with the breaker's backoff".to_owned(),
-        "MISCONF" => "the bus refuses writes because its last RDB snapshot failed (stop-writes-on-bgsave-error); fix its disk or its save settings; retrying with the breaker's backoff".to_owned(),
-        "NOPERM" => format!(
+        ServerKind::ReadOnly => "the bus is a read-only replica (after a failover the primary moved); point [publish] url at the primary; retrying with the breaker's backoff".to_owned(),
+        ServerKind::MisConf => "the bus refuses writes because its last RDB snapshot failed (stop-writes-on-bgsave-error); fix its disk or its save settings; retrying with the breaker's backoff".to_owned(),
+        ServerKind::NoPerm => format!(
             "the ACL user of [publish] url may not run {command} there; grant it (+publish and the channel pattern, +xadd and the key {stream_key}) or use another user; retrying with the breaker's backoff"
         ),
-        "WRONGTYPE" => format!(
+        ServerKind::WrongType => format!(
             "the key {stream_key} holds something other than a stream; delete or rename it, or set [publish] stream_key; retrying with the breaker's backoff"
         ),
-        "NOAUTH" | "WRONGPASS" => "authentication failed; check the user and password in [publish] url; retrying with the breaker's backoff".to_owned(),
-        "LOADING" => "the bus is loading its data set; retrying with the breaker's backoff".to_owned(),
-        "MASTERDOWN" => "the bus is a replica that lost its primary; retrying with the breaker's backoff".to_owned(),
-        "BUSY" => "a script is running on the bus; retrying with the breaker's backoff".to_owned(),
+        ServerKind::NoAuth | ServerKind::WrongPass => "authentication failed; check the user and password in [publish] url; retrying with the breaker's backoff".to_owned(),
+        ServerKind::Loading => "the bus is loading its data set; retrying with the breaker's backoff".to_owned(),
+        ServerKind::MasterDown => "the bus is a replica that lost its primary; retrying with the breaker's backoff".to_owned(),
+        ServerKind::Busy => "a script is running on the bus; retrying with the breaker's backoff".to_owned(),
         _ => "retrying with the breaker's backoff".to_owned(),
     }
 }

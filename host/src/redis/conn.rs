@@ -14,8 +14,9 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 
 use super::endpoint::Endpoint;
+use super::error::{ServerKind, io_kind, tls_error};
 use super::redact::{instance_of, redact_text};
-use super::tls::Tls;
+use super::tls::{Tls, TlsFault};
 
 /// Client name of every Lookout connection, shown in CLIENT LIST.
 pub const CLIENT_NAME: &str = "lookout";
@@ -159,13 +160,9 @@ impl Conn {
     async fn get(&mut self) -> Result<&mut MultiplexedConnection, QueryError> {
         if self.conn.is_none() {
             let (client, config, cert) =
-                self.endpoint
-                    .client(self.config.clone())
-                    .map_err(|e| QueryError {
-                        link_down: true,
-                        code: None,
-                        message: redact_text(&format!("{e:#}"), &self.endpoint.url),
-                    })?;
+                self.endpoint.client(self.config.clone()).map_err(|e| {
+                    QueryError::down(redact_text(&format!("{e:#}"), &self.endpoint.url))
+                })?;
             self.client_cert = cert;
             let dial = async {
                 let mut conn = client
@@ -180,21 +177,14 @@ impl Conn {
             };
             let (conn, replies) = tokio::time::timeout(self.connect_budget, dial)
                 .await
-                .map_err(|_| QueryError {
-                    link_down: true,
-                    code: None,
-                    message: format!("connect to {} timed out", self.instance),
-                })?
+                .map_err(|_| QueryError::down(format!("connect to {} timed out", self.instance)))?
                 .map_err(|e| self.dial_error(&e))?;
             for reply in &replies {
-                if let Value::ServerError(e) = reply
-                    && matches!(e.code(), "NOAUTH" | "WRONGPASS")
-                {
-                    return Err(QueryError {
-                        link_down: false,
-                        code: Some(e.code().to_owned()),
-                        message: self.shown(&format!("{e:?}")),
-                    });
+                if let Value::ServerError(e) = reply {
+                    let kind = ServerKind::from(e);
+                    if kind.is_auth() {
+                        return Err(QueryError::reply(Some(kind), self.shown(&format!("{e:?}"))));
+                    }
                 }
             }
             let info = text(replies.get(1)).ok();
@@ -250,15 +240,17 @@ impl Conn {
     /// certificate was presented, a hint that it may want one.
     fn dial_error(&self, e: &redis::RedisError) -> QueryError {
         let mut error = self.error(e);
-        let closed = {
-            let m = error.message.to_ascii_lowercase();
-            m.contains("broken pipe")
-                || m.contains("connection reset")
-                || m.contains("unexpected eof")
-                || m.contains("unexpectedeof")
-                || m.contains("close_notify")
-                || m.contains("closed")
-        };
+        // A peer that went away: a closed pipe or socket, or a TLS stream
+        // ended without its close_notify.
+        let closed = matches!(
+            io_kind(e),
+            Some(
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        );
         let tls = self.endpoint.url.starts_with("rediss:");
         if !tls && closed && error.link_down {
             error.message = format!(
@@ -266,12 +258,10 @@ impl Conn {
                 error.message
             );
         }
-        if tls && !self.client_cert && closed && !error.message.contains("tls.cert_file") {
-            error.message = format!(
-                "{}; the server closed the TLS connection: it may require a client certificate \
-                 (set tls.cert_file and tls.key_file)",
-                error.message
-            );
+        if tls && !self.client_cert && closed && error.tls.is_none() {
+            let fault = TlsFault::ClosedWithoutClientCert;
+            error.message = format!("{}; {}", error.message, fault.hint());
+            error.tls = Some(fault);
         }
         error
     }
@@ -279,22 +269,20 @@ impl Conn {
     /// A failed call as a [`QueryError`]; dropping the connection is the
     /// caller's business.
     fn error(&self, e: &redis::RedisError) -> QueryError {
-        let code = if e.kind() == redis::ErrorKind::AuthenticationFailed {
-            Some("WRONGPASS".to_owned())
-        } else {
-            e.code().map(str::to_owned)
-        };
+        let kind = ServerKind::of_error(e);
+        let tls = tls_error(e).and_then(TlsFault::of);
         let mut message = self.shown(&e.to_string());
-        if let Some(hint) = super::tls::hint(&message) {
-            message = format!("TLS: {message}; {hint}");
+        if let Some(fault) = tls {
+            message = format!("TLS: {message}; {}", fault.hint());
         }
         QueryError {
-            link_down: code.is_none()
+            link_down: kind.is_none()
                 && (e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()),
-            code,
+            kind,
+            tls,
             message,
         }
     }
@@ -349,21 +337,44 @@ impl Conn {
 pub struct QueryError {
     /// The connection failed or timed out (as opposed to an error reply).
     pub link_down: bool,
-    /// The server's error code (`NOPERM`, `OOM`...), `WRONGPASS` for any
-    /// refused authentication.
-    pub code: Option<String>,
+    /// What the server's error reply said (`NOPERM`, `OOM`...);
+    /// [`ServerKind::WrongPass`] for any refused authentication.
+    pub kind: Option<ServerKind>,
+    /// The TLS problem behind a failed connection, when a `tls.*` key
+    /// fixes it (the message names the key).
+    pub tls: Option<TlsFault>,
     /// What happened, without any password.
     pub message: String,
 }
 
 impl QueryError {
+    /// The connection failed: `message` says how.
+    #[must_use]
+    pub fn down(message: String) -> Self {
+        Self {
+            link_down: true,
+            kind: None,
+            tls: None,
+            message,
+        }
+    }
+
+    /// The server answered, with an error reply of `kind` or with one
+    /// that makes no sense: `message` says which.
+    #[must_use]
+    pub fn reply(kind: Option<ServerKind>, message: String) -> Self {
+        Self {
+            link_down: false,
+            kind,
+            tls: None,
+            message,
+        }
+    }
+
     /// The server refused the credentials or the command for this user:
     /// a configuration error, not an outage.
     pub fn is_refusal(&self) -> bool {
-        matches!(
-            self.code.as_deref(),
-            Some("WRONGPASS" | "NOAUTH" | "NOPERM")
-        )
+        self.kind.as_ref().is_some_and(ServerKind::is_refusal)
     }
 }
 
@@ -416,6 +427,87 @@ mod tests {
             !is_own("10.0.0.2:6379", "10.0.0.9:41000", CLIENT_NAME),
             "another server"
         );
+    }
+
+    fn conn(url: &str) -> Conn {
+        Conn::new(url, Duration::from_secs(1), Duration::from_secs(1)).unwrap()
+    }
+
+    /// A TLS stream failed with `e`, as tokio-rustls and redis-rs report it.
+    fn tls_failed(e: rustls::Error) -> redis::RedisError {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e).into()
+    }
+
+    #[test]
+    fn tls_failures_are_hinted_by_their_type() {
+        let tls = conn("rediss://127.0.0.1:1");
+        let unknown = rustls::CertificateError::UnknownIssuer;
+        let e = tls.dial_error(&tls_failed(unknown.into()));
+        assert_eq!(e.tls, Some(TlsFault::UnknownIssuer));
+        assert_eq!(
+            e.message,
+            "TLS: invalid peer certificate: UnknownIssuer; the server's certificate is not \
+             signed by a trusted CA: set tls.ca_file to its CA"
+        );
+        assert!(e.link_down && e.kind.is_none());
+        let wanted = rustls::AlertDescription::CertificateRequired;
+        let e = tls.error(&tls_failed(rustls::Error::AlertReceived(wanted)));
+        assert_eq!(e.tls, Some(TlsFault::ClientCertWanted));
+        assert_eq!(
+            e.message,
+            "TLS: received fatal alert: CertificateRequired; the server asks for a client \
+             certificate: set tls.cert_file and tls.key_file"
+        );
+
+        let closed = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        let e = tls.dial_error(&closed);
+        assert_eq!(e.tls, Some(TlsFault::ClosedWithoutClientCert));
+        assert_eq!(
+            e.message,
+            "broken pipe; the server closed the TLS connection: it may require a client \
+             certificate (set tls.cert_file and tls.key_file)"
+        );
+        let e = conn("redis://127.0.0.1:1").dial_error(&closed);
+        assert_eq!(e.tls, None);
+        assert_eq!(
+            e.message,
+            "broken pipe; the server closed the connection: if it serves only TLS, write rediss://"
+        );
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let e = tls.dial_error(&refused);
+        assert_eq!((e.tls, e.link_down), (None, true), "{}", e.message);
+
+        // A reply's words are not a TLS failure.
+        let reply = redis::parse_redis_value(b"-ERR client certificate required alert\r\n")
+            .unwrap()
+            .extract_error()
+            .unwrap_err();
+        let e = tls.dial_error(&reply);
+        assert_eq!(
+            (e.tls, e.kind, e.link_down),
+            (None, Some(ServerKind::Err), false)
+        );
+        assert!(!e.message.starts_with("TLS"), "{}", e.message);
+    }
+
+    #[test]
+    fn refusals_are_known_by_their_kind() {
+        let tls = conn("redis://127.0.0.1:1");
+        let auth = redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        let e = tls.error(&auth);
+        assert_eq!(e.kind, Some(ServerKind::WrongPass));
+        assert!(e.is_refusal() && !e.link_down);
+        let oom = redis::parse_redis_value(b"-OOM full\r\n")
+            .unwrap()
+            .extract_error()
+            .unwrap_err();
+        let e = tls.error(&oom);
+        assert_eq!(e.kind, Some(ServerKind::Oom));
+        assert!(!e.is_refusal());
     }
 
     #[test]

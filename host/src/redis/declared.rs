@@ -10,6 +10,7 @@ use redis::Value;
 use serde::{Deserialize, Serialize};
 
 use super::conn::text;
+use super::error::{ServerKind, reply_line};
 
 /// INFO sections outside the default INFO that a watcher may declare.
 pub const INFO_SECTIONS: [&str; 3] = ["commandstats", "errorstats", "latencystats"];
@@ -169,10 +170,10 @@ impl Ask {
     pub fn answer(&self, replies: &[Value]) -> Answer {
         let first = replies.first();
         if let Some(Value::ServerError(e)) = first {
-            if matches!(e.code(), "MOVED" | "ASK") {
-                return Answer::Elsewhere(refused(self, e));
-            }
-            return Answer::Unavailable(refused(self, e));
+            return match ServerKind::from(e) {
+                ServerKind::Moved | ServerKind::Ask => Answer::Elsewhere(refused(self, e)),
+                _ => Answer::Unavailable(refused(self, e)),
+            };
         }
         let Some(first) = first else {
             return Answer::Unavailable("no reply".to_owned());
@@ -223,16 +224,13 @@ impl Ask {
 /// host then stops asking for a while rather than add an error to the
 /// server's error counters every poll.
 pub fn is_noperm(reply: Option<&Value>) -> bool {
-    matches!(reply, Some(Value::ServerError(e)) if e.code() == "NOPERM")
+    ServerKind::of_reply(reply) == Some(ServerKind::NoPerm)
 }
 
 /// The reason for a refused probe, with the fix when it is an ACL one.
 fn refused(ask: &Ask, e: &redis::ServerError) -> String {
-    let message = crate::untrusted::clip(
-        &e.details()
-            .map_or_else(|| e.code().to_owned(), |d| format!("{} {d}", e.code())),
-    );
-    if e.code() == "NOPERM" {
+    let message = reply_line(e);
+    if ServerKind::from(e) == ServerKind::NoPerm {
         format!(
             "{} refused: {message}; grant it to this user (README: ACL rules)",
             ask.command()

@@ -19,6 +19,7 @@ use redis::Value;
 
 use super::conn::{Conn, QueryError, text};
 use super::declared::{Answer, Ask, is_noperm};
+use super::error::{ServerKind, reply_line};
 
 /// Entries asked for beyond what the newest id says, for entries logged
 /// between the two SLOWLOG reads.
@@ -220,8 +221,13 @@ pub enum ProbeError {
     Failed(anyhow::Error),
     /// The server refused the credentials or a probe for this user
     /// (WRONGPASS, NOAUTH, NOPERM): a configuration error, not an outage.
-    #[error("{0}")]
-    Refused(String),
+    #[error("{reason}")]
+    Refused {
+        /// Which refusal.
+        kind: ServerKind,
+        /// What was refused, by which server, and the fix.
+        reason: String,
+    },
     /// PING answered but the rest of the poll's reads did not finish
     /// within the poll's deadline (its interval); says what was waited for.
     #[error("{0}")]
@@ -620,7 +626,7 @@ impl Prober {
         }
         if snapshot.probes.slowlog {
             match replies.get(2) {
-                Some(Value::ServerError(e)) if e.code() == "NOPERM" => {
+                Some(Value::ServerError(e)) if ServerKind::from(e) == ServerKind::NoPerm => {
                     let first = self
                         .slowlog_refused_until
                         .replace(Instant::now() + REFUSED_RETRY)
@@ -630,6 +636,7 @@ impl Prober {
                         notices.push(Notice::SlowlogRefused(refusal(
                             &self.conn.redacted_url(),
                             "SLOWLOG GET",
+                            &ServerKind::NoPerm,
                             &format!("NOPERM {}", e.details().unwrap_or_default()),
                         )));
                     }
@@ -745,30 +752,36 @@ impl Prober {
     }
 
     fn query_error(&mut self, e: QueryError, what: &str) -> ProbeError {
-        if e.link_down {
-            ProbeError::Unreachable(e.into())
-        } else if e.is_refusal() {
-            let code = e.code.as_deref().unwrap_or_default();
-            let message = if e.message.contains(code) {
-                e.message.clone()
-            } else {
-                format!("{code} ({})", e.message)
-            };
-            ProbeError::Refused(refusal(&self.conn.redacted_url(), what, &message))
-        } else {
-            ProbeError::Failed(e.into())
+        match e.kind.clone() {
+            _ if e.link_down => ProbeError::Unreachable(e.into()),
+            Some(kind) if kind.is_refusal() => {
+                // Wording only: the code is named once, in front when the
+                // message does not show it already.
+                let code = kind.code();
+                let message = if e.message.contains(code) {
+                    e.message
+                } else {
+                    format!("{code} ({})", e.message)
+                };
+                self.refused(what, kind, &message)
+            }
+            _ => ProbeError::Failed(e.into()),
         }
     }
 
     fn server_error(&self, e: &redis::ServerError, what: &str) -> ProbeError {
-        let message = crate::untrusted::clip(
-            &e.details()
-                .map_or_else(|| e.code().to_owned(), |d| format!("{} {d}", e.code())),
-        );
-        if matches!(e.code(), "NOPERM" | "NOAUTH" | "WRONGPASS") {
-            ProbeError::Refused(refusal(&self.conn.redacted_url(), what, &message))
-        } else {
-            ProbeError::Failed(anyhow::anyhow!("{what}: server error: {message}"))
+        let message = reply_line(e);
+        match ServerKind::from(e) {
+            kind if kind.is_refusal() => self.refused(what, kind, &message),
+            _ => ProbeError::Failed(anyhow::anyhow!("{what}: server error: {message}")),
+        }
+    }
+
+    /// `what` refused with `kind`: [`ProbeError::Refused`] with the fix.
+    fn refused(&self, what: &str, kind: ServerKind, message: &str) -> ProbeError {
+        ProbeError::Refused {
+            reason: refusal(&self.conn.redacted_url(), what, &kind, message),
+            kind,
         }
     }
 
@@ -936,13 +949,15 @@ impl Sent {
 /// another type: an answer the key's TYPE can keep up to date.
 fn is_absent(ask: &Ask, reply: Option<&Value>) -> bool {
     matches!(ask, Ask::XinfoGroups(_) | Ask::XinfoStream(_))
-        && matches!(reply, Some(Value::ServerError(e))
-            if e.code() == "WRONGTYPE"
-                || (e.code() == "ERR" && e.details().is_some_and(|d| d.contains("no such key"))))
+        && matches!(
+            ServerKind::of_reply(reply),
+            Some(ServerKind::WrongType | ServerKind::NoSuchKey)
+        )
 }
 
-fn refusal(url: &str, what: &str, message: &str) -> String {
-    let fix = if message.contains("WRONGPASS") || message.contains("NOAUTH") {
+/// Why `what` was refused (`kind`, said in `message`), and the fix.
+fn refusal(url: &str, what: &str, kind: &ServerKind, message: &str) -> String {
+    let fix = if kind.is_auth() {
         "check the user and password in the URL"
     } else {
         "grant the command to this user (README: ACL rules)"

@@ -206,22 +206,74 @@ fn pem(key: &str, path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A hint for a TLS failure's message, if it is one: what to check.
-#[must_use]
-pub fn hint(message: &str) -> Option<&'static str> {
-    let m = message.to_ascii_lowercase();
-    if m.contains("unknownissuer") || m.contains("unknown issuer") {
-        Some("the server's certificate is not signed by a trusted CA: set tls.ca_file to its CA")
-    } else if m.contains("notvalidforname") || m.contains("not valid for name") {
-        Some(
-            "the server's certificate does not name this host: set tls.server_name to a name it carries",
-        )
-    } else if m.contains("certificate") && (m.contains("required") || m.contains("alert")) {
-        Some("the server asks for a client certificate: set tls.cert_file and tls.key_file")
-    } else if m.contains("invalid peer certificate") || m.contains("invalidcertificate") {
-        Some("the server's certificate was refused: check tls.ca_file and tls.server_name")
-    } else {
-        None
+/// A TLS failure that a `tls.*` key fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFault {
+    /// The server's certificate is signed by no CA trusted here.
+    UnknownIssuer,
+    /// The server's certificate does not name the host connected to.
+    WrongName,
+    /// The server refused the client's certificate, or its absence.
+    ClientCertWanted,
+    /// The server's certificate was refused for another reason.
+    Refused,
+    /// The server closed the connection during or right after the
+    /// handshake while no client certificate was presented: it may want
+    /// one.
+    ClosedWithoutClientCert,
+}
+
+impl TlsFault {
+    /// The fault behind a TLS error, if it is one a setting fixes.
+    #[must_use]
+    pub fn of(e: &rustls::Error) -> Option<Self> {
+        use rustls::{AlertDescription as Alert, CertificateError as Cert};
+        match e {
+            rustls::Error::InvalidCertificate(Cert::UnknownIssuer) => Some(Self::UnknownIssuer),
+            rustls::Error::InvalidCertificate(
+                Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+            ) => Some(Self::WrongName),
+            rustls::Error::InvalidCertificate(_) => Some(Self::Refused),
+            // Every alert about a certificate: the server sends them about
+            // the client's.
+            rustls::Error::AlertReceived(
+                Alert::CertificateRequired
+                | Alert::NoCertificate
+                | Alert::BadCertificate
+                | Alert::UnsupportedCertificate
+                | Alert::CertificateRevoked
+                | Alert::CertificateExpired
+                | Alert::CertificateUnknown
+                | Alert::CertificateUnobtainable
+                | Alert::BadCertificateStatusResponse
+                | Alert::BadCertificateHashValue,
+            ) => Some(Self::ClientCertWanted),
+            _ => None,
+        }
+    }
+
+    /// What to check, naming the key to set.
+    #[must_use]
+    pub fn hint(self) -> &'static str {
+        match self {
+            Self::UnknownIssuer => {
+                "the server's certificate is not signed by a trusted CA: set tls.ca_file to its CA"
+            }
+            Self::WrongName => {
+                "the server's certificate does not name this host: set tls.server_name to a name \
+                 it carries"
+            }
+            Self::ClientCertWanted => {
+                "the server asks for a client certificate: set tls.cert_file and tls.key_file"
+            }
+            Self::Refused => {
+                "the server's certificate was refused: check tls.ca_file and tls.server_name"
+            }
+            Self::ClosedWithoutClientCert => {
+                "the server closed the TLS connection: it may require a client certificate (set \
+                 tls.cert_file and tls.key_file)"
+            }
+        }
     }
 }
 
@@ -279,17 +331,36 @@ mod tests {
     }
 
     #[test]
-    fn hints_for_verification_failures() {
-        assert!(
-            hint("invalid peer certificate: UnknownIssuer")
-                .unwrap()
-                .contains("ca_file")
-        );
-        assert!(
-            hint("invalid peer certificate: NotValidForName")
-                .unwrap()
-                .contains("server_name")
-        );
-        assert_eq!(hint("Connection refused"), None);
+    fn hints_by_the_tls_error() {
+        use rustls::{AlertDescription as Alert, CertificateError as Cert, Error};
+        let alert = Error::AlertReceived;
+        for (e, fault, key) in [
+            (
+                Cert::UnknownIssuer.into(),
+                TlsFault::UnknownIssuer,
+                "ca_file",
+            ),
+            (
+                Cert::NotValidForName.into(),
+                TlsFault::WrongName,
+                "server_name",
+            ),
+            (Cert::Expired.into(), TlsFault::Refused, "ca_file"),
+            (
+                alert(Alert::CertificateRequired),
+                TlsFault::ClientCertWanted,
+                "cert_file",
+            ),
+            (
+                alert(Alert::BadCertificate),
+                TlsFault::ClientCertWanted,
+                "cert_file",
+            ),
+        ] {
+            assert_eq!(TlsFault::of(&e), Some(fault), "{e}");
+            assert!(fault.hint().contains(&format!("tls.{key}")), "{e}");
+        }
+        assert_eq!(TlsFault::of(&alert(Alert::CloseNotify)), None);
+        assert_eq!(TlsFault::of(&Error::DecryptError), None);
     }
 }

@@ -16,6 +16,8 @@ use redis::Value;
 use crate::redis::backoff::Backoff;
 use crate::redis::conn::{Conn, QueryError, text};
 use crate::redis::endpoint::Endpoint;
+use crate::redis::error::ServerKind;
+use crate::redis::tls::TlsFault;
 use render::{Filter, Format, Printer, envelope_from_entry};
 
 /// How long one XREAD waits for new entries before it is sent again.
@@ -188,11 +190,11 @@ fn flush(out: &mut impl Write) -> Result<bool> {
 /// presented probably wants one, unless the bus has answered before with
 /// the same settings (then it is more likely restarting).
 fn tls_misfit(e: &QueryError, answered: bool) -> bool {
-    e.message.starts_with("TLS: ")
-        || crate::redis::tls::hint(&e.message).is_some()
-        || (!answered
-            && e.message.contains("client certificate")
-            && e.message.contains("tls.cert_file"))
+    match e.tls {
+        Some(TlsFault::ClosedWithoutClientCert) => !answered,
+        Some(_) => true,
+        None => false,
+    }
 }
 
 /// A stream entry: its id and field-value pairs.
@@ -296,7 +298,7 @@ impl<'a> Reader<'a> {
                 }
                 // The group went away (a bus restarted without its data):
                 // create it again; what it had pending is gone with it.
-                Err(e) if e.code.as_deref() == Some("NOGROUP") => {
+                Err(e) if e.kind == Some(ServerKind::NoGroup) => {
                     self.group_ready = false;
                     self.unacked.clear();
                 }
@@ -339,7 +341,7 @@ impl<'a> Reader<'a> {
             .arg("MKSTREAM");
         match self.query(&mut pipe).await {
             Ok(_) => {}
-            Err(e) if e.code.as_deref() == Some("BUSYGROUP") => {}
+            Err(e) if e.kind == Some(ServerKind::BusyGroup) => {}
             Err(e) => return Err(e),
         }
         self.group_ready = true;
@@ -347,16 +349,15 @@ impl<'a> Reader<'a> {
     }
 
     /// Runs `pipe` and returns the reply of its one command not ignored;
-    /// an error reply becomes a [`QueryError`] with the server's code.
+    /// an error reply becomes a [`QueryError`] of its kind.
     async fn query(&mut self, pipe: &mut redis::Pipeline) -> Result<Value, QueryError> {
         pipe.ignore_errors();
         let reply = self.conn.query(pipe).await?.into_iter().next();
         match reply {
-            Some(Value::ServerError(e)) => Err(QueryError {
-                link_down: false,
-                code: Some(e.code().to_owned()),
-                message: format!("{} {}", e.code(), e.details().unwrap_or_default()),
-            }),
+            Some(Value::ServerError(e)) => Err(QueryError::reply(
+                Some(ServerKind::from(&e)),
+                format!("{} {}", e.code(), e.details().unwrap_or_default()),
+            )),
             other => Ok(other.unwrap_or(Value::Nil)),
         }
     }
@@ -390,11 +391,7 @@ impl<'a> Reader<'a> {
 
 /// A reply of an unexpected shape, as an error that ends `tail`.
 fn bad_reply(e: anyhow::Error) -> QueryError {
-    QueryError {
-        link_down: false,
-        code: None,
-        message: format!("unexpected reply: {e:#}"),
-    }
+    QueryError::reply(None, format!("unexpected reply: {e:#}"))
 }
 
 /// The entries of an XREAD or XREADGROUP reply for one stream: nil when
@@ -476,17 +473,21 @@ mod tests {
 
     #[test]
     fn tls_misfits_are_told_from_outages() {
-        let error = |message: &str| QueryError {
-            link_down: true,
-            code: None,
-            message: message.to_owned(),
+        let error = |tls: Option<TlsFault>, message: &str| QueryError {
+            tls,
+            ..QueryError::down(message.to_owned())
         };
-        let unknown = error(
-            "TLS: invalid peer certificate: UnknownIssuer; the server's certificate is not \
-             signed by a trusted CA: set tls.ca_file to its CA",
-        );
-        assert!(tls_misfit(&unknown, false) && tls_misfit(&unknown, true));
+        for fault in [
+            TlsFault::UnknownIssuer,
+            TlsFault::WrongName,
+            TlsFault::ClientCertWanted,
+            TlsFault::Refused,
+        ] {
+            let misfit = error(Some(fault), "TLS: invalid peer certificate");
+            assert!(tls_misfit(&misfit, false) && tls_misfit(&misfit, true));
+        }
         let closed = error(
+            Some(TlsFault::ClosedWithoutClientCert),
             "Broken pipe; the server closed the TLS connection: it may require a client \
              certificate (set tls.cert_file and tls.key_file)",
         );
@@ -499,7 +500,7 @@ mod tests {
             "Connection refused (os error 111)",
             "connect to h:1 timed out",
         ] {
-            assert!(!tls_misfit(&error(outage), false), "{outage}");
+            assert!(!tls_misfit(&error(None, outage), false), "{outage}");
         }
     }
 }
