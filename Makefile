@@ -96,19 +96,18 @@ test: deps plugins fixtures plugins-component test-plugins test-golden test-extr
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else $(CARGO) test --workspace; fi
 
-## Every bundled watcher over the recorded snapshots in tests/golden
-## (NAME.snapshots.jsonl, else the shared snapshots.jsonl), through
-## `lookout test --expect` (no Redis needed). Re-record: tests/golden/record.sh
-## and tests/golden/record-NAME.sh.
+## Every bundled watcher over its recorded snapshots through `lookout test
+## --expect` (no Redis needed): plugins/NAME/golden/ holds snapshots.jsonl,
+## expected.jsonl, NAME.toml (its settings, if any) and record.sh, which
+## re-records them; tests/golden/ holds the helpers those scripts share.
 test-golden: plugins
 	$(CARGO) build -q -p lookout
 	@for w in $(WATCHERS); do \
-		config=; [ -f tests/golden/$$w.toml ] && config="--config tests/golden/$$w.toml"; \
-		snaps=tests/golden/snapshots.jsonl; \
-		[ -f tests/golden/$$w.snapshots.jsonl ] && snaps=tests/golden/$$w.snapshots.jsonl; \
+		golden=plugins/$$w/golden; \
+		config=; [ -f $$golden/$$w.toml ] && config="--config $$golden/$$w.toml"; \
 		echo "golden: $$w"; \
-		target/debug/lookout test plugins/$$w.wasm --snapshots $$snaps $$config \
-			--expect tests/golden/$$w.expected.jsonl --cache-dir target/golden-cache >/dev/null || exit 1; \
+		target/debug/lookout test plugins/$$w.wasm --snapshots $$golden/snapshots.jsonl $$config \
+			--expect $$golden/expected.jsonl --cache-dir target/golden-cache >/dev/null || exit 1; \
 	done
 
 test-plugins:

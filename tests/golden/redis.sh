@@ -1,10 +1,11 @@
-# Sourced by the golden record scripts (record.sh, record-NAME.sh), which
-# set `here` (this folder) first: a throwaway redis-server on a free port in
-# a temp dir. Sets repo, lookout (the release binary, or $LOOKOUT), tmp,
-# port and url, and an EXIT trap that stops the server and removes tmp (a
-# script with more to clean up sets its own); start_redis [ARGS...] starts
-# (or restarts) it with extra server ARGS, stop_redis stops it.
-repo="$(cd "$here/../.." && pwd)"
+# Sourced by each watcher's golden record script (plugins/NAME/golden/
+# record.sh), which sets `here` (its golden folder) first: a throwaway
+# redis-server on a free port in a temp dir. Sets repo, lookout (the release
+# binary, or $LOOKOUT), tmp, port and url, and an EXIT trap that stops the
+# server and removes tmp (a script with more to clean up sets its own);
+# start_redis [ARGS...] starts (or restarts) it with extra server ARGS,
+# stop_redis stops it.
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 lookout="${LOOKOUT:-$repo/target/release/lookout}"
 [ -x "$lookout" ] || { echo "${0##*/}: $lookout is missing; run \`make build\`" >&2; exit 1; }
 
@@ -77,7 +78,7 @@ PY
 
 # record_probes NAME POLLS: appends POLLS snapshots (0.2 s apart) to
 # $tmp/NAME.snapshots.jsonl with the probes watcher NAME declares and only
-# the INFO it reads, its settings from tests/golden/NAME.toml.
+# the INFO it reads, its settings from $here/NAME.toml.
 record_probes() {
     local w="$1" polls="$2" config="$tmp/lookout-record.toml"
     { echo "[watchers.$w]"; [ -f "$here/$w.toml" ] && cat "$here/$w.toml"; } >"$config"
@@ -87,19 +88,19 @@ record_probes() {
 }
 
 # golden_finish NAME [--save]: prints what watcher NAME makes of the
-# recording; with --save, copies the recording to
-# tests/golden/NAME.snapshots.jsonl and writes those events to
-# tests/golden/NAME.expected.jsonl (review them first).
+# recording (its settings from $here/NAME.toml); with --save, copies the
+# recording to $here/snapshots.jsonl and writes those events to
+# $here/expected.jsonl (review them first).
 golden_finish() {
     local w="$1" config=()
-    local snapshots="$tmp/$w.snapshots.jsonl"
+    local snapshots="$tmp/$w.snapshots.jsonl" shown="${here#"$repo"/}"
     echo "recorded $(wc -l <"$snapshots") snapshots" >&2
     [ -f "$here/$w.toml" ] && config=(--config "$here/$w.toml")
     if [ "${2:-}" = --save ]; then
-        cp "$snapshots" "$here/$w.snapshots.jsonl"
-        "$lookout" test "$repo/plugins/$w.wasm" --snapshots "$here/$w.snapshots.jsonl" "${config[@]}" \
-            --cache-dir "$repo/target/golden-cache" >"$here/$w.expected.jsonl"
-        echo "saved tests/golden/$w.snapshots.jsonl and tests/golden/$w.expected.jsonl" >&2
+        cp "$snapshots" "$here/snapshots.jsonl"
+        "$lookout" test "$repo/plugins/$w.wasm" --snapshots "$here/snapshots.jsonl" "${config[@]}" \
+            --cache-dir "$repo/target/golden-cache" >"$here/expected.jsonl"
+        echo "saved $shown/snapshots.jsonl and $shown/expected.jsonl" >&2
     else
         "$lookout" test "$repo/plugins/$w.wasm" --snapshots "$snapshots" "${config[@]}" \
             --cache-dir "$repo/target/golden-cache"

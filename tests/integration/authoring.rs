@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::{
-    Redis, info_field, lookout_cmd, lookout_env, plugins_dir, run_to_end, wait_for,
+    ALL_WATCHERS, Redis, info_field, lookout_cmd, lookout_env, plugins_dir, run_to_end, wait_for,
 };
 
 /// Snapshots recorded from a real Redis drive the slowlog watcher offline;
@@ -86,8 +86,8 @@ fn record_then_test_a_watcher_offline() {
 #[test]
 fn expect_reports_only_the_event_that_differs() {
     let tmp = tempfile::tempdir().unwrap();
-    let golden = crate::support::repo().join("tests/golden");
-    let lines: Vec<String> = std::fs::read_to_string(golden.join("client-delta.expected.jsonl"))
+    let golden = crate::support::repo().join("plugins/client-delta/golden");
+    let lines: Vec<String> = std::fs::read_to_string(golden.join("expected.jsonl"))
         .unwrap()
         .lines()
         .map(str::to_owned)
@@ -149,6 +149,49 @@ fn expect_reports_only_the_event_that_differs() {
         "{err}"
     );
     assert_eq!(err.matches("\n+ ").count(), 1, "{err}");
+}
+
+/// Every bundled watcher keeps its golden case in its own folder, as
+/// `lookout new` lays out a new one (`golden/snapshots.jsonl`,
+/// `golden/expected.jsonl`), with the script that re-records them
+/// (`golden/record.sh`, executable); bash reads those scripts and the
+/// helpers they share in `tests/golden`.
+#[test]
+fn every_bundled_watcher_keeps_its_golden_case_in_its_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = crate::support::repo();
+    let bash_reads = |script: &std::path::Path| {
+        let out = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for w in ALL_WATCHERS.iter().chain(&["hit-ratio"]) {
+        let golden = repo.join("plugins").join(w).join("golden");
+        for file in ["snapshots.jsonl", "expected.jsonl"] {
+            let path = golden.join(file);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!text.trim().is_empty(), "{} is empty", path.display());
+        }
+        let script = golden.join("record.sh");
+        let mode = std::fs::metadata(&script)
+            .unwrap_or_else(|e| panic!("{}: {e}", script.display()))
+            .permissions()
+            .mode();
+        assert!(mode & 0o111 != 0, "{} is not executable", script.display());
+        bash_reads(&script);
+    }
+    for helper in ["redis.sh", "session.sh"] {
+        bash_reads(&repo.join("tests/golden").join(helper));
+    }
 }
 
 /// The shell blocks of README.md marked `<!-- tutorial -->`, in order.

@@ -269,7 +269,7 @@ fn hog_test(tmp: &Path, case: &str, limits: &str, settings: &str) -> Vec<Value> 
     cmd.arg("test")
         .arg(fixture("hog"))
         .arg("--snapshots")
-        .arg(repo().join("tests/golden/snapshots.jsonl"))
+        .arg(repo().join("plugins/slowlog/golden/snapshots.jsonl"))
         .arg("--config")
         .arg(dir.join("hog.toml"))
         .arg("--lookout-config")

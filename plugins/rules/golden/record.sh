@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Records tests/golden/rules.snapshots.jsonl from a real redis-server:
+# Records plugins/rules/golden/snapshots.jsonl from a real redis-server:
 #   baseline    2 polls, no rule holds
 #   memory      maxmemory just over used_memory (ratio over 0.9) for 3
 #               polls, then 1gb: memory_critical entered at the 2nd, left
@@ -15,11 +15,12 @@
 #               bgsave_broken entered (err); directory back, BGSAVE succeeds:
 #               bgsave_broken and missing_backup left
 # and prints what rules makes of it (--save: into
-# tests/golden/rules.expected.jsonl). Settings: tests/golden/rules.toml.
+# plugins/rules/golden/expected.jsonl). Settings:
+# plugins/rules/golden/rules.toml.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=redis.sh
-source "$here/redis.sh"
+# shellcheck source=../../../tests/golden/redis.sh
+source "$here/../../../tests/golden/redis.sh"
 replica_port="$(free_port)"
 trap 'redis-cli -p "$replica_port" shutdown nosave >/dev/null 2>&1 || true; stop_redis; rm -rf "$tmp"' EXIT
 # info_is FIELD VALUE [PORT]: waits (up to 10 s) until INFO says FIELD:VALUE.

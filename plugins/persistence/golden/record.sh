@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Records tests/golden/persistence.snapshots.jsonl from a real redis-server:
+# Records plugins/persistence/golden/snapshots.jsonl from a real redis-server:
 #   baseline     100 keys, saved: nothing unsaved
 #   save failed  5 keys written, `dir` set to a directory then deleted:
 #                BGSAVE fails (rdb_last_bgsave_status err), 2 polls
@@ -9,12 +9,12 @@
 #   save too old one unsaved change, the last save over 2 s old
 #                (max_save_age_s 2), 2 polls; then SAVE
 # and prints what persistence makes of it (--save: into
-# tests/golden/persistence.expected.jsonl). Settings:
-# tests/golden/persistence.toml.
+# plugins/persistence/golden/expected.jsonl). Settings:
+# plugins/persistence/golden/persistence.toml.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=redis.sh
-source "$here/redis.sh"
+# shellcheck source=../../../tests/golden/redis.sh
+source "$here/../../../tests/golden/redis.sh"
 # field NAME: NAME from INFO persistence.
 field() { info_field persistence "$1"; }
 wait_seconds=20   # for wait_until (redis.sh)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Records tests/golden/evictions.snapshots.jsonl from a real redis-server:
+# Records plugins/evictions/golden/snapshots.jsonl from a real redis-server:
 #   baseline    maxmemory 2mb, allkeys-lru, nothing evicted yet
 #   evicting    3 rounds of 3000 SETs of 1 KB values, one poll after each:
 #               evicted_keys grows at every poll
@@ -12,11 +12,12 @@
 #   quiet       3 polls
 #   restart     the server restarted (new run_id, counters 0), 2 polls
 # and prints what evictions makes of it (--save: into
-# tests/golden/evictions.expected.jsonl). Settings: tests/golden/evictions.toml.
+# plugins/evictions/golden/expected.jsonl). Settings:
+# plugins/evictions/golden/evictions.toml.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=redis.sh
-source "$here/redis.sh"
+# shellcheck source=../../../tests/golden/redis.sh
+source "$here/../../../tests/golden/redis.sh"
 
 # write ROUND: 3000 SETs of 1 KB values through one pipeline.
 write() {

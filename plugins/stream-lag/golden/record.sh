@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Records tests/golden/stream-lag.snapshots.jsonl from a real redis-server:
+# Records plugins/stream-lag/golden/snapshots.jsonl from a real redis-server:
 #   baseline    stream `jobs` with group `workers`, nothing pending
 #   backlog     12 entries added 3 per poll: lag 3, 6, 9, 12 (over max_lag
 #               5, growing for 3 polls)
 #   caught up   the group reads everything: lag 0
 #   gone        the stream deleted (XINFO GROUPS: no such key), then back
 # and prints what stream-lag makes of it (--save: into
-# tests/golden/stream-lag.expected.jsonl). Settings: tests/golden/stream-lag.toml.
+# plugins/stream-lag/golden/expected.jsonl). Settings:
+# plugins/stream-lag/golden/stream-lag.toml.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=redis.sh
-source "$here/redis.sh"
+# shellcheck source=../../../tests/golden/redis.sh
+source "$here/../../../tests/golden/redis.sh"
 
 start_redis
 cli xadd jobs '*' n 0

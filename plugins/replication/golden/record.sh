@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Records tests/golden/replication.snapshots.jsonl from one real
+# Records plugins/replication/golden/snapshots.jsonl from one real
 # redis-server R, with a second one M as its master and later its replica:
 #   baseline     R a replica of M, link up
 #   link down    M killed (SIGKILL): R's master_link_status down, 2 polls
@@ -12,12 +12,12 @@
 #   drop         M shut down: connected replicas 1 -> 0, below min_replicas
 #   back         M a replica of R again: 1 connected replica
 # and prints what replication makes of it (--save: into
-# tests/golden/replication.expected.jsonl). Settings:
-# tests/golden/replication.toml. Only R is recorded.
+# plugins/replication/golden/expected.jsonl). Settings:
+# plugins/replication/golden/replication.toml. Only R is recorded.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=redis.sh
-source "$here/redis.sh"
+# shellcheck source=../../../tests/golden/redis.sh
+source "$here/../../../tests/golden/redis.sh"
 
 # M, the other server: its own port, directory and pidfile under $tmp.
 mport="$(free_port)"

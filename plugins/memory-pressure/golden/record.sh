@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Records plugins/memory-pressure/golden/snapshots.jsonl from a real redis-server
+# driven through the session of tests/golden/session.sh (slow commands, a
+# client surge, memory pressure, a restart) and prints what memory-pressure makes
+# of it (--save: into plugins/memory-pressure/golden/expected.jsonl).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../../../tests/golden/redis.sh
+source "$here/../../../tests/golden/redis.sh"
+# shellcheck source=../../../tests/golden/session.sh
+source "$here/../../../tests/golden/session.sh"
+
+record_session memory-pressure
+golden_finish memory-pressure "${1:-}"
