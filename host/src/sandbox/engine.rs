@@ -10,35 +10,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::{Context, Result, anyhow, bail};
 use wasmtime::component::{Component, Linker};
 
+use super::bindings::{v0_2_0, v0_3_0};
 use super::limits::WatcherLimits;
 use super::store::{FleetBudget, HostState};
 use crate::delivery::envelope::{Emitted, Level};
 use crate::fields;
-
-/// Generated bindings of the `lookout:watcher` world; with [`legacy`], the
-/// one place the host reads the WIT package. Exports are called
-/// asynchronously so that a call can be abandoned at its deadline wherever
-/// it is, host calls included.
-pub mod bindings {
-    #![allow(missing_docs)]
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "watcher",
-        exports: { default: async },
-    });
-}
-
-/// Bindings of `lookout:watcher@0.2.0` (`wit/0.2.0`), so watchers built
-/// before declared probes keep loading; `super::legacy` converts between
-/// its types and the current ones.
-pub mod legacy {
-    #![allow(missing_docs)]
-    wasmtime::component::bindgen!({
-        path: "../wit/0.2.0",
-        world: "watcher",
-        exports: { default: async },
-    });
-}
 
 /// WIT package this host speaks.
 pub const PACKAGE: &str = "lookout:watcher";
@@ -62,9 +38,9 @@ pub struct Compiled {
 #[derive(Clone)]
 pub(crate) enum Pre {
     /// Built for [`VERSION`].
-    Current(bindings::WatcherPre<HostState>),
+    Current(v0_3_0::WatcherPre<HostState>),
     /// Built for [`LEGACY_VERSION`].
-    Legacy(legacy::WatcherPre<HostState>),
+    Legacy(v0_2_0::WatcherPre<HostState>),
 }
 
 impl Compiled {
@@ -213,9 +189,9 @@ impl Engine {
             .map_err(|e| anyhow!("{shown}: cannot link: {e:#}"))?;
         let link = |e: wasmtime::Error| anyhow!("{shown}: cannot link: {e:#}");
         let pre = if legacy {
-            Pre::Legacy(legacy::WatcherPre::new(pre).map_err(link)?)
+            Pre::Legacy(v0_2_0::WatcherPre::new(pre).map_err(link)?)
         } else {
-            Pre::Current(bindings::WatcherPre::new(pre).map_err(link)?)
+            Pre::Current(v0_3_0::WatcherPre::new(pre).map_err(link)?)
         };
         Ok(Compiled { pre })
     }

@@ -17,8 +17,9 @@ use wasmtime::Store;
 use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime_wasi::WasiCtx;
 
-use super::engine::bindings::lookout::watcher::types as wit;
-use super::engine::{Compiled, Engine, Pre, bindings, legacy};
+use super::bindings::v0_2_0::lookout::watcher::types as old;
+use super::bindings::{v0_2_0, v0_3_0, wit};
+use super::engine::{Compiled, Engine, Pre};
 use super::limits::WatcherLimits;
 use super::stdio::LogPipe;
 use super::store::{HostState, Limiter};
@@ -78,8 +79,8 @@ pub struct Instance {
 
 /// The exports of an instance of either ABI version.
 enum Live {
-    Current(bindings::Watcher),
-    Legacy(legacy::Watcher),
+    Current(v0_3_0::Watcher),
+    Legacy(v0_2_0::Watcher),
 }
 
 impl Instance {
@@ -177,7 +178,7 @@ impl Instance {
                 let plugin = live.lookout_watcher_plugin();
                 until(at, plugin.call_describe(&mut self.store))
                     .await
-                    .map(|r| r.map(super::legacy::manifest))
+                    .map(|r| r.map(wit::Manifest::from))
             }
         };
         self.settle(result)
@@ -200,7 +201,7 @@ impl Instance {
             }
             Live::Legacy(live) => {
                 let plugin = live.lookout_watcher_plugin();
-                let settings: Vec<_> = settings.iter().map(super::legacy::setting).collect();
+                let settings: Vec<_> = settings.iter().map(old::Setting::from).collect();
                 until(at, plugin.call_configure(&mut self.store, &settings)).await
             }
         };
@@ -220,10 +221,10 @@ impl Instance {
             }
             Live::Legacy(live) => {
                 let plugin = live.lookout_watcher_plugin();
-                let snapshot = super::legacy::snapshot(snapshot);
+                let snapshot = old::Snapshot::from(snapshot);
                 until(at, plugin.call_observe(&mut self.store, &snapshot))
                     .await
-                    .map(|r| r.map(|events| events.into_iter().map(super::legacy::event).collect()))
+                    .map(|r| r.map(|events| events.into_iter().map(wit::Event::from).collect()))
             }
         };
         self.settle(result)
