@@ -1,5 +1,11 @@
 //! Daemon settings: the optional `lookout.toml`, environment variables and
-//! command-line flags merged into one [`Settings`], flags over env over file.
+//! command-line flags merged into one [`Settings`], flags over env over
+//! file. This module holds the file's top level and that layering; each
+//! table belongs to the module that uses it, with its checks: delivery's
+//! `[publish]`, `[buffer]`, `[breaker]` and `[heartbeat]`
+//! ([`crate::delivery::settings`]), the sandbox's `[limits]`
+//! ([`crate::sandbox::limits`]), `[[targets]]` and `[[discover]]`
+//! ([`crate::targets`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,15 +14,15 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::checks::{IntKey, Origin, SecondsKey, check_url, seconds};
 use crate::delivery::breaker::BreakerSettings;
-use crate::delivery::outbox::{Caps, DropPolicy};
-use crate::redis::allow::Allow;
-pub use crate::redis::endpoint::{Auth, Endpoint};
-use crate::redis::redact::redact_url;
-pub use crate::redis::tls::Tls;
+use crate::delivery::outbox::Caps;
+use crate::delivery::settings::{
+    BreakerFile, BufferFile, HeartbeatFile, PublishFile, PublishSettings,
+};
+use crate::redis::tls::Tls;
 use crate::sandbox::limits::{Limits, LimitsFile};
-pub use crate::targets::Target;
-use crate::targets::{Discover, Shard, Source};
+use crate::targets::{self, Discover, DiscoverFile, Shard, Target, TargetFile};
 
 /// Watched Redis when nothing else is configured.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -81,117 +87,6 @@ pub struct FileConfig {
     pub tls: Tls,
 }
 
-/// `[heartbeat]` table of `lookout.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeartbeatFile {
-    /// Write the key (default true).
-    pub enabled: Option<bool>,
-    /// Key prefix, `lookout:heartbeat` by default.
-    pub prefix: Option<String>,
-}
-
-/// One `[[discover]]` table of `lookout.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiscoverFile {
-    /// A node of a Redis Cluster.
-    pub cluster: Option<String>,
-    /// A sentinel (with `master`).
-    pub sentinel: Option<String>,
-    /// The master's name in Sentinel.
-    pub master: Option<String>,
-    /// Seconds between discoveries, 30 by default.
-    pub refresh_s: Option<f64>,
-    /// Labels of every node found.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// The watchers that run on the nodes found; all by default.
-    pub watchers: Option<Vec<String>>,
-    /// TLS settings of this entry and the nodes it finds, over `[tls]`.
-    pub tls: Option<Tls>,
-    /// Where found nodes may be: networks, addresses, host names and
-    /// `*.suffix` patterns; by default the seed's host, names under its
-    /// parent domain and the loopback, private and link-local ranges.
-    pub allow: Option<Vec<String>>,
-    /// Most nodes watched, 1000 by default.
-    pub max_nodes: Option<i64>,
-    /// ACL user of the seed or sentinel (and of a cluster's nodes).
-    pub username: Option<String>,
-    /// File holding the password of the seed or sentinel (and of a
-    /// cluster's nodes).
-    pub password_file: Option<PathBuf>,
-    /// ACL user of the nodes a sentinel names.
-    pub node_username: Option<String>,
-    /// File holding the password of the nodes a sentinel names.
-    pub node_password_file: Option<PathBuf>,
-}
-
-/// One `[[targets]]` table of `lookout.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetFile {
-    /// Redis URL.
-    pub url: String,
-    /// A name for messages; the `host:port` by default.
-    pub name: Option<String>,
-    /// Labels copied into every envelope about this target.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// The watchers that run on it (file names); all by default.
-    pub watchers: Option<Vec<String>>,
-    /// TLS settings of this target, over `[tls]`.
-    pub tls: Option<Tls>,
-    /// ACL user, when the URL names none.
-    pub username: Option<String>,
-    /// File holding the password, instead of the URL.
-    pub password_file: Option<PathBuf>,
-}
-
-/// `[buffer]` table of `lookout.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BufferFile {
-    /// Most envelopes held while the bus is unreachable.
-    pub max_envelopes: Option<i64>,
-    /// Most MiB of envelopes held.
-    pub max_mib: Option<i64>,
-    /// `drop_oldest` (default) or `drop_newest` when full.
-    pub policy: Option<DropPolicy>,
-    /// Folder of the durable spool; none by default.
-    pub dir: Option<PathBuf>,
-}
-
-/// `[breaker]` table of `lookout.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerFile {
-    /// Consecutive failed publishes that open the breaker.
-    pub failures: Option<i64>,
-    /// Seconds the breaker stays open before a probe.
-    pub recovery_s: Option<f64>,
-}
-
-/// `[publish]` table of `lookout.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishFile {
-    /// Redis that receives envelopes; defaults to the watched one.
-    pub url: Option<String>,
-    /// Pub/sub channel prefix; the level is appended after a dot.
-    pub channel_prefix: Option<String>,
-    /// Stream that receives every envelope.
-    pub stream_key: Option<String>,
-    /// Approximate cap on the stream length (`MAXLEN ~`).
-    pub stream_maxlen: Option<i64>,
-    /// TLS settings of the bus, over `[tls]`.
-    pub tls: Option<Tls>,
-    /// ACL user of the bus, when the URL names none.
-    pub username: Option<String>,
-    /// File holding the bus's password, instead of the URL.
-    pub password_file: Option<PathBuf>,
-}
-
 /// Log output format on stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -226,38 +121,12 @@ pub struct Overrides {
     pub metrics_addr: Option<String>,
 }
 
-/// Where envelopes go.
-#[derive(Debug, Clone)]
-pub struct PublishSettings {
-    /// Redis URL of the bus (the watched Redis unless `publish.url` is set).
-    pub url: String,
-    /// Channel prefix, `logs.redis` by default.
-    pub channel_prefix: String,
-    /// Stream key, `logs:stream:redis` by default.
-    pub stream_key: String,
-    /// `MAXLEN ~` of the stream, 10000 by default.
-    pub stream_maxlen: u64,
-    /// TLS settings of the bus (`[publish] tls` over `[tls]`).
-    pub tls: Tls,
-    /// Credentials of the bus beside its URL (`[publish] username`,
-    /// `password_file`).
-    pub auth: Auth,
-}
-
-impl PublishSettings {
-    /// How to dial the bus.
-    #[must_use]
-    pub fn endpoint(&self) -> Endpoint {
-        Endpoint::configured(&self.url, &self.tls, &self.auth)
-    }
-}
-
 /// Everything the daemon needs, resolved and validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The first watched Redis URL (may hold a password: log it through
-    /// [`redact_url`]); the bus by default. With only `[[discover]]`
-    /// entries, the bus.
+    /// [`crate::redis::redact::redact_url`]); the bus by default. With
+    /// only `[[discover]]` entries, the bus.
     pub redis_url: String,
     /// The watched Redis instances named in the configuration (all of
     /// them, before sharding); empty only when `discover` is not.
@@ -311,6 +180,24 @@ pub struct Settings {
     pub tls: Tls,
 }
 
+/// `slowlog_count`.
+pub const SLOWLOG_COUNT: IntKey = IntKey::new("slowlog_count", 128, 1..=100_000);
+
+/// `max_calls_in_flight`.
+pub const MAX_CALLS_IN_FLIGHT: IntKey = IntKey::new("max_calls_in_flight", 64, 1..=100_000);
+
+/// `poll_interval` (also `--poll-interval`, `POLL_INTERVAL`).
+pub const POLL_INTERVAL: SecondsKey = SecondsKey::new("poll_interval", 5.0);
+
+/// `connect_timeout`.
+pub const CONNECT_TIMEOUT: SecondsKey = SecondsKey::new("connect_timeout", 2.0);
+
+/// `response_timeout`.
+pub const RESPONSE_TIMEOUT: SecondsKey = SecondsKey::new("response_timeout", 2.0);
+
+/// `shutdown_grace`.
+pub const SHUTDOWN_GRACE: SecondsKey = SecondsKey::new("shutdown_grace", 5.0);
+
 impl Settings {
     /// Resolves settings from an optional config file and overrides.
     ///
@@ -336,232 +223,50 @@ impl Settings {
     }
 
     fn resolve(file: FileConfig, path: Option<&Path>, o: Overrides) -> Result<Self> {
-        let overrides = o.clone();
-        let origin = |key: &str| match path {
-            Some(p) => format!("key `{key}` in {}", p.display()),
-            None => format!("`{key}`"),
-        };
-        let targets = if !o.redis_urls.is_empty() {
-            for url in &o.redis_urls {
-                check_url(url).context("REDIS_URL / --redis-url")?;
-            }
-            o.redis_urls
-                .iter()
-                .map(|url| Target {
-                    tls: file.tls.clone(),
-                    ..Target::url(url.clone())
-                })
-                .collect()
-        } else if !file.targets.is_empty() {
-            if file.redis_url.is_some() {
-                bail!(
-                    "{} and [[targets]] both name watched Redis instances; keep one",
-                    origin("redis_url")
-                );
-            }
-            let mut targets: Vec<Target> = Vec::new();
-            for (i, t) in file.targets.iter().enumerate() {
-                let key = format!("targets[{i}]");
-                check_url(&t.url).with_context(|| origin(&format!("{key}.url")))?;
-                if let Some(name) = &t.name
-                    && targets.iter().any(|o| o.name.as_ref() == Some(name))
-                {
-                    bail!(
-                        "{}: the name `{name}` is used twice",
-                        origin(&format!("{key}.name"))
-                    );
-                }
-                if targets.iter().any(|o| o.url == t.url) {
-                    bail!(
-                        "{}: `{}` is already a target",
-                        origin(&format!("{key}.url")),
-                        redact_url(&t.url)
-                    );
-                }
-                if let Some(k) = t.labels.keys().find(|k| k.is_empty()) {
-                    bail!(
-                        "{}: a label has an empty name `{k}`",
-                        origin(&format!("{key}.labels"))
-                    );
-                }
-                if let Some(w) = &t.watchers
-                    && let Some(bad) = w.iter().find(|n| n.is_empty())
-                {
-                    bail!(
-                        "{}: `{bad}` is not a watcher name",
-                        origin(&format!("{key}.watchers"))
-                    );
-                }
-                if t.tls.is_some() {
-                    own_tls_needs_rediss(&t.url).with_context(|| origin(&format!("{key}.tls")))?;
-                }
-                let tls = t
-                    .tls
-                    .as_ref()
-                    .map_or_else(|| file.tls.clone(), |own| own.over(&file.tls));
-                let auth = Auth {
-                    username: t.username.clone(),
-                    password_file: t.password_file.clone(),
-                };
-                auth.check(&t.url, &key).with_context(|| origin(&key))?;
-                targets.push(Target {
-                    url: t.url.clone(),
-                    name: t.name.clone(),
-                    labels: t.labels.clone(),
-                    watchers: t.watchers.clone(),
-                    tls,
-                    auth,
-                    allow: None,
-                });
-            }
-            targets
-        } else if !file.discover.is_empty() && file.redis_url.is_none() {
-            Vec::new()
-        } else {
-            let url = file
-                .redis_url
-                .clone()
-                .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
-            check_url(&url).context("REDIS_URL / --redis-url / redis_url")?;
-            vec![Target {
-                tls: file.tls.clone(),
-                ..Target::url(url)
-            }]
-        };
-        for (i, t) in targets.iter().enumerate() {
-            let key = if file.targets.is_empty() {
-                "tls".to_owned()
-            } else {
-                format!("targets[{i}].tls")
-            };
-            t.tls.check(&t.url).with_context(|| origin(&key))?;
-        }
-        let discover = file
-            .discover
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                discover_entry(d, &file.tls, &format!("discover[{i}]"), &|key| {
-                    origin(&format!("discover[{i}]{key}"))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for (i, d) in discover.iter().enumerate() {
-            if discover[..i]
-                .iter()
-                .any(|o| o.url == d.url && o.source == d.source)
-            {
-                bail!(
-                    "{}: {} is already discovered by an earlier entry",
-                    origin(&format!("discover[{i}]")),
-                    d.describe()
-                );
-            }
-        }
+        let origin = Origin::new(path);
+        let targets = watched(&file, &o, &origin)?;
+        let discover = targets::discover::resolve(&file.discover, &file.tls, &origin)?;
         let shard = match o.shard.as_deref().or(file.shard.as_deref()) {
             Some(text) => Shard::parse(text)
-                .with_context(|| format!("LOOKOUT_SHARD / --shard / {}", origin("shard")))?,
+                .with_context(|| format!("LOOKOUT_SHARD / --shard / {}", origin.key("shard")))?,
             None => Shard::ALL,
         };
-        let max_calls_in_flight = usize::try_from(
-            integer(file.max_calls_in_flight, 64, INT_RANGES[5])
-                .with_context(|| origin("max_calls_in_flight"))?,
-        )?;
+        let max_calls_in_flight = MAX_CALLS_IN_FLIGHT.resolve(file.max_calls_in_flight, &origin)?;
         let redis_url = match (targets.first(), &file.publish.url) {
             (Some(t), _) => t.url.clone(),
             (None, Some(bus)) => bus.clone(),
             (None, None) => bail!(
                 "{}: with only [[discover]] entries there is no watched Redis to publish into; \
                  set [publish] url to the bus",
-                origin("publish.url")
+                origin.key("publish.url")
             ),
         };
-        let poll = o.poll_interval.or(file.poll_interval).unwrap_or(5.0);
+        let poll = o
+            .poll_interval
+            .or(file.poll_interval)
+            .unwrap_or(POLL_INTERVAL.default);
         let poll_interval = seconds(poll).with_context(|| {
             format!(
                 "POLL_INTERVAL / --poll-interval / {}",
-                origin("poll_interval")
+                origin.key(POLL_INTERVAL.key)
             )
         })?;
-        let connect_timeout = seconds(file.connect_timeout.unwrap_or(2.0))
-            .with_context(|| origin("connect_timeout"))?;
-        let response_timeout = seconds(file.response_timeout.unwrap_or(2.0))
-            .with_context(|| origin("response_timeout"))?;
-        let slowlog_count = u32::try_from(
-            integer(file.slowlog_count, 128, INT_RANGES[0])
-                .with_context(|| origin("slowlog_count"))?,
-        )?;
-        let publish_url = file.publish.url.unwrap_or_else(|| redis_url.clone());
-        check_url(&publish_url).with_context(|| origin("publish.url"))?;
-        let file_name = path.map_or_else(|| "config".to_owned(), |p| p.display().to_string());
-        let limits = Limits::resolve(&file.limits, &file_name)?;
-        let shutdown_grace = seconds(file.shutdown_grace.unwrap_or(5.0))
-            .with_context(|| origin("shutdown_grace"))?;
-        let envelopes = integer(file.buffer.max_envelopes, 10_000, INT_RANGES[1])
-            .with_context(|| origin("buffer.max_envelopes"))?;
-        let mib = integer(file.buffer.max_mib, 16, INT_RANGES[2])
-            .with_context(|| origin("buffer.max_mib"))?;
-        let buffer = Caps {
-            envelopes: usize::try_from(envelopes)?,
-            bytes: usize::try_from(mib)?.saturating_mul(1 << 20),
-            policy: file.buffer.policy.unwrap_or_default(),
-        };
-        let failures = integer(file.breaker.failures, 3, INT_RANGES[3])
-            .with_context(|| origin("breaker.failures"))?;
-        let stream_maxlen = integer(file.publish.stream_maxlen, 10_000, INT_RANGES[4])
-            .with_context(|| origin("publish.stream_maxlen"))?;
-        let breaker = BreakerSettings {
-            failures: u32::try_from(failures)?,
-            recovery: seconds(file.breaker.recovery_s.unwrap_or(2.0))
-                .with_context(|| origin("breaker.recovery_s"))?,
-        };
-        if file.publish.tls.is_some() {
-            own_tls_needs_rediss(&publish_url).with_context(|| origin("publish.tls"))?;
-        }
-        let publish_tls = file
-            .publish
-            .tls
-            .as_ref()
-            .map_or_else(|| file.tls.clone(), |own| own.over(&file.tls));
-        publish_tls
-            .check(&publish_url)
-            .with_context(|| origin("publish.tls"))?;
-        let publish_auth = Auth {
-            username: file.publish.username.clone(),
-            password_file: file.publish.password_file.clone(),
-        };
-        publish_auth
-            .check(&publish_url, "publish")
-            .with_context(|| origin("publish"))?;
-        let publish = PublishSettings {
-            url: publish_url,
-            channel_prefix: file
-                .publish
-                .channel_prefix
-                .unwrap_or_else(|| "logs.redis".to_owned()),
-            stream_key: file
-                .publish
-                .stream_key
-                .unwrap_or_else(|| "logs:stream:redis".to_owned()),
-            stream_maxlen: u64::try_from(stream_maxlen)?,
-            tls: publish_tls,
-            auth: publish_auth,
-        };
-        let heartbeat = match (file.heartbeat.enabled, file.heartbeat.prefix) {
-            (Some(false), _) => None,
-            (_, Some(prefix)) if prefix.trim().is_empty() => bail!(
-                "{}: an empty prefix; set a key prefix or `enabled = false`",
-                origin("heartbeat.prefix")
-            ),
-            (_, prefix) => Some(prefix.unwrap_or_else(|| "lookout:heartbeat".to_owned())),
-        };
+        let connect_timeout = CONNECT_TIMEOUT.resolve(file.connect_timeout, &origin)?;
+        let response_timeout = RESPONSE_TIMEOUT.resolve(file.response_timeout, &origin)?;
+        let slowlog_count = SLOWLOG_COUNT.resolve(file.slowlog_count, &origin)?;
+        let publish = file.publish.resolve(&redis_url, &file.tls, &origin)?;
+        let limits = Limits::resolve(&file.limits, &origin.file_name())?;
+        let shutdown_grace = SHUTDOWN_GRACE.resolve(file.shutdown_grace, &origin)?;
+        let buffer = file.buffer.resolve(&origin)?;
+        let breaker = file.breaker.resolve(&origin)?;
+        let heartbeat = file.heartbeat.resolve(&origin)?;
         let metrics_addr = match o.metrics_addr.as_ref().or(file.metrics_addr.as_ref()) {
             None => None,
             Some(addr) => {
                 let key = if o.metrics_addr.is_some() {
                     "--metrics-addr".to_owned()
                 } else {
-                    origin("metrics_addr")
+                    origin.key("metrics_addr")
                 };
                 Some(addr.parse::<std::net::SocketAddr>().map_err(|e| {
                     anyhow::anyhow!(
@@ -582,11 +287,17 @@ impl Settings {
             poll_interval,
             plugins: o
                 .plugins
+                .clone()
                 .or(file.plugins)
                 .unwrap_or_else(|| PathBuf::from("./plugins")),
-            cache_dir: o.cache_dir.or(file.cache_dir).or_else(default_cache_dir),
+            cache_dir: o
+                .cache_dir
+                .clone()
+                .or(file.cache_dir)
+                .or_else(default_cache_dir),
             service: o
                 .service
+                .clone()
                 .or(file.service)
                 .unwrap_or_else(|| "redis".to_owned()),
             slowlog_count,
@@ -595,203 +306,64 @@ impl Settings {
             log_format: o.log_format.or(file.log_format).unwrap_or_default(),
             publish,
             shutdown_grace,
-            spool_dir: file.buffer.dir.clone(),
+            spool_dir: file.buffer.dir,
             buffer,
             breaker,
             limits,
             watchers: file.watchers,
             config_path: path.map(Path::to_path_buf),
-            overrides,
+            overrides: o,
             tls: file.tls,
         })
     }
 }
 
-/// Parses a seconds value from the environment or a flag.
-///
-/// # Errors
-/// Text that is not a positive, finite number.
-pub fn parse_seconds(text: &str) -> Result<f64, String> {
-    let value: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    seconds(value).map_err(|e| e.to_string())?;
-    Ok(value)
-}
-
-/// Every seconds setting (`poll_interval`, `connect_timeout`,
-/// `response_timeout`, `shutdown_grace`, `breaker.recovery_s`, and
-/// `POLL_INTERVAL`, `--poll-interval`, `record --every`) is at least this
-/// (one millisecond: less would round to nothing)...
-pub const MIN_SECONDS: f64 = 0.001;
-/// ...and below this: one day.
-pub const MAX_SECONDS: f64 = 86_400.0;
-
-/// Accepted range of every integer key, inclusive; the README's
-/// configuration section documents the same table.
-pub const INT_RANGES: [(&str, i64, i64); 6] = [
-    ("slowlog_count", 1, 100_000),
-    ("buffer.max_envelopes", 1, 10_000_000),
-    ("buffer.max_mib", 1, 16_384),
-    ("breaker.failures", 1, 1000),
-    ("publish.stream_maxlen", 1, 1_000_000_000),
-    ("max_calls_in_flight", 1, 100_000),
-];
-
-/// Default `refresh_s` of a `[[discover]]` entry.
-pub const DEFAULT_REFRESH_S: f64 = 30.0;
-
-/// Checks one `[[discover]]` table; `key(".refresh_s")` names one of
-/// its keys for messages (`key("")` the table).
-fn discover_entry(
-    d: &DiscoverFile,
-    tls: &Tls,
-    name: &str,
-    key: &dyn Fn(&str) -> String,
-) -> Result<Discover> {
-    let at = key("");
-    let (url, source) = match (&d.cluster, &d.sentinel, &d.master) {
-        (Some(url), None, None) => (url, Source::Cluster),
-        (None, Some(url), Some(master)) if !master.trim().is_empty() => (
-            url,
-            Source::Sentinel {
-                master: master.clone(),
-            },
-        ),
-        (None, Some(_), _) => {
-            bail!("{at}: a sentinel entry needs `master`, the name Sentinel knows the master by")
-        }
-        (Some(_), None, Some(_)) => {
-            bail!("{at}: `master` is for Sentinel; a cluster entry has only `cluster`")
-        }
-        (Some(_), Some(_), _) => {
-            bail!("{at}: `cluster` and `sentinel` both given; one entry discovers one set")
-        }
-        (None, None, _) => bail!(
-            "{at}: needs `cluster = \"redis://NODE:PORT\"` or \
-             `sentinel = \"redis://HOST:26379\"` with `master = \"NAME\"`"
-        ),
-    };
-    let url_key = if matches!(source, Source::Cluster) {
-        ".cluster"
-    } else {
-        ".sentinel"
-    };
-    check_url(url).with_context(|| key(url_key))?;
-    let refresh =
-        seconds(d.refresh_s.unwrap_or(DEFAULT_REFRESH_S)).with_context(|| key(".refresh_s"))?;
-    if let Some(k) = d.labels.keys().find(|k| k.is_empty()) {
-        bail!("{}: a label has an empty name `{k}`", key(".labels"));
-    }
-    if d.tls.is_some() {
-        own_tls_needs_rediss(url).with_context(|| key(".tls"))?;
-    }
-    let tls = d
-        .tls
-        .as_ref()
-        .map_or_else(|| tls.clone(), |own| own.over(tls));
-    tls.check(url).with_context(|| key(".tls"))?;
-    let auth = Auth {
-        username: d.username.clone(),
-        password_file: d.password_file.clone(),
-    };
-    auth.check(url, name).with_context(|| key(""))?;
-    let node_auth = Auth {
-        username: d.node_username.clone(),
-        password_file: d.node_password_file.clone(),
-    };
-    if !node_auth.is_empty() {
-        if source == Source::Cluster {
+/// The watched Redis instances: `--redis-url` / `REDIS_URL` over
+/// `[[targets]]` over `redis_url` (or its default); none with only
+/// `[[discover]]` entries.
+fn watched(file: &FileConfig, o: &Overrides, origin: &Origin) -> Result<Vec<Target>> {
+    if o.redis_urls.is_empty() && !file.targets.is_empty() {
+        if file.redis_url.is_some() {
             bail!(
-                "{}: `node_username` and `node_password_file` are for the nodes a sentinel \
-                 names; a cluster's nodes take the entry's own credentials",
-                key("")
+                "{} and [[targets]] both name watched Redis instances; keep one",
+                origin.key("redis_url")
             );
         }
-        node_auth
-            .password(&format!("{name}.node_password_file"))
-            .with_context(|| key(""))?;
+        return targets::resolve(&file.targets, &file.tls, origin);
     }
-    let seed_host = url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_default();
-    let allow = match &d.allow {
-        Some(entries) => Allow::parse(entries, &seed_host).with_context(|| key(".allow"))?,
-        None => Allow::default_for(&seed_host),
+    let urls = if !o.redis_urls.is_empty() {
+        for url in &o.redis_urls {
+            check_url(url).context("REDIS_URL / --redis-url")?;
+        }
+        o.redis_urls.clone()
+    } else if !file.discover.is_empty() && file.redis_url.is_none() {
+        Vec::new()
+    } else {
+        let url = file
+            .redis_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+        check_url(&url).context("REDIS_URL / --redis-url / redis_url")?;
+        vec![url]
     };
-    let max_nodes =
-        integer(d.max_nodes, 1000, ("max_nodes", 1, 100_000)).with_context(|| key(".max_nodes"))?;
-    Ok(Discover {
-        source,
-        url: url.clone(),
-        refresh,
-        labels: d.labels.clone(),
-        watchers: d.watchers.clone(),
-        tls,
-        auth,
-        node_auth,
-        allow: std::sync::Arc::new(allow),
-        max_nodes: usize::try_from(max_nodes)?,
-    })
-}
-
-/// A `tls` table of a target, discover entry or the bus applies only to a
-/// `rediss://` URL: on another it would be silently ignored.
-fn own_tls_needs_rediss(url: &str) -> Result<()> {
-    if url.starts_with("rediss:") {
-        return Ok(());
+    let targets: Vec<Target> = urls
+        .into_iter()
+        .map(|url| Target {
+            tls: file.tls.clone(),
+            ..Target::url(url)
+        })
+        .collect();
+    for (i, t) in targets.iter().enumerate() {
+        // The `[tls]` table, named as the file's `[[targets]]` when it has
+        // some (the flags replaced them).
+        let key = if file.targets.is_empty() {
+            "tls".to_owned()
+        } else {
+            format!("targets[{i}].tls")
+        };
+        t.tls.check(&t.url).with_context(|| origin.key(&key))?;
     }
-    bail!(
-        "a `tls` table is set but the URL `{}` is not rediss://, so it would not be used; \
-         write rediss:// to connect over TLS, or remove the table",
-        redact_url(url)
-    )
-}
-
-fn seconds(value: f64) -> Result<Duration> {
-    if !(value.is_finite() && (MIN_SECONDS..MAX_SECONDS).contains(&value)) {
-        bail!(
-            "{value} is out of range: expected seconds from {MIN_SECONDS} to below {MAX_SECONDS} \
-             (one day)"
-        );
-    }
-    Ok(Duration::from_secs_f64(value))
-}
-
-/// `value` (or `default`) when it lies in `range`; the caller adds the key.
-fn integer(value: Option<i64>, default: i64, range: (&str, i64, i64)) -> Result<i64> {
-    let (_, min, max) = range;
-    let v = value.unwrap_or(default);
-    if v < min || v > max {
-        bail!("{v} is out of range: expected an integer from {min} to {max}");
-    }
-    Ok(v)
-}
-
-/// Checks that a Redis URL parses, without echoing its password.
-///
-/// # Errors
-/// The URL is malformed or not a `redis://`, `rediss://` or `unix://` URL.
-pub fn check_url(url: &str) -> Result<()> {
-    let shown = redact_url(url);
-    let parsed =
-        url::Url::parse(url).map_err(|e| anyhow::anyhow!("bad Redis URL `{shown}`: {e}"))?;
-    match parsed.scheme() {
-        "redis" | "rediss" | "redis+unix" | "unix" => {}
-        other => bail!(
-            "bad Redis URL `{shown}`: scheme `{other}` is not redis://, rediss:// (TLS), \
-             redis+unix:// or unix://"
-        ),
-    }
-    redis::Client::open(url).map_err(|e| {
-        anyhow::anyhow!(
-            "bad Redis URL `{shown}`: {}",
-            crate::redis::redact::redact_text(&e.to_string(), url)
-        )
-    })?;
-    Ok(())
+    Ok(targets)
 }
 
 fn default_cache_dir() -> Option<PathBuf> {
@@ -806,6 +378,7 @@ fn default_cache_dir() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::targets::Source;
 
     fn parse(text: &str) -> Result<Settings> {
         let file: FileConfig = toml::from_str(text)?;
@@ -887,17 +460,16 @@ mod tests {
     }
 
     #[test]
-    fn seconds_parse() {
-        assert_eq!(parse_seconds("0.5").unwrap(), 0.5);
-        assert!(parse_seconds("0").is_err());
-        assert!(parse_seconds("abc").is_err());
-        assert!(parse_seconds("1e300").is_err());
-        assert!(parse_seconds("NaN").is_err());
-    }
-
-    #[test]
     fn every_integer_key_is_range_checked_by_name() {
-        for (key, min, max) in INT_RANGES {
+        use crate::delivery::settings::{FAILURES, MAX_ENVELOPES, MAX_MIB, STREAM_MAXLEN};
+        for IntKey { key, min, max, .. } in [
+            SLOWLOG_COUNT,
+            MAX_ENVELOPES,
+            MAX_MIB,
+            FAILURES,
+            STREAM_MAXLEN,
+            MAX_CALLS_IN_FLIGHT,
+        ] {
             let (table, leaf) = key.split_once('.').map_or(("", key), |(t, l)| (t, l));
             for bad in [min - 1, max + 1, i64::MIN, i64::MAX] {
                 let text = if table.is_empty() {
@@ -1088,6 +660,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::super::*;
+        use crate::checks::{MAX_SECONDS, MIN_SECONDS, parse_seconds};
 
         /// Every numeric key of `lookout.toml`, as `table.key`.
         const KEYS: [&str; 22] = [

@@ -2,7 +2,10 @@
 //!
 //! # Layout, in pipeline order
 //!
-//! - [`config`]: `lookout.toml`, environment and flags merged into settings.
+//! - [`checks`]: what every settings section checks alike: integer and
+//!   seconds keys typed with their default and range, Redis URLs.
+//! - [`config`]: `lookout.toml`'s top level, environment and flags merged
+//!   with each module's own tables into settings.
 //! - [`targets`]: what to watch: targets, discover entries, the shard hash.
 //! - [`discovery`]: the nodes of a Redis Cluster or a Sentinel set.
 //! - [`redis`]: Redis I/O: connections with timeouts and the redial-once
@@ -25,6 +28,7 @@
 //! - [`untrusted`]: server- and stream-controlled text made safe to print.
 
 pub mod authoring;
+pub mod checks;
 pub mod config;
 pub mod daemon;
 pub mod delivery;

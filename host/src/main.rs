@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use lookout::config::{LogFormat, Overrides, Settings, parse_seconds};
+use lookout::checks::parse_seconds;
+use lookout::config::{LogFormat, Overrides, Settings};
 use lookout::{Daemon, RunMode};
 
 /// `lookout --version`: the host's version and the watcher ABI it speaks,
@@ -366,7 +367,7 @@ fn tail(args: TailArgs) -> Result<()> {
     // credentials; a bus named with --bus takes `[tls]`.
     let endpoint = match args.bus {
         Some(bus) => {
-            lookout::config::check_url(&bus)?;
+            lookout::checks::check_url(&bus)?;
             settings
                 .tls
                 .check(&bus)
@@ -484,7 +485,7 @@ fn record(args: RecordArgs) -> Result<()> {
     let url = args
         .redis
         .unwrap_or_else(|| lookout::config::DEFAULT_REDIS_URL.to_owned());
-    lookout::config::check_url(&url)?;
+    lookout::checks::check_url(&url)?;
     let runtime = authoring_runtime()?;
     let plan = if args.watchers.is_empty() {
         lookout::authoring::record::Plan::default()
