@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::breaker::State;
 use super::envelope::Envelope;
 use super::publisher::Publisher;
-use crate::metrics::Metrics;
 use crate::redis::backoff::retry_wait;
 
 /// Batches (one per poll, usually) the queue holds before senders wait.
@@ -42,6 +42,30 @@ pub struct Stopped {
     pub spooled: usize,
     /// Left undelivered and not spooled: lost.
     pub lost: usize,
+}
+
+/// The publisher's state after a step of its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Envelopes waiting in the outbox.
+    pub pending: usize,
+    /// Bytes of JSON waiting in the outbox.
+    pub pending_bytes: usize,
+    /// Envelopes delivered so far.
+    pub delivered: u64,
+    /// Envelopes dropped by the outbox policy so far.
+    pub dropped: u64,
+    /// The breaker's state.
+    pub breaker: State,
+}
+
+/// Who is told how the publisher task is doing (the daemon's metrics);
+/// the task knows nothing more of it.
+pub trait Observer: Send + Sync {
+    /// The publisher's state, after every step of the task.
+    fn publisher(&self, snapshot: &Snapshot);
+    /// Envelopes written to the spool at shutdown.
+    fn spooled(&self, envelopes: usize);
 }
 
 /// A handle to the publisher task; cheap to clone, one per poller.
@@ -71,32 +95,46 @@ pub fn spawn(
     stop: CancellationToken,
     grace: Duration,
 ) -> (Outlet, JoinHandle<Stopped>) {
-    spawn_observed(publisher, stop, grace, None)
+    start(publisher, stop, grace, None)
 }
 
-/// [`spawn`], reporting the outbox, deliveries and breaker to `metrics`
-/// after every step.
-pub fn spawn_observed(
+/// [`spawn`], telling `observer` the outbox, deliveries and breaker after
+/// every step.
+pub fn spawn_observed<O: Observer + 'static>(
     publisher: Publisher,
     stop: CancellationToken,
     grace: Duration,
-    metrics: Option<Arc<Metrics>>,
+    observer: Option<Arc<O>>,
+) -> (Outlet, JoinHandle<Stopped>) {
+    start(
+        publisher,
+        stop,
+        grace,
+        observer.map(|o| o as Arc<dyn Observer>),
+    )
+}
+
+fn start(
+    publisher: Publisher,
+    stop: CancellationToken,
+    grace: Duration,
+    observer: Option<Arc<dyn Observer>>,
 ) -> (Outlet, JoinHandle<Stopped>) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let task = tokio::spawn(run(publisher, rx, stop, grace, metrics));
+    let task = tokio::spawn(run(publisher, rx, stop, grace, observer));
     (Outlet { tx }, task)
 }
 
-fn observe(metrics: Option<&Metrics>, publisher: &Publisher) {
-    if let Some(m) = metrics {
+fn observe(observer: Option<&dyn Observer>, publisher: &Publisher) {
+    if let Some(o) = observer {
         let counts = publisher.counts();
-        m.publisher(
-            publisher.pending(),
-            publisher.pending_bytes(),
-            counts.delivered,
-            counts.dropped,
-            publisher.breaker_state(),
-        );
+        o.publisher(&Snapshot {
+            pending: publisher.pending(),
+            pending_bytes: publisher.pending_bytes(),
+            delivered: counts.delivered,
+            dropped: counts.dropped,
+            breaker: publisher.breaker_state(),
+        });
     }
 }
 
@@ -105,9 +143,9 @@ async fn run(
     mut rx: mpsc::Receiver<Vec<Envelope>>,
     stop: CancellationToken,
     grace: Duration,
-    metrics: Option<Arc<Metrics>>,
+    observer: Option<Arc<dyn Observer>>,
 ) -> Stopped {
-    let metrics = metrics.as_deref();
+    let observer = observer.as_deref();
     // What the spool replayed goes out before anything new is taken in
     // (new envelopes wait in the queue meanwhile), so a replayed full
     // outbox is not pushed out by the new run's first envelopes.
@@ -128,7 +166,7 @@ async fn run(
     }
     let mut staged: Vec<Envelope> = Vec::new();
     'run: loop {
-        observe(metrics, &publisher);
+        observe(observer, &publisher);
         if stop.is_cancelled() {
             break;
         }
@@ -158,7 +196,7 @@ async fn run(
             };
             let more = !staged.is_empty();
             staged.drain(..).for_each(|e| publisher.push(e));
-            observe(metrics, &publisher);
+            observe(observer, &publisher);
             match result {
                 None => break 'run,
                 Some(Ok(_)) if more => continue,
@@ -181,9 +219,9 @@ async fn run(
         batch.into_iter().for_each(|e| publisher.push(e));
     }
     let stopped = drain(&mut publisher, grace).await;
-    observe(metrics, &publisher);
-    if let Some(m) = metrics {
-        m.spooled(stopped.spooled);
+    observe(observer, &publisher);
+    if let Some(o) = observer {
+        o.spooled(stopped.spooled);
     }
     stopped
 }

@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 
 use crate::delivery::breaker::State;
 use crate::delivery::envelope::{Emitted, Level};
+use crate::delivery::task::{Observer, Snapshot};
 
 /// Intervals without a completed poll (or a delivery, with envelopes
 /// waiting) after which `/healthz` answers 503.
@@ -336,44 +337,6 @@ impl Metrics {
             .is_some_and(|(g, _)| *g == generation)
     }
 
-    /// The publisher's state after a step of its task: outbox size,
-    /// delivered and dropped totals so far, breaker state.
-    pub fn publisher(
-        &self,
-        pending: usize,
-        bytes: usize,
-        delivered: u64,
-        dropped: u64,
-        breaker: State,
-    ) {
-        let now = self.now_ms();
-        self.outbox_envelopes
-            .set(i64::try_from(pending).unwrap_or(i64::MAX));
-        self.outbox_bytes
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        let before = self.seen_delivered.swap(delivered, Ordering::Relaxed);
-        self.delivered.inc_by(delivered.saturating_sub(before));
-        let before_dropped = self.seen_dropped.swap(dropped, Ordering::Relaxed);
-        self.dropped.inc_by(dropped.saturating_sub(before_dropped));
-        if pending == 0 || delivered > before {
-            self.progress_ms.store(now, Ordering::Relaxed);
-        }
-        let code = match breaker {
-            State::Closed { .. } => 0,
-            State::HalfOpen => 1,
-            State::Open { .. } => 2,
-        };
-        if self.breaker_state.set(code) == 0 && code != 0 {
-            self.breaker_since_ms.store(now, Ordering::Relaxed);
-        }
-    }
-
-    /// Envelopes spooled at shutdown.
-    pub fn spooled(&self, envelopes: usize) {
-        self.spooled
-            .inc_by(u64::try_from(envelopes).unwrap_or(u64::MAX));
-    }
-
     /// The registry in the OpenMetrics text format.
     ///
     /// # Errors
@@ -576,6 +539,40 @@ impl Drop for WatcherMetrics {
     }
 }
 
+/// The publisher task's reports: its outbox size, delivered and dropped
+/// totals so far and breaker state after every step, and what it spooled
+/// at shutdown.
+impl Observer for Metrics {
+    fn publisher(&self, s: &Snapshot) {
+        let now = self.now_ms();
+        self.outbox_envelopes
+            .set(i64::try_from(s.pending).unwrap_or(i64::MAX));
+        self.outbox_bytes
+            .set(i64::try_from(s.pending_bytes).unwrap_or(i64::MAX));
+        let before = self.seen_delivered.swap(s.delivered, Ordering::Relaxed);
+        self.delivered.inc_by(s.delivered.saturating_sub(before));
+        let before_dropped = self.seen_dropped.swap(s.dropped, Ordering::Relaxed);
+        self.dropped
+            .inc_by(s.dropped.saturating_sub(before_dropped));
+        if s.pending == 0 || s.delivered > before {
+            self.progress_ms.store(now, Ordering::Relaxed);
+        }
+        let code = match s.breaker {
+            State::Closed { .. } => 0,
+            State::HalfOpen => 1,
+            State::Open { .. } => 2,
+        };
+        if self.breaker_state.set(code) == 0 && code != 0 {
+            self.breaker_since_ms.store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn spooled(&self, envelopes: usize) {
+        self.spooled
+            .inc_by(u64::try_from(envelopes).unwrap_or(u64::MAX));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,17 +599,23 @@ mod tests {
         b.polled(Duration::from_millis(5), false);
         assert_eq!(m.health(), Ok(()), "b failed once, within 3 intervals");
 
-        m.publisher(0, 0, 10, 0, State::Closed { failures: 0 });
+        let closed = Snapshot {
+            pending: 0,
+            pending_bytes: 0,
+            delivered: 10,
+            dropped: 0,
+            breaker: State::Closed { failures: 0 },
+        };
+        m.publisher(&closed);
         m.progress_ms.store(0, Ordering::Relaxed);
-        m.publisher(
-            7,
-            700,
-            10,
-            0,
-            State::Open {
+        m.publisher(&Snapshot {
+            pending: 7,
+            pending_bytes: 700,
+            breaker: State::Open {
                 until: Instant::now(),
             },
-        );
+            ..closed
+        });
         let reason = m.health().unwrap_err();
         assert!(
             reason.starts_with(
@@ -620,7 +623,10 @@ mod tests {
             ),
             "{reason}"
         );
-        m.publisher(0, 0, 17, 0, State::Closed { failures: 0 });
+        m.publisher(&Snapshot {
+            delivered: 17,
+            ..closed
+        });
         assert_eq!(m.health(), Ok(()));
         assert_eq!(m.delivered.get(), 17);
     }
