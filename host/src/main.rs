@@ -1,11 +1,13 @@
 //! The `lookout` command: parses flags, sets up logging and hands over to
 //! the library.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use lookout::checks::parse_seconds;
 use lookout::config::{LogFormat, Overrides, Settings};
 use lookout::{Daemon, RunMode};
@@ -180,56 +182,99 @@ struct TestArgs {
     lookout_config: Option<PathBuf>,
 }
 
-#[derive(Args)]
-struct Common {
+/// The flags `lookout run` layers over the environment and the file. Their
+/// `display_order` keeps `lookout run --help` in its order among the flags
+/// of the run itself.
+#[derive(Args, Default)]
+struct SettingsArgs {
+    /// Watched Redis, repeat for several [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, display_order = 1)]
+    redis_url: Vec<String>,
+    /// Seconds between polls, fractions allowed [default: 5].
+    #[arg(long, env = "POLL_INTERVAL", hide_env_values = true, value_parser = parse_seconds,
+          display_order = 2)]
+    poll_interval: Option<f64>,
+    /// Folder of NAME.wasm watchers and NAME.toml settings [default: ./plugins].
+    #[arg(long, display_order = 3)]
+    plugins: Option<PathBuf>,
+    /// `service` field of every envelope [default: redis].
+    #[arg(long, display_order = 4)]
+    service: Option<String>,
+    /// `I/N`: watch only the targets whose key hashes to I modulo N
+    /// (Prometheus hashmod) [default: all, 0/1].
+    #[arg(long, env = "LOOKOUT_SHARD", hide_env_values = true, display_order = 9)]
+    shard: Option<String>,
+    /// `IP:PORT` serving /metrics (Prometheus) and /healthz [default: the
+    /// config's `metrics_addr`, or off].
+    #[arg(long, display_order = 10)]
+    metrics_addr: Option<String>,
     /// Optional lookout.toml.
-    #[arg(long, short = 'c', env = "LOOKOUT_CONFIG", hide_env_values = true)]
+    #[arg(
+        long,
+        short = 'c',
+        env = "LOOKOUT_CONFIG",
+        hide_env_values = true,
+        display_order = 11
+    )]
     config: Option<PathBuf>,
     /// Compiled-watcher cache folder [default: $XDG_CACHE_HOME/lookout].
-    #[arg(long)]
+    #[arg(long, display_order = 12)]
     cache_dir: Option<PathBuf>,
     /// Log format on stderr.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, display_order = 13)]
     log_format: Option<LogFormat>,
+}
+
+impl SettingsArgs {
+    /// The config file and the overrides of its settings, the ones that
+    /// came from the environment named by `matches`: the one place flags
+    /// become [`Overrides`].
+    fn layers(self, matches: &ArgMatches) -> (Option<PathBuf>, Overrides) {
+        let environment: BTreeSet<&'static str> = ["redis_url", "poll_interval", "shard"]
+            .into_iter()
+            .filter(|id| {
+                matches.try_contains_id(id).unwrap_or(false)
+                    && matches.value_source(id) == Some(ValueSource::EnvVariable)
+            })
+            .collect();
+        let overrides = Overrides {
+            redis_urls: self.redis_url,
+            poll_interval: self.poll_interval,
+            plugins: self.plugins,
+            cache_dir: self.cache_dir,
+            service: self.service,
+            log_format: self.log_format,
+            shard: self.shard,
+            metrics_addr: self.metrics_addr,
+            environment,
+        };
+        (self.config, overrides)
+    }
+
+    /// The settings these flags, the environment and the file resolve to.
+    fn load(self, matches: &ArgMatches) -> Result<Settings> {
+        let (config, overrides) = self.layers(matches);
+        Settings::load(config.as_deref(), overrides)
+    }
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// Watched Redis, repeat for several [default: redis://127.0.0.1:6379].
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    redis_url: Vec<String>,
-    /// Seconds between polls, fractions allowed [default: 5].
-    #[arg(long, env = "POLL_INTERVAL", hide_env_values = true, value_parser = parse_seconds)]
-    poll_interval: Option<f64>,
-    /// Folder of NAME.wasm watchers and NAME.toml settings [default: ./plugins].
-    #[arg(long)]
-    plugins: Option<PathBuf>,
-    /// `service` field of every envelope [default: redis].
-    #[arg(long)]
-    service: Option<String>,
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// Print envelopes as JSON lines on stdout instead of publishing.
-    #[arg(long)]
+    #[arg(long, display_order = 5)]
     dry_run: bool,
     /// Poll once, publish, exit (non-zero when the poll failed).
-    #[arg(long, conflicts_with = "polls")]
+    #[arg(long, conflicts_with = "polls", display_order = 6)]
     once: bool,
     /// Poll this many times (at least 1), then exit.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), display_order = 7)]
     polls: Option<u64>,
     /// Refuse to start when a watcher file fails to load [default: skip
     /// it, report it, run the others].
-    #[arg(long)]
+    #[arg(long, display_order = 8)]
     strict: bool,
-    /// `I/N`: watch only the targets whose key hashes to I modulo N
-    /// (Prometheus hashmod) [default: all, 0/1].
-    #[arg(long, env = "LOOKOUT_SHARD", hide_env_values = true)]
-    shard: Option<String>,
-    /// `IP:PORT` serving /metrics (Prometheus) and /healthz [default: the
-    /// config's `metrics_addr`, or off].
-    #[arg(long)]
-    metrics_addr: Option<String>,
-    #[command(flatten)]
-    common: Common,
 }
 
 #[derive(Args)]
@@ -249,15 +294,19 @@ struct CheckArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The subcommand's own matches tell a flag from its environment
+    // variable.
+    let given = matches.subcommand().map_or(&matches, |(_, m)| m);
     let result = match cli.command {
-        Command::Run(args) => run(args),
-        Command::Check(args) => check(args),
-        Command::Record(args) => record(args),
-        Command::Test(args) => test(args),
+        Command::Run(args) => run(args, given),
+        Command::Check(args) => check(args, given),
+        Command::Record(args) => record(args, given),
+        Command::Test(args) => test(args, given),
         Command::New(args) => new(args),
-        Command::Targets(args) => targets(args),
-        Command::Tail(args) => tail(args),
+        Command::Targets(args) => targets(args, given),
+        Command::Tail(args) => tail(args, given),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -273,7 +322,7 @@ fn disabled() -> bool {
         .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "on"))
 }
 
-fn run(args: RunArgs) -> Result<()> {
+fn run(args: RunArgs, given: &ArgMatches) -> Result<()> {
     if disabled() {
         return Ok(());
     }
@@ -281,26 +330,16 @@ fn run(args: RunArgs) -> Result<()> {
     // and SIGINT end the daemon cleanly and SIGHUP asks for a reload,
     // whatever start-up is doing.
     let runtime = daemon_runtime()?;
-    let result = runtime.block_on(async { start(args).await });
+    let result = runtime.block_on(async { start(args, given).await });
     // A compile still running on the blocking pool is not waited for.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result
 }
 
 /// `lookout run` on the daemon's runtime.
-async fn start(args: RunArgs) -> Result<()> {
+async fn start(args: RunArgs, given: &ArgMatches) -> Result<()> {
     let signals = Signals::register()?;
-    let overrides = Overrides {
-        redis_urls: args.redis_url,
-        poll_interval: args.poll_interval,
-        plugins: args.plugins,
-        cache_dir: args.common.cache_dir,
-        service: args.service,
-        log_format: args.common.log_format,
-        shard: args.shard,
-        metrics_addr: args.metrics_addr,
-    };
-    let settings = Settings::load(args.common.config.as_deref(), overrides)?;
+    let settings = args.settings.load(given)?;
     init_logging(settings.log_format);
     // A connection per target: thousands of targets need more descriptors
     // than the usual soft limit.
@@ -339,13 +378,14 @@ async fn start(args: RunArgs) -> Result<()> {
 
 /// `lookout targets`: the configured targets and what discovery finds,
 /// each with its labels and whether this shard watches it.
-fn targets(args: TargetsArgs) -> Result<()> {
-    let overrides = Overrides {
-        redis_urls: args.redis_url,
+fn targets(args: TargetsArgs, given: &ArgMatches) -> Result<()> {
+    let settings = SettingsArgs {
+        redis_url: args.redis_url,
         shard: args.shard,
-        ..Overrides::default()
-    };
-    let settings = Settings::load(args.config.as_deref(), overrides)?;
+        config: args.config,
+        ..SettingsArgs::default()
+    }
+    .load(given)?;
     let listed = authoring_runtime()?.block_on(lookout::daemon::fleet::resolve(&settings));
     let mut out = std::io::stdout().lock();
     lookout::daemon::fleet::print(&settings, &listed, args.json, &mut out)?;
@@ -354,14 +394,15 @@ fn targets(args: TargetsArgs) -> Result<()> {
 
 /// `lookout tail`: the bus and stream key resolved as `lookout run` would,
 /// followed until SIGINT or SIGTERM (exit 0) or `--count` envelopes.
-fn tail(args: TailArgs) -> Result<()> {
+fn tail(args: TailArgs, given: &ArgMatches) -> Result<()> {
     use lookout::tail::render::{Filter, Format};
     use std::io::IsTerminal as _;
-    let overrides = Overrides {
-        redis_urls: args.redis_url,
-        ..Overrides::default()
-    };
-    let settings = Settings::load(args.config.as_deref(), overrides)?;
+    let settings = SettingsArgs {
+        redis_url: args.redis_url,
+        config: args.config,
+        ..SettingsArgs::default()
+    }
+    .load(given)?;
     // The bus as `lookout run` publishes to it: `[publish] url` (or the
     // watched Redis) with `[publish] tls` over `[tls]` and the bus
     // credentials; a bus named with --bus takes `[tls]`.
@@ -428,9 +469,10 @@ fn authoring_runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn check(args: CheckArgs) -> Result<()> {
+fn check(args: CheckArgs, given: &ArgMatches) -> Result<()> {
     let settings = authoring_settings(
-        args.lookout_config.as_deref(),
+        given,
+        args.lookout_config,
         args.cache_dir,
         &args.file,
         args.config.as_deref(),
@@ -447,17 +489,19 @@ fn check(args: CheckArgs) -> Result<()> {
 /// (limits, cache, `[watchers.NAME]`), then the watcher's own settings from
 /// `NAME.toml` or `--set`, which win.
 fn authoring_settings(
-    lookout_config: Option<&std::path::Path>,
+    given: &ArgMatches,
+    lookout_config: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     file: &std::path::Path,
     config: Option<&std::path::Path>,
     sets: &[String],
 ) -> Result<Settings> {
-    let overrides = Overrides {
+    let mut settings = SettingsArgs {
+        config: lookout_config,
         cache_dir,
-        ..Overrides::default()
-    };
-    let mut settings = Settings::load(lookout_config, overrides)?;
+        ..SettingsArgs::default()
+    }
+    .load(given)?;
     let name = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -481,7 +525,7 @@ fn authoring_settings(
     Ok(settings)
 }
 
-fn record(args: RecordArgs) -> Result<()> {
+fn record(args: RecordArgs, given: &ArgMatches) -> Result<()> {
     let url = args
         .redis
         .unwrap_or_else(|| lookout::config::DEFAULT_REDIS_URL.to_owned());
@@ -490,11 +534,12 @@ fn record(args: RecordArgs) -> Result<()> {
     let plan = if args.watchers.is_empty() {
         lookout::authoring::record::Plan::default()
     } else {
-        let overrides = Overrides {
+        let settings = SettingsArgs {
+            config: args.lookout_config,
             cache_dir: args.cache_dir,
-            ..Overrides::default()
-        };
-        let settings = Settings::load(args.lookout_config.as_deref(), overrides)?;
+            ..SettingsArgs::default()
+        }
+        .load(given)?;
         runtime.block_on(lookout::authoring::record::Plan::for_watchers(
             &args.watchers,
             &settings,
@@ -512,10 +557,11 @@ fn record(args: RecordArgs) -> Result<()> {
     ))
 }
 
-fn test(args: TestArgs) -> Result<()> {
+fn test(args: TestArgs, given: &ArgMatches) -> Result<()> {
     use std::io::Write;
     let settings = authoring_settings(
-        args.lookout_config.as_deref(),
+        given,
+        args.lookout_config,
         args.cache_dir,
         &args.file,
         args.config.as_deref(),

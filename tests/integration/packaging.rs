@@ -4,9 +4,10 @@
 //! README says, and `--version` names the watcher ABI.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use lookout::config::shown::explain;
 use lookout::config::{FileConfig, Overrides, Settings};
 
 use crate::support::*;
@@ -83,6 +84,12 @@ fn uncommented(which: Uncomment) -> String {
 /// files its examples name under /etc/lookout (certificates, password
 /// files) made in `tmp`.
 fn load(tmp: &Path, text: &str) -> anyhow::Result<Settings> {
+    Settings::load(Some(&written(tmp, text)), Overrides::default())
+}
+
+/// `text` written to `tmp/lookout.toml`, with the files its examples name
+/// under /etc/lookout (certificates, password files) made in `tmp`.
+fn written(tmp: &Path, text: &str) -> PathBuf {
     let etc = tmp.join("etc-lookout");
     std::fs::create_dir_all(&etc).unwrap();
     let text = text.replace("/etc/lookout/", &format!("{}/", etc.display()));
@@ -100,7 +107,7 @@ fn load(tmp: &Path, text: &str) -> anyhow::Result<Settings> {
     }
     let path = tmp.join("lookout.toml");
     std::fs::write(&path, text).unwrap();
-    Settings::load(Some(&path), Overrides::default())
+    path
 }
 
 /// Settings as text, without what depends on the file's path or the
@@ -272,6 +279,47 @@ fn readme_sample_and_code_name_the_same_config_keys() {
         keys_in(&table, "", &code, &mut sample);
     }
     assert_eq!(sample, code, "keys of packaging/lookout.toml");
+}
+
+/// `lookout config` lists every key the code accepts and no other: with
+/// every line of the sample uncommented, each key it shows, named as the
+/// configuration reference names it (`targets[0].url` is `targets.url`,
+/// `targets[0].tls.server_name` is under `targets.tls`, a watcher's table
+/// is `watchers.NAME`), is a key of the code, and together they name them
+/// all.
+#[test]
+fn config_command_lists_every_key() {
+    let code = code_keys();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut listed = BTreeSet::new();
+    for which in EVERYTHING {
+        let path = written(tmp.path(), &uncommented(which));
+        for shown in explain(Some(&path), Overrides::default()).unwrap() {
+            let key = reference_key(&shown.key, &code)
+                .unwrap_or_else(|| panic!("`{}` is not a key of the code", shown.key));
+            listed.insert(key);
+        }
+    }
+    assert_eq!(listed, code);
+}
+
+/// `key` as [`code_keys`] names it: without indexes, a watcher's name as
+/// `NAME`, and cut to the longest known key it starts with.
+fn reference_key(key: &str, code: &BTreeSet<String>) -> Option<String> {
+    let mut parts: Vec<String> = key
+        .split('.')
+        .map(|p| p.split('[').next().unwrap_or(p).to_owned())
+        .collect();
+    for i in 1..parts.len() {
+        let path = parts[..i].join(".");
+        if code.contains(&format!("{path}.NAME")) {
+            parts[i] = "NAME".to_owned();
+        }
+    }
+    (1..=parts.len())
+        .rev()
+        .map(|n| parts[..n].join("."))
+        .find(|k| code.contains(k))
 }
 
 /// `make install DESTDIR=... PREFIX=/usr` (without building) puts the

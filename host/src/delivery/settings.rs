@@ -3,15 +3,17 @@
 //! that checks it and gives the settings the publisher, the outbox, the
 //! breaker and the heartbeat use.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::breaker::BreakerSettings;
 use super::outbox::{Caps, DropPolicy};
 use crate::checks::{IntKey, Origin, SecondsKey, check_url, own_tls_needs_rediss};
 use crate::redis::endpoint::{Auth, Endpoint};
+use crate::redis::redact::redact_url;
 use crate::redis::tls::Tls;
 
 /// `[publish]` table of `lookout.toml`.
@@ -208,4 +210,51 @@ impl HeartbeatFile {
             )),
         }
     }
+}
+
+/// Delivery's tables as resolved, by name, in the file's keys and units,
+/// as `lookout config` shows them: the bus's URL without its password,
+/// its TLS keys when it is a `rediss://` URL.
+#[must_use]
+pub fn shown(
+    publish: &PublishSettings,
+    buffer: &Caps,
+    spool_dir: Option<&Path>,
+    breaker: &BreakerSettings,
+    heartbeat: Option<&str>,
+) -> [(&'static str, Value); 4] {
+    [
+        (
+            "publish",
+            json!({
+                "url": redact_url(&publish.url),
+                "channel_prefix": publish.channel_prefix,
+                "stream_key": publish.stream_key,
+                "stream_maxlen": publish.stream_maxlen,
+                "tls": publish.url.starts_with("rediss:").then_some(&publish.tls),
+                "username": publish.auth.username,
+                "password_file": publish.auth.password_file,
+            }),
+        ),
+        (
+            "buffer",
+            json!({
+                "max_envelopes": buffer.envelopes,
+                "max_mib": buffer.bytes >> 20,
+                "policy": buffer.policy.as_str(),
+                "dir": spool_dir,
+            }),
+        ),
+        (
+            "breaker",
+            json!({
+                "failures": breaker.failures,
+                "recovery_s": breaker.recovery.as_secs_f64(),
+            }),
+        ),
+        (
+            "heartbeat",
+            json!({ "enabled": heartbeat.is_some(), "prefix": heartbeat }),
+        ),
+    ]
 }

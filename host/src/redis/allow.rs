@@ -140,6 +140,20 @@ impl Allow {
     pub fn is_seed(&self, host: &str) -> bool {
         normal(host) == self.seed_host
     }
+
+    /// The list as it would be written in `allow` (the seed's host, always
+    /// allowed, not among them).
+    #[must_use]
+    pub fn entries(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .map(|r| match r {
+                Rule::Net(net) => net.to_string(),
+                Rule::Name(name) => name.clone(),
+                Rule::Suffix(suffix) => format!("*{suffix}"),
+            })
+            .collect()
+    }
 }
 
 /// Lower-case, without IPv6 brackets or a trailing dot.
@@ -185,6 +199,10 @@ mod tests {
     #[test]
     fn defaults_are_local_ranges_and_the_seed_domain() {
         let allow = Allow::default_for("node-1.cache.example.com");
+        assert_eq!(
+            allow.entries()[DEFAULT_NETS.len()..],
+            ["*.cache.example.com".to_owned()]
+        );
         for ok in [
             "127.0.0.2",
             "10.1.2.3",

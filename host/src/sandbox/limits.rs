@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 /// `[limits]` as written, and (the same keys) `[limits.watchers.NAME]`.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -233,6 +234,50 @@ impl Limits {
             snapshots_bytes,
         })
     }
+}
+
+impl Limits {
+    /// `[limits]` as resolved, in the file's keys and units, as `lookout
+    /// config` shows it; `watchers` holds every key of each
+    /// `[limits.watchers.NAME]`, inherited ones included.
+    #[must_use]
+    pub fn shown(&self) -> Value {
+        let mut table = shown(&self.defaults);
+        if let Value::Object(t) = &mut table {
+            t.insert("max_clients_listed".into(), self.max_clients_listed.into());
+            t.insert("snapshots_mib".into(), (self.snapshots_bytes >> 20).into());
+            let watchers = self.watchers.iter();
+            let watchers = watchers.map(|(name, l)| (name.clone(), shown(l)));
+            t.insert("watchers".into(), Value::Object(watchers.collect()));
+        }
+        table
+    }
+}
+
+/// The keys of one watcher's limits.
+fn shown(l: &WatcherLimits) -> Value {
+    let (every_polls, interval_s) = match l.cadence {
+        None | Some(Cadence::EveryPoll) => (None, None),
+        Some(Cadence::EveryPolls(n)) => (Some(n), None),
+        Some(Cadence::Interval(d)) => (None, Some(d.as_secs_f64())),
+    };
+    json!({
+        "call_deadline_ms": u64::try_from(l.call_deadline.as_millis()).unwrap_or(u64::MAX),
+        "memory_mib": l.memory_bytes >> 20,
+        "fleet_memory_mib": l.fleet_memory_bytes >> 20,
+        "max_table_elements": l.max_table_elements,
+        "max_resources": l.max_resources,
+        "max_events": l.max_events,
+        "max_msg_bytes": l.max_msg_bytes,
+        "max_fields": l.max_fields,
+        "max_field_bytes": l.max_field_bytes,
+        "max_envelope_bytes": l.max_envelope_bytes,
+        "max_call_bytes": l.max_call_bytes,
+        "max_wasm_mib": l.max_wasm_bytes >> 20,
+        "quarantine_after": l.quarantine_after,
+        "every_polls": every_polls,
+        "interval_s": interval_s,
+    })
 }
 
 /// Accepted range of every numeric key, inclusive, with its unit; the

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::address_key;
 use crate::checks::{IntKey, Origin, SecondsKey, check_url, own_tls_needs_rediss};
 use crate::redis::allow::Allow;
 use crate::redis::endpoint::{Auth, Endpoint};
+use crate::redis::redact::redact_url;
 use crate::redis::tls::Tls;
 
 /// One `[[discover]]` table of `lookout.toml`.
@@ -99,6 +101,37 @@ impl Discover {
     #[must_use]
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::configured(&self.url, &self.tls, &self.auth)
+    }
+
+    /// This entry as resolved, in the keys of a `[[discover]]` table that
+    /// apply to its source, as `lookout config` shows it: the URL without
+    /// its password, its TLS keys when it is a `rediss://` URL.
+    #[must_use]
+    pub fn shown(&self) -> Value {
+        let mut table = json!({
+            "refresh_s": self.refresh.as_secs_f64(),
+            "labels": self.labels,
+            "watchers": self.watchers,
+            "tls": self.url.starts_with("rediss:").then_some(&self.tls),
+            "allow": self.allow.entries(),
+            "max_nodes": self.max_nodes,
+            "username": self.auth.username,
+            "password_file": self.auth.password_file,
+        });
+        let url = redact_url(&self.url);
+        let own = match &self.source {
+            Source::Cluster => json!({ "cluster": url }),
+            Source::Sentinel { master } => json!({
+                "sentinel": url,
+                "master": master,
+                "node_username": self.node_auth.username,
+                "node_password_file": self.node_auth.password_file,
+            }),
+        };
+        if let (Value::Object(table), Value::Object(own)) = (&mut table, own) {
+            table.extend(own);
+        }
+        table
     }
 
     /// What this entry is, for messages: `cluster 10.0.0.1:7000` or

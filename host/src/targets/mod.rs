@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 pub use discover::{Discover, DiscoverFile, Source};
 pub use shard::{Shard, hashmod};
@@ -105,6 +106,22 @@ impl Target {
             return name.clone();
         }
         self.address()
+    }
+
+    /// This target as resolved, in the keys of a `[[targets]]` table, as
+    /// `lookout config` shows it: the URL without its password, its name
+    /// or key, its TLS keys when it is a `rediss://` URL.
+    #[must_use]
+    pub fn shown(&self) -> Value {
+        json!({
+            "url": redact_url(&self.url),
+            "name": self.key(),
+            "labels": self.labels,
+            "watchers": self.watchers,
+            "tls": self.url.starts_with("rediss:").then_some(&self.tls),
+            "username": self.auth.username,
+            "password_file": self.auth.password_file,
+        })
     }
 
     /// `host:port` of its URL, with `/DB` for a database other than 0.
