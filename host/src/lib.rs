@@ -24,11 +24,13 @@
 //! - [`metrics`]: the daemon's own metrics and `/healthz`, served at
 //!   `metrics_addr`.
 //! - [`authoring`]: `lookout check`, `record`, `test` and `new`.
+//! - [`commands`]: `lookout targets`, the targets configured and found.
 //! - [`tail`]: `lookout tail`, the envelope stream followed and printed.
 //! - [`untrusted`]: server- and stream-controlled text made safe to print.
 
 pub mod authoring;
 pub mod checks;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod delivery;

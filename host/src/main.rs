@@ -386,9 +386,9 @@ fn targets(args: TargetsArgs, given: &ArgMatches) -> Result<()> {
         ..SettingsArgs::default()
     }
     .load(given)?;
-    let listed = authoring_runtime()?.block_on(lookout::daemon::fleet::resolve(&settings));
+    let listed = authoring_runtime()?.block_on(lookout::commands::targets::resolve(&settings));
     let mut out = std::io::stdout().lock();
-    lookout::daemon::fleet::print(&settings, &listed, args.json, &mut out)?;
+    lookout::commands::targets::print(&settings, &listed, args.json, &mut out)?;
     Ok(())
 }
 

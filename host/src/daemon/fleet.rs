@@ -8,34 +8,31 @@
 //!                 (one per entry)   (by target key)               start / stop / relabel
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Registry;
+use super::discover::{Found, ROLE_LABEL};
+use super::events::{self, About, cut_message, refused_message, unwatchable_message};
+use super::inbox::Inbox;
 use super::lateness::Lateness;
-use super::poller::{FirstPoll, Inbox, Poller};
+use super::poller::{FirstPoll, Poller};
+use super::start::dial;
 use crate::config::Settings;
-use crate::delivery::envelope::{Emitted, Envelope, Level, Origin};
+use crate::delivery::envelope::{Emitted, Level, Origin};
 use crate::delivery::task::Outlet;
-use crate::discovery::{self, Node};
 use crate::fields;
-use crate::redis::conn::Conn;
-use crate::redis::endpoint::Endpoint;
 use crate::redis::probe::Prober;
-use crate::redis::redact::instance_of;
 use crate::sandbox::{Engine, Instance};
-use crate::targets::{Discover, Source, Target, hashmod};
+use crate::targets::{Target, hashmod};
 use crate::watchers::load::Spec;
-
-/// The label a discovered node's role goes into.
-pub const ROLE_LABEL: &str = "role";
 
 /// A running poller.
 struct Running {
@@ -54,25 +51,9 @@ struct Running {
 /// What was said about one discover entry's answers.
 #[derive(Debug, Clone, Default)]
 struct Said {
-    refused: std::collections::BTreeSet<String>,
-    skipped: std::collections::BTreeSet<String>,
+    refused: BTreeSet<String>,
+    skipped: BTreeSet<String>,
     cut: bool,
-}
-
-/// What one discover entry found this time, after its `allow` and
-/// `max_nodes`.
-#[derive(Debug, Clone, Default)]
-pub struct Found {
-    /// The nodes to watch.
-    pub targets: Vec<Target>,
-    /// Announced nodes outside `allow` (`host:port`), never contacted.
-    pub refused: Vec<String>,
-    /// Announced nodes inside `allow`.
-    pub allowed: usize,
-    /// Of those, how many `max_nodes` left out.
-    pub cut: usize,
-    /// Announced nodes that cannot be watched as announced, with why.
-    pub skipped: Vec<String>,
 }
 
 /// Discoveries in a row a node must be missing from before its poller
@@ -158,11 +139,7 @@ impl Fleet {
         found_by: Option<usize>,
     ) -> Result<()> {
         let key = target.key();
-        let conn = Conn::open(
-            &target.endpoint(),
-            settings.connect_timeout,
-            settings.response_timeout,
-        )?;
+        let conn = dial(settings, &target.endpoint())?;
         let inbox = Arc::new(Inbox::default());
         let kit = &self.kit;
         let stop = kit.shutdown.child_token();
@@ -263,24 +240,15 @@ impl Fleet {
             return;
         }
         self.warned_mappings = true;
-        let advice = needed.next_power_of_two();
-        let msg = format!(
-            "{} targets with {watchers} watchers need about {needed} memory mappings, over this \
-             machine's vm.max_map_count of {limit}: watcher instances beyond it fail to start; \
-             raise it with `sysctl -w vm.max_map_count={advice}`, or split the fleet with --shard",
-            self.running.len()
-        );
-        warn!("{msg}");
+        let event = events::mappings(self.running.len(), watchers, needed, limit);
+        self.publish(vec![event]).await;
+    }
+
+    /// Queues events about the process itself, not one target.
+    async fn publish(&self, events: Vec<Emitted>) {
         let origin = &self.kit.origin;
-        let envelope = origin.wrap(
-            &origin.instance,
-            Emitted::host(
-                Level::Warn,
-                msg,
-                fields! {"needed" => needed, "max_map_count" => limit, "instances" => instances},
-            ),
-        );
-        self.kit.outlet.send(vec![envelope]).await;
+        let envelopes = About::process(origin).envelopes(origin, events);
+        self.kit.outlet.send(envelopes).await;
     }
 
     /// The start-up watchers are ready: every poller starts.
@@ -323,13 +291,18 @@ impl Fleet {
         found: Found,
     ) {
         let how = settings.discover[entry].describe();
-        let mut events = self.screened(settings, entry, &found);
+        let origin = self.kit.origin.clone();
+        let screened = self.screened(settings, entry, &found);
+        let mut envelopes = About::process(&origin).envelopes(&origin, screened);
+        let mut tell = |target: &Target, event: Emitted| {
+            envelopes.extend(About::target(target).envelopes(&origin, vec![event]));
+        };
         if let Some(metrics) = &self.kit.metrics {
             metrics.discover_nodes(&how, found.refused.len(), found.cut);
         }
         let found = found.targets;
         // A node also configured (by name or address) is watched as configured.
-        let configured: std::collections::BTreeSet<String> = settings
+        let configured: BTreeSet<String> = settings
             .targets
             .iter()
             .flat_map(|t| [t.key(), t.address()])
@@ -354,30 +327,14 @@ impl Fleet {
                         .unwrap_or_default();
                     running.target = target.clone();
                     running.inbox.relabel(target.labels.clone());
-                    info!(target = %key, %role, was = %was, "target {key} is now {role} (was {was}), per {how}");
-                    events.push(event(
-                        &self.kit.origin,
-                        target,
-                        Level::Warn,
-                        format!("target {key} is now {role} (was {was}), per {how}"),
-                        fields! {"target" => key.clone(), "role" => role, "was" => was, "discover" => how.clone()},
-                    ));
+                    tell(target, events::target_relabelled(&key, &role, &was, &how));
                 }
                 Some(_) => {}
                 None => {
                     let spread = u32::try_from(hashmod(&key, 1000)).unwrap_or(0);
                     let offset = settings.poll_interval * spread / 1000;
                     match self.add(settings, registry, target.clone(), offset, Some(entry)) {
-                        Ok(()) => {
-                            info!(target = %key, %role, "target added: {key} ({role}), found by {how}");
-                            events.push(event(
-                        &self.kit.origin,
-                                target,
-                                Level::Info,
-                                format!("target added: {key} ({role}), found by {how}"),
-                                fields! {"target" => key.clone(), "role" => role, "discover" => how.clone()},
-                            ));
-                        }
+                        Ok(()) => tell(target, events::target_added(&key, &role, &how)),
                         Err(e) => {
                             warn!(target = %key, "target {key} found by {how} cannot be watched: {e:#}")
                         }
@@ -387,7 +344,7 @@ impl Fleet {
         }
         // Removed: found by this entry before, not listed now nor the time
         // before.
-        let keys: std::collections::BTreeSet<String> = found.iter().map(Target::key).collect();
+        let keys: BTreeSet<String> = found.iter().map(Target::key).collect();
         let mut gone = Vec::new();
         for (key, running) in &mut self.running {
             if running.found_by == Some(entry) && !keys.contains(key) {
@@ -400,14 +357,7 @@ impl Fleet {
         for key in gone {
             if let Some(running) = self.running.remove(&key) {
                 running.stop.cancel();
-                info!(target = %key, "target removed: {key}, no longer listed by {how}");
-                events.push(event(
-                    &self.kit.origin,
-                    &running.target,
-                    Level::Warn,
-                    format!("target removed: {key}, no longer listed by {how}"),
-                    fields! {"target" => key.clone(), "discover" => how.clone()},
-                ));
+                tell(&running.target, events::target_removed(&key, &how));
             }
         }
         self.found[entry] = Some(found);
@@ -415,23 +365,20 @@ impl Fleet {
         if self.failing[entry].take().is_some() {
             info!("discovery answers again for {how}");
         }
-        if !events.is_empty() {
-            self.kit.outlet.send(events).await;
-        }
+        self.kit.outlet.send(envelopes).await;
     }
 
     /// The host events about entry `entry`'s answer that were not given
     /// yet: each node outside `allow` and each node that cannot be watched
     /// once, a cut at `max_nodes` once until the answer fits again.
-    fn screened(&mut self, settings: &Settings, entry: usize, found: &Found) -> Vec<Envelope> {
+    fn screened(&mut self, settings: &Settings, entry: usize, found: &Found) -> Vec<Emitted> {
         let d = &settings.discover[entry];
         let how = d.describe();
-        let origin = &self.kit.origin;
         let said = &mut self.said[entry];
         let mut events = Vec::new();
         let mut warn_event = |msg: String, fields| {
             warn!("{msg}");
-            events.push(origin.wrap(&origin.instance, Emitted::host(Level::Warn, msg, fields)));
+            events.push(Emitted::host(Level::Warn, msg, fields));
         };
         for node in &found.refused {
             if said.refused.insert(node.clone()) {
@@ -444,7 +391,7 @@ impl Fleet {
         for why in &found.skipped {
             if said.skipped.insert(why.clone()) {
                 warn_event(
-                    format!("{how} announces a node that cannot be watched: {why}"),
+                    unwatchable_message(&how, why),
                     fields! {"discover" => how.clone(), "error" => why.clone()},
                 );
             }
@@ -487,316 +434,8 @@ impl Fleet {
         if self.failing[entry].as_deref() == Some(text.as_str()) {
             return;
         }
-        let origin = &self.kit.origin;
-        let envelope = origin.wrap(
-            &origin.instance,
-            Emitted::host(
-                Level::Error,
-                format!("discovery failed: {how}: {text}; the targets it found keep running"),
-                fields! {"discover" => how, "error" => text.clone()},
-            ),
-        );
+        let event = events::discovery_failed(&how, &text);
         self.failing[entry] = Some(text);
-        self.kit.outlet.send(vec![envelope]).await;
+        self.publish(vec![event]).await;
     }
-}
-
-/// A host event about `target`, as an envelope with its instance and labels.
-fn event(
-    origin: &Origin,
-    target: &Target,
-    level: Level,
-    msg: String,
-    mut fields: serde_json::Map<String, serde_json::Value>,
-) -> Envelope {
-    let instance = instance_of(&target.url);
-    // Labels before wrapping: they count toward max_envelope_bytes.
-    if !target.labels.is_empty() {
-        fields.insert(
-            "labels".to_owned(),
-            serde_json::Value::Object(
-                target
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
-                    .collect(),
-            ),
-        );
-    }
-    origin.wrap(&instance, Emitted::host(level, msg, fields))
-}
-
-/// What to say of a node outside an entry's `allow`.
-fn refused_message(entry: usize, how: &str, node: &str) -> String {
-    format!(
-        "{how} announces the node {node}, outside `discover[{entry}].allow`: it is not \
-         contacted; if it is yours, add its address or network to `allow`"
-    )
-}
-
-/// What to say when an entry's answer holds more nodes than `max_nodes`.
-fn cut_message(entry: usize, how: &str, nodes: usize, max: usize) -> String {
-    format!(
-        "{how} lists {nodes} nodes, over `discover[{entry}].max_nodes` = {max}: watching the \
-         first {max}, masters first, then by address; raise `max_nodes` or split the fleet \
-         with --shard"
-    )
-}
-
-/// The targets one discover entry finds now; `known` are the nodes it
-/// found last time, asked when the configured seed does not answer.
-///
-/// # Errors
-/// No seed or sentinel answered; the message names them (redacted).
-pub fn discover<'a>(
-    entry: &'a Discover,
-    known: &'a [Endpoint],
-    settings: &'a Settings,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Found>> + Send + 'a>> {
-    Box::pin(discover_now(entry, known, settings))
-}
-
-async fn discover_now(entry: &Discover, known: &[Endpoint], settings: &Settings) -> Result<Found> {
-    let (connect, response) = (settings.connect_timeout, settings.response_timeout);
-    let sentinel = matches!(entry.source, Source::Sentinel { .. });
-    let discovered = match &entry.source {
-        Source::Cluster => {
-            let mut seeds = vec![entry.endpoint()];
-            seeds.extend(known.iter().filter(|k| k.url != entry.url).cloned());
-            discovery::cluster_at(&seeds, connect, response).await?
-        }
-        Source::Sentinel { master } => {
-            discovery::sentinel_at(&[entry.endpoint()], master, connect, response).await?
-        }
-    };
-    let screened = discovery::screen(discovered.nodes, &entry.allow, entry.max_nodes);
-    let mut found = Found {
-        refused: screened.refused.iter().map(Node::address).collect(),
-        allowed: screened.kept.len() + screened.cut,
-        cut: screened.cut,
-        skipped: discovered.skipped,
-        targets: Vec::new(),
-    };
-    for node in &screened.kept {
-        // A sentinel's credentials stay with the sentinel.
-        let url = match discovery::node_url_with(&entry.url, node, !sentinel) {
-            Ok(url) => url,
-            Err(e) => {
-                found
-                    .skipped
-                    .push(format!("node {}: {e:#}", node.address()));
-                continue;
-            }
-        };
-        let mut labels = entry.labels.clone();
-        labels.insert(ROLE_LABEL.to_owned(), node.role.as_str().to_owned());
-        let mut tls = entry.tls.clone();
-        if tls.server_name.is_none() {
-            tls.server_name.clone_from(&node.tls_name);
-        }
-        found.targets.push(Target {
-            url,
-            name: None,
-            labels,
-            watchers: entry.watchers.clone(),
-            tls,
-            auth: if sentinel {
-                entry.node_auth.clone()
-            } else {
-                entry.auth.clone()
-            },
-            allow: Some(entry.allow.clone()),
-        });
-    }
-    Ok(found)
-}
-
-/// One discover entry's answers, sent to the daemon: at once, then every
-/// `refresh` until `stop` is cancelled (or only once, with `once`).
-pub(super) async fn refresh(
-    entry_index: usize,
-    settings: Settings,
-    once: bool,
-    answers: mpsc::Sender<(usize, Result<Found>)>,
-    stop: CancellationToken,
-) {
-    let entry = settings.discover[entry_index].clone();
-    let mut known: Vec<Endpoint> = Vec::new();
-    loop {
-        let answer = tokio::select! {
-            () = stop.cancelled() => return,
-            answer = discover(&entry, &known, &settings) => answer,
-        };
-        if let Ok(found) = &answer {
-            known = found.targets.iter().map(Target::endpoint).collect();
-        }
-        let sent = tokio::select! {
-            () = stop.cancelled() => return,
-            sent = answers.send((entry_index, answer)) => sent,
-        };
-        if sent.is_err() || once {
-            return;
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(entry.refresh) => {}
-        }
-    }
-}
-
-/// A target as `lookout targets` lists it.
-#[derive(Debug, Clone)]
-pub struct Listed {
-    /// The target.
-    pub target: Target,
-    /// `config`, or the discover entry that found it.
-    pub source: String,
-    /// Whether this process's shard watches it.
-    pub watched: bool,
-}
-
-/// Everything the configuration names and discovery finds now.
-#[derive(Debug, Clone, Default)]
-pub struct Resolved {
-    /// The targets, configured ones first, each once.
-    pub targets: Vec<Listed>,
-    /// Discover entries that did not answer, with why.
-    pub errors: Vec<String>,
-    /// What discovery left out (nodes outside `allow`, beyond
-    /// `max_nodes`, or that cannot be watched), for stderr.
-    pub warnings: Vec<String>,
-}
-
-/// Resolves the targets once: the configured ones, then each discover
-/// entry's (a target both configured and discovered is listed once).
-pub async fn resolve(settings: &Settings) -> Resolved {
-    let mut resolved = Resolved::default();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut push = |resolved: &mut Resolved, target: Target, source: String| {
-        let (key, address) = (target.key(), target.address());
-        if !seen.contains(&key) && !seen.contains(&address) {
-            seen.insert(key.clone());
-            seen.insert(address);
-            resolved.targets.push(Listed {
-                watched: settings.shard.owns(&key),
-                target,
-                source,
-            });
-        }
-    };
-    for target in &settings.targets {
-        push(&mut resolved, target.clone(), "config".to_owned());
-    }
-    for (i, entry) in settings.discover.iter().enumerate() {
-        match discover(entry, &[], settings).await {
-            Ok(found) => {
-                let how = entry.describe();
-                for node in &found.refused {
-                    resolved.warnings.push(refused_message(i, &how, node));
-                }
-                for why in &found.skipped {
-                    resolved.warnings.push(format!(
-                        "{how} announces a node that cannot be watched: {why}"
-                    ));
-                }
-                if found.cut > 0 {
-                    resolved
-                        .warnings
-                        .push(cut_message(i, &how, found.allowed, entry.max_nodes));
-                }
-                for target in found.targets {
-                    push(&mut resolved, target, entry.describe());
-                }
-            }
-            Err(e) => resolved
-                .errors
-                .push(format!("discovery failed for {}: {e:#}", entry.describe())),
-        }
-    }
-    resolved
-}
-
-/// Prints `resolved` as a table (or JSON lines with `json`); discovery
-/// failures go to the end.
-///
-/// # Errors
-/// Writing failed, or a discover entry did not answer (after printing the
-/// rest).
-pub fn print(
-    settings: &Settings,
-    resolved: &Resolved,
-    json: bool,
-    out: &mut impl std::io::Write,
-) -> Result<()> {
-    use crate::redis::redact::redact_url;
-    let labels = |t: &Target| {
-        t.labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    if json {
-        for l in &resolved.targets {
-            let line = serde_json::json!({
-                "target": l.target.key(),
-                "url": redact_url(&l.target.url),
-                "labels": l.target.labels,
-                "watchers": l.target.watchers,
-                "source": l.source,
-                "watched": l.watched,
-                "shard": settings.shard.to_string(),
-            });
-            writeln!(out, "{line}")?;
-        }
-    } else {
-        let rows: Vec<[String; 5]> = resolved
-            .targets
-            .iter()
-            .map(|l| {
-                [
-                    l.target.key(),
-                    if l.watched { "yes" } else { "no" }.to_owned(),
-                    l.source.clone(),
-                    labels(&l.target),
-                    redact_url(&l.target.url),
-                ]
-            })
-            .collect();
-        let head = [
-            "TARGET".to_owned(),
-            format!("SHARD {}", settings.shard),
-            "SOURCE".to_owned(),
-            "LABELS".to_owned(),
-            "URL".to_owned(),
-        ];
-        let mut widths = head.clone().map(|h| h.len());
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.len());
-            }
-        }
-        for row in std::iter::once(&head).chain(&rows) {
-            let line: Vec<String> = row
-                .iter()
-                .zip(widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            writeln!(out, "{}", line.join("  ").trim_end())?;
-        }
-        let watched = resolved.targets.iter().filter(|l| l.watched).count();
-        writeln!(
-            out,
-            "{} targets, {watched} watched by shard {}",
-            resolved.targets.len(),
-            settings.shard
-        )?;
-    }
-    for warning in &resolved.warnings {
-        eprintln!("lookout: warning: {warning}");
-    }
-    if !resolved.errors.is_empty() {
-        anyhow::bail!("{}", resolved.errors.join("; "));
-    }
-    Ok(())
 }

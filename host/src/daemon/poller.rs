@@ -4,96 +4,26 @@
 //! report the outage once. Nothing it waits for belongs to another target
 //! or to the bus.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::events::{self, About};
+use super::inbox::{Change, Desired, Inbox};
 use super::lateness::Lateness;
-use crate::delivery::envelope::{Emitted, Envelope, Level, Origin};
-use crate::delivery::task::Outlet;
+use crate::delivery::envelope::{Emitted, Level, Origin};
+use crate::delivery::task::{Outlet, sleep_until};
 use crate::fields;
 use crate::metrics::TargetMetrics;
 use crate::redis::backoff::{Backoff, retry_wait};
-use crate::redis::probe::{Gap, Notice, ProbeError, Prober, Probes, SLOWLOG_REREADS};
+use crate::redis::probe::{ProbeError, Prober, Probes};
 use crate::sandbox::{Engine, Instance};
 use crate::watchers::load::Spec;
 use crate::watchers::supervisor::Supervisor;
-
-/// What the daemon wants of one poller: the watchers it should run, when
-/// to start, its labels. The daemon writes it without waiting (a lock held
-/// for a few instructions, then a wake-up), the poller catches up with it
-/// between polls; so a poller busy with a slow or lying server never holds
-/// up reloads, discovery or shutdown, and no change is ever dropped: a
-/// later change to the same watcher replaces one not yet taken.
-#[derive(Default)]
-pub(crate) struct Inbox {
-    desired: Mutex<Desired>,
-    changed: Notify,
-}
-
-/// The changes a poller has not taken yet.
-#[derive(Default)]
-struct Desired {
-    /// By watcher name, the latest change.
-    watchers: BTreeMap<String, Change>,
-    /// Start polling now (the start-up watchers are ready), if not yet.
-    start: bool,
-    /// New labels for this target's envelopes (a discovered node changed
-    /// role).
-    labels: Option<BTreeMap<String, String>>,
-}
-
-/// One watcher's change.
-enum Change {
-    /// Run this watcher (replacing one of the same name), with an instance
-    /// already configured when there is one.
-    Install(Arc<Spec>, Option<Box<Instance>>),
-    /// Stop running it.
-    Remove,
-}
-
-impl Inbox {
-    /// Run `spec` (replacing one of the same name), with `instance` when
-    /// one was configured already.
-    pub fn install(&self, spec: Arc<Spec>, instance: Option<Instance>) {
-        self.change(|d| {
-            let name = spec.name.clone();
-            d.watchers
-                .insert(name, Change::Install(spec, instance.map(Box::new)));
-        });
-    }
-
-    /// Stop running the watcher named `name`.
-    pub fn remove(&self, name: &str) {
-        self.change(|d| {
-            d.watchers.insert(name.to_owned(), Change::Remove);
-        });
-    }
-
-    /// Start polling now, if not yet.
-    pub fn start(&self) {
-        self.change(|d| d.start = true);
-    }
-
-    /// Put `labels` on this target's envelopes from now on.
-    pub fn relabel(&self, labels: BTreeMap<String, String>) {
-        self.change(|d| d.labels = Some(labels));
-    }
-
-    fn change(&self, change: impl FnOnce(&mut Desired)) {
-        change(&mut self.desired.lock().unwrap_or_else(PoisonError::into_inner));
-        self.changed.notify_one();
-    }
-
-    fn take(&self) -> Desired {
-        std::mem::take(&mut *self.desired.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
 
 /// When a poller's first poll happens.
 #[derive(Debug, Clone, Copy)]
@@ -118,8 +48,8 @@ pub struct Poller {
     next_probes: Option<Probes>,
     /// The refusal last reported, so it is said once.
     refused: Option<String>,
-    /// `fields.labels` of every envelope about this target.
-    labels: Option<serde_json::Value>,
+    /// Whom its events are about: this target, with its labels.
+    about: About,
     /// Delay of the first poll, spreading targets across the interval.
     offset: Duration,
     /// Permits for running watchers, shared by every poller: bounds the
@@ -158,6 +88,7 @@ impl Poller {
         let backlog = usize::try_from(prober.slowlog_count()).unwrap_or(usize::MAX);
         Self {
             instance: Arc::from(prober.conn.instance.as_str()),
+            about: About::instance(&prober.conn.instance),
             prober,
             supervisor: Supervisor::new(engine, interval).with_backlog(backlog),
             outlet,
@@ -166,7 +97,6 @@ impl Poller {
             polls: 0,
             next_probes: None,
             refused: None,
-            labels: None,
             offset: Duration::ZERO,
             calls: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
             snapshots: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
@@ -214,19 +144,8 @@ impl Poller {
     /// target.
     #[must_use]
     pub fn with_labels(mut self, labels: &std::collections::BTreeMap<String, String>) -> Self {
-        self.set_labels(labels);
+        self.about.relabel(labels);
         self
-    }
-
-    fn set_labels(&mut self, labels: &std::collections::BTreeMap<String, String>) {
-        self.labels = (!labels.is_empty()).then(|| {
-            serde_json::Value::Object(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
-                    .collect(),
-            )
-        });
     }
 
     /// Delays the first poll by `offset` (targets spread over the
@@ -329,7 +248,7 @@ impl Poller {
             watchers, labels, ..
         } = desired;
         if let Some(labels) = labels {
-            self.set_labels(&labels);
+            self.about.relabel(&labels);
         }
         if watchers.is_empty() {
             return;
@@ -398,7 +317,11 @@ impl Poller {
             }
         }
         self.last_kib = kib;
-        let mut notices: Vec<Emitted> = snapshot.notices.iter().map(|n| self.notice(n)).collect();
+        let mut notices: Vec<Emitted> = snapshot
+            .notices
+            .iter()
+            .map(|n| events::notice(&self.instance, n))
+            .collect();
         let permit = self.calls.clone().acquire_owned().await;
         let (emitted, next) = self
             .supervisor
@@ -411,71 +334,6 @@ impl Poller {
         notices.extend(emitted);
         self.publish(notices).await;
         Ok(())
-    }
-
-    /// The host's event (and log line) for a probe's notice.
-    fn notice(&self, notice: &Notice) -> Emitted {
-        let instance = &self.instance;
-        match notice {
-            Notice::SlowlogGap { first, last, cause } => {
-                let missed = last.saturating_sub(*first).saturating_add(1);
-                let (why, name) = match cause {
-                    Gap::Ring => (
-                        "; raise slowlog-max-len on the server, or slowlog_count, or poll more \
-                         often"
-                            .to_owned(),
-                        "ring",
-                    ),
-                    Gap::Rereads => (
-                        format!(
-                            ": the server logged them faster than one poll's reads (the first \
-                             and {SLOWLOG_REREADS} more) caught up; raise slowlog_count, or poll \
-                             more often"
-                        ),
-                        "rereads",
-                    ),
-                    Gap::Repeated => (
-                        ": its SLOWLOG repeats ids, as no Redis does (a proxy merging several \
-                         servers' logs?); each id is read once, watch the servers themselves"
-                            .to_owned(),
-                        "repeated",
-                    ),
-                };
-                warn!(
-                    missed,
-                    first_id = first,
-                    last_id = last,
-                    cause = name,
-                    "slowlog entries missed at {instance}"
-                );
-                Emitted::host(
-                    Level::Warn,
-                    format!(
-                        "slowlog gap: {missed} entries (ids {first} to {last}) on {instance} were \
-                         logged but could not be read{why}"
-                    ),
-                    fields! {"missed" => missed, "first_id" => *first, "last_id" => *last, "cause" => name},
-                )
-            }
-            Notice::SlowlogRefused(reason) => {
-                error!("{reason}; SLOWLOG switched off, watchers reading it wait");
-                Emitted::host(
-                    Level::Error,
-                    format!(
-                        "probe refused: {reason}; SLOWLOG switched off, watchers reading it wait, the others run"
-                    ),
-                    fields! {"probe" => "slowlog", "error" => reason.clone()},
-                )
-            }
-            Notice::SlowlogAllowed => {
-                info!("SLOWLOG allowed again at {instance}");
-                Emitted::host(
-                    Level::Info,
-                    format!("probe allowed: SLOWLOG answered again at {instance}"),
-                    fields! {"probe" => "slowlog"},
-                )
-            }
-        }
     }
 
     async fn accepted(&mut self) {
@@ -492,10 +350,7 @@ impl Poller {
     }
 
     async fn publish(&mut self, emitted: Vec<Emitted>) {
-        // Labels first: they count toward the caps in bytes.
-        let envelopes: Vec<Envelope> =
-            self.origin
-                .wrap_all(&self.instance, self.labels.as_ref(), emitted);
+        let envelopes = self.about.envelopes(&self.origin, emitted);
         self.outlet.send(envelopes).await;
     }
 
@@ -605,11 +460,4 @@ struct Outage {
     slow_since: Option<Instant>,
     /// The wait before the next try while unreachable.
     backoff: Backoff,
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
 }

@@ -233,7 +233,9 @@ fn retry_at(publisher: &Publisher) -> Instant {
         .unwrap_or_else(|| Instant::now() + retry_wait())
 }
 
-async fn sleep_until(at: Option<Instant>) {
+/// Sleeps until `at`; with no time, forever (a `select!` branch that
+/// never fires).
+pub(crate) async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,

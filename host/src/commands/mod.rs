@@ -1,0 +1,4 @@
+//! The subcommands besides `lookout run` that read the configuration and
+//! print what they find.
+
+pub mod targets;
