@@ -16,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 use super::endpoint::Endpoint;
 use super::error::{ServerKind, io_kind, tls_error};
 use super::redact::{instance_of, redact_text};
-use super::tls::{Tls, TlsFault};
+use super::tls::TlsFault;
 
 /// Client name of every Lookout connection, shown in CLIENT LIST.
 pub const CLIENT_NAME: &str = "lookout";
@@ -98,25 +98,6 @@ impl Conn {
     /// The URL does not parse.
     pub fn new(url: &str, connect_timeout: Duration, response_timeout: Duration) -> Result<Self> {
         Self::open(&Endpoint::url(url), connect_timeout, response_timeout)
-    }
-
-    /// Prepares a connection to `url` with `tls` (for a `rediss://` URL);
-    /// nothing is dialled yet.
-    ///
-    /// # Errors
-    /// The URL does not parse, or a TLS file cannot be read; the message
-    /// names the key and the file.
-    pub fn with_tls(
-        url: &str,
-        tls: &Tls,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-    ) -> Result<Self> {
-        Self::open(
-            &Endpoint::with_tls(url, tls),
-            connect_timeout,
-            response_timeout,
-        )
     }
 
     /// Prepares a connection to `endpoint`; nothing is dialled yet. Its
