@@ -5,7 +5,7 @@
 //! - [`checks`]: what every settings section checks alike: integer and
 //!   seconds keys typed with their default and range, Redis URLs.
 //! - [`config`]: `lookout.toml`'s top level, environment and flags merged
-//!   with each module's own tables into settings.
+//!   with each module's own tables into settings; where each came from.
 //! - [`targets`]: what to watch: targets, discover entries, the shard hash.
 //! - [`discovery`]: the nodes of a Redis Cluster or a Sentinel set.
 //! - [`redis`]: Redis I/O: connections with timeouts and the redial-once
@@ -24,7 +24,8 @@
 //! - [`metrics`]: the daemon's own metrics and `/healthz`, served at
 //!   `metrics_addr`.
 //! - [`authoring`]: `lookout check`, `record`, `test` and `new`.
-//! - [`commands`]: `lookout targets`, the targets configured and found.
+//! - [`commands`]: `lookout targets`, the targets configured and found;
+//!   `lookout config`, the settings resolved and where each came from.
 //! - [`tail`]: `lookout tail`, the envelope stream followed and printed.
 //! - [`untrusted`]: server- and stream-controlled text made safe to print.
 

@@ -45,6 +45,9 @@ enum Command {
     /// Print the targets (after discovery), their labels and whether this
     /// shard watches each.
     Targets(TargetsArgs),
+    /// Print the settings `lookout run` would use with the same flags,
+    /// environment and file, each with where it came from.
+    Config(ConfigArgs),
     /// Follow the envelope stream on the bus and print each envelope.
     Tail(TailArgs),
 }
@@ -182,9 +185,9 @@ struct TestArgs {
     lookout_config: Option<PathBuf>,
 }
 
-/// The flags `lookout run` layers over the environment and the file. Their
-/// `display_order` keeps `lookout run --help` in its order among the flags
-/// of the run itself.
+/// The flags `lookout run` layers over the environment and the file;
+/// `lookout config` takes the same. Their `display_order` keeps `lookout
+/// run --help` in its order among the flags of the run itself.
 #[derive(Args, Default)]
 struct SettingsArgs {
     /// Watched Redis, repeat for several [default: redis://127.0.0.1:6379].
@@ -278,6 +281,15 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct ConfigArgs {
+    #[command(flatten)]
+    settings: SettingsArgs,
+    /// One JSON object per setting instead of a table.
+    #[arg(long, display_order = 14)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct CheckArgs {
     /// The watcher component.
     file: PathBuf,
@@ -306,6 +318,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test(args, given),
         Command::New(args) => new(args),
         Command::Targets(args) => targets(args, given),
+        Command::Config(args) => config(args, given),
         Command::Tail(args) => tail(args, given),
     };
     match result {
@@ -389,6 +402,16 @@ fn targets(args: TargetsArgs, given: &ArgMatches) -> Result<()> {
     let listed = authoring_runtime()?.block_on(lookout::commands::targets::resolve(&settings));
     let mut out = std::io::stdout().lock();
     lookout::commands::targets::print(&settings, &listed, args.json, &mut out)?;
+    Ok(())
+}
+
+/// `lookout config`: what `lookout run` would resolve from the same flags,
+/// environment and file, each setting with where it came from.
+fn config(args: ConfigArgs, given: &ArgMatches) -> Result<()> {
+    let (config, overrides) = args.settings.layers(given);
+    let shown = lookout::config::shown::explain(config.as_deref(), overrides)?;
+    let mut out = std::io::stdout().lock();
+    lookout::commands::config::print(&shown, args.json, &mut out)?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod authoring;
 mod budget;
 mod bus;
 mod caps;
+mod config;
 mod discovery;
 mod engine;
 mod fleet;

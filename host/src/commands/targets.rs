@@ -135,20 +135,7 @@ pub fn print(
             "LABELS".to_owned(),
             "URL".to_owned(),
         ];
-        let mut widths = head.clone().map(|h| h.len());
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.len());
-            }
-        }
-        for row in std::iter::once(&head).chain(&rows) {
-            let line: Vec<String> = row
-                .iter()
-                .zip(widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            writeln!(out, "{}", line.join("  ").trim_end())?;
-        }
+        super::write_table(out, &head, &rows, [usize::MAX; 5])?;
         let watched = resolved.targets.iter().filter(|l| l.watched).count();
         writeln!(
             out,
