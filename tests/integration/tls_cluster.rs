@@ -26,8 +26,20 @@ impl Server {
     fn start(
         what: &str,
         args: impl FnOnce(&Path) -> Vec<String>,
-        mut ready: impl FnMut() -> bool,
+        ready: impl FnMut() -> bool,
     ) -> Self {
+        Self::try_start(what, args, ready).unwrap_or_else(|log| {
+            panic!("{what}: redis-server exited: {log}");
+        })
+    }
+
+    /// [`Server::start`], giving back the log of a server that exited
+    /// before it answered (a port another test took in the meantime).
+    fn try_start(
+        what: &str,
+        args: impl FnOnce(&Path) -> Vec<String>,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = Command::new("redis-server")
@@ -38,13 +50,16 @@ impl Server {
             .spawn()
             .expect("redis-server must be installed: run `make deps`");
         let mut server = Self { child, dir };
-        wait_for(what, Duration::from_secs(10), || {
+        let exited = wait_for(what, Duration::from_secs(10), || {
             if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("{what}: redis-server exited ({status}): {}", server.log());
+                return Some(Some(format!("({status}) {}", server.log())));
             }
-            ready().then_some(())
+            ready().then_some(None)
         });
-        server
+        match exited {
+            Some(log) => Err(log),
+            None => Ok(server),
+        }
     }
 
     /// Its log so far.
@@ -95,9 +110,23 @@ fn tls_cli(certs: &Certs, port: u16, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// One node of a TLS-only cluster: no plain port, TLS for clients, the
-/// cluster bus and replication.
-fn tls_node(certs: &Certs, port: u16) -> Server {
+/// One node of a TLS-only cluster on a free port: no plain port, TLS for
+/// clients, the cluster bus and replication; tried again on other ports
+/// when another test took one of them first.
+fn tls_node(certs: &Certs) -> (Server, u16) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        match try_tls_node(certs, port) {
+            Ok(server) => return (server, port),
+            Err(log) if log.contains("Address already in use") => last = log,
+            Err(log) => panic!("a TLS-only cluster node: redis-server exited: {log}"),
+        }
+    }
+    panic!("a TLS-only cluster node found no free port in 5 tries: {last}");
+}
+
+fn try_tls_node(certs: &Certs, port: u16) -> Result<Server, String> {
     let bus = free_port().to_string();
     let (p, cert, key, ca) = (
         port.to_string(),
@@ -105,7 +134,7 @@ fn tls_node(certs: &Certs, port: u16) -> Server {
         certs.path("server.key"),
         certs.path("ca.crt"),
     );
-    Server::start(
+    Server::try_start(
         "a TLS-only cluster node to answer PING",
         |dir| {
             let mut args: Vec<String> = [
@@ -218,8 +247,7 @@ fn ticks_by_instance(all: &[Value]) -> BTreeMap<String, Vec<Value>> {
 fn a_tls_only_cluster_is_discovered_and_watched() {
     let tmp = tempfile::tempdir().unwrap();
     let certs = Certs::generate(tmp.path(), true);
-    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
-    let nodes: Vec<Server> = ports.iter().map(|p| tls_node(&certs, *p)).collect();
+    let (nodes, ports): (Vec<Server>, Vec<u16>) = (0..6).map(|_| tls_node(&certs)).unzip();
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let out = Command::new("timeout")
         .args(["60", "redis-cli", "--tls", "--cacert"])
