@@ -439,10 +439,12 @@ fn extra_memories_and_large_tables_are_refused() {
 fn forged_or_oversized_manifests_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("lookout.toml");
-    // Room for the 12 MB string, so the manifest check is what refuses it.
+    // Room and time for the 12 MB string (a loaded machine may take
+    // longer than the default deadline to build it), so the manifest
+    // check is what refuses it.
     std::fs::write(
         &config,
-        "[limits.watchers.long-manifest]\nmemory_mib = 64\n",
+        "[limits.watchers.long-manifest]\nmemory_mib = 64\ncall_deadline_ms = 10000\n",
     )
     .unwrap();
     for (fixture, says) in [
