@@ -44,8 +44,9 @@ fn hostile_watchers_are_contained() {
     let tmp = tempfile::tempdir().unwrap();
     let plugins = plugins_with(tmp.path(), &[], &[&["ticker"][..], &HOSTILE[..]].concat());
     let config = tmp.path().join("lookout.toml");
-    // memory-bomb's deadline is long: its memory cap must be what stops it,
-    // and filling 16 MiB on a loaded machine can take more than 50 ms.
+    // memory-bomb's and huge-string's deadlines are long: their memory cap
+    // must be what stops them, and filling 16 MiB on a loaded machine can
+    // take more than 50 ms.
     std::fs::write(
         &config,
         format!(
@@ -55,6 +56,7 @@ fn hostile_watchers_are_contained() {
              [limits.watchers.event-flood]\nmemory_mib = 128\ncall_deadline_ms = 5000\n\
              [limits.watchers.chatty]\ncall_deadline_ms = 5000\n\
              [limits.watchers.memory-bomb]\ncall_deadline_ms = 2000\n\
+             [limits.watchers.huge-string]\ncall_deadline_ms = 2000\n\
              [watchers.event-flood]\ncount = 100000\n\
              [watchers.chatty]\nlines = 300\n",
             bus.url()
