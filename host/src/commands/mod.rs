@@ -1,8 +1,18 @@
-//! The subcommands besides `lookout run` that read the configuration and
-//! print what they find.
+//! The `lookout` command line: its flags ([`args`]), the subcommands and
+//! where each goes ([`cli`]), `lookout run`'s runtime and signals
+//! ([`run`]), the authoring commands, `lookout tail`'s options, and the
+//! subcommands that read the configuration and print what they find
+//! (`lookout targets`, `lookout config`).
 
+mod args;
+mod authoring;
+mod cli;
 pub mod config;
+mod run;
+mod tail;
 pub mod targets;
+
+pub use cli::main;
 
 /// Writes `rows` under `head` as columns two spaces apart, each as wide as
 /// its widest cell but no wider than `widest` (a longer cell runs over),

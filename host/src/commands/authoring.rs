@@ -1,0 +1,157 @@
+//! `lookout check`, `record`, `test` and `new`: the authoring commands.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::ArgMatches;
+
+use super::args::{CheckArgs, NewArgs, RecordArgs, SettingsArgs, TestArgs};
+use super::run::{authoring_runtime, init_logging};
+use crate::config::Settings;
+
+pub(crate) fn check(args: CheckArgs, given: &ArgMatches) -> Result<()> {
+    let settings = authoring_settings(
+        given,
+        args.lookout_config,
+        args.cache_dir,
+        &args.file,
+        args.config.as_deref(),
+        &[],
+    )?;
+    init_logging(settings.log_format);
+    let report =
+        authoring_runtime()?.block_on(crate::authoring::check::check(&args.file, &settings))?;
+    print!("{report}");
+    Ok(())
+}
+
+/// Settings for `check` and `test`: the daemon's lookout.toml when given
+/// (limits, cache, `[watchers.NAME]`), then the watcher's own settings from
+/// `NAME.toml` or `--set`, which win.
+fn authoring_settings(
+    given: &ArgMatches,
+    lookout_config: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    file: &std::path::Path,
+    config: Option<&std::path::Path>,
+    sets: &[String],
+) -> Result<Settings> {
+    let mut settings = SettingsArgs {
+        config: lookout_config,
+        cache_dir,
+        ..SettingsArgs::default()
+    }
+    .load(given)?;
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some(path) = config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        settings.watchers.entry(name).or_default().extend(table);
+        settings.config_path = Some(path.to_path_buf());
+    } else if !sets.is_empty() {
+        settings
+            .watchers
+            .entry(name)
+            .or_default()
+            .extend(crate::authoring::replay::parse_sets(sets)?);
+        settings.config_path = Some(PathBuf::from("--set"));
+    }
+    Ok(settings)
+}
+
+pub(crate) fn record(args: RecordArgs, given: &ArgMatches) -> Result<()> {
+    let url = args
+        .redis
+        .unwrap_or_else(|| crate::config::DEFAULT_REDIS_URL.to_owned());
+    crate::checks::check_url(&url)?;
+    let runtime = authoring_runtime()?;
+    let plan = if args.watchers.is_empty() {
+        crate::authoring::record::Plan::default()
+    } else {
+        let settings = SettingsArgs {
+            config: args.lookout_config,
+            cache_dir: args.cache_dir,
+            ..SettingsArgs::default()
+        }
+        .load(given)?;
+        runtime.block_on(crate::authoring::record::Plan::for_watchers(
+            &args.watchers,
+            &settings,
+            args.only_declared,
+        ))?
+    };
+    let mut out = std::io::stdout().lock();
+    runtime.block_on(crate::authoring::record::record(
+        &url,
+        args.polls,
+        std::time::Duration::from_secs_f64(args.every),
+        args.redact,
+        &plan,
+        &mut out,
+    ))
+}
+
+pub(crate) fn test(args: TestArgs, given: &ArgMatches) -> Result<()> {
+    use std::io::Write;
+    let settings = authoring_settings(
+        given,
+        args.lookout_config,
+        args.cache_dir,
+        &args.file,
+        args.config.as_deref(),
+        &args.set,
+    )?;
+    let snapshots = crate::authoring::record::read_snapshots(&args.snapshots)?;
+    let events = authoring_runtime()?.block_on(crate::authoring::replay::run_watcher(
+        &args.file, &settings, &snapshots,
+    ))?;
+    let mut out = std::io::stdout().lock();
+    for event in &events {
+        writeln!(out, "{}", serde_json::to_string(event)?)?;
+    }
+    if let Some(expected) = &args.expect {
+        if let Some(diff) = crate::authoring::replay::compare(&events, expected)? {
+            anyhow::bail!(
+                "events differ from {} (- expected, + actual):\n{}",
+                expected.display(),
+                diff.trim_end()
+            );
+        }
+        let (n, s) = (events.len(), snapshots.len());
+        let (event, verb) = if n == 1 { ("", "es") } else { ("s", "") };
+        let plural = if s == 1 { "" } else { "s" };
+        eprintln!(
+            "ok: {n} event{event} match{verb} {} ({s} snapshot{plural})",
+            expected.display()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn new(args: NewArgs) -> Result<()> {
+    let sdk = args
+        .sdk
+        .unwrap_or_else(crate::authoring::scaffold::default_sdk);
+    let root = crate::authoring::scaffold::new_watcher(&args.name, &args.dir, &sdk)?;
+    let name = &args.name;
+    let lib = name.replace('-', "_");
+    println!(
+        "created watcher `{name}` in {root}
+
+  cd {root}
+  cargo test                                      # native unit test
+  cargo build --release --target wasm32-wasip2    # or: cargo component build --release
+  cp target/wasm32-wasip2/release/{lib}.wasm {name}.wasm
+  lookout check {name}.wasm
+  lookout test {name}.wasm --snapshots golden/snapshots.jsonl --expect golden/expected.jsonl
+  cp {name}.wasm {name}.toml /path/to/plugins/    # a running daemon loads it",
+        root = root.display()
+    );
+    Ok(())
+}
