@@ -14,6 +14,10 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// `target` of the host's own envelopes.
 pub const HOST_TARGET: &str = "lookout";
 
+/// Default of the most bytes of JSON of one envelope
+/// (`limits.max_envelope_bytes`).
+pub const MAX_ENVELOPE_BYTES: usize = 64 << 10;
+
 /// Field names the host sets in `fields`, which a watcher's event may not
 /// carry: the watched `host:port`, the target's labels, and the watcher's
 /// own name when it differs from its file name.
@@ -145,7 +149,7 @@ impl Origin {
             host,
             pid: std::process::id(),
             instance: instance.to_owned(),
-            max_envelope_bytes: crate::sandbox::limits::WatcherLimits::default().max_envelope_bytes,
+            max_envelope_bytes: MAX_ENVELOPE_BYTES,
         }
     }
 

@@ -122,7 +122,7 @@ impl Default for WatcherLimits {
             max_msg_bytes: 4096,
             max_fields: 32,
             max_field_bytes: 1024,
-            max_envelope_bytes: 64 << 10,
+            max_envelope_bytes: crate::delivery::envelope::MAX_ENVELOPE_BYTES,
             max_call_bytes: 1 << 20,
             // Fits components of interpreted languages (a Python one
             // is about 18 MiB) while refusing files far beyond any watcher.
