@@ -167,13 +167,7 @@ impl Origin {
         let max = event
             .call
             .map_or(self.max_envelope_bytes, |c| c.max_envelope_bytes);
-        let mut envelope = self.stamp(
-            instance,
-            event.level,
-            &event.target,
-            event.msg,
-            event.fields,
-        );
+        let mut envelope = self.stamp_event(instance, event);
         envelope.fit_to(max);
         envelope
     }
@@ -215,13 +209,7 @@ impl Origin {
                 events: 0,
                 bytes: 0,
             });
-            let mut envelope = self.stamp(
-                instance,
-                event.level,
-                &event.target,
-                event.msg,
-                event.fields,
-            );
+            let mut envelope = self.stamp_event(instance, event);
             if t.events > 0 {
                 // The rest of a cut call: counted as the bytes it would
                 // have taken, without the work of shortening it.
@@ -317,6 +305,17 @@ impl Origin {
         let mut envelope = self.stamp(&self.instance, level, target, msg, fields);
         envelope.fit(self.max_envelope_bytes);
         envelope
+    }
+
+    /// [`Self::stamp`] of a watcher's or the host's event.
+    fn stamp_event(&self, instance: &str, event: Emitted) -> Envelope {
+        self.stamp(
+            instance,
+            event.level,
+            &event.target,
+            event.msg,
+            event.fields,
+        )
     }
 
     fn stamp(
