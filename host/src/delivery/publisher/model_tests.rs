@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
-use super::{BATCH, MemoryBus, Publisher, Sink};
+use super::memory::MemoryBus;
+use super::{BATCH, Publisher};
 use crate::delivery::breaker::{BreakerSettings, State};
 use crate::delivery::envelope::{Envelope, HOST_TARGET, Level, Origin};
 use crate::delivery::outbox::{Caps, DropPolicy};
 use crate::delivery::spool::Spool;
 use crate::fields;
-use crate::redis::error::ServerKind;
 
 /// Recovery time after which an open breaker probes at once.
 const NOW: Duration = Duration::ZERO;
@@ -40,6 +40,9 @@ const GRACE: Duration = Duration::from_millis(10);
 const MAX_PAD: usize = 120;
 /// A timestamp of the length every envelope `ts` has.
 const TS: &str = "1970-01-01T00:00:00.000Z";
+
+/// The publisher under test: over the in-memory bus.
+type Tested = Publisher<Arc<Mutex<MemoryBus>>>;
 
 fn origin() -> Origin {
     Origin {
@@ -415,7 +418,7 @@ fn op() -> impl Strategy<Value = Op> {
 struct Harness {
     setup: Setup,
     model: Model,
-    publisher: Publisher,
+    publisher: Tested,
     bus: Arc<Mutex<MemoryBus>>,
     rt: tokio::runtime::Runtime,
     /// Id of every emission index, once known (reports: once seen).
@@ -438,12 +441,7 @@ impl Harness {
             up: setup.up,
             ..MemoryBus::default()
         }));
-        let publisher = Publisher::new(
-            Sink::Memory(bus.clone()),
-            setup.caps,
-            setup.breaker,
-            origin(),
-        );
+        let publisher = Publisher::new(bus.clone(), setup.caps, setup.breaker, origin());
         Self {
             setup,
             model: Model::new(setup.caps, setup.breaker, setup.up),
@@ -847,13 +845,13 @@ proptest! {
     }
 }
 
-fn publisher(caps: Caps, breaker: BreakerSettings) -> (Publisher, Arc<Mutex<MemoryBus>>) {
+fn publisher(caps: Caps, breaker: BreakerSettings) -> (Tested, Arc<Mutex<MemoryBus>>) {
     let bus = Arc::new(Mutex::new(MemoryBus::default()));
-    let publisher = Publisher::new(Sink::Memory(bus.clone()), caps, breaker, origin());
+    let publisher = Publisher::new(bus.clone(), caps, breaker, origin());
     (publisher, bus)
 }
 
-fn emit(publisher: &mut Publisher, n: usize) -> Vec<Envelope> {
+fn emit(publisher: &mut Tested, n: usize) -> Vec<Envelope> {
     let origin = origin();
     (0..n)
         .map(|seq| {
@@ -1044,36 +1042,11 @@ fn a_refused_publish_is_retried_alone() {
     assert_eq!(bus.lock().unwrap().streamed, sent, "no XADD again");
 }
 
-#[test]
-fn every_refusal_names_its_fix() {
-    for (code, fix) in [
-        ("OOM", "raise maxmemory"),
-        ("READONLY", "point [publish] url at the primary"),
-        ("MISCONF", "stop-writes-on-bgsave-error"),
-        ("NOPERM", "grant it"),
-        ("WRONGTYPE", "set [publish] stream_key"),
-        ("SOMETHING", "retrying"),
-    ] {
-        let kind = ServerKind::from_code(code, None);
-        let advice = super::advice(&kind, "XADD", "logs:stream:redis", true, None);
-        assert!(advice.contains(fix), "{code}: {advice}");
-        assert!(advice.contains("retrying"), "{code}: {advice}");
-    }
-    let oom = &ServerKind::Oom;
-    assert!(super::advice(oom, "XADD", "k", true, None).contains("[publish] url"));
-    assert!(!super::advice(oom, "XADD", "k", false, None).contains("[publish] url"));
-    let lru = super::advice(oom, "XADD", "k", false, Some("allkeys-lru"));
-    assert!(
-        lru.contains("(allkeys-lru) found nothing more to evict"),
-        "{lru}"
-    );
-}
-
 /// A publisher with a spool in `dir`, as after a restart.
 fn spooled_publisher(
     dir: &std::path::Path,
     caps: Caps,
-) -> (Publisher, Arc<Mutex<MemoryBus>>, super::Replay) {
+) -> (Tested, Arc<Mutex<MemoryBus>>, super::Replay) {
     let (mut p, bus) = publisher(caps, BreakerSettings::default());
     let replay = p.with_spool(dir).unwrap();
     (p, bus, replay)
@@ -1229,7 +1202,7 @@ proptest! {
         let breaker = BreakerSettings { failures, recovery: NOW };
         let bus = Arc::new(Mutex::new(MemoryBus::default()));
         let open = |bus: &Arc<Mutex<MemoryBus>>| {
-            let mut p = Publisher::new(Sink::Memory(bus.clone()), caps, breaker, origin());
+            let mut p = Publisher::new(bus.clone(), caps, breaker, origin());
             p.with_spool(dir.path()).unwrap();
             p
         };
