@@ -21,6 +21,13 @@ use super::conn::{Conn, QueryError, text};
 use super::declared::{Answer, Ask, is_noperm};
 use super::error::{ServerKind, reply_line};
 
+mod info;
+mod snapshot;
+
+pub use info::parse_info;
+use info::{Sections, parse_info_kept};
+pub use snapshot::{Gap, InfoField, Notice, Probes, SlowEntry, Snapshot};
+
 /// Entries asked for beyond what the newest id says, for entries logged
 /// between the two SLOWLOG reads.
 const SLACK: u64 = 32;
@@ -45,170 +52,6 @@ const ARG_BYTES: usize = 192;
 const ARG_KEPT: usize = 128;
 /// Bytes of an entry's client address or name kept.
 const CLIENT_BYTES: usize = 256;
-
-/// One INFO field with its section.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InfoField {
-    /// Lower-case section name, shared by the fields of a section.
-    pub section: std::sync::Arc<str>,
-    /// Field name.
-    pub name: String,
-    /// Raw value.
-    pub value: String,
-}
-
-/// One SLOWLOG entry (also a line's entry in `lookout record` output).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlowEntry {
-    /// Entry id.
-    pub id: u64,
-    /// Start, Unix seconds.
-    pub started_at: i64,
-    /// Duration, microseconds.
-    pub duration_us: u64,
-    /// Command and arguments.
-    pub args: Vec<String>,
-    /// Client `ip:port`.
-    pub client_addr: String,
-    /// Client name.
-    pub client_name: String,
-}
-
-/// What one poll saw.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// Unix milliseconds.
-    pub taken_at_ms: i64,
-    /// INFO fields, empty when no watcher reads INFO.
-    pub info: Vec<InfoField>,
-    /// New SLOWLOG entries, oldest first, without the host's own commands;
-    /// `None` when no watcher reads them.
-    pub slowlog: Option<Vec<SlowEntry>>,
-    /// The probes that ran.
-    pub probes: Probes,
-    /// What each declared probe in `probes.asks` read, in the same order.
-    pub answers: Vec<(Ask, Answer)>,
-    /// What the host should say about this poll's probes.
-    pub notices: Vec<Notice>,
-}
-
-impl Snapshot {
-    /// About how many bytes of memory this snapshot holds: the text it
-    /// read plus a fixed cost per item, enough to budget snapshots that
-    /// wait for a watcher call across a fleet.
-    #[must_use]
-    pub fn approx_bytes(&self) -> usize {
-        const ITEM: usize = 48;
-        let pairs = |p: &[(String, String)]| -> usize {
-            p.iter().map(|(k, v)| k.len() + v.len() + ITEM).sum()
-        };
-        let info: usize = self
-            .info
-            .iter()
-            .map(|f| f.name.len() + f.value.len() + ITEM)
-            .sum();
-        let slowlog: usize = self
-            .slowlog
-            .iter()
-            .flatten()
-            .map(|e| {
-                e.args.iter().map(|a| a.len() + 24).sum::<usize>()
-                    + e.client_addr.len()
-                    + e.client_name.len()
-                    + 2 * ITEM
-            })
-            .sum();
-        let answers: usize = self
-            .answers
-            .iter()
-            .map(|(ask, answer)| {
-                ask.key().len()
-                    + ITEM
-                    + match answer {
-                        Answer::Unavailable(t) | Answer::Elsewhere(t) => t.len(),
-                        Answer::Latency(spikes) => {
-                            spikes.iter().map(|s| s.event.len() + ITEM).sum()
-                        }
-                        Answer::Info(p) | Answer::Cluster(p) => pairs(p),
-                        Answer::StreamGroups(groups) => groups
-                            .iter()
-                            .map(|g| g.name.len() + g.last_delivered_id.len() + 2 * ITEM)
-                            .sum(),
-                        Answer::StreamInfo(_) => 4 * ITEM,
-                        Answer::Clients(clients) => clients.iter().map(|c| pairs(c) + ITEM).sum(),
-                    }
-            })
-            .sum();
-        std::mem::size_of::<Self>() + info + slowlog + answers
-    }
-}
-
-/// Something a poll's probes met that the operator should hear about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
-    /// SLOWLOG entries `first..=last` were logged but could not be read.
-    SlowlogGap {
-        /// First missed id.
-        first: u64,
-        /// Last missed id.
-        last: u64,
-        /// Why they could not be read.
-        cause: Gap,
-    },
-    /// SLOWLOG was refused for this user; switched off for a while.
-    SlowlogRefused(String),
-    /// SLOWLOG is allowed again.
-    SlowlogAllowed,
-}
-
-/// Why SLOWLOG entries could not be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gap {
-    /// The ring had dropped them, or more arrived than one read fetches
-    /// (`slowlog_count`).
-    Ring,
-    /// More were logged during the poll's reads than its re-read
-    /// ([`SLOWLOG_REREADS`]) caught up with.
-    Rereads,
-    /// The server's answer repeats ids (a proxy merging several servers'
-    /// logs, or not a Redis): its entries cannot be read exactly.
-    Repeated,
-}
-
-/// Which probes a poll runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Probes {
-    /// Run INFO.
-    pub info: bool,
-    /// Run SLOWLOG (implies INFO, for `run_id`).
-    pub slowlog: bool,
-    /// Declared probes, sorted, each once.
-    pub asks: Vec<Ask>,
-}
-
-impl Probes {
-    /// Adds what `other` runs.
-    pub fn merge(&mut self, other: &Probes) {
-        self.info |= other.info;
-        self.slowlog |= other.slowlog;
-        for ask in &other.asks {
-            if let Err(at) = self.asks.binary_search(ask) {
-                self.asks.insert(at, ask.clone());
-            }
-        }
-    }
-
-    /// Whether everything `needs` runs is run here.
-    pub fn covers(&self, needs: &Probes) -> bool {
-        (self.info || !needs.info)
-            && (self.slowlog || !needs.slowlog)
-            && needs
-                .asks
-                .iter()
-                .all(|a| self.asks.binary_search(a).is_ok())
-    }
-}
 
 /// Why a poll failed; decides between backoff and a short retry.
 #[derive(Debug, thiserror::Error)]
@@ -301,67 +144,6 @@ pub struct Prober {
 
 /// Default of `limits.max_clients_listed`.
 pub const MAX_CLIENTS_LISTED: u64 = 10_000;
-
-/// Which INFO sections to ask for. The watchers declare fields by name;
-/// the first full INFO of a server tells which section each is in, and
-/// from then on (Redis 7 and later take several sections in one INFO) only
-/// those sections are fetched: less work for the watched Redis and for
-/// the host. A declared field the server does not show keeps INFO whole.
-#[derive(Debug, Default)]
-struct Sections {
-    fields: std::collections::BTreeSet<String>,
-    sections: std::collections::BTreeSet<String>,
-    /// Field name to section, learnt from a full INFO.
-    located: std::collections::HashMap<String, std::sync::Arc<str>>,
-    /// The server takes several sections in one INFO.
-    several: bool,
-}
-
-impl Sections {
-    /// The sections to ask for, or `None` for the whole default INFO;
-    /// `cluster` adds the `cluster` section (for `cluster_enabled`).
-    fn plan(&self, slowlog: bool, cluster: bool, clients: bool) -> Option<Vec<String>> {
-        if !self.several
-            || (self.fields.is_empty() && self.sections.is_empty() && !cluster && !clients)
-        {
-            return None;
-        }
-        let mut wanted = self.sections.clone();
-        for field in &self.fields {
-            wanted.insert(self.located.get(field)?.to_string());
-        }
-        if slowlog {
-            // `run_id` tells a restart, which resets the SLOWLOG cursor.
-            wanted.insert("server".to_owned());
-        }
-        if cluster {
-            wanted.insert("cluster".to_owned());
-        }
-        if clients {
-            wanted.insert("clients".to_owned());
-        }
-        Some(wanted.into_iter().collect())
-    }
-
-    /// Learns where each field is from a full INFO.
-    fn learn(&mut self, info: &[InfoField]) {
-        self.located = info
-            .iter()
-            .map(|f| (f.name.clone(), f.section.clone()))
-            .collect();
-        self.several = info
-            .iter()
-            .find(|f| f.name == "redis_version")
-            .and_then(|f| f.value.split('.').next()?.parse::<u32>().ok())
-            .is_some_and(|major| major >= 7);
-    }
-
-    /// Forgets what was learnt (a restart may bring another version).
-    fn forget(&mut self) {
-        self.located.clear();
-        self.several = false;
-    }
-}
 
 impl Prober {
     /// A prober over `conn` fetching at most `slowlog_count` entries a call.
@@ -965,33 +747,6 @@ fn refusal(url: &str, what: &str, kind: &ServerKind, message: &str) -> String {
     format!("redis at {url} refused {what}: {message}; {fix}")
 }
 
-/// Parses INFO text into fields tagged with their section.
-pub fn parse_info(text: &str) -> Vec<InfoField> {
-    parse_info_kept(text, |_, _| true)
-}
-
-/// Parses an INFO reply, keeping the fields `keep(section, name)` wants;
-/// only those are copied.
-fn parse_info_kept(text: &str, keep: impl Fn(&str, &str) -> bool) -> Vec<InfoField> {
-    let mut section: std::sync::Arc<str> = std::sync::Arc::from("");
-    let mut fields = Vec::new();
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        if let Some(name) = line.strip_prefix("# ") {
-            section = std::sync::Arc::from(name.trim().to_ascii_lowercase());
-        } else if let Some((name, value)) = line.split_once(':')
-            && keep(&section, name)
-        {
-            fields.push(InfoField {
-                section: section.clone(),
-                name: name.to_owned(),
-                value: value.to_owned(),
-            });
-        }
-    }
-    fields
-}
-
 fn int(value: Option<&Value>) -> Result<i64> {
     match value {
         Some(Value::Int(n)) => Ok(*n),
@@ -1111,74 +866,6 @@ mod tests {
             [Sent::Nothing, Sent::Probe(2), Sent::Type].map(Sent::replies),
             [0, 2, 1]
         );
-    }
-
-    #[test]
-    fn info_sections_and_fields() {
-        let text = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc\r\n\r\n# Clients\r\nconnected_clients:3\r\n";
-        let f = parse_info(text);
-        assert_eq!(f.len(), 3);
-        assert_eq!(&*f[0].section, "server");
-        assert_eq!(&*f[2].section, "clients");
-        assert_eq!(f[2].name, "connected_clients");
-        assert_eq!(f[2].value, "3");
-    }
-
-    #[test]
-    fn info_is_cut_to_the_sections_holding_the_fields() {
-        let full = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc\r\n# Clients\r\nconnected_clients:3\r\n# Memory\r\nused_memory:1\r\n";
-        let mut s = Sections {
-            fields: ["connected_clients".to_owned()].into(),
-            ..Sections::default()
-        };
-        assert_eq!(s.plan(false, false, false), None, "nothing located yet");
-        s.learn(&parse_info(full));
-        assert_eq!(
-            s.plan(false, false, false),
-            Some(vec!["clients".to_owned()])
-        );
-        assert_eq!(
-            s.plan(false, true, false),
-            Some(vec!["clients".to_owned(), "cluster".to_owned()]),
-            "cluster_enabled for CLUSTER INFO"
-        );
-        assert_eq!(
-            s.plan(true, false, false),
-            Some(vec!["clients".to_owned(), "server".to_owned()]),
-            "run_id for the SLOWLOG cursor"
-        );
-        s.fields.insert("master_link_status".to_owned());
-        assert_eq!(
-            s.plan(false, false, false),
-            None,
-            "a field the server does not show"
-        );
-        s.fields.remove("master_link_status");
-        s.learn(&parse_info(&full.replace("7.0.15", "6.2.14")));
-        assert_eq!(
-            s.plan(false, false, false),
-            None,
-            "Redis 6 takes one section per INFO"
-        );
-        s.learn(&parse_info(full));
-        s.forget();
-        assert_eq!(s.plan(false, false, false), None);
-    }
-
-    #[test]
-    fn snapshot_size_grows_with_what_it_holds() {
-        let empty = Snapshot::default().approx_bytes();
-        let mut big = Snapshot {
-            info: parse_info("# Clients\r\nconnected_clients:3\r\n"),
-            ..Snapshot::default()
-        };
-        big.answers.push((
-            Ask::ClientList,
-            Answer::Clients(vec![vec![("addr".into(), "x".repeat(1000))]; 100]),
-        ));
-        let size = big.approx_bytes();
-        assert!(size > empty + 100 * 1000, "{size}");
-        assert!(size < empty + 100 * 1200, "{size}");
     }
 
     #[test]
