@@ -12,6 +12,7 @@ use super::bus::{Bus, Queued, Replies};
 use super::diagnose::Refusal;
 use crate::delivery::settings::PublishSettings;
 use crate::redis::conn::Conn;
+use crate::redis::probe::parse_info;
 
 /// Where envelopes go.
 pub enum Sink {
@@ -120,7 +121,7 @@ async fn pipeline(
     }
     let mut values = values.into_iter();
     if info && let Some(value) = values.next() {
-        replies.policy = text(&value).and_then(|t| info_field(&t, "maxmemory_policy"));
+        replies.policy = text(&value).and_then(|t| policy(&t));
     }
     if check_stream && let Some(value) = values.next() {
         replies.stream_vanished = matches!(value, redis::Value::Int(0));
@@ -150,10 +151,10 @@ fn text(value: &redis::Value) -> Option<String> {
     }
 }
 
-/// The value of `key` in an INFO reply.
-fn info_field(info: &str, key: &str) -> Option<String> {
-    info.lines().find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        (k == key).then(|| v.trim().to_owned())
-    })
+/// The `maxmemory_policy` of an INFO reply.
+fn policy(info: &str) -> Option<String> {
+    parse_info(info)
+        .into_iter()
+        .find(|field| field.name == "maxmemory_policy")
+        .map(|field| field.value.trim().to_owned())
 }
