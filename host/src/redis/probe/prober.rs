@@ -153,7 +153,7 @@ impl Prober {
         match Conn::open(endpoint, *connect, *response) {
             Ok(conn) => self.conn = conn,
             Err(e) => tracing::warn!(
-                "redis at {}: cannot prepare a fresh connection after a poll was cut off                  ({e:#}); the old one is kept",
+                "redis at {}: cannot prepare a fresh connection after a poll was cut off ({e:#}); the old one is kept",
                 self.conn.instance
             ),
         }
