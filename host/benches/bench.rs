@@ -12,10 +12,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cpu_time::ProcessTime;
-use lookout::config::{Overrides, Settings};
-use lookout::redis::probe::{Probes, SlowEntry, Snapshot, parse_info};
-use lookout::sandbox::{Engine, Instance, wit};
-use lookout::watchers::load::{Loaded, load};
+use lookout::{Engine, Instance, wit};
+use lookout::{Loaded, load};
+use lookout::{Overrides, Settings};
+use lookout::{Probes, SlowEntry, Snapshot, parse_info};
 use support::{Redis, lookout_cmd, plugins_dir};
 
 const WATCHERS: [&str; 3] = ["slowlog", "client-delta", "memory-pressure"];
@@ -232,11 +232,11 @@ fn stop_rss(redis: &Redis, cache: &Path, args: &[&str]) -> f64 {
 /// in a tight loop in this process: the work of a poll without the cost
 /// of waking up for it (the whole-process rows below have that).
 fn poll_cpu(redis: &Redis, cache: &Path) {
-    use lookout::daemon::poller::Poller;
-    use lookout::delivery::envelope::Origin;
-    use lookout::delivery::publisher::{Publisher, Sink};
-    use lookout::redis::conn::Conn;
-    use lookout::redis::probe::Prober;
+    use lookout::Conn;
+    use lookout::Origin;
+    use lookout::Poller;
+    use lookout::Prober;
+    use lookout::{Publisher, Sink};
     let settings = settings(redis, cache);
     let rt = runtime();
     let engine = Engine::new(Some(cache)).unwrap();
@@ -254,7 +254,7 @@ fn poll_cpu(redis: &Redis, cache: &Path) {
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let _context = rt.enter();
-    let (outlet, publishing) = lookout::delivery::task::spawn(publisher, stop.clone(), timeout);
+    let (outlet, publishing) = lookout::spawn_publisher(publisher, stop.clone(), timeout);
     let mut poller = Poller::new(
         Prober::new(conn(), settings.slowlog_count),
         engine.clone(),
@@ -430,18 +430,21 @@ fn python_watcher(redis: &Redis) {
     );
 }
 
-fn sample_envelopes(n: usize) -> impl Iterator<Item = lookout::delivery::envelope::Envelope> {
-    let origin = lookout::delivery::envelope::Origin::new("redis", "127.0.0.1:6379");
+fn sample_envelopes(n: usize) -> impl Iterator<Item = lookout::Envelope> {
+    let origin = lookout::Origin::new("redis", "127.0.0.1:6379");
     (0..n).map(move |i| {
         origin.envelope(
-            lookout::delivery::envelope::Level::Warn,
+            lookout::Level::Warn,
             "slowlog",
             format!("slow command HGETALL took {}us", 1000 + i),
-            lookout::fields! {
-                "id" => i, "duration_us" => 1000 + i, "command" => "HGETALL",
-                "args" => format!("HGETALL user:{i}"), "client_addr" => "10.0.0.7:51234",
-                "client_name" => "api", "started_at" => 1_700_000_000,
-            },
+            serde_json::json!({
+                "id": i, "duration_us": 1000 + i, "command": "HGETALL",
+                "args": format!("HGETALL user:{i}"), "client_addr": "10.0.0.7:51234",
+                "client_name": "api", "started_at": 1_700_000_000,
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
         )
     })
 }
@@ -449,20 +452,16 @@ fn sample_envelopes(n: usize) -> impl Iterator<Item = lookout::delivery::envelop
 /// Replay of a full outbox (PUBLISH + XADD per envelope, pipelined batches)
 /// next to redis-benchmark's pipelined XADD on the same server.
 fn replay_throughput(redis: &Redis) {
-    use lookout::delivery::outbox::Caps;
-    use lookout::delivery::publisher::{Publisher, Sink};
+    use lookout::Caps;
+    use lookout::{Publisher, Sink};
     let n = 50_000;
     let settings = settings(redis, Path::new("/nonexistent"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let conn = lookout::redis::conn::Conn::new(
-        &redis.url(),
-        Duration::from_secs(2),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let conn =
+        lookout::Conn::new(&redis.url(), Duration::from_secs(2), Duration::from_secs(5)).unwrap();
     let sink = Sink::Redis {
         conn: Box::new(conn),
         settings: Box::new(settings.publish.clone()),
@@ -472,7 +471,7 @@ fn replay_throughput(redis: &Redis) {
         bytes: usize::MAX,
         ..Caps::default()
     };
-    let origin = lookout::delivery::envelope::Origin::new("redis", "127.0.0.1:6379");
+    let origin = lookout::Origin::new("redis", "127.0.0.1:6379");
     let mut publisher = Publisher::new(sink, caps, settings.breaker, origin);
     for e in sample_envelopes(n) {
         publisher.push(e);
@@ -530,8 +529,8 @@ fn replay_throughput(redis: &Redis) {
 
 /// Memory held by the outbox per 10,000 typical envelopes.
 fn outbox_memory() {
-    use lookout::delivery::outbox::{Caps, Outbox};
-    let before = lookout::daemon::rss_kib();
+    use lookout::{Caps, Outbox};
+    let before = lookout::rss_kib();
     let mut outbox = Outbox::new(Caps {
         envelopes: 100_000,
         bytes: usize::MAX,
@@ -540,7 +539,7 @@ fn outbox_memory() {
     for e in sample_envelopes(100_000) {
         outbox.push(e);
     }
-    let after = lookout::daemon::rss_kib();
+    let after = lookout::rss_kib();
     row(
         "outbox memory per 10,000 envelopes (RSS growth / 10)",
         format!(

@@ -27,11 +27,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lookout::config::{Overrides, Settings};
-use lookout::redis::probe::{Probes, Snapshot, parse_info};
-use lookout::sandbox::engine::Layout;
-use lookout::sandbox::{Engine, Instance};
-use lookout::watchers::load::load;
+use lookout::Layout;
+use lookout::load;
+use lookout::{Engine, Instance};
+use lookout::{Overrides, Settings};
+use lookout::{Probes, Snapshot, parse_info};
 use support::{BUNDLED, Redis, lookout_cmd, plugins_dir, wait_for};
 
 /// Seconds between polls of every target, the default.

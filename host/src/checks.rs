@@ -43,7 +43,7 @@ impl<'a> Origin<'a> {
 
 /// An integer key: its default and the values it accepts, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IntKey {
+pub(crate) struct IntKey {
     /// The key as messages name it, `table.key` below the top level.
     pub key: &'static str,
     /// The value when the key is not set.
@@ -57,7 +57,7 @@ pub struct IntKey {
 impl IntKey {
     /// The key `key`, `default` when unset, accepting `range`.
     #[must_use]
-    pub const fn new(
+    pub(crate) const fn new(
         key: &'static str,
         default: i64,
         range: std::ops::RangeInclusive<i64>,
@@ -75,7 +75,7 @@ impl IntKey {
     ///
     /// # Errors
     /// The value is out of range; the message gives the range.
-    pub fn check(&self, value: Option<i64>) -> Result<i64> {
+    pub(crate) fn check(&self, value: Option<i64>) -> Result<i64> {
         let Self { min, max, .. } = *self;
         let v = value.unwrap_or(self.default);
         if v < min || v > max {
@@ -89,7 +89,7 @@ impl IntKey {
     ///
     /// # Errors
     /// The value is out of range (or does not fit `T`).
-    pub fn resolve<T>(&self, value: Option<i64>, origin: &Origin) -> Result<T>
+    pub(crate) fn resolve<T>(&self, value: Option<i64>, origin: &Origin) -> Result<T>
     where
         T: TryFrom<i64, Error = std::num::TryFromIntError>,
     {
@@ -101,7 +101,7 @@ impl IntKey {
 /// A key in seconds, with its default; every one accepts
 /// [`MIN_SECONDS`] to below [`MAX_SECONDS`].
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SecondsKey {
+pub(crate) struct SecondsKey {
     /// The key as messages name it.
     pub key: &'static str,
     /// Seconds when the key is not set.
@@ -111,7 +111,7 @@ pub struct SecondsKey {
 impl SecondsKey {
     /// The key `key`, `default` seconds when unset.
     #[must_use]
-    pub const fn new(key: &'static str, default: f64) -> Self {
+    pub(crate) const fn new(key: &'static str, default: f64) -> Self {
         Self { key, default }
     }
 
@@ -120,7 +120,7 @@ impl SecondsKey {
     ///
     /// # Errors
     /// Not a number of seconds in range.
-    pub fn resolve(&self, value: Option<f64>, origin: &Origin) -> Result<Duration> {
+    pub(crate) fn resolve(&self, value: Option<f64>, origin: &Origin) -> Result<Duration> {
         seconds(value.unwrap_or(self.default)).with_context(|| origin.key(self.key))
     }
 }
@@ -130,15 +130,15 @@ impl SecondsKey {
 /// `discover.refresh_s`, and `POLL_INTERVAL`, `--poll-interval`,
 /// `record --every`) is at least this (one millisecond: less would round
 /// to nothing)...
-pub const MIN_SECONDS: f64 = 0.001;
+pub(crate) const MIN_SECONDS: f64 = 0.001;
 /// ...and below this: one day.
-pub const MAX_SECONDS: f64 = 86_400.0;
+pub(crate) const MAX_SECONDS: f64 = 86_400.0;
 
 /// `value` seconds as a duration.
 ///
 /// # Errors
 /// Not finite or out of range; the caller names the key.
-pub fn seconds(value: f64) -> Result<Duration> {
+pub(crate) fn seconds(value: f64) -> Result<Duration> {
     if !(value.is_finite() && (MIN_SECONDS..MAX_SECONDS).contains(&value)) {
         bail!(
             "{value} is out of range: expected seconds from {MIN_SECONDS} to below {MAX_SECONDS} \
@@ -152,7 +152,7 @@ pub fn seconds(value: f64) -> Result<Duration> {
 ///
 /// # Errors
 /// Text that is not a positive, finite number.
-pub fn parse_seconds(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_seconds(text: &str) -> Result<f64, String> {
     let value: f64 = text
         .trim()
         .parse()
@@ -165,7 +165,7 @@ pub fn parse_seconds(text: &str) -> Result<f64, String> {
 ///
 /// # Errors
 /// The URL is malformed or not a `redis://`, `rediss://` or `unix://` URL.
-pub fn check_url(url: &str) -> Result<()> {
+pub(crate) fn check_url(url: &str) -> Result<()> {
     let shown = redact_url(url);
     let parsed =
         url::Url::parse(url).map_err(|e| anyhow::anyhow!("bad Redis URL `{shown}`: {e}"))?;
@@ -190,7 +190,7 @@ pub fn check_url(url: &str) -> Result<()> {
 ///
 /// # Errors
 /// `url` is not a `rediss://` URL.
-pub fn own_tls_needs_rediss(url: &str) -> Result<()> {
+pub(crate) fn own_tls_needs_rediss(url: &str) -> Result<()> {
     if url.starts_with("rediss:") {
         return Ok(());
     }

@@ -12,7 +12,7 @@ use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 ///
 /// # Errors
 /// `setrlimit` refused the new limit.
-pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
+pub(crate) fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
     let limit = getrlimit(Resource::Nofile);
     let before = limit.current.unwrap_or(u64::MAX);
     // An unlimited hard limit (not seen on Linux, whose hard limit is at

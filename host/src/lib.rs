@@ -2,48 +2,87 @@
 //!
 //! # Layout, in pipeline order
 //!
-//! - [`checks`]: what every settings section checks alike: integer and
+//! Every module is private to the crate; the names the `lookout` binary,
+//! the integration tests and the benchmarks use are re-exported below.
+//!
+//! - `checks`: what every settings section checks alike: integer and
 //!   seconds keys typed with their default and range, Redis URLs.
-//! - [`config`]: `lookout.toml`'s top level, environment and flags merged
-//!   with each module's own tables into settings; where each came from.
-//! - [`targets`]: what to watch: targets, discover entries, the shard hash.
-//! - [`discovery`]: the nodes of a Redis Cluster or a Sentinel set.
-//! - [`redis`]: Redis I/O: connections with timeouts and the redial-once
-//!   rule, the probes that build a snapshot (the declared ones among them),
-//!   backoff, password redaction.
-//! - [`sandbox`]: the shared wasmtime engine; instances with a memory cap
-//!   and a deadline on every call, of either ABI version; captured stdio;
-//!   caps on output.
-//! - [`watchers`]: loading components, their settings, what each watcher
-//!   sees of a snapshot, the per-target supervisor (restarts, quarantine),
-//!   hot reload.
-//! - [`delivery`]: envelopes, the outbox, breaker and spool, and the
-//!   publisher task that owns them.
-//! - [`daemon`]: the tasks wired together: one poller per watched Redis,
-//!   concurrent watcher loading, reloads, shutdown.
-//! - [`metrics`]: the daemon's own metrics and `/healthz`, served at
-//!   `metrics_addr`.
-//! - [`authoring`]: `lookout check`, `record`, `test` and `new`.
-//! - [`commands`]: `lookout targets`, the targets configured and found;
-//!   `lookout config`, the settings resolved and where each came from.
-//! - [`tail`]: `lookout tail`, the envelope stream followed and printed.
-//! - [`untrusted`]: server- and stream-controlled text made safe to print.
+//! - `config`: `lookout.toml`'s top level, environment and flags merged
+//!   with each module's own tables into settings (`mod.rs`); where each
+//!   came from (`shown`).
+//! - `targets`: what to watch: targets (`mod.rs`), discover entries
+//!   (`discover`), the shard hash (`shard`).
+//! - `discovery`: the nodes of a Redis Cluster (`cluster`) or a Sentinel
+//!   set (`sentinel`).
+//! - `redis`: Redis I/O: connections with timeouts and the redial-once
+//!   rule (`conn`), where and how to dial (`endpoint`, `tls`, `allow`),
+//!   typed server errors (`error`), the probes that build a snapshot
+//!   (`probe`: `snapshot`, `info`, `slowlog`, `asks`, `prober`) and the
+//!   declared ones (`declared`), `backoff`, password redaction (`redact`).
+//! - `sandbox`: the shared wasmtime engine (`engine`); the bindings of
+//!   every ABI version (`bindings`) and the conversions between them
+//!   (`convert`); instances (`instance`) with a memory cap (`store`), a
+//!   deadline and traps (`trap`), captured stdio (`stdio`), caps on output
+//!   (`output`) and their settings (`limits`).
+//! - `watchers`: loading components (`load`), their settings
+//!   (`settings`), what each watcher sees of a snapshot (`view`), the
+//!   per-target supervisor with restarts and quarantine (`supervisor`),
+//!   hot reload (`reload`).
+//! - `delivery`: envelopes (`envelope`), the outbox (`outbox`), breaker
+//!   (`breaker`) and spool (`spool`, `spool/files`), the publisher
+//!   (`publisher`: its `bus`, the Redis pipeline in `sink`, refusals in
+//!   `diagnose`) and the task that owns them (`task`), heartbeats
+//!   (`heartbeat`), their settings (`settings`).
+//! - `daemon`: the tasks wired together: start-up (`start`), the run loop
+//!   and shutdown (`run`), the host's own events (`events`), one poller per
+//!   watched Redis (`poller`, its desired state in `inbox`, `lateness`),
+//!   the fleet of pollers (`fleet`), discovery refreshes (`discover`).
+//! - `metrics`: the daemon's own metrics (`mod.rs`) and `/metrics`,
+//!   `/healthz` served at `metrics_addr` (`serve`).
+//! - `authoring`: `lookout check` (`check`), `record` (`record`), `test`
+//!   (`replay`) and `new` (`scaffold`).
+//! - `tail`: `lookout tail`, the envelope stream followed (`mod.rs`) and
+//!   printed (`render`).
+//! - `commands`: the command line: every subcommand's flags (`args`), where
+//!   each goes (`cli`), `lookout run`'s runtime and signals (`run`), the
+//!   authoring commands (`authoring`), `lookout tail`'s options (`tail`),
+//!   `lookout targets` (`targets`) and `lookout config` (`config`).
+//! - `untrusted`: server- and stream-controlled text made safe to print.
+//! - `fdlimit`: the open-files limit raised for thousands of connections.
 
-pub mod authoring;
-pub mod checks;
-pub mod commands;
-pub mod config;
-pub mod daemon;
-pub mod delivery;
-pub mod discovery;
-pub mod fdlimit;
-pub mod metrics;
-pub mod redis;
-pub mod sandbox;
-pub mod tail;
-pub mod targets;
-pub mod untrusted;
-pub mod watchers;
+#![warn(unreachable_pub)]
 
-pub use config::Settings;
-pub use daemon::{Daemon, RunMode};
+mod authoring;
+mod checks;
+mod commands;
+mod config;
+mod daemon;
+mod delivery;
+mod discovery;
+mod fdlimit;
+mod metrics;
+mod redis;
+mod sandbox;
+mod tail;
+mod targets;
+mod untrusted;
+mod watchers;
+
+// What the `lookout` binary, the integration tests and the benchmarks use.
+pub use commands::main;
+pub use config::shown::explain as explain_settings;
+pub use config::{FileConfig, Overrides, Settings};
+pub use daemon::poller::Poller;
+pub use daemon::rss_kib;
+pub use delivery::envelope::{Envelope, Level, Origin};
+pub use delivery::outbox::{Caps, Outbox};
+pub use delivery::publisher::{Publisher, Sink};
+pub use delivery::task::spawn as spawn_publisher;
+pub use discovery::{
+    Node, Role, cluster as discover_cluster, node_url, sentinel as discover_sentinel,
+};
+pub use redis::conn::Conn;
+pub use redis::probe::{Prober, Probes, SlowEntry, Snapshot, parse_info};
+pub use sandbox::engine::{Layout, PACKAGE as WIT_PACKAGE, VERSION as WIT_VERSION};
+pub use sandbox::{Engine, Instance, wit};
+pub use watchers::load::{Loaded, load};

@@ -1,5 +1,5 @@
 //! The `lookout` command.
 
 fn main() -> std::process::ExitCode {
-    lookout::commands::main()
+    lookout::main()
 }

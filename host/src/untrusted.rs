@@ -3,7 +3,7 @@
 //! format characters shown as escapes on a terminal, and long text cut.
 
 /// Most bytes of server-controlled text kept in a host event or log line.
-pub const MAX_SHOWN: usize = 1024;
+pub(crate) const MAX_SHOWN: usize = 1024;
 
 /// Whether `c` changes how a terminal shows the text around it without
 /// being visible itself: Unicode's format characters (category Cf: the
@@ -11,7 +11,7 @@ pub const MAX_SHOWN: usize = 1024;
 /// the byte-order mark, soft hyphen...) and the line and paragraph
 /// separators.
 #[must_use]
-pub fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
@@ -43,7 +43,7 @@ pub fn is_invisible(c: char) -> bool {
 /// `\u{..}` escapes (`\n`, `\r` and `\t` as those two-character escapes);
 /// everything else as it is.
 #[must_use]
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     if !text.chars().any(needs_escape) {
         return text.to_owned();
     }
@@ -71,13 +71,13 @@ fn push_escaped(out: &mut String, c: char) {
 /// [`escape`]d `text`, cut to at most [`MAX_SHOWN`] bytes of the original
 /// on a character boundary, with how many bytes were left out.
 #[must_use]
-pub fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     clip_to(text, MAX_SHOWN)
 }
 
 /// [`clip`] with another limit.
 #[must_use]
-pub fn clip_to(text: &str, max: usize) -> String {
+pub(crate) fn clip_to(text: &str, max: usize) -> String {
     if text.len() <= max {
         return escape(text);
     }
@@ -97,7 +97,7 @@ pub fn clip_to(text: &str, max: usize) -> String {
 /// `\u00XX` escape; still the same JSON value. (JSON escapes C0 controls
 /// itself.)
 #[must_use]
-pub fn json_c1(json: &str) -> String {
+pub(crate) fn json_c1(json: &str) -> String {
     let raw = |c: char| ('\u{7f}'..='\u{9f}').contains(&c);
     if !json.chars().any(raw) {
         return json.to_owned();

@@ -1,11 +1,11 @@
 //! Discovery against real servers: a six-node Redis Cluster and a
-//! master, replica and sentinel, asked through `lookout::discovery`; also
+//! master, replica and sentinel, asked through the library's discovery; also
 //! the helpers that start them, for other tests to reuse.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use lookout::discovery::{self, Node, Role};
+use lookout::{Node, Role, discover_cluster, discover_sentinel, node_url};
 
 use crate::support::{Redis, free_port, wait_for};
 
@@ -270,7 +270,7 @@ fn cluster_nodes_from_any_seed_without_failed_ones() {
     all.sort_unstable();
     let mut masters = Vec::new();
     for seed in cluster.urls() {
-        let nodes = block_on(discovery::cluster(
+        let nodes = block_on(discover_cluster(
             std::slice::from_ref(&seed),
             CONNECT,
             RESPONSE,
@@ -288,7 +288,7 @@ fn cluster_nodes_from_any_seed_without_failed_ones() {
             } else {
                 "slave"
             };
-            assert_eq!(role_at(&discovery::node_url(&seed, node).unwrap()), want);
+            assert_eq!(role_at(&node_url(&seed, node).unwrap()), want);
         }
         masters = m;
     }
@@ -300,7 +300,7 @@ fn cluster_nodes_from_any_seed_without_failed_ones() {
         .query::<()>(&mut first.conn())
         .unwrap();
     let seed = format!("redis://old:pw@127.0.0.1:{}", first.port);
-    let nodes = block_on(discovery::cluster(
+    let nodes = block_on(discover_cluster(
         std::slice::from_ref(&seed),
         CONNECT,
         RESPONSE,
@@ -310,7 +310,7 @@ fn cluster_nodes_from_any_seed_without_failed_ones() {
     assert_eq!(nodes.len(), 6, "{nodes:?}");
     let node = &nodes[0];
     assert_eq!(
-        discovery::node_url(&seed, node).unwrap(),
+        node_url(&seed, node).unwrap(),
         format!("redis://old:pw@127.0.0.1:{}", node.port)
     );
 
@@ -325,7 +325,7 @@ fn cluster_nodes_from_any_seed_without_failed_ones() {
         "the killed master to be failed over",
         Duration::from_secs(20),
         || {
-            let nodes = block_on(discovery::cluster(&seeds, CONNECT, RESPONSE)).unwrap();
+            let nodes = block_on(discover_cluster(&seeds, CONNECT, RESPONSE)).unwrap();
             let (m, r) = by_role(&nodes);
             (m.len() == 3 && r.len() == 2).then_some(nodes)
         },
@@ -341,7 +341,7 @@ fn cluster_nodes_from_any_seed_without_failed_ones() {
         "the replica of {victim} is a master: {nodes:?}"
     );
 
-    let e = block_on(discovery::cluster(&[dead], CONNECT, RESPONSE))
+    let e = block_on(discover_cluster(&[dead], CONNECT, RESPONSE))
         .unwrap_err()
         .to_string();
     assert!(
@@ -364,7 +364,7 @@ fn sentinel_master_and_replicas_follow_a_failover() {
     let dead = format!("redis://127.0.0.1:{}", free_port());
     let sentinels = [dead, url.clone()];
     let ask = || {
-        block_on(discovery::sentinel(
+        block_on(discover_sentinel(
             &sentinels,
             SentinelSet::MASTER,
             CONNECT,
@@ -390,10 +390,10 @@ fn sentinel_master_and_replicas_follow_a_failover() {
         } else {
             "slave"
         };
-        assert_eq!(role_at(&discovery::node_url(&url, node).unwrap()), want);
+        assert_eq!(role_at(&node_url(&url, node).unwrap()), want);
     }
 
-    let e = block_on(discovery::sentinel(
+    let e = block_on(discover_sentinel(
         std::slice::from_ref(&url),
         "nope",
         CONNECT,

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lookout::config::shown::explain;
-use lookout::config::{FileConfig, Overrides, Settings};
+use lookout::explain_settings as explain;
+use lookout::{FileConfig, Overrides, Settings};
 
 use crate::support::*;
 
@@ -398,8 +398,8 @@ fn version_names_the_watcher_abi() {
     let want = format!(
         "lookout {} (watcher ABI {}@{})\n",
         env!("CARGO_PKG_VERSION"),
-        lookout::sandbox::engine::PACKAGE,
-        lookout::sandbox::engine::VERSION
+        lookout::WIT_PACKAGE,
+        lookout::WIT_VERSION
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
     assert!(want.contains("lookout:watcher@0.3.0"), "{want}");

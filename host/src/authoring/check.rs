@@ -16,7 +16,7 @@ use crate::watchers::settings::{kind_name, show};
 ///
 /// # Errors
 /// Anything that would stop the daemon from running this watcher.
-pub async fn check(path: &Path, settings: &Settings) -> Result<String> {
+pub(crate) async fn check(path: &Path, settings: &Settings) -> Result<String> {
     let engine = Engine::new(settings.cache_dir.as_deref())?;
     let watcher = load(&engine, path, settings).await?.spec;
     let m = &watcher.manifest;

@@ -1,6 +1,6 @@
 //! The authoring commands: `lookout check`, `record`, `test` and `new`.
 
-pub mod check;
-pub mod record;
-pub mod replay;
-pub mod scaffold;
+pub(crate) mod check;
+pub(crate) mod record;
+pub(crate) mod replay;
+pub(crate) mod scaffold;

@@ -21,7 +21,7 @@ use crate::watchers::load::load;
 /// One recorded snapshot: everything any watcher could ask for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     /// The instance, `host:port`.
     pub instance: String,
     /// Unix milliseconds.
@@ -39,7 +39,7 @@ pub struct Recorded {
 /// What `lookout record` asks for besides INFO and SLOWLOG, and what it
 /// keeps of INFO.
 #[derive(Debug, Clone, Default)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Declared probes to run.
     pub asks: Vec<Ask>,
     /// Keep only these INFO fields and sections (and `run_id`); `None`
@@ -54,7 +54,7 @@ impl Plan {
     /// # Errors
     /// A watcher cannot be loaded or configured (its `NAME.toml` beside it
     /// and `[watchers.NAME]` in `settings` apply).
-    pub async fn for_watchers(
+    pub(crate) async fn for_watchers(
         watchers: &[std::path::PathBuf],
         settings: &Settings,
         only_declared: bool,
@@ -133,7 +133,7 @@ impl Recorded {
     }
 
     /// The snapshot the daemon would hand over.
-    pub fn to_snapshot(&self) -> Snapshot {
+    pub(crate) fn to_snapshot(&self) -> Snapshot {
         Snapshot {
             taken_at_ms: self.taken_at_ms,
             info: self
@@ -213,7 +213,7 @@ fn redact_info(name: &str, value: &str) -> String {
 ///
 /// # Errors
 /// Redis is unreachable or a probe fails, or the output cannot be written.
-pub async fn record(
+pub(crate) async fn record(
     url: &str,
     polls: u64,
     every: std::time::Duration,
@@ -254,7 +254,7 @@ pub async fn record(
 /// # Errors
 /// The file cannot be read or a line is not a recorded snapshot; the
 /// message names the line.
-pub fn read_snapshots(path: &Path) -> Result<Vec<Recorded>> {
+pub(crate) fn read_snapshots(path: &Path) -> Result<Vec<Recorded>> {
     read_lines(path)
 }
 

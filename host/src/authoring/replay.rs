@@ -20,7 +20,7 @@ use crate::watchers::supervisor::Supervisor;
 /// An event as `lookout test` prints and compares it (no timestamp).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TestEvent {
+pub(crate) struct TestEvent {
     /// Index of the snapshot that produced it (0-based).
     pub snapshot: usize,
     /// Level.
@@ -42,7 +42,7 @@ pub struct TestEvent {
 ///
 /// # Errors
 /// The watcher cannot be loaded or configured.
-pub async fn run_watcher(
+pub(crate) async fn run_watcher(
     wasm: &Path,
     settings: &Settings,
     snapshots: &[Recorded],
@@ -121,7 +121,7 @@ fn once_per_run(snapshot: &mut Snapshot, cursor: &mut Option<(String, u64)>) {
 ///
 /// # Errors
 /// The expected file cannot be read or parsed.
-pub fn compare(actual: &[TestEvent], expected: &Path) -> Result<Option<String>> {
+pub(crate) fn compare(actual: &[TestEvent], expected: &Path) -> Result<Option<String>> {
     let expected: Vec<TestEvent> = read_lines(expected)?;
     Ok(diff(&expected, actual))
 }
@@ -262,7 +262,7 @@ fn counted(count: usize, noun: &str) -> String {
 /// + {"snapshot":7,...}
 /// ```
 #[must_use]
-pub fn diff(expected: &[TestEvent], actual: &[TestEvent]) -> Option<String> {
+pub(crate) fn diff(expected: &[TestEvent], actual: &[TestEvent]) -> Option<String> {
     if expected == actual {
         return None;
     }
@@ -318,7 +318,7 @@ fn differing(e: &TestEvent, a: &TestEvent) -> Vec<String> {
 ///
 /// # Errors
 /// An argument without `=`.
-pub fn parse_sets(sets: &[String]) -> Result<toml::Table> {
+pub(crate) fn parse_sets(sets: &[String]) -> Result<toml::Table> {
     let mut table = toml::Table::new();
     for set in sets {
         let Some((key, raw)) = set.split_once('=') else {

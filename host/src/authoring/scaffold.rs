@@ -35,14 +35,14 @@ const TEMPLATES: &[(&str, &str)] = &[
 ];
 
 /// Where this build of Lookout found the SDK crate.
-pub fn default_sdk() -> PathBuf {
+pub(crate) fn default_sdk() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk")
 }
 
 /// Checks a watcher name: lower-case ASCII letters, digits and dashes,
 /// starting with a letter (it is the crate name, the `.wasm` file stem and
 /// the events' `target`).
-pub fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -76,7 +76,7 @@ fn type_name(name: &str) -> String {
 /// # Errors
 /// A bad name, an existing target folder, an SDK folder without the SDK,
 /// or a file that cannot be written.
-pub fn new_watcher(name: &str, dir: &Path, sdk: &Path) -> Result<PathBuf> {
+pub(crate) fn new_watcher(name: &str, dir: &Path, sdk: &Path) -> Result<PathBuf> {
     check_name(name)?;
     let sdk = std::path::absolute(sdk).with_context(|| format!("SDK folder {}", sdk.display()))?;
     let sdk_manifest = sdk.join("Cargo.toml");

@@ -18,7 +18,7 @@ const VALUE_WIDTH: usize = 40;
 ///
 /// # Errors
 /// Writing to `out` failed.
-pub fn print(shown: &[Shown], json: bool, out: &mut impl Write) -> Result<()> {
+pub(crate) fn print(shown: &[Shown], json: bool, out: &mut impl Write) -> Result<()> {
     if json {
         for s in shown {
             writeln!(out, "{}", serde_json::to_string(s)?)?;

@@ -7,10 +7,10 @@
 mod args;
 mod authoring;
 mod cli;
-pub mod config;
+pub(crate) mod config;
 mod run;
 mod tail;
-pub mod targets;
+pub(crate) mod targets;
 
 pub use cli::main;
 

@@ -5,7 +5,7 @@ use clap::ArgMatches;
 
 use super::args::RunArgs;
 use crate::config::LogFormat;
-use crate::{Daemon, RunMode};
+use crate::daemon::{Daemon, RunMode};
 
 fn disabled() -> bool {
     std::env::var("LOG_SIDECAR_DISABLED")

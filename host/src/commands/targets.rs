@@ -14,7 +14,7 @@ use crate::targets::Target;
 
 /// A target as `lookout targets` lists it.
 #[derive(Debug, Clone)]
-pub struct Listed {
+pub(crate) struct Listed {
     /// The target.
     pub target: Target,
     /// `config`, or the discover entry that found it.
@@ -25,7 +25,7 @@ pub struct Listed {
 
 /// Everything the configuration names and discovery finds now.
 #[derive(Debug, Clone, Default)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// The targets, configured ones first, each once.
     pub targets: Vec<Listed>,
     /// Discover entries that did not answer, with why.
@@ -37,7 +37,7 @@ pub struct Resolved {
 
 /// Resolves the targets once: the configured ones, then each discover
 /// entry's (a target both configured and discovered is listed once).
-pub async fn resolve(settings: &Settings) -> Resolved {
+pub(crate) async fn resolve(settings: &Settings) -> Resolved {
     let mut resolved = Resolved::default();
     let mut seen = BTreeSet::new();
     let mut push = |resolved: &mut Resolved, target: Target, source: String| {
@@ -88,7 +88,7 @@ pub async fn resolve(settings: &Settings) -> Resolved {
 /// # Errors
 /// Writing failed, or a discover entry did not answer (after printing the
 /// rest).
-pub fn print(
+pub(crate) fn print(
     settings: &Settings,
     resolved: &Resolved,
     json: bool,

@@ -8,7 +8,7 @@
 //! ([`crate::targets`]). [`shown`] tells where each resolved setting came
 //! from.
 
-pub mod shown;
+pub(crate) mod shown;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ use crate::sandbox::limits::{Limits, LimitsFile};
 use crate::targets::{self, Discover, DiscoverFile, Shard, Target, TargetFile};
 
 /// Watched Redis when nothing else is configured.
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub(crate) const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// The `lookout.toml` file as written by the operator. Every table rejects
 /// unknown keys so a typo is an error, not a silently ignored setting.
@@ -187,22 +187,22 @@ pub struct Settings {
 }
 
 /// `slowlog_count`.
-pub const SLOWLOG_COUNT: IntKey = IntKey::new("slowlog_count", 128, 1..=100_000);
+pub(crate) const SLOWLOG_COUNT: IntKey = IntKey::new("slowlog_count", 128, 1..=100_000);
 
 /// `max_calls_in_flight`.
-pub const MAX_CALLS_IN_FLIGHT: IntKey = IntKey::new("max_calls_in_flight", 64, 1..=100_000);
+pub(crate) const MAX_CALLS_IN_FLIGHT: IntKey = IntKey::new("max_calls_in_flight", 64, 1..=100_000);
 
 /// `poll_interval` (also `--poll-interval`, `POLL_INTERVAL`).
-pub const POLL_INTERVAL: SecondsKey = SecondsKey::new("poll_interval", 5.0);
+pub(crate) const POLL_INTERVAL: SecondsKey = SecondsKey::new("poll_interval", 5.0);
 
 /// `connect_timeout`.
-pub const CONNECT_TIMEOUT: SecondsKey = SecondsKey::new("connect_timeout", 2.0);
+pub(crate) const CONNECT_TIMEOUT: SecondsKey = SecondsKey::new("connect_timeout", 2.0);
 
 /// `response_timeout`.
-pub const RESPONSE_TIMEOUT: SecondsKey = SecondsKey::new("response_timeout", 2.0);
+pub(crate) const RESPONSE_TIMEOUT: SecondsKey = SecondsKey::new("response_timeout", 2.0);
 
 /// `shutdown_grace`.
-pub const SHUTDOWN_GRACE: SecondsKey = SecondsKey::new("shutdown_grace", 5.0);
+pub(crate) const SHUTDOWN_GRACE: SecondsKey = SecondsKey::new("shutdown_grace", 5.0);
 
 impl Settings {
     /// Resolves settings from an optional config file and overrides.

@@ -15,12 +15,12 @@ use crate::redis::endpoint::Endpoint;
 use crate::targets::{Discover, Source, Target};
 
 /// The label a discovered node's role goes into.
-pub const ROLE_LABEL: &str = "role";
+pub(crate) const ROLE_LABEL: &str = "role";
 
 /// What one discover entry found this time, after its `allow` and
 /// `max_nodes`.
 #[derive(Debug, Clone, Default)]
-pub struct Found {
+pub(crate) struct Found {
     /// The nodes to watch.
     pub targets: Vec<Target>,
     /// Announced nodes outside `allow` (`host:port`), never contacted.
@@ -38,7 +38,7 @@ pub struct Found {
 ///
 /// # Errors
 /// No seed or sentinel answered; the message names them (redacted).
-pub fn discover<'a>(
+pub(crate) fn discover<'a>(
     entry: &'a Discover,
     known: &'a [Endpoint],
     settings: &'a Settings,

@@ -12,8 +12,8 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::config::Settings;
+use crate::delivery::envelope::fields;
 use crate::delivery::envelope::{Emitted, Envelope, Level, Origin};
-use crate::fields;
 use crate::redis::probe::{Gap, Notice, SLOWLOG_REREADS};
 use crate::redis::redact::{instance_of, redact_url};
 use crate::targets::Target;
@@ -28,7 +28,7 @@ pub(crate) struct About {
 
 impl About {
     /// Events about the Redis at `instance` (`host:port`), without labels.
-    pub fn instance(instance: &str) -> Self {
+    pub(crate) fn instance(instance: &str) -> Self {
         Self {
             instance: Arc::from(instance),
             labels: None,
@@ -37,19 +37,19 @@ impl About {
 
     /// Events about the process itself, not one target: they carry the
     /// origin's instance.
-    pub fn process(origin: &Origin) -> Self {
+    pub(crate) fn process(origin: &Origin) -> Self {
         Self::instance(&origin.instance)
     }
 
     /// Events about `target`: its address and labels.
-    pub fn target(target: &Target) -> Self {
+    pub(crate) fn target(target: &Target) -> Self {
         let mut about = Self::instance(&instance_of(&target.url));
         about.relabel(&target.labels);
         about
     }
 
     /// Puts `labels` on the events from now on.
-    pub fn relabel(&mut self, labels: &BTreeMap<String, String>) {
+    pub(crate) fn relabel(&mut self, labels: &BTreeMap<String, String>) {
         self.labels = (!labels.is_empty()).then(|| {
             Value::Object(
                 labels
@@ -62,7 +62,7 @@ impl About {
 
     /// The envelopes of `events`, stamped by `origin`: labels go in first,
     /// as they count toward the caps in bytes.
-    pub fn envelopes(&self, origin: &Origin, events: Vec<Emitted>) -> Vec<Envelope> {
+    pub(crate) fn envelopes(&self, origin: &Origin, events: Vec<Emitted>) -> Vec<Envelope> {
         origin.wrap_all(&self.instance, self.labels.as_ref(), events)
     }
 }
@@ -284,7 +284,7 @@ pub(super) fn discovery_failed(how: &str, text: &str) -> Emitted {
 /// at `instance`.
 pub(super) fn notice(instance: &str, notice: &Notice) -> Emitted {
     match notice {
-        Notice::SlowlogGap { first, last, cause } => {
+        Notice::Gap { first, last, cause } => {
             let missed = last.saturating_sub(*first).saturating_add(1);
             let (why, name) = match cause {
                 Gap::Ring => (
@@ -324,7 +324,7 @@ pub(super) fn notice(instance: &str, notice: &Notice) -> Emitted {
                 fields! {"missed" => missed, "first_id" => *first, "last_id" => *last, "cause" => name},
             )
         }
-        Notice::SlowlogRefused(reason) => {
+        Notice::Refused(reason) => {
             error!("{reason}; SLOWLOG switched off, watchers reading it wait");
             Emitted::host(
                 Level::Error,
@@ -334,7 +334,7 @@ pub(super) fn notice(instance: &str, notice: &Notice) -> Emitted {
                 fields! {"probe" => "slowlog", "error" => reason.clone()},
             )
         }
-        Notice::SlowlogAllowed => {
+        Notice::Allowed => {
             info!("SLOWLOG allowed again at {instance}");
             Emitted::host(
                 Level::Info,

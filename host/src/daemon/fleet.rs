@@ -26,9 +26,9 @@ use super::lateness::Lateness;
 use super::poller::{FirstPoll, Poller};
 use super::start::dial;
 use crate::config::Settings;
+use crate::delivery::envelope::fields;
 use crate::delivery::envelope::{Emitted, Level, Origin};
 use crate::delivery::task::Outlet;
-use crate::fields;
 use crate::redis::probe::Prober;
 use crate::sandbox::{Engine, Instance};
 use crate::targets::{Target, hashmod};
@@ -59,7 +59,7 @@ struct Said {
 /// Discoveries in a row a node must be missing from before its poller
 /// stops: one answer taken mid-failover may leave out the replica being
 /// promoted.
-pub const MISSED_TO_REMOVE: u32 = 2;
+pub(crate) const MISSED_TO_REMOVE: u32 = 2;
 
 /// What every poller is built with.
 pub(super) struct Kit {
@@ -99,13 +99,13 @@ pub(super) struct Fleet {
 
 /// Memory mappings one watcher instance holds (its linear memory, the
 /// reserve it grows into, its call stack and that stack's guard page).
-pub const MAPPINGS_PER_INSTANCE: usize = 4;
+pub(crate) const MAPPINGS_PER_INSTANCE: usize = 4;
 /// Mappings of the process besides the instances (binary, libraries,
 /// heap, threads), with room to spare.
 const MAPPINGS_BASE: usize = 2_000;
 
 impl Fleet {
-    pub fn new(kit: Kit, discover_entries: usize) -> Self {
+    pub(super) fn new(kit: Kit, discover_entries: usize) -> Self {
         Self {
             running: BTreeMap::new(),
             polling: JoinSet::new(),
@@ -119,12 +119,12 @@ impl Fleet {
     }
 
     /// Targets polled now.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.running.len()
     }
 
     /// Whether every discover entry has answered at least once.
-    pub fn discovered(&self) -> bool {
+    pub(super) fn discovered(&self) -> bool {
         self.found.iter().all(Option::is_some)
     }
 
@@ -189,7 +189,11 @@ impl Fleet {
 
     /// Starts the configured targets this shard owns, spread across the
     /// interval; discovered ones follow as discovery answers.
-    pub fn start_configured(&mut self, settings: &Settings, registry: &Registry) -> Result<()> {
+    pub(super) fn start_configured(
+        &mut self,
+        settings: &Settings,
+        registry: &Registry,
+    ) -> Result<()> {
         let owned: Vec<&Target> = settings
             .targets
             .iter()
@@ -207,7 +211,7 @@ impl Fleet {
     /// Runs `spec` on every target that takes it; the first gets the
     /// instance configured while loading, the others build their own.
     /// Never waits for a poller: each takes it between its polls.
-    pub fn install(&self, spec: &Arc<Spec>, instance: Option<Instance>) {
+    pub(super) fn install(&self, spec: &Arc<Spec>, instance: Option<Instance>) {
         let mut instance = instance;
         for running in self.running.values() {
             if running.target.runs(&spec.name) {
@@ -218,7 +222,7 @@ impl Fleet {
 
     /// Stops the watcher named `name` on every target, without waiting for
     /// the pollers.
-    pub fn remove(&self, name: &str) {
+    pub(super) fn remove(&self, name: &str) {
         for running in self.running.values() {
             running.inbox.remove(name);
         }
@@ -227,7 +231,7 @@ impl Fleet {
     /// Warns once when the targets and watchers running need more memory
     /// mappings than the kernel allows a process (`vm.max_map_count`):
     /// instances beyond it would fail to start.
-    pub async fn check_mappings(&mut self, watchers: usize) {
+    pub(super) async fn check_mappings(&mut self, watchers: usize) {
         let Some(limit) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
             .ok()
             .and_then(|t| t.trim().parse::<usize>().ok())
@@ -252,7 +256,7 @@ impl Fleet {
     }
 
     /// The start-up watchers are ready: every poller starts.
-    pub fn start(&mut self) {
+    pub(super) fn start(&mut self) {
         self.started = true;
         for running in self.running.values() {
             running.inbox.start();
@@ -261,7 +265,7 @@ impl Fleet {
 
     /// Stops every poller (a watcher call in flight is abandoned) and
     /// waits for them.
-    pub async fn stop_all(&mut self) {
+    pub(super) async fn stop_all(&mut self) {
         for running in self.running.values() {
             running.stop.cancel();
         }
@@ -270,7 +274,7 @@ impl Fleet {
     }
 
     /// A poller ended (its polls are done, or it was stopped).
-    pub fn ended(&mut self, key: &str) {
+    pub(super) fn ended(&mut self, key: &str) {
         if self
             .running
             .get(key)
@@ -283,7 +287,7 @@ impl Fleet {
     /// Takes discover entry `entry`'s answer: targets it found that this
     /// shard owns start polling, those it no longer lists stop, and those
     /// whose role changed are relabelled; each is one host event.
-    pub async fn discovered_by(
+    pub(super) async fn discovered_by(
         &mut self,
         settings: &Settings,
         registry: &Registry,
@@ -416,7 +420,7 @@ impl Fleet {
     /// Discover entry `entry` did not answer: its targets keep running,
     /// and the failure is reported once until it changes or discovery
     /// answers again.
-    pub async fn discovery_failed(
+    pub(super) async fn discovery_failed(
         &mut self,
         settings: &Settings,
         entry: usize,

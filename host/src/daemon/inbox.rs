@@ -47,7 +47,7 @@ pub(super) enum Change {
 impl Inbox {
     /// Run `spec` (replacing one of the same name), with `instance` when
     /// one was configured already.
-    pub fn install(&self, spec: Arc<Spec>, instance: Option<Instance>) {
+    pub(crate) fn install(&self, spec: Arc<Spec>, instance: Option<Instance>) {
         self.change(|d| {
             let name = spec.name.clone();
             d.watchers
@@ -56,19 +56,19 @@ impl Inbox {
     }
 
     /// Stop running the watcher named `name`.
-    pub fn remove(&self, name: &str) {
+    pub(crate) fn remove(&self, name: &str) {
         self.change(|d| {
             d.watchers.insert(name.to_owned(), Change::Remove);
         });
     }
 
     /// Start polling now, if not yet.
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         self.change(|d| d.start = true);
     }
 
     /// Put `labels` on this target's envelopes from now on.
-    pub fn relabel(&self, labels: BTreeMap<String, String>) {
+    pub(crate) fn relabel(&self, labels: BTreeMap<String, String>) {
         self.change(|d| d.labels = Some(labels));
     }
 

@@ -17,10 +17,10 @@
 
 pub(crate) mod discover;
 pub(crate) mod events;
-pub mod fleet;
+pub(crate) mod fleet;
 mod inbox;
-pub mod lateness;
-pub mod poller;
+pub(crate) mod lateness;
+pub(crate) mod poller;
 mod run;
 mod start;
 
@@ -40,7 +40,7 @@ use crate::watchers::reload::Stamp;
 
 /// How a run ends besides the shutdown future.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RunMode {
+pub(crate) struct RunMode {
     /// Print envelopes on stdout instead of publishing.
     pub dry_run: bool,
     /// Stop after this many polls (`--once` is 1); `None` runs until shutdown.
@@ -52,7 +52,7 @@ pub struct RunMode {
 
 /// A prepared daemon: settings checked, watcher files listed, connections
 /// and publisher built. Nothing is compiled or dialled yet.
-pub struct Daemon {
+pub(crate) struct Daemon {
     settings: Settings,
     origin: Origin,
     engine: Engine,

@@ -49,7 +49,7 @@ impl Daemon {
     /// With `mode.strict`, a watcher refused at start-up (the message names
     /// the file), or with `--once`: the poll failed or its envelopes could
     /// not be published.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         mode: RunMode,
         mut reloads: mpsc::UnboundedReceiver<()>,

@@ -30,7 +30,7 @@ impl Daemon {
     /// Any start-up problem: missing plugins folder, a bad setting, a bad
     /// URL, and with `mode.strict` a file that is not a WebAssembly
     /// component. The message names the file or key.
-    pub fn prepare(settings: Settings, mode: RunMode) -> Result<Self> {
+    pub(crate) fn prepare(settings: Settings, mode: RunMode) -> Result<Self> {
         let files = wasm_files(&settings.plugins)?;
         // The compact memory layout when the fleet may be large: the
         // configured targets this shard owns, and 100 for each discover

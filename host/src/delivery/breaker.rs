@@ -42,14 +42,14 @@ pub enum State {
 
 /// The breaker.
 #[derive(Debug, Clone)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     settings: BreakerSettings,
     state: State,
 }
 
 impl Breaker {
     /// A closed breaker.
-    pub fn new(settings: BreakerSettings) -> Self {
+    pub(crate) fn new(settings: BreakerSettings) -> Self {
         Self {
             settings,
             state: State::Closed { failures: 0 },
@@ -57,13 +57,13 @@ impl Breaker {
     }
 
     /// The current state.
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         self.state
     }
 
     /// Whether a send may be attempted at `now`; an open breaker whose
     /// recovery time is over turns half-open.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         match self.state {
             State::Closed { .. } | State::HalfOpen => true,
             State::Open { until } if now >= until => {
@@ -75,14 +75,14 @@ impl Breaker {
     }
 
     /// Records a successful send; returns true when this closed the breaker.
-    pub fn success(&mut self) -> bool {
+    pub(crate) fn success(&mut self) -> bool {
         let was_closed = matches!(self.state, State::Closed { .. });
         self.state = State::Closed { failures: 0 };
         !was_closed
     }
 
     /// Records a failed send; returns true when this opened the breaker.
-    pub fn failure(&mut self, now: Instant) -> bool {
+    pub(crate) fn failure(&mut self, now: Instant) -> bool {
         let open = State::Open {
             until: now + self.settings.recovery,
         };
@@ -105,7 +105,7 @@ impl Breaker {
     }
 
     /// When the breaker next allows a send, if it is open.
-    pub fn retry_at(&self) -> Option<Instant> {
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
         match self.state {
             State::Open { until } => Some(until),
             _ => None,

@@ -9,19 +9,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Envelope schema version, the `v` field.
-pub const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// `target` of the host's own envelopes.
-pub const HOST_TARGET: &str = "lookout";
+pub(crate) const HOST_TARGET: &str = "lookout";
 
 /// Default of the most bytes of JSON of one envelope
 /// (`limits.max_envelope_bytes`).
-pub const MAX_ENVELOPE_BYTES: usize = 64 << 10;
+pub(crate) const MAX_ENVELOPE_BYTES: usize = 64 << 10;
 
 /// Field names the host sets in `fields`, which a watcher's event may not
 /// carry: the watched `host:port`, the target's labels, and the watcher's
 /// own name when it differs from its file name.
-pub const HOST_FIELDS: [&str; 3] = ["instance", "labels", "watcher"];
+pub(crate) const HOST_FIELDS: [&str; 3] = ["instance", "labels", "watcher"];
 
 /// Event severity; picks the channel `<prefix>.<level>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -274,7 +274,7 @@ impl Origin {
             return None;
         }
         let (name, max) = (&t.watcher, t.caps.max_call_bytes);
-        let mut fields = crate::fields! {
+        let mut fields = fields! {
             "watcher" => name.clone(),
             "events_cut" => t.events,
             "bytes_cut" => t.bytes,
@@ -544,7 +544,6 @@ impl Envelope {
 }
 
 /// Builds a `fields` map from pairs.
-#[macro_export]
 macro_rules! fields {
     ($($key:expr => $value:expr),* $(,)?) => {{
         #[allow(unused_mut)]
@@ -553,6 +552,7 @@ macro_rules! fields {
         map
     }};
 }
+pub(crate) use fields;
 
 #[cfg(test)]
 mod tests {

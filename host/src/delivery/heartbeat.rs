@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::redis::conn::Conn;
 
 /// Seconds the key lives without a refresh.
-pub const TTL_S: u64 = 90;
+pub(crate) const TTL_S: u64 = 90;
 /// The key is refreshed every poll interval, but at least this often (so
 /// two missed refreshes do not let it expire)...
 const MOST_APART: Duration = Duration::from_secs(30);
@@ -23,7 +23,7 @@ const LEAST_APART: Duration = Duration::from_secs(1);
 
 /// What the key holds, as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Beat {
+pub(crate) struct Beat {
     /// Lookout's version.
     pub version: &'static str,
     /// The watcher ABI it speaks (`lookout:watcher@0.2.0`).
@@ -46,14 +46,14 @@ pub struct Beat {
 
 /// The key for this process: `PREFIX:HOST:PID`.
 #[must_use]
-pub fn key(prefix: &str, host: &str, pid: u32) -> String {
+pub(crate) fn key(prefix: &str, host: &str, pid: u32) -> String {
     format!("{prefix}:{host}:{pid}")
 }
 
 /// The heartbeat task: writes `beats`' latest value under `key` every
 /// `interval` (within 1 to 30 s) until `stop` is cancelled, then deletes
 /// it.
-pub async fn run(
+pub(crate) async fn run(
     mut conn: Conn,
     key: String,
     interval: Duration,

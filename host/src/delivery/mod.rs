@@ -4,11 +4,11 @@
 //! settings, the `[publish]`, `[buffer]`, `[breaker]` and `[heartbeat]`
 //! tables.
 
-pub mod breaker;
-pub mod envelope;
-pub mod heartbeat;
-pub mod outbox;
-pub mod publisher;
-pub mod settings;
-pub mod spool;
-pub mod task;
+pub(crate) mod breaker;
+pub(crate) mod envelope;
+pub(crate) mod heartbeat;
+pub(crate) mod outbox;
+pub(crate) mod publisher;
+pub(crate) mod settings;
+pub(crate) mod spool;
+pub(crate) mod task;

@@ -114,7 +114,7 @@ pub(crate) struct Item {
 
 impl Item {
     /// Both writes confirmed.
-    pub fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.published && self.streamed
     }
 }

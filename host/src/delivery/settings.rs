@@ -71,26 +71,28 @@ pub struct HeartbeatFile {
 }
 
 /// `publish.stream_maxlen`.
-pub const STREAM_MAXLEN: IntKey = IntKey::new("publish.stream_maxlen", 10_000, 1..=1_000_000_000);
+pub(crate) const STREAM_MAXLEN: IntKey =
+    IntKey::new("publish.stream_maxlen", 10_000, 1..=1_000_000_000);
 
 /// `buffer.max_envelopes`.
-pub const MAX_ENVELOPES: IntKey = IntKey::new("buffer.max_envelopes", 10_000, 1..=10_000_000);
+pub(crate) const MAX_ENVELOPES: IntKey =
+    IntKey::new("buffer.max_envelopes", 10_000, 1..=10_000_000);
 
 /// `buffer.max_mib`.
-pub const MAX_MIB: IntKey = IntKey::new("buffer.max_mib", 16, 1..=16_384);
+pub(crate) const MAX_MIB: IntKey = IntKey::new("buffer.max_mib", 16, 1..=16_384);
 
 /// `breaker.failures`.
-pub const FAILURES: IntKey = IntKey::new("breaker.failures", 3, 1..=1000);
+pub(crate) const FAILURES: IntKey = IntKey::new("breaker.failures", 3, 1..=1000);
 
 /// `breaker.recovery_s`.
-pub const RECOVERY_S: SecondsKey = SecondsKey::new("breaker.recovery_s", 2.0);
+pub(crate) const RECOVERY_S: SecondsKey = SecondsKey::new("breaker.recovery_s", 2.0);
 
 /// Default `publish.channel_prefix`.
-pub const CHANNEL_PREFIX: &str = "logs.redis";
+pub(crate) const CHANNEL_PREFIX: &str = "logs.redis";
 /// Default `publish.stream_key`.
-pub const STREAM_KEY: &str = "logs:stream:redis";
+pub(crate) const STREAM_KEY: &str = "logs:stream:redis";
 /// Default `heartbeat.prefix`.
-pub const HEARTBEAT_PREFIX: &str = "lookout:heartbeat";
+pub(crate) const HEARTBEAT_PREFIX: &str = "lookout:heartbeat";
 
 /// Where envelopes go.
 #[derive(Debug, Clone)]
@@ -216,7 +218,7 @@ impl HeartbeatFile {
 /// as `lookout config` shows them: the bus's URL without its password,
 /// its TLS keys when it is a `rediss://` URL.
 #[must_use]
-pub fn shown(
+pub(crate) fn shown(
     publish: &PublishSettings,
     buffer: &Caps,
     spool_dir: Option<&Path>,

@@ -58,12 +58,12 @@ use files::FolderLock;
 const MAGIC: &[u8; 4] = b"LKSP";
 const NOTE: &[u8; 4] = b"LKSN";
 /// Bytes of a record before its payload.
-pub const HEADER: usize = 12;
+pub(crate) const HEADER: usize = 12;
 /// Largest record accepted when reading; larger lengths are corruption.
 const MAX_RECORD: usize = 64 << 20;
 /// The file is rewritten when it holds more than twice the live records
 /// plus this many bytes.
-pub const COMPACT_FLOOR: u64 = 64 << 10;
+pub(crate) const COMPACT_FLOOR: u64 = 64 << 10;
 
 /// What a replay found.
 #[derive(Debug, Default)]
@@ -84,7 +84,7 @@ pub struct Replay {
 /// A note record: what changed in the outbox since the envelopes before it
 /// were written.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Note {
+pub(crate) struct Note {
     /// Spooled envelopes that left the outbox: never replayed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub settled: Vec<String>,
@@ -99,7 +99,7 @@ pub struct Note {
 
 /// The spool file and its write handle.
 #[derive(Debug)]
-pub struct Spool {
+pub(crate) struct Spool {
     path: PathBuf,
     file: Option<File>,
     /// Bytes of whole records at the start of the file: where the next
@@ -129,7 +129,7 @@ impl Spool {
     /// The folder cannot be created, another process holds its lock (the
     /// message names the folder and that process's pid), or `spool.log` or
     /// `lock` is a symbolic link or not a regular file.
-    pub fn open_locked(dir: &Path, floor: u64) -> Result<Self> {
+    pub(crate) fn open_locked(dir: &Path, floor: u64) -> Result<Self> {
         files::folder(dir)?;
         let lock = FolderLock::take(dir)?;
         Ok(Self {
@@ -144,7 +144,7 @@ impl Spool {
     /// # Errors
     /// The folder cannot be created, or `spool.log` is a symbolic link or
     /// not a regular file.
-    pub fn open(dir: &Path, floor: u64) -> Result<Self> {
+    pub(crate) fn open(dir: &Path, floor: u64) -> Result<Self> {
         files::folder(dir)?;
         let path = dir.join("spool.log");
         let size = match std::fs::symlink_metadata(&path) {
@@ -175,7 +175,7 @@ impl Spool {
     /// # Errors
     /// The file exists but cannot be read, or is a symbolic link or not a
     /// regular file.
-    pub fn replay(&mut self) -> Result<Replay> {
+    pub(crate) fn replay(&mut self) -> Result<Replay> {
         if std::fs::symlink_metadata(&self.path)
             .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
         {
@@ -195,7 +195,7 @@ impl Spool {
     /// Whether the file should be rewritten before adding `more` bytes,
     /// given `live` bytes of records the outbox still needs (always after
     /// a failed write removed it).
-    pub fn wants_rewrite(&self, live: u64, more: u64) -> bool {
+    pub(crate) fn wants_rewrite(&self, live: u64, more: u64) -> bool {
         self.stale || self.size + more > live.saturating_mul(2).saturating_add(self.floor)
     }
 
@@ -207,7 +207,7 @@ impl Spool {
     /// Writing or syncing failed. What the write left is then cut off; if
     /// the note settled or PUBLISHed anything, the file is removed instead
     /// (see the module doc) and [`Spool::size`] is 0.
-    pub fn append<'a>(
+    pub(crate) fn append<'a>(
         &mut self,
         jsons: impl Iterator<Item = &'a str>,
         note: &Note,
@@ -301,7 +301,7 @@ impl Spool {
     /// # Errors
     /// Writing, syncing or renaming failed; the old file is then removed as
     /// well (it may list envelopes that left since) and [`Spool::size`] is 0.
-    pub fn rewrite<'a>(
+    pub(crate) fn rewrite<'a>(
         &mut self,
         items: impl Iterator<Item = (&'a str, &'a str, bool)>,
         drops: Option<&DropReport>,
@@ -352,7 +352,7 @@ impl Spool {
     ///
     /// # Errors
     /// The file exists but cannot be removed.
-    pub fn clear(&mut self) -> Result<()> {
+    pub(crate) fn clear(&mut self) -> Result<()> {
         if !self.on_disk {
             self.stale = false;
             return Ok(());
@@ -371,7 +371,7 @@ impl Spool {
     }
 
     /// Bytes of whole records in the spool file.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.size
     }
 }

@@ -22,7 +22,7 @@ use crate::redis::backoff::retry_wait;
 /// Batches (one per poll, usually) the queue holds before senders wait.
 /// The task drains it continuously, so it fills only if the task itself
 /// is starved.
-pub const QUEUE: usize = 1024;
+pub(crate) const QUEUE: usize = 1024;
 
 /// How a publisher task ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub struct Stopped {
 
 /// The publisher's state after a step of its task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Envelopes waiting in the outbox.
     pub pending: usize,
     /// Bytes of JSON waiting in the outbox.
@@ -61,7 +61,7 @@ pub struct Snapshot {
 
 /// Who is told how the publisher task is doing (the daemon's metrics);
 /// the task knows nothing more of it.
-pub trait Observer: Send + Sync {
+pub(crate) trait Observer: Send + Sync {
     /// The publisher's state, after every step of the task.
     fn publisher(&self, snapshot: &Snapshot);
     /// Envelopes written to the spool at shutdown.
@@ -100,7 +100,7 @@ pub fn spawn(
 
 /// [`spawn`], telling `observer` the outbox, deliveries and breaker after
 /// every step.
-pub fn spawn_observed<O: Observer + 'static>(
+pub(crate) fn spawn_observed<O: Observer + 'static>(
     publisher: Publisher,
     stop: CancellationToken,
     grace: Duration,

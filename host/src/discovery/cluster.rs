@@ -39,7 +39,7 @@ pub async fn cluster(
 ///
 /// # Errors
 /// As [`cluster`].
-pub async fn cluster_with_tls(
+pub(crate) async fn cluster_with_tls(
     seeds: &[String],
     tls: &Tls,
     connect_timeout: Duration,
@@ -57,7 +57,7 @@ pub async fn cluster_with_tls(
 ///
 /// # Errors
 /// As [`cluster`].
-pub async fn cluster_at(
+pub(crate) async fn cluster_at(
     seeds: &[Endpoint],
     connect_timeout: Duration,
     response_timeout: Duration,

@@ -14,8 +14,10 @@ use std::collections::HashSet;
 use anyhow::{Context, Result, anyhow, bail};
 use redis::Value;
 
-pub use cluster::{cluster, cluster_at, cluster_with_tls};
-pub use sentinel::{sentinel, sentinel_at, sentinel_with_tls};
+pub use cluster::cluster;
+pub(crate) use cluster::cluster_at;
+pub use sentinel::sentinel;
+pub(crate) use sentinel::sentinel_at;
 
 use crate::redis::allow::Allow;
 use crate::redis::conn::text;
@@ -51,7 +53,7 @@ impl Node {
 
 /// What one cluster or sentinel answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Discovered {
+pub(crate) struct Discovered {
     /// The nodes, masters first, then by host and port.
     pub nodes: Vec<Node>,
     /// Announced nodes left out because they cannot be watched as
@@ -62,7 +64,7 @@ pub struct Discovered {
 
 /// The nodes of one answer an entry may watch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Screened {
+pub(crate) struct Screened {
     /// Nodes inside `allow`, at most `max_nodes`: masters first, then by
     /// address.
     pub kept: Vec<Node>,
@@ -75,7 +77,7 @@ pub struct Screened {
 /// Splits `nodes` by `allow`, then keeps the first `max_nodes` of those
 /// allowed (masters first, then by address: `nodes` come sorted so).
 #[must_use]
-pub fn screen(nodes: Vec<Node>, allow: &Allow, max_nodes: usize) -> Screened {
+pub(crate) fn screen(nodes: Vec<Node>, allow: &Allow, max_nodes: usize) -> Screened {
     let (mut kept, refused): (Vec<Node>, Vec<Node>) =
         nodes.into_iter().partition(|n| allow.host(&n.host));
     let cut = kept.len().saturating_sub(max_nodes);
@@ -118,7 +120,7 @@ pub fn node_url(seed: &str, node: &Node) -> Result<String> {
 ///
 /// # Errors
 /// As [`node_url`].
-pub fn node_url_with(seed: &str, node: &Node, credentials: bool) -> Result<String> {
+pub(crate) fn node_url_with(seed: &str, node: &Node, credentials: bool) -> Result<String> {
     let mut url =
         url::Url::parse(seed).map_err(|e| anyhow!("bad seed URL `{}`: {e}", redact_url(seed)))?;
     if !credentials {

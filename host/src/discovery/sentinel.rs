@@ -46,7 +46,7 @@ pub async fn sentinel(
 ///
 /// # Errors
 /// As [`sentinel`].
-pub async fn sentinel_with_tls(
+pub(crate) async fn sentinel_with_tls(
     sentinels: &[String],
     master: &str,
     tls: &Tls,
@@ -69,7 +69,7 @@ pub async fn sentinel_with_tls(
 ///
 /// # Errors
 /// As [`sentinel`].
-pub async fn sentinel_at(
+pub(crate) async fn sentinel_at(
     sentinels: &[Endpoint],
     master: &str,
     connect_timeout: Duration,

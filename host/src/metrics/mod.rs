@@ -9,7 +9,7 @@
 //! A target's series go when its poller stops, a watcher's when it is
 //! unloaded, so their number stays targets x watchers x 4 levels.
 
-pub mod serve;
+pub(crate) mod serve;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +29,7 @@ use crate::delivery::task::{Observer, Snapshot};
 
 /// Intervals without a completed poll (or a delivery, with envelopes
 /// waiting) after which `/healthz` answers 503.
-pub const STALE_INTERVALS: u32 = 3;
+pub(crate) const STALE_INTERVALS: u32 = 3;
 
 /// A label value from outside (a target's name, a watcher's file name, a
 /// discover entry): backslash, double quote and newline are written as
@@ -105,7 +105,7 @@ fn lateness() -> Histogram {
 const LEVELS: [Level; 4] = [Level::Debug, Level::Info, Level::Warn, Level::Error];
 
 /// Every metric the daemon exports, and what `/healthz` decides on.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     target_up: Family<TargetLabels, Gauge>,
     polls: Family<TargetLabels, Counter>,
@@ -147,7 +147,7 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric; `interval` is the poll interval, `version`
     /// and `abi` go into `lookout_build_info`.
-    pub fn new(interval: Duration, version: &str, abi: &str) -> Self {
+    pub(crate) fn new(interval: Duration, version: &str, abi: &str) -> Self {
         let mut registry = Registry::with_prefix("lookout");
         let m = Self {
             target_up: Family::default(),
@@ -288,7 +288,7 @@ impl Metrics {
 
     /// What discover entry `discover` (as it describes itself) left out of
     /// its last answer.
-    pub fn discover_nodes(&self, discover: &str, refused: usize, cut: usize) {
+    pub(crate) fn discover_nodes(&self, discover: &str, refused: usize, cut: usize) {
         let labels = DiscoverLabels {
             discover: discover.into(),
         };
@@ -305,7 +305,7 @@ impl Metrics {
 
     /// The handles of a target's poller: its series exist from now on
     /// and go when the last handle is dropped.
-    pub fn target(self: &Arc<Self>, key: &str) -> Arc<TargetMetrics> {
+    pub(crate) fn target(self: &Arc<Self>, key: &str) -> Arc<TargetMetrics> {
         let labels = TargetLabels { target: key.into() };
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         // Its first poll is due within one interval.
@@ -341,7 +341,7 @@ impl Metrics {
     ///
     /// # Errors
     /// Formatting failed (it writes to a `String`, so it does not).
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+    pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
@@ -353,7 +353,7 @@ impl Metrics {
     ///
     /// # Errors
     /// The reasons it is unhealthy, joined by `; `.
-    pub fn health(&self) -> Result<(), String> {
+    pub(crate) fn health(&self) -> Result<(), String> {
         let now = self.now_ms();
         let stale = self.interval * STALE_INTERVALS;
         let stale_ms = u64::try_from(stale.as_millis()).unwrap_or(u64::MAX);

@@ -24,7 +24,7 @@ use super::Metrics;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `metrics` on `listener` until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving /metrics and /healthz");
     }

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 
 /// Networks allowed when an entry sets no `allow`: loopback, private
 /// (RFC 1918, IPv6 unique local) and link-local ranges.
-pub const DEFAULT_NETS: [&str; 8] = [
+pub(crate) const DEFAULT_NETS: [&str; 8] = [
     "127.0.0.0/8",
     "::1/128",
     "10.0.0.0/8",

@@ -22,7 +22,7 @@ impl Default for Backoff {
 
 impl Backoff {
     /// Backoff starting at `first` and never exceeding `cap`.
-    pub fn new(first: Duration, cap: Duration) -> Self {
+    pub(crate) fn new(first: Duration, cap: Duration) -> Self {
         Self {
             first,
             cap,
@@ -31,13 +31,13 @@ impl Backoff {
     }
 
     /// The nominal (un-jittered) wait of the next attempt.
-    pub fn nominal(&self) -> Duration {
+    pub(crate) fn nominal(&self) -> Duration {
         let factor = 1u32 << self.attempt.min(20);
         self.first.saturating_mul(factor).min(self.cap)
     }
 
     /// The next wait; each call doubles the nominal wait up to the cap.
-    pub fn next_wait(&mut self) -> Duration {
+    pub(crate) fn next_wait(&mut self) -> Duration {
         let nominal = self.nominal();
         self.attempt = self.attempt.saturating_add(1);
         let low = nominal / 2;
@@ -45,7 +45,7 @@ impl Backoff {
     }
 
     /// Back to the first wait, after a success.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 }

@@ -19,7 +19,7 @@ use super::redact::{instance_of, redact_text};
 use super::tls::TlsFault;
 
 /// Client name of every Lookout connection, shown in CLIENT LIST.
-pub const CLIENT_NAME: &str = "lookout";
+pub(crate) const CLIENT_NAME: &str = "lookout";
 
 /// How many recent connections are remembered per server.
 const OWN_PER_SERVER: usize = 4096;
@@ -33,7 +33,7 @@ static OWN: Mutex<Option<HashMap<String, VecDeque<String>>>> = Mutex::new(None);
 /// `client_name` came from one of this process's connections. The address
 /// of a TCP connection is unique while it is open; a Unix socket's is
 /// shared by all its clients, so there the name must match too.
-pub fn is_own(server: &str, client_addr: &str, client_name: &str) -> bool {
+pub(crate) fn is_own(server: &str, client_addr: &str, client_name: &str) -> bool {
     if client_name != CLIENT_NAME {
         return false;
     }

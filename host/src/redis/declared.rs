@@ -13,7 +13,7 @@ use super::conn::text;
 use super::error::{ServerKind, reply_line};
 
 /// INFO sections outside the default INFO that a watcher may declare.
-pub const INFO_SECTIONS: [&str; 3] = ["commandstats", "errorstats", "latencystats"];
+pub(crate) const INFO_SECTIONS: [&str; 3] = ["commandstats", "errorstats", "latencystats"];
 
 /// One probe to run on a target: a declared probe with its stream key
 /// resolved. Run at most once per poll, whichever watchers declared it.
@@ -223,7 +223,7 @@ impl Ask {
 /// Whether a reply refuses the command for this user (ACL `NOPERM`): the
 /// host then stops asking for a while rather than add an error to the
 /// server's error counters every poll.
-pub fn is_noperm(reply: Option<&Value>) -> bool {
+pub(crate) fn is_noperm(reply: Option<&Value>) -> bool {
     ServerKind::of_reply(reply) == Some(ServerKind::NoPerm)
 }
 
@@ -309,7 +309,7 @@ fn threshold(value: Option<&Value>) -> Option<u64> {
 
 /// Most consumer groups of one stream handed to watchers (in the order
 /// XINFO GROUPS lists them, by name).
-pub const MAX_GROUPS: usize = 1_000;
+pub(crate) const MAX_GROUPS: usize = 1_000;
 
 fn groups(value: &Value) -> anyhow::Result<Vec<Group>> {
     items(value)?

@@ -2,12 +2,12 @@
 //! the probes that build a snapshot (declared probes among them), backoff while a Redis is unreachable,
 //! redaction of passwords, typed errors, and TLS.
 
-pub mod allow;
-pub mod backoff;
-pub mod conn;
-pub mod declared;
-pub mod endpoint;
-pub mod error;
-pub mod probe;
-pub mod redact;
-pub mod tls;
+pub(crate) mod allow;
+pub(crate) mod backoff;
+pub(crate) mod conn;
+pub(crate) mod declared;
+pub(crate) mod endpoint;
+pub(crate) mod error;
+pub(crate) mod probe;
+pub(crate) mod redact;
+pub(crate) mod tls;

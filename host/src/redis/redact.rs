@@ -33,7 +33,7 @@ fn decode(text: &str) -> String {
 /// Returns `url` with its password (and user info, when the URL does not
 /// parse) and the values of password-like query parameters (`pass`,
 /// `password`, ...) replaced by `***`.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     if let Ok(mut parsed) = url::Url::parse(url) {
         if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
             return hide_userinfo(url);
@@ -98,7 +98,7 @@ fn secrets(url: &str) -> Vec<String> {
 
 /// Replaces any appearance of a secret of `url` (its password, a `pass=`
 /// parameter) inside `text`.
-pub fn redact_text(text: &str, url: &str) -> String {
+pub(crate) fn redact_text(text: &str, url: &str) -> String {
     secrets(url)
         .iter()
         .fold(text.to_owned(), |t, s| t.replace(s.as_str(), "***"))
@@ -106,7 +106,7 @@ pub fn redact_text(text: &str, url: &str) -> String {
 
 /// The `host:port` (or socket path) a Redis URL points at, for the
 /// `instance` field and log lines; never includes credentials.
-pub fn instance_of(url: &str) -> String {
+pub(crate) fn instance_of(url: &str) -> String {
     match redis::Client::open(url) {
         Ok(client) => match client.get_connection_info().addr() {
             redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),

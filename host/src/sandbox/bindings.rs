@@ -7,7 +7,7 @@
 
 /// `lookout:watcher@0.3.0` (`wit/versions/0.3.0`), the current version:
 /// the types the rest of the host works with.
-pub mod v0_3_0 {
+pub(super) mod v0_3_0 {
     #![allow(missing_docs)]
     wasmtime::component::bindgen!({
         path: "../wit/versions/0.3.0",
@@ -18,7 +18,7 @@ pub mod v0_3_0 {
 
 /// `lookout:watcher@0.2.0` (`wit/versions/0.2.0`), before declared probes:
 /// watchers built for it keep loading.
-pub mod v0_2_0 {
+pub(super) mod v0_2_0 {
     #![allow(missing_docs)]
     wasmtime::component::bindgen!({
         path: "../wit/versions/0.2.0",

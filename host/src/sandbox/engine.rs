@@ -13,19 +13,19 @@ use wasmtime::component::{Component, Linker};
 use super::bindings::{v0_2_0, v0_3_0};
 use super::limits::WatcherLimits;
 use super::store::{FleetBudget, HostState};
+use crate::delivery::envelope::fields;
 use crate::delivery::envelope::{Emitted, Level};
-use crate::fields;
 
 /// WIT package this host speaks.
 pub const PACKAGE: &str = "lookout:watcher";
 /// Version of [`PACKAGE`].
 pub const VERSION: &str = "0.3.0";
 /// The interface a watcher exports.
-pub const EXPORT: &str = "lookout:watcher/plugin@0.3.0";
+pub(crate) const EXPORT: &str = "lookout:watcher/plugin@0.3.0";
 /// Older versions of [`PACKAGE`] this host still loads.
-pub const LEGACY_VERSION: &str = "0.2.0";
+pub(crate) const LEGACY_VERSION: &str = "0.2.0";
 /// The interface a [`LEGACY_VERSION`] watcher exports.
-pub const LEGACY_EXPORT: &str = "lookout:watcher/plugin@0.2.0";
+pub(crate) const LEGACY_EXPORT: &str = "lookout:watcher/plugin@0.2.0";
 
 /// A compiled, checked and pre-linked watcher component; cheap to clone and
 /// shared by every target's instances.
@@ -249,7 +249,7 @@ pub enum Layout {
 
 /// Watcher instances a process may run before it uses [`Layout::Compact`]:
 /// 1,000 fast-layout memories reserve 4 TiB of the 128 TiB address space.
-pub const COMPACT_FROM: usize = 1_000;
+pub(crate) const COMPACT_FROM: usize = 1_000;
 
 impl Layout {
     /// The layout for about `instances` watcher instances.
@@ -321,7 +321,7 @@ fn small_instances(config: &mut wasmtime::Config) {
 ///
 /// # Errors
 /// Unreadable, over `max_bytes`, not WebAssembly, or a core module.
-pub fn read_checked(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+pub(crate) fn read_checked(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
     let shown = path.display();
     let size = std::fs::metadata(path)
         .with_context(|| format!("reading watcher {shown}"))?

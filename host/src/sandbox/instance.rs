@@ -23,7 +23,7 @@ use super::engine::{Compiled, Engine, Pre};
 use super::limits::WatcherLimits;
 use super::stdio::LogPipe;
 use super::store::{HostState, Limiter};
-pub use super::trap::Trap;
+pub(crate) use super::trap::Trap;
 use super::trap::clip;
 
 /// Fuel between two yields of running wasm to the async runtime: about a

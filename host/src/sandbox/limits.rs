@@ -149,15 +149,15 @@ pub struct Limits {
 }
 
 /// Default of `limits.snapshots_mib`.
-pub const SNAPSHOTS_MIB: usize = 256;
+pub(crate) const SNAPSHOTS_MIB: usize = 256;
 
 /// Accepted range of `limits.snapshots_mib`.
-pub const SNAPSHOTS_MIB_RANGE: (i64, i64) = (1, 65_536);
+pub(crate) const SNAPSHOTS_MIB_RANGE: (i64, i64) = (1, 65_536);
 
-pub use crate::redis::probe::MAX_CLIENTS_LISTED;
+pub(crate) use crate::redis::probe::MAX_CLIENTS_LISTED;
 
 /// Accepted range of `limits.max_clients_listed`.
-pub const CLIENTS_LISTED_RANGE: (i64, i64) = (1, 1_000_000);
+pub(crate) const CLIENTS_LISTED_RANGE: (i64, i64) = (1, 1_000_000);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -282,7 +282,7 @@ fn shown(l: &WatcherLimits) -> Value {
 
 /// Accepted range of every numeric key, inclusive, with its unit; the
 /// README's `[limits]` section documents the same table.
-pub const RANGES: [(&str, i64, i64, &str); 14] = [
+pub(crate) const RANGES: [(&str, i64, i64, &str); 14] = [
     ("call_deadline_ms", 1, 600_000, "milliseconds"),
     ("memory_mib", 1, 4096, "MiB"),
     ("fleet_memory_mib", 1, 1 << 20, "MiB"),
@@ -300,9 +300,9 @@ pub const RANGES: [(&str, i64, i64, &str); 14] = [
 ];
 
 /// Shortest `interval_s`, seconds: one millisecond.
-pub const MIN_INTERVAL_S: f64 = 0.001;
+pub(crate) const MIN_INTERVAL_S: f64 = 0.001;
 /// Longest `interval_s`, seconds: one week.
-pub const MAX_INTERVAL_S: f64 = 604_800.0;
+pub(crate) const MAX_INTERVAL_S: f64 = 604_800.0;
 
 fn apply(mut l: WatcherLimits, o: &LimitsFile, origin: &str, table: &str) -> Result<WatcherLimits> {
     let check = |key: &str, value: Option<i64>| -> Result<Option<u64>> {

@@ -4,14 +4,16 @@
 
 mod bindings;
 mod convert;
-pub mod engine;
-pub mod instance;
-pub mod limits;
-pub mod output;
-pub mod stdio;
+pub(crate) mod engine;
+pub(crate) mod instance;
+pub(crate) mod limits;
+pub(crate) mod output;
+pub(crate) mod stdio;
 mod store;
-pub mod trap;
+pub(crate) mod trap;
 
 pub use bindings::wit;
-pub use engine::{Compiled, Engine};
-pub use instance::{Instance, Trap};
+pub(crate) use engine::Compiled;
+pub use engine::Engine;
+pub use instance::Instance;
+pub(crate) use instance::Trap;

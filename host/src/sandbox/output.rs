@@ -13,7 +13,7 @@ use super::wit;
 use crate::delivery::envelope::{CallCaps, Emitted, HOST_FIELDS, Level};
 
 /// Longest field name, bytes.
-pub const MAX_FIELD_NAME_BYTES: usize = 64;
+pub(crate) const MAX_FIELD_NAME_BYTES: usize = 64;
 
 /// How much of one call's output was over the caps.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +34,14 @@ pub(crate) struct Cut {
 
 impl Cut {
     /// Whether anything was cut.
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         *self != Self::default()
     }
 }
 
 /// Whether `name` may name a field: 1 to [`MAX_FIELD_NAME_BYTES`] ASCII
 /// letters, digits, `_`, `-` or `.`.
-pub fn is_field_name(name: &str) -> bool {
+pub(crate) fn is_field_name(name: &str) -> bool {
     (1..=MAX_FIELD_NAME_BYTES).contains(&name.len())
         && name
             .bytes()

@@ -14,9 +14,9 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
 /// Lines a watcher may log per second and stream before the rest is dropped.
-pub const LINES_PER_SECOND: u32 = 20;
+pub(crate) const LINES_PER_SECOND: u32 = 20;
 /// Longest line kept; the rest of a longer line is cut.
-pub const MAX_LINE: usize = 1024;
+pub(crate) const MAX_LINE: usize = 1024;
 
 #[derive(Debug)]
 struct State {
@@ -36,7 +36,7 @@ pub(crate) struct LogPipe {
 
 impl LogPipe {
     /// A pipe for `watcher`'s `stream` ("stdout" or "stderr").
-    pub fn new(watcher: &str, stream: &'static str) -> Self {
+    pub(crate) fn new(watcher: &str, stream: &'static str) -> Self {
         Self {
             watcher: Arc::from(watcher),
             stream,

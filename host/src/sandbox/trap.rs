@@ -85,11 +85,11 @@ impl Trap {
 
 /// Most bytes kept of a text a watcher controls or causes (a trap's
 /// description, a `configure` error) before it goes into logs and events.
-pub const MAX_TEXT_BYTES: usize = 512;
+pub(crate) const MAX_TEXT_BYTES: usize = 512;
 
 /// `text` cut to at most [`MAX_TEXT_BYTES`] on a char boundary, saying how
 /// much was cut.
-pub fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     if text.len() <= MAX_TEXT_BYTES {
         return text.to_owned();
     }

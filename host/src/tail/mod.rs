@@ -4,7 +4,7 @@
 //! The bus is dialled as `lookout run` dials it: TLS settings and
 //! credentials beside the URL apply.
 
-pub mod render;
+pub(crate) mod render;
 
 use std::future::Future;
 use std::io::Write;
@@ -28,7 +28,7 @@ const BATCH: u64 = 100;
 
 /// What to follow and how to print it.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// The bus: its URL (may hold a password: shown redacted), TLS
     /// settings and credentials.
     pub endpoint: Endpoint,
@@ -53,7 +53,7 @@ pub struct Options {
 
 /// A consumer group membership.
 #[derive(Debug, Clone)]
-pub struct Group {
+pub(crate) struct Group {
     /// Group name, created (with the stream) when missing.
     pub name: String,
     /// Consumer name within it.
@@ -61,7 +61,7 @@ pub struct Group {
 }
 
 /// The default consumer name: `HOST-PID`.
-pub fn default_consumer() -> String {
+pub(crate) fn default_consumer() -> String {
     let host = hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -79,7 +79,7 @@ pub fn default_consumer() -> String {
 /// its TLS settings do not fit it (a certificate not verified, a client
 /// certificate asked for: retrying cannot fix that), or writing to `out`
 /// failed.
-pub async fn tail(
+pub(crate) async fn tail(
     options: &Options,
     out: &mut impl Write,
     shutdown: impl Future<Output = ()>,

@@ -11,7 +11,7 @@ use crate::untrusted::{escape, is_invisible, json_c1};
 
 /// Why a stream entry is not an envelope.
 #[derive(Debug, thiserror::Error)]
-pub enum EntryError {
+pub(crate) enum EntryError {
     /// A key of the wire format is absent.
     #[error("no `{0}` field")]
     Missing(&'static str),
@@ -31,7 +31,7 @@ pub enum EntryError {
 ///
 /// # Errors
 /// Anything but `debug`, `info`, `warn` or `error`.
-pub fn parse_level(text: &str) -> Result<Level, String> {
+pub(crate) fn parse_level(text: &str) -> Result<Level, String> {
     match text {
         "debug" => Ok(Level::Debug),
         "info" => Ok(Level::Info),
@@ -49,7 +49,7 @@ pub fn parse_level(text: &str) -> Result<Level, String> {
 ///
 /// # Errors
 /// A key is missing or holds something of the wrong kind.
-pub fn envelope_from_entry(pairs: &[(String, String)]) -> Result<Envelope, EntryError> {
+pub(crate) fn envelope_from_entry(pairs: &[(String, String)]) -> Result<Envelope, EntryError> {
     let get = |key: &'static str| {
         pairs
             .iter()
@@ -97,7 +97,7 @@ pub fn envelope_from_entry(pairs: &[(String, String)]) -> Result<Envelope, Entry
 
 /// Which envelopes are printed; an empty list lets every value through.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Envelopes at this level or above.
     pub min_level: Option<Level>,
     /// Envelopes whose `target` is one of these.
@@ -108,7 +108,7 @@ pub struct Filter {
 
 impl Filter {
     /// Whether `env` passes every filter.
-    pub fn matches(&self, env: &Envelope) -> bool {
+    pub(crate) fn matches(&self, env: &Envelope) -> bool {
         let instance = env.fields.get("instance").and_then(Value::as_str);
         self.min_level.is_none_or(|min| env.level >= min)
             && (self.targets.is_empty() || self.targets.contains(&env.target))
@@ -119,7 +119,7 @@ impl Filter {
 
 /// How envelopes are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// The envelope's JSON as published, one per line.
     Json,
     /// Aligned lines for a person, with ANSI colours when `colour`.
@@ -146,7 +146,7 @@ fn level_colour(level: Level) -> &'static str {
 /// Turns envelopes into lines. Columns widen to the widest instance and
 /// target seen so far, so lines stay aligned as the fleet shows itself.
 #[derive(Debug)]
-pub struct Printer {
+pub(crate) struct Printer {
     format: Format,
     instance_width: usize,
     target_width: usize,
@@ -154,7 +154,7 @@ pub struct Printer {
 
 impl Printer {
     /// A printer in `format`.
-    pub fn new(format: Format) -> Self {
+    pub(crate) fn new(format: Format) -> Self {
         Self {
             format,
             // `127.0.0.1:6379` and `memory-pressure` fit from the start.
@@ -169,7 +169,7 @@ impl Printer {
     /// and bidirectional or other invisible format characters become
     /// visible `\u{..}` escapes; the JSON line is the envelope as
     /// published, with C1 controls (which JSON allows raw) as `\u00XX`.
-    pub fn line(&mut self, env: &Envelope) -> String {
+    pub(crate) fn line(&mut self, env: &Envelope) -> String {
         let colour = match self.format {
             Format::Json => return json_c1(&env.to_json()),
             Format::Human { colour } => colour,
@@ -245,7 +245,7 @@ fn field_value(value: &Value) -> String {
 mod tests {
     use super::*;
     use crate::delivery::envelope::Origin;
-    use crate::fields;
+    use crate::delivery::envelope::fields;
 
     fn entry(env: &Envelope) -> Vec<(String, String)> {
         env.stream_fields()

@@ -148,10 +148,10 @@ impl Discover {
 
 /// `refresh_s` of a `[[discover]]` entry (messages name it with the
 /// entry, `discover[0].refresh_s`).
-pub const REFRESH_S: SecondsKey = SecondsKey::new("refresh_s", 30.0);
+pub(crate) const REFRESH_S: SecondsKey = SecondsKey::new("refresh_s", 30.0);
 
 /// `max_nodes` of a `[[discover]]` entry.
-pub const MAX_NODES: IntKey = IntKey::new("max_nodes", 1000, 1..=100_000);
+pub(crate) const MAX_NODES: IntKey = IntKey::new("max_nodes", 1000, 1..=100_000);
 
 /// The `[[discover]]` entries, each over the `[tls]` table `tls`.
 ///
@@ -159,7 +159,11 @@ pub const MAX_NODES: IntKey = IntKey::new("max_nodes", 1000, 1..=100_000);
 /// An entry that fails its checks, or that an earlier entry already
 /// discovers; the message names the key (`discover[1].cluster`) at
 /// `origin`.
-pub fn resolve(entries: &[DiscoverFile], tls: &Tls, origin: &Origin) -> Result<Vec<Discover>> {
+pub(crate) fn resolve(
+    entries: &[DiscoverFile],
+    tls: &Tls,
+    origin: &Origin,
+) -> Result<Vec<Discover>> {
     let discover = entries
         .iter()
         .enumerate()

@@ -3,8 +3,8 @@
 //! that find more ([`discover`]), and the shard of them this process owns
 //! ([`shard`]).
 
-pub mod discover;
-pub mod shard;
+pub(crate) mod discover;
+pub(crate) mod shard;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub use discover::{Discover, DiscoverFile, Source};
-pub use shard::{Shard, hashmod};
+pub(crate) use discover::{Discover, DiscoverFile, Source};
+pub(crate) use shard::{Shard, hashmod};
 
 use crate::checks::{Origin, check_url, own_tls_needs_rediss};
 use crate::redis::allow::Allow;
@@ -160,7 +160,7 @@ fn address_key(url: &str) -> String {
 /// a `tls` table beside a URL that is not `rediss://`, unusable TLS files
 /// or credentials; the message names the key (`targets[1].url`) at
 /// `origin`.
-pub fn resolve(entries: &[TargetFile], tls: &Tls, origin: &Origin) -> Result<Vec<Target>> {
+pub(crate) fn resolve(entries: &[TargetFile], tls: &Tls, origin: &Origin) -> Result<Vec<Target>> {
     let mut targets: Vec<Target> = Vec::with_capacity(entries.len());
     for (i, t) in entries.iter().enumerate() {
         let key = format!("targets[{i}]");

@@ -62,7 +62,7 @@ impl std::fmt::Display for Shard {
 /// Prometheus' `hashmod`: MD5 of `key`, its bytes 8 to 15 as a big-endian
 /// `u64`, modulo `modulus` (at least 1).
 #[must_use]
-pub fn hashmod(key: &str, modulus: u64) -> u64 {
+pub(crate) fn hashmod(key: &str, modulus: u64) -> u64 {
     let digest = Md5::digest(key.as_bytes());
     let mut tail = [0u8; 8];
     tail.copy_from_slice(&digest[8..16]);

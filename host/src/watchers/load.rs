@@ -55,7 +55,7 @@ pub struct Loaded {
 }
 
 /// File stem of a watcher path.
-pub fn name_of(path: &Path) -> String {
+pub(crate) fn name_of(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -67,7 +67,7 @@ pub fn name_of(path: &Path) -> String {
 ///
 /// # Errors
 /// The `.wasm` cannot be read.
-pub fn signature(path: &Path, settings: &Settings) -> Result<u64> {
+pub(crate) fn signature(path: &Path, settings: &Settings) -> Result<u64> {
     let name = name_of(path);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     std::fs::read(path)
@@ -188,25 +188,25 @@ pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<L
 }
 
 /// Longest watcher name and config key, bytes.
-pub const MAX_NAME_BYTES: usize = 64;
+pub(crate) const MAX_NAME_BYTES: usize = 64;
 /// Longest version string, bytes.
-pub const MAX_VERSION_BYTES: usize = 64;
+pub(crate) const MAX_VERSION_BYTES: usize = 64;
 /// Longest description (of the watcher or of a config key), bytes.
-pub const MAX_DESCRIPTION_BYTES: usize = 1024;
+pub(crate) const MAX_DESCRIPTION_BYTES: usize = 1024;
 /// Longest text default of a config key, bytes.
-pub const MAX_DEFAULT_BYTES: usize = 4096;
+pub(crate) const MAX_DEFAULT_BYTES: usize = 4096;
 /// Most config keys a watcher declares.
-pub const MAX_CONFIG_KEYS: usize = 64;
+pub(crate) const MAX_CONFIG_KEYS: usize = 64;
 /// Most INFO fields and sections a watcher declares (together), and the
 /// longest of their names, bytes.
-pub const MAX_NEEDS: (usize, usize) = (256, 128);
+pub(crate) const MAX_NEEDS: (usize, usize) = (256, 128);
 /// Most probes a watcher declares.
-pub const MAX_PROBES: usize = 16;
+pub(crate) const MAX_PROBES: usize = 16;
 /// Most stream keys one XINFO probe's setting lists, and the longest key,
 /// bytes.
-pub const MAX_STREAM_KEYS: (usize, usize) = (64, 1024);
+pub(crate) const MAX_STREAM_KEYS: (usize, usize) = (64, 1024);
 /// Largest declared cadence: every this many polls, or this many ms.
-pub const MAX_CADENCE: (u32, u64) = (1_000_000, 604_800_000);
+pub(crate) const MAX_CADENCE: (u32, u64) = (1_000_000, 604_800_000);
 
 /// The first few characters of `text`, quoted, for error messages about a
 /// string that may be huge.
@@ -246,7 +246,7 @@ fn check_len(what: &str, text: &str, max: usize) -> Result<()> {
 ///
 /// # Errors
 /// The first thing out of bounds, named.
-pub fn check_manifest(m: &wit::Manifest) -> Result<()> {
+pub(crate) fn check_manifest(m: &wit::Manifest) -> Result<()> {
     if m.name.eq_ignore_ascii_case(HOST_TARGET) {
         bail!(
             "the name `{}` is reserved for the host's own events",

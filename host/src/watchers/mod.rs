@@ -2,8 +2,8 @@
 //! settings, the per-target supervisor that runs and restarts instances,
 //! and hot reload.
 
-pub mod load;
-pub mod reload;
-pub mod settings;
-pub mod supervisor;
+pub(crate) mod load;
+pub(crate) mod reload;
+pub(crate) mod settings;
+pub(crate) mod supervisor;
 mod view;

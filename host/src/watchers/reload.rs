@@ -16,20 +16,20 @@ use tokio::sync::mpsc;
 use super::load::{Loaded, load, name_of, signature};
 use super::supervisor::Listed;
 use crate::config::Settings;
+use crate::delivery::envelope::fields;
 use crate::delivery::envelope::{Emitted, Level};
-use crate::fields;
 use crate::sandbox::Engine;
 
 /// How long files must stay unchanged before they are loaded, so a copy in
 /// progress is not taken for a broken watcher.
-pub const SETTLE: Duration = Duration::from_millis(300);
+pub(crate) const SETTLE: Duration = Duration::from_millis(300);
 
 /// Watches the plugins folder and the config file's folder; each change
 /// sends a unit on `tx`. Watching stops when the returned watcher drops.
 ///
 /// # Errors
 /// The folders cannot be watched.
-pub fn watch(
+pub(crate) fn watch(
     plugins: &Path,
     config: Option<&Path>,
     tx: mpsc::UnboundedSender<()>,
@@ -109,7 +109,7 @@ fn check_folder(dir: &Path) -> Result<()> {
 ///
 /// # Errors
 /// The folder is missing or unreadable.
-pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>> {
     check_folder(dir)?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading plugins folder {}", dir.display()))?

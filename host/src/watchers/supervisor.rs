@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::load::Spec;
+use crate::delivery::envelope::fields;
 use crate::delivery::envelope::{Emitted, Level};
-use crate::fields;
 use crate::metrics::{TargetMetrics, WatcherMetrics};
 use crate::redis::probe::{Probes, SlowEntry, Snapshot};
 use crate::sandbox::limits::Cadence;
@@ -55,7 +55,7 @@ struct Slot {
 
 /// Most SLOWLOG entries kept for one watcher between its runs, unless the
 /// supervisor is given another bound (the daemon's is `slowlog_count`).
-pub const BACKLOG_MAX: usize = 10_000;
+pub(crate) const BACKLOG_MAX: usize = 10_000;
 
 /// How many SLOWLOG entries a watcher's backlog holds at most, and the key
 /// that sets it, for messages.
@@ -207,7 +207,7 @@ pub(crate) struct Supervisor {
 impl Supervisor {
     /// An empty supervisor building instances with `engine`; `interval` is
     /// the poll interval, used to plan the next poll's probes.
-    pub fn new(engine: Engine, interval: Duration) -> Self {
+    pub(crate) fn new(engine: Engine, interval: Duration) -> Self {
         Self {
             engine,
             slots: Vec::new(),
@@ -224,7 +224,7 @@ impl Supervisor {
     /// runs (the target's `slowlog_count`: what one read fetches), older
     /// ones reported as dropped; a call is never handed more.
     #[must_use]
-    pub fn with_backlog(mut self, max: usize) -> Self {
+    pub(crate) fn with_backlog(mut self, max: usize) -> Self {
         self.backlog = Bound {
             max: max.max(1),
             key: Some("slowlog_count"),
@@ -233,7 +233,7 @@ impl Supervisor {
     }
 
     /// Counts calls, failures, restarts and events into `metrics`.
-    pub fn set_metrics(&mut self, metrics: Arc<TargetMetrics>) {
+    pub(crate) fn set_metrics(&mut self, metrics: Arc<TargetMetrics>) {
         for slot in &mut self.slots {
             slot.metrics = Some(metrics.watcher(&slot.spec.name));
         }
@@ -243,7 +243,7 @@ impl Supervisor {
     /// Adds a watcher, or replaces the one with the same name (its state
     /// and any quarantine go with it). Without an `instance`, one is built
     /// before its first run.
-    pub fn install(&mut self, spec: Arc<Spec>, instance: Option<Instance>) {
+    pub(crate) fn install(&mut self, spec: Arc<Spec>, instance: Option<Instance>) {
         let mut slot = Slot {
             spec,
             instance,
@@ -282,14 +282,14 @@ impl Supervisor {
     }
 
     /// Unloads the watcher named `name`; whether it was there.
-    pub fn remove(&mut self, name: &str) -> bool {
+    pub(crate) fn remove(&mut self, name: &str) -> bool {
         let before = self.slots.len();
         self.slots.retain(|s| s.spec.name != name);
         self.slots.len() != before
     }
 
     /// Every INFO field and section the installed watchers read.
-    pub fn info_needs(&self) -> (Vec<String>, Vec<String>) {
+    pub(crate) fn info_needs(&self) -> (Vec<String>, Vec<String>) {
         let fields = self
             .slots
             .iter()
@@ -320,7 +320,7 @@ impl Supervisor {
     }
 
     /// Probes needed by the watchers due at poll number `poll` at `now`.
-    pub fn plan(&self, poll: u64, now: Instant) -> Probes {
+    pub(crate) fn plan(&self, poll: u64, now: Instant) -> Probes {
         self.slots.iter().filter(|s| Self::due(s, poll, now)).fold(
             Probes::default(),
             |mut acc, s| {
@@ -334,7 +334,7 @@ impl Supervisor {
     /// after the other, each under its own deadline, and returns their
     /// capped events, the host's notices about failures, restarts and
     /// quarantines, and the probes the next poll will need.
-    pub async fn poll(
+    pub(crate) async fn poll(
         &mut self,
         poll: u64,
         instance: &str,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::fields;
+use crate::delivery::envelope::fields;
 use crate::redis::error::ServerKind;
 
 /// One write the bus refused with an error reply.

@@ -29,7 +29,7 @@ use super::breaker::{Breaker, BreakerSettings};
 use super::envelope::{Emitted, Envelope, Level, Origin};
 use super::outbox::{Caps, Counts, Outbox};
 use super::spool::{COMPACT_FLOOR, HEADER, Note, Replay, Spool};
-use crate::fields;
+use crate::delivery::envelope::fields;
 use diagnose::{Diagnosis, Warning};
 
 mod bus;
@@ -40,12 +40,11 @@ mod memory;
 mod model_tests;
 mod sink;
 
-pub use bus::{Bus, Queued, Replies};
-pub use diagnose::Refusal;
+pub(crate) use bus::{Bus, Queued, Replies};
 pub use sink::Sink;
 
 /// Envelopes per pipelined batch.
-pub const BATCH: usize = 500;
+pub(crate) const BATCH: usize = 500;
 
 /// Buffers envelopes and sends them to the bus through the breaker.
 pub struct Publisher<B = Sink> {

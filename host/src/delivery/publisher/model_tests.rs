@@ -23,10 +23,10 @@ use proptest::test_runner::Config;
 use super::memory::MemoryBus;
 use super::{BATCH, Publisher};
 use crate::delivery::breaker::{BreakerSettings, State};
+use crate::delivery::envelope::fields;
 use crate::delivery::envelope::{Envelope, HOST_TARGET, Level, Origin};
 use crate::delivery::outbox::{Caps, DropPolicy};
 use crate::delivery::spool::Spool;
-use crate::fields;
 
 /// Recovery time after which an open breaker probes at once.
 const NOW: Duration = Duration::ZERO;

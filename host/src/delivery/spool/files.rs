@@ -12,11 +12,11 @@ use rustix::fs::{FlockOperation, Mode, OFlags, flock};
 use rustix::io::Errno;
 
 /// Name of the lock file in the spool folder.
-pub const LOCK: &str = "lock";
+pub(super) const LOCK: &str = "lock";
 
 /// How a spool file is opened.
 #[derive(Debug, Clone, Copy)]
-pub enum How {
+pub(super) enum How {
     /// Reading what is there.
     Read,
     /// Appending, created if missing.
@@ -31,7 +31,7 @@ pub enum How {
 ///
 /// # Errors
 /// It cannot be created.
-pub fn folder(dir: &Path) -> Result<()> {
+pub(super) fn folder(dir: &Path) -> Result<()> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -46,7 +46,7 @@ pub fn folder(dir: &Path) -> Result<()> {
 /// # Errors
 /// It is a symbolic link or not a regular file, or the open failed; the
 /// message names the path.
-pub fn open(path: &Path, how: How) -> Result<File> {
+pub(super) fn open(path: &Path, how: How) -> Result<File> {
     // NONBLOCK: a FIFO planted there must not hang the open; it does
     // nothing to a regular file.
     let common = OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
@@ -88,7 +88,7 @@ pub fn open(path: &Path, how: How) -> Result<File> {
 /// kernel releases it when the process ends, however it ends), holding the
 /// pid of the process that has it.
 #[derive(Debug)]
-pub struct FolderLock {
+pub(super) struct FolderLock {
     _file: File,
 }
 
@@ -99,7 +99,7 @@ impl FolderLock {
     /// # Errors
     /// Another process holds it (the message names the folder and that
     /// process's pid), or the lock file cannot be opened or written.
-    pub fn take(dir: &Path) -> Result<Self> {
+    pub(super) fn take(dir: &Path) -> Result<Self> {
         let path = dir.join(LOCK);
         let mut file = open(&path, How::Lock)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {

@@ -18,7 +18,7 @@ use crate::redis::error::ServerKind;
 pub(super) const REFUSED_RETRY: Duration = Duration::from_secs(60);
 
 /// Default of `limits.max_clients_listed`.
-pub const MAX_CLIENTS_LISTED: u64 = 10_000;
+pub(crate) const MAX_CLIENTS_LISTED: u64 = 10_000;
 
 /// What the declared probes hold back between polls of one server.
 pub(super) struct Asks {

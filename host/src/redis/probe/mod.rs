@@ -15,8 +15,10 @@ mod prober;
 mod slowlog;
 mod snapshot;
 
-pub use asks::MAX_CLIENTS_LISTED;
+pub(crate) use asks::MAX_CLIENTS_LISTED;
 pub use info::parse_info;
-pub use prober::{ProbeError, Prober};
-pub use slowlog::{SLOWLOG_REREADS, parse_slowlog};
-pub use snapshot::{Gap, InfoField, Notice, Probes, SlowEntry, Snapshot};
+pub(crate) use prober::ProbeError;
+pub use prober::Prober;
+pub(crate) use slowlog::SLOWLOG_REREADS;
+pub(crate) use snapshot::{Gap, InfoField, Notice};
+pub use snapshot::{Probes, SlowEntry, Snapshot};

@@ -288,7 +288,7 @@ impl Prober {
                         .is_none();
                     snapshot.probes.slowlog = false;
                     if first {
-                        notices.push(Notice::SlowlogRefused(refusal(
+                        notices.push(Notice::Refused(refusal(
                             &self.conn.redacted_url(),
                             "SLOWLOG GET",
                             &ServerKind::NoPerm,
@@ -298,7 +298,7 @@ impl Prober {
                 }
                 reply => {
                     if self.slowlog_refused_until.take().is_some() {
-                        notices.push(Notice::SlowlogAllowed);
+                        notices.push(Notice::Allowed);
                     }
                     let newest = parse_slowlog(
                         reply

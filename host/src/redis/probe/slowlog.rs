@@ -27,7 +27,7 @@ const SLACK: u64 = 32;
 /// commands than the slack covers). Past it what is missing is a gap: a
 /// server whose answers never reach back costs a poll this many more
 /// reads, never a loop.
-pub const SLOWLOG_REREADS: u32 = 1;
+pub(crate) const SLOWLOG_REREADS: u32 = 1;
 
 /// Arguments of one SLOWLOG entry kept, the last one saying how many more
 /// there were (Redis itself logs at most 32).
@@ -139,7 +139,7 @@ impl Slowlog {
             match read.next(from, &entries) {
                 Next::Done => break entries,
                 Next::Gap { first, last, cause } => {
-                    notices.push(Notice::SlowlogGap { first, last, cause });
+                    notices.push(Notice::Gap { first, last, cause });
                     break entries;
                 }
                 Next::Again(more) => {
@@ -233,7 +233,7 @@ fn int(value: Option<&Value>) -> Result<i64> {
 ///
 /// # Errors
 /// The reply is not the documented array of entries.
-pub fn parse_slowlog(value: &Value) -> Result<Vec<SlowEntry>> {
+pub(crate) fn parse_slowlog(value: &Value) -> Result<Vec<SlowEntry>> {
     let Value::Array(items) = value else {
         bail!(
             "SLOWLOG GET: expected an array, got {}",

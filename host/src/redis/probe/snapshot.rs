@@ -101,11 +101,12 @@ impl Snapshot {
     }
 }
 
-/// Something a poll's probes met that the operator should hear about.
+/// Something a poll's SLOWLOG reads met that the operator should hear
+/// about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// SLOWLOG entries `first..=last` were logged but could not be read.
-    SlowlogGap {
+    Gap {
         /// First missed id.
         first: u64,
         /// Last missed id.
@@ -114,9 +115,9 @@ pub enum Notice {
         cause: Gap,
     },
     /// SLOWLOG was refused for this user; switched off for a while.
-    SlowlogRefused(String),
+    Refused(String),
     /// SLOWLOG is allowed again.
-    SlowlogAllowed,
+    Allowed,
 }
 
 /// Why SLOWLOG entries could not be read.
