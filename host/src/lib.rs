@@ -33,6 +33,8 @@
 //!   (`publisher`: its `bus`, the Redis pipeline in `sink`, refusals in
 //!   `diagnose`) and the task that owns them (`task`), heartbeats
 //!   (`heartbeat`), their settings (`settings`).
+//! - `alerts`: conditions that fire and resolve, the watchers' and the
+//!   host's own: the active set and its board (`mod.rs`).
 //! - `daemon`: the tasks wired together: start-up (`start`), the run loop
 //!   and shutdown (`run`), the host's own events (`events`), one poller per
 //!   watched Redis (`poller`, its desired state in `inbox`, `lateness`),
@@ -52,6 +54,7 @@
 
 #![warn(unreachable_pub)]
 
+mod alerts;
 mod authoring;
 mod checks;
 mod commands;

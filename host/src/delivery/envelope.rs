@@ -74,6 +74,83 @@ pub struct Envelope {
     pub msg: String,
     /// Structured detail; always holds `instance`.
     pub fields: Map<String, Value>,
+    /// The condition this event starts or ends, if any; absent from the
+    /// JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<EnvelopeCondition>,
+}
+
+/// Whether an event starts or ends a condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConditionState {
+    /// The condition holds from now on.
+    Firing,
+    /// The condition no longer holds.
+    Resolved,
+}
+
+#[allow(dead_code)]
+impl ConditionState {
+    /// Lower-case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+        }
+    }
+}
+
+/// What an event says about a condition: a watcher's (ABI 0.4.0) or the
+/// host's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// A stable name of what holds, `over-max-lag`.
+    pub kind: String,
+    /// What it is about within the watcher and target, `jobs/workers`.
+    pub key: String,
+    /// Starts or ends.
+    pub state: ConditionState,
+    /// Where an operator reads what to do, an http(s) URL.
+    pub runbook: Option<String>,
+}
+
+/// The envelope's top-level `condition` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeCondition {
+    /// [`Condition::kind`].
+    pub kind: String,
+    /// [`Condition::key`].
+    pub key: String,
+    /// Starts or ends.
+    pub state: ConditionState,
+    /// [`fingerprint`] of the target, watcher, kind and key: the same for
+    /// every envelope of one condition, across restarts and processes.
+    pub fingerprint: String,
+    /// [`Condition::runbook`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
+}
+
+/// The identity of a condition: 16 lower-case hex digits of the MD5 of the
+/// target's key (`Target::key`), the watcher (the envelope `target`), the
+/// kind and the key, joined by NUL bytes.
+#[allow(dead_code)]
+pub(crate) fn fingerprint(target_key: &str, watcher: &str, kind: &str, key: &str) -> String {
+    use md5::{Digest, Md5};
+    let mut hash = Md5::new();
+    for (i, part) in [target_key, watcher, kind, key].into_iter().enumerate() {
+        if i > 0 {
+            hash.update([0u8]);
+        }
+        hash.update(part.as_bytes());
+    }
+    hash.finalize()[..8]
+        .iter()
+        .fold(String::with_capacity(16), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
 }
 
 /// An event ready to be wrapped in an envelope: a watcher's (cut to its
@@ -91,6 +168,8 @@ pub struct Emitted {
     /// The caps of the watcher call it came from; `None` for the host's
     /// own events, which get the host's `max_envelope_bytes`.
     pub call: Option<CallCaps>,
+    /// The condition it starts or ends, if any.
+    pub condition: Option<Condition>,
 }
 
 /// The byte caps of one watcher call, carried by each of its events to
@@ -116,6 +195,7 @@ impl Emitted {
             msg: msg.into(),
             fields,
             call: None,
+            condition: None,
         }
     }
 }
@@ -338,6 +418,7 @@ impl Origin {
             target: target.to_owned(),
             msg: msg.into(),
             fields,
+            condition: None,
         }
     }
 }
@@ -611,6 +692,7 @@ mod tests {
     fn at_every_cap(call: u64, max_envelope: usize, max_call: usize) -> Emitted {
         let ctl = |n: usize| "\u{1}".repeat(n);
         Emitted {
+            condition: None,
             level: Level::Warn,
             target: "encoder".to_owned(),
             msg: ctl(4096),
@@ -768,10 +850,31 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_are_stable_and_tell_parts_apart() {
+        let f = fingerprint("orders", "stream-lag", "over-max-lag", "jobs/workers");
+        assert_eq!(f.len(), 16);
+        assert!(
+            f.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(
+            f,
+            fingerprint("orders", "stream-lag", "over-max-lag", "jobs/workers")
+        );
+        assert_ne!(
+            f,
+            fingerprint("orders", "stream-lag", "over-max-lagj", "obs/workers")
+        );
+        let env = Origin::new("redis", "h:1").envelope(Level::Warn, "w", "m", fields! {});
+        assert!(!env.to_json().contains("condition"), "absent unless set");
+    }
+
+    #[test]
     fn a_call_within_its_cap_is_untouched() {
         let origin = Origin::new("redis", "h:1");
         let events: Vec<Emitted> = (0..3)
             .map(|i| Emitted {
+                condition: None,
                 level: Level::Info,
                 target: "w".to_owned(),
                 msg: format!("m{i}"),

@@ -113,6 +113,7 @@ pub(crate) fn cap(
                 msg: event.msg,
                 fields,
                 call: Some(call),
+                condition: None,
             }
         })
         .collect();

@@ -92,6 +92,7 @@ pub(crate) fn envelope_from_entry(pairs: &[(String, String)]) -> Result<Envelope
         target,
         msg,
         fields,
+        condition: None,
     })
 }
 
