@@ -183,7 +183,9 @@ fn daemon_as_user(tmp: &Path, redis: &Redis, bus: &Redis, rules: &str, streams: 
     )
     .unwrap();
     let mut cmd = lookout_cmd(tmp);
-    cmd.args(["run", "--poll-interval", "0.1", "--config"])
+    // A poll's reads end at its interval: 0.25 s leaves a loaded machine
+    // time to read every reply, so a refusal is learned the first time.
+    cmd.args(["run", "--poll-interval", "0.25", "--config"])
         .arg(&config)
         .arg("--plugins")
         .arg(&plugins);
