@@ -1,7 +1,8 @@
 //! SDK for Lookout watchers: the `lookout:watcher@0.3.0` bindings, generated
 //! once here for every watcher, plus small helpers for reading INFO fields
 //! and settings, building manifests and events, keeping state between polls
-//! and writing native unit tests.
+//! (a [`Counter`], a [`Conditions`] tracker that fires and resolves a
+//! condition per key) and writing native unit tests.
 //!
 //! A watcher crate can write the exported interface in either of two ways.
 //!
@@ -123,6 +124,7 @@ pub use bindings::lookout::watcher::types::{
     ValueKind,
 };
 
+mod conditions;
 mod counter;
 mod event;
 pub mod format;
@@ -134,6 +136,7 @@ mod state;
 pub mod testing;
 mod watch;
 
+pub use conditions::{Conditions, Transition};
 pub use counter::{Change, Counter, Restarts};
 pub use info::{InfoError, Keyspace};
 pub use probes::stream_keys;
