@@ -11,11 +11,15 @@
 //! stayed flat for `quiet_polls` polls in a row it leaves the state: one
 //! info with the total and how long it lasted. The first poll only sets the
 //! baseline; missing or unparseable fields leave everything as it was.
+//!
+//! The warn on entering fires a condition and the info on leaving resolves
+//! it: `evicting` (key `evicted_keys`) and `rejecting-connections` (key
+//! `rejected_connections`); reminders carry none.
 
 use lookout_watcher::format::bytes;
 use lookout_watcher::{
-    Cadence, Change, ConfigKey, Counter, Event, Level, Manifest, Needs, Setting, Settings,
-    Snapshot, Watch, invalid,
+    Cadence, Change, Conditions, ConfigKey, Counter, Event, Level, Manifest, Needs, Setting,
+    Settings, Snapshot, Watch, invalid,
 };
 
 lookout_watcher::export!(Evictions);
@@ -107,10 +111,22 @@ struct Episode {
 }
 
 /// One counter followed across polls.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Tracker {
     counter: Counter,
     episode: Option<Episode>,
+    /// Fired on entering, resolved on leaving; keyed by the counter.
+    condition: Conditions<&'static str>,
+}
+
+impl Tracker {
+    fn new(kind: Kind) -> Self {
+        Tracker {
+            counter: Counter::default(),
+            episode: None,
+            condition: Conditions::new(kind.condition()),
+        }
+    }
 }
 
 /// What the INFO context fields said at this poll.
@@ -133,8 +149,8 @@ impl Evictions {
     pub fn new(config: Config) -> Self {
         Evictions {
             config,
-            evicted: Tracker::default(),
-            rejected: Tracker::default(),
+            evicted: Tracker::new(Kind::Evicted),
+            rejected: Tracker::new(Kind::Rejected),
         }
     }
 
@@ -161,6 +177,14 @@ impl Kind {
         match self {
             Kind::Evicted => EVICTED,
             Kind::Rejected => REJECTED,
+        }
+    }
+
+    /// The condition's kind.
+    fn condition(self) -> &'static str {
+        match self {
+            Kind::Evicted => "evicting",
+            Kind::Rejected => "rejecting-connections",
         }
     }
 
@@ -304,7 +328,7 @@ impl Tracker {
                     rate(per_second),
                     suffix(kind, ctx)
                 );
-                Some(event(
+                let e = event(
                     Level::Warn,
                     msg,
                     kind,
@@ -313,7 +337,8 @@ impl Tracker {
                     delta,
                     ctx,
                     "entered",
-                ))
+                );
+                self.condition.observe(kind.field(), true, |_| e)
             }
             None => None,
             Some(ep) => {
@@ -367,7 +392,7 @@ impl Tracker {
                 );
                 let mut e = event(Level::Info, msg, kind, 0, per_second, ep.total, ctx, "left");
                 e = e.field("duration_ms", lasted);
-                Some(e)
+                self.condition.observe(kind.field(), false, |_| e)
             }
         }
     }

@@ -13,13 +13,17 @@
 //! and once more when readings come back. A threshold of 0 means the server
 //! had recorded nothing, so whatever is listed when readings come back is
 //! new; after a refusal the first reading back is a fresh baseline.
+//!
+//! Not seeing the monitor is a condition, `latency-unavailable` (key
+//! `latency-latest`): fired with the first event, resolved with the second.
+//! A spike (state `changed`) is a one-off and carries none.
 
 use std::collections::BTreeMap;
 
 use lookout_watcher::format::duration;
 use lookout_watcher::{
-    Cadence, ConfigKey, Event, Level, Manifest, Needs, Probe, Setting, Settings, Snapshot, Watch,
-    invalid,
+    Cadence, Conditions, ConfigKey, Event, Level, Manifest, Needs, Probe, Setting, Settings,
+    Snapshot, Watch, invalid,
 };
 
 lookout_watcher::export!(Latency);
@@ -125,7 +129,12 @@ pub struct Latency {
     baseline: Option<BTreeMap<String, Latest>>,
     /// Since when (Unix ms) readings are unavailable, once reported.
     unavailable_since: Option<i64>,
+    /// The `latency-unavailable` condition.
+    unavailable: Conditions<&'static str>,
 }
+
+/// The key of the `latency-unavailable` condition.
+const UNAVAILABLE_KEY: &str = "latency-latest";
 
 impl Latency {
     /// A watcher with no baseline yet.
@@ -134,6 +143,7 @@ impl Latency {
             config,
             baseline: None,
             unavailable_since: None,
+            unavailable: Conditions::new("latency-unavailable"),
         }
     }
 
@@ -189,11 +199,14 @@ impl Watch for Latency {
                     return Vec::new();
                 }
                 self.unavailable_since = Some(now);
-                return vec![
-                    Event::new(Level::Info, format!("cannot see latency spikes: {reason}"))
-                        .field("reason", reason)
-                        .field("state", "entered"),
-                ];
+                let e = Event::new(Level::Info, format!("cannot see latency spikes: {reason}"))
+                    .field("reason", reason)
+                    .field("state", "entered");
+                return self
+                    .unavailable
+                    .observe(UNAVAILABLE_KEY, true, |_| e)
+                    .into_iter()
+                    .collect();
             }
             Ok(spikes) => spikes,
         };
@@ -201,14 +214,13 @@ impl Watch for Latency {
         let mut events = Vec::new();
         if let Some(since) = self.unavailable_since.take() {
             let lasted = now.saturating_sub(since).max(0);
-            events.push(
-                Event::new(
-                    Level::Info,
-                    format!("latency readings are back after {}", duration(lasted)),
-                )
-                .field("state", "left")
-                .field("duration_ms", lasted),
-            );
+            let e = Event::new(
+                Level::Info,
+                format!("latency readings are back after {}", duration(lasted)),
+            )
+            .field("state", "left")
+            .field("duration_ms", lasted);
+            events.extend(self.unavailable.observe(UNAVAILABLE_KEY, false, |_| e));
         }
 
         let mut current: BTreeMap<String, Latest> = BTreeMap::new();

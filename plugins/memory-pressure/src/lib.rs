@@ -7,16 +7,25 @@
 //! `maxmemory` of 0 means no limit, so never pressure; dropping the limit
 //! while under pressure clears it. Polls whose fields are missing or
 //! unparseable are ignored (no event, state kept).
+//!
+//! The warn on entering fires the condition `memory-pressure` (key
+//! `used_memory_rss`) and the info on leaving resolves it; reminders carry
+//! no condition.
 
 use lookout_watcher::format::{bytes, percent, percent_short};
 use lookout_watcher::{
-    Cadence, ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot, Watch, invalid,
+    Cadence, Conditions, ConfigKey, Event, Level, Manifest, Needs, Setting, Settings, Snapshot,
+    Watch, invalid,
 };
 
 lookout_watcher::export!(MemoryPressure);
 
 /// The watcher's name, the envelopes' `target`.
 pub const NAME: &str = "memory-pressure";
+/// The condition's kind: under pressure.
+pub const CONDITION: &str = "memory-pressure";
+/// The condition's key: the field judged.
+pub const KEY: &str = "used_memory_rss";
 /// Default of `ratio`.
 pub const DEFAULT_RATIO: f64 = 0.9;
 /// Largest accepted `ratio`. RSS may exceed `maxmemory` (fragmentation,
@@ -71,6 +80,8 @@ pub struct MemoryPressure {
     config: Config,
     /// Consecutive polls under pressure so far; 0 when not under pressure.
     polls_in_pressure: u64,
+    /// The `memory-pressure` condition, keyed by the field judged.
+    pressure: Conditions<&'static str>,
 }
 
 impl MemoryPressure {
@@ -79,6 +90,7 @@ impl MemoryPressure {
         MemoryPressure {
             config,
             polls_in_pressure: 0,
+            pressure: Conditions::new(CONDITION),
         }
     }
 
@@ -164,7 +176,8 @@ impl Watch for MemoryPressure {
             (false, true) => {
                 self.polls_in_pressure = 1;
                 let msg = format!("memory pressure: {}", self.detail(rss, max, usage));
-                Some(self.event(Level::Warn, msg, "entered", rss, max, usage))
+                let event = self.event(Level::Warn, msg, "entered", rss, max, usage);
+                self.pressure.observe(KEY, true, |_| event)
             }
             (true, true) => {
                 self.polls_in_pressure = self.polls_in_pressure.saturating_add(1);
@@ -193,7 +206,7 @@ impl Watch for MemoryPressure {
                 );
                 let event = self.event(Level::Info, msg, "cleared", rss, max, usage);
                 self.polls_in_pressure = 0;
-                Some(event)
+                self.pressure.observe(KEY, false, |_| event)
             }
         };
         event.into_iter().collect()

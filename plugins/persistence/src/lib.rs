@@ -20,11 +20,18 @@
 //! (a new `run_id`) ends a running save; the other conditions follow the new
 //! server's fields. Missing or unparseable fields (older Redis) leave the
 //! conditions that need them as they were, without events.
+//!
+//! Each event that starts one of them fires a condition and the one ending
+//! it resolves it, keyed by the INFO field judged: `bgsave-failed`
+//! (`rdb_last_bgsave_status`), `aof-write-failed` (`aof_last_write_status`),
+//! `aof-rewrite-failed` (`aof_last_bgrewrite_status`), `bgsave-too-long`
+//! (`rdb_current_bgsave_time_sec`) and `save-too-old`
+//! (`rdb_last_save_time`).
 
 use lookout_watcher::format::count;
 use lookout_watcher::{
-    Cadence, ConfigKey, Event, Level, Manifest, Needs, Restarts, Setting, Settings, Snapshot,
-    Watch, invalid,
+    Cadence, Conditions, ConfigKey, Event, Level, Manifest, Needs, Restarts, Setting, Settings,
+    Snapshot, Watch, invalid,
 };
 
 lookout_watcher::export!(Persistence);
@@ -35,6 +42,10 @@ pub const NAME: &str = "persistence";
 pub const DEFAULT_MAX_BGSAVE_S: i64 = 600;
 /// Default of `max_save_age_s`, seconds (one day).
 pub const DEFAULT_MAX_SAVE_AGE_S: i64 = 86_400;
+/// The key of the `bgsave-too-long` condition.
+const SLOW_KEY: &str = "rdb_current_bgsave_time_sec";
+/// The key of the `save-too-old` condition.
+const OLD_KEY: &str = "rdb_last_save_time";
 /// The INFO section read whole.
 pub const SECTION: &str = "persistence";
 
@@ -108,6 +119,30 @@ pub struct Persistence {
     aof_rewrite_failed: Option<i64>,
     slow_save: Option<SlowSave>,
     old_save: Option<OldSave>,
+    /// The conditions fired and resolved with the events above.
+    conditions: Kinds,
+}
+
+/// One condition tracker per kind, each keyed by the INFO field judged.
+#[derive(Debug, Clone)]
+struct Kinds {
+    bgsave_failed: Conditions<&'static str>,
+    aof_write_failed: Conditions<&'static str>,
+    aof_rewrite_failed: Conditions<&'static str>,
+    slow_save: Conditions<&'static str>,
+    old_save: Conditions<&'static str>,
+}
+
+impl Kinds {
+    fn new() -> Self {
+        Kinds {
+            bgsave_failed: Conditions::new("bgsave-failed"),
+            aof_write_failed: Conditions::new("aof-write-failed"),
+            aof_rewrite_failed: Conditions::new("aof-rewrite-failed"),
+            slow_save: Conditions::new("bgsave-too-long"),
+            old_save: Conditions::new("save-too-old"),
+        }
+    }
 }
 
 /// Whole seconds from `from_ms` to `to_ms`, 0 when the clock went back.
@@ -132,6 +167,7 @@ impl Persistence {
             aof_rewrite_failed: None,
             slow_save: None,
             old_save: None,
+            conditions: Kinds::new(),
         }
     }
 
@@ -176,18 +212,18 @@ impl Persistence {
                 if let Some(n) = changes {
                     e = e.field("rdb_changes_since_last_save", n);
                 }
-                events.push(e.field("state", "entered"));
+                let e = e.field("state", "entered");
+                events.extend(self.conditions.bgsave_failed.observe(field, true, |_| e));
                 self.bgsave_failed = Some(now);
             }
             (Some(since), Some(false)) => {
                 let duration_s = seconds_between(since, now);
                 let msg = format!("background save succeeded again after {duration_s} s");
-                events.push(
-                    Event::new(Level::Info, msg)
-                        .field(field, status)
-                        .field("duration_s", duration_s)
-                        .field("state", "left"),
-                );
+                let e = Event::new(Level::Info, msg)
+                    .field(field, status)
+                    .field("duration_s", duration_s)
+                    .field("state", "left");
+                events.extend(self.conditions.bgsave_failed.observe(field, false, |_| e));
                 self.bgsave_failed = None;
             }
             _ => {}
@@ -198,7 +234,8 @@ impl Persistence {
     fn observe_aof_status(
         snapshot: &Snapshot,
         open: &mut Option<i64>,
-        field: &str,
+        condition: &mut Conditions<&'static str>,
+        field: &'static str,
         what: &str,
         events: &mut Vec<Event>,
     ) {
@@ -215,18 +252,18 @@ impl Persistence {
                     e = e.field("aof_rewrites_consecutive_failures", n);
                 }
                 e.msg = msg;
-                events.push(e.field("state", "entered"));
+                let e = e.field("state", "entered");
+                events.extend(condition.observe(field, true, |_| e));
                 *open = Some(now);
             }
             (Some(since), Some(false)) => {
                 let duration_s = seconds_between(since, now);
                 let msg = format!("{what} ok again after {duration_s} s");
-                events.push(
-                    Event::new(Level::Info, msg)
-                        .field(field, status)
-                        .field("duration_s", duration_s)
-                        .field("state", "left"),
-                );
+                let e = Event::new(Level::Info, msg)
+                    .field(field, status)
+                    .field("duration_s", duration_s)
+                    .field("state", "left");
+                events.extend(condition.observe(field, false, |_| e));
                 *open = None;
             }
             _ => {}
@@ -255,7 +292,8 @@ impl Persistence {
             match finished {
                 Some(true) => {
                     self.slow_save = None;
-                    events.push(Self::save_finished(snapshot, open, restarted, in_progress));
+                    let e = Self::save_finished(snapshot, open, restarted, in_progress);
+                    events.extend(self.conditions.slow_save.observe(SLOW_KEY, false, |_| e));
                 }
                 Some(false) => {
                     if let Some(s) = running_s {
@@ -270,12 +308,11 @@ impl Persistence {
             && s > max
         {
             let msg = format!("background save running for {s} s (limit {max} s)");
-            events.push(
-                Event::new(Level::Warn, msg)
-                    .field("rdb_current_bgsave_time_sec", s)
-                    .field("max_bgsave_s", max)
-                    .field("state", "entered"),
-            );
+            let e = Event::new(Level::Warn, msg)
+                .field("rdb_current_bgsave_time_sec", s)
+                .field("max_bgsave_s", max)
+                .field("state", "entered");
+            events.extend(self.conditions.slow_save.observe(SLOW_KEY, true, |_| e));
             self.slow_save = Some(SlowSave { last_seen_s: s });
         }
     }
@@ -349,7 +386,8 @@ impl Persistence {
             None if at_risk => {
                 let msg =
                     format!("last successful save {age_s} s ago (limit {max} s) with {unsaved}");
-                events.push(event(Level::Warn, msg).field("state", "entered"));
+                let e = event(Level::Warn, msg).field("state", "entered");
+                events.extend(self.conditions.old_save.observe(OLD_KEY, true, |_| e));
                 self.old_save = Some(OldSave {
                     since_ms: now,
                     last_save_time: last_save,
@@ -370,11 +408,10 @@ impl Persistence {
                         "unsaved changes no longer at risk: last successful save {age_s} s ago, {unsaved} (after {duration_s} s)"
                     )
                 };
-                events.push(
-                    event(Level::Info, msg)
-                        .field("duration_s", duration_s)
-                        .field("state", "left"),
-                );
+                let e = event(Level::Info, msg)
+                    .field("duration_s", duration_s)
+                    .field("state", "left");
+                events.extend(self.conditions.old_save.observe(OLD_KEY, false, |_| e));
                 self.old_save = None;
             }
             _ => {}
@@ -418,6 +455,7 @@ impl Watch for Persistence {
         Self::observe_aof_status(
             snapshot,
             &mut self.aof_write_failed,
+            &mut self.conditions.aof_write_failed,
             "aof_last_write_status",
             "AOF write",
             &mut events,
@@ -425,6 +463,7 @@ impl Watch for Persistence {
         Self::observe_aof_status(
             snapshot,
             &mut self.aof_rewrite_failed,
+            &mut self.conditions.aof_rewrite_failed,
             "aof_last_bgrewrite_status",
             "AOF rewrite",
             &mut events,

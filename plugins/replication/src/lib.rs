@@ -29,11 +29,18 @@
 //! reporting a drop; a drop still open then ends with an info. Missing or
 //! unparseable fields (older Redis) disable the checks that need them for
 //! that poll, without events.
+//!
+//! The event starting each condition fires it and the one ending it
+//! resolves it: `master-link-down` (key `master_link_status`),
+//! `replicas-dropped` (key `connected_slaves`; a further drop, state
+//! `changed`, carries no condition), `too-few-replicas` (key
+//! `min_replicas`) and `replica-behind` (key: the replica's `ip:port`).
+//! Role changes carry none.
 
 use lookout_watcher::format::bytes;
 use lookout_watcher::{
-    Cadence, ConfigKey, Event, Level, Manifest, Needs, Restarts, Setting, Settings, Snapshot,
-    Watch, invalid,
+    Cadence, Conditions, ConfigKey, Event, Level, Manifest, Needs, Restarts, Setting, Settings,
+    Snapshot, Watch, invalid,
 };
 
 lookout_watcher::export!(Replication);
@@ -234,6 +241,21 @@ pub struct Replication {
     /// Replicas behind, `ip:port` and since when, in the order they fell
     /// behind.
     behind: Vec<(String, i64)>,
+    /// The conditions fired and resolved with the events above.
+    conditions: Kinds,
+}
+
+/// One condition tracker per kind.
+#[derive(Debug, Clone)]
+struct Kinds {
+    /// Keyed by `master_link_status`.
+    link_down: Conditions<&'static str>,
+    /// Keyed by `connected_slaves`.
+    dropped: Conditions<&'static str>,
+    /// Keyed by `min_replicas`.
+    too_few: Conditions<&'static str>,
+    /// Keyed by the replica's `ip:port`.
+    behind: Conditions<String>,
 }
 
 /// Whole seconds from `from_ms` to `to_ms`, 0 when the clock went back.
@@ -253,6 +275,12 @@ impl Replication {
             drop: None,
             too_few_since: None,
             behind: Vec::new(),
+            conditions: Kinds {
+                link_down: Conditions::new("master-link-down"),
+                dropped: Conditions::new("replicas-dropped"),
+                too_few: Conditions::new("too-few-replicas"),
+                behind: Conditions::new("replica-behind"),
+            },
         }
     }
 
@@ -354,10 +382,14 @@ impl Replication {
                 if let Some(s) = down_before_s {
                     e = e.field("down_for_s", s);
                 }
-                events.push(
-                    e.field("master_link_status", status)
-                        .field("sync_in_progress", syncing)
-                        .field("state", "entered"),
+                let e = e
+                    .field("master_link_status", status)
+                    .field("sync_in_progress", syncing)
+                    .field("state", "entered");
+                events.extend(
+                    self.conditions
+                        .link_down
+                        .observe("master_link_status", true, |_| e),
                 );
                 self.link_down = Some(LinkDown {
                     seen_at_ms: now,
@@ -376,12 +408,15 @@ impl Replication {
                         "replica link no longer down: the instance is now a master, after {down_for_s} s"
                     )
                 };
-                events.push(
-                    Event::new(Level::Info, msg)
-                        .field("master", master.as_str())
-                        .field("down_for_s", down_for_s)
-                        .field("state", "left"),
-                );
+                let e = Event::new(Level::Info, msg)
+                    .field("master", master.as_str())
+                    .field("down_for_s", down_for_s)
+                    .field("state", "left");
+                events.extend(self.conditions.link_down.observe(
+                    "master_link_status",
+                    false,
+                    |_| e,
+                ));
                 self.link_down = None;
             }
             _ => {}
@@ -409,13 +444,16 @@ impl Replication {
                     "connected replicas watch reset: the server restarted, {count} connected now (was {} before the drop)",
                     open.from
                 );
-                events.push(
-                    Event::new(Level::Info, msg)
-                        .field("previous", open.from)
-                        .field("current", count)
-                        .field("duration_s", seconds_between(open.since_ms, now))
-                        .field("restarted", true)
-                        .field("state", "left"),
+                let e = Event::new(Level::Info, msg)
+                    .field("previous", open.from)
+                    .field("current", count)
+                    .field("duration_s", seconds_between(open.since_ms, now))
+                    .field("restarted", true)
+                    .field("state", "left");
+                events.extend(
+                    self.conditions
+                        .dropped
+                        .observe("connected_slaves", false, |_| e),
                 );
             }
             return;
@@ -444,26 +482,36 @@ impl Replication {
                 "entered"
             };
             let msg = format!("connected replicas dropped from {before} to {count}{gone}");
-            events.push(
-                Event::new(Level::Warn, msg)
-                    .field("previous", before)
-                    .field("current", count)
-                    .field("lost", lost.join(","))
-                    .field("state", state),
-            );
+            let e = Event::new(Level::Warn, msg)
+                .field("previous", before)
+                .field("current", count)
+                .field("lost", lost.join(","))
+                .field("state", state);
+            if state == "entered" {
+                events.extend(
+                    self.conditions
+                        .dropped
+                        .observe("connected_slaves", true, |_| e),
+                );
+            } else {
+                events.push(e);
+            }
         } else if let Some(open) = self.drop
             && count >= open.from
         {
             let duration_s = seconds_between(open.since_ms, now);
             let msg =
                 format!("connected replicas back to {count} (from {before}) after {duration_s} s");
-            events.push(
-                Event::new(Level::Info, msg)
-                    .field("previous", before)
-                    .field("current", count)
-                    .field("duration_s", duration_s)
-                    .field("restarted", false)
-                    .field("state", "left"),
+            let e = Event::new(Level::Info, msg)
+                .field("previous", before)
+                .field("current", count)
+                .field("duration_s", duration_s)
+                .field("restarted", false)
+                .field("state", "left");
+            events.extend(
+                self.conditions
+                    .dropped
+                    .observe("connected_slaves", false, |_| e),
             );
             self.drop = None;
         }
@@ -487,12 +535,11 @@ impl Replication {
                     "master has {}, fewer than {min}",
                     lookout_watcher::format::count(n, "connected replica")
                 );
-                events.push(
-                    Event::new(Level::Warn, msg)
-                        .field("connected_slaves", n)
-                        .field("min_replicas", min)
-                        .field("state", "entered"),
-                );
+                let e = Event::new(Level::Warn, msg)
+                    .field("connected_slaves", n)
+                    .field("min_replicas", min)
+                    .field("state", "entered");
+                events.extend(self.conditions.too_few.observe("min_replicas", true, |_| e));
                 self.too_few_since = Some(now);
             }
             (Some(since), Some(false)) => {
@@ -510,10 +557,14 @@ impl Replication {
                 if let Some(n) = count {
                     e = e.field("connected_slaves", n);
                 }
-                events.push(
-                    e.field("min_replicas", min)
-                        .field("duration_s", duration_s)
-                        .field("state", "left"),
+                let e = e
+                    .field("min_replicas", min)
+                    .field("duration_s", duration_s)
+                    .field("state", "left");
+                events.extend(
+                    self.conditions
+                        .too_few
+                        .observe("min_replicas", false, |_| e),
                 );
                 self.too_few_since = None;
             }
@@ -555,14 +606,17 @@ impl Replication {
                     bytes(lag),
                     bytes(max)
                 );
-                events.push(
-                    Event::new(Level::Warn, msg)
-                        .field("replica", addr)
-                        .field("lag_bytes", lag)
-                        .field("offset", offset)
-                        .field("master_repl_offset", master_offset.unwrap_or(0))
-                        .field("max_offset_lag", max)
-                        .field("state", "entered"),
+                let e = Event::new(Level::Warn, msg)
+                    .field("replica", addr)
+                    .field("lag_bytes", lag)
+                    .field("offset", offset)
+                    .field("master_repl_offset", master_offset.unwrap_or(0))
+                    .field("max_offset_lag", max)
+                    .field("state", "entered");
+                events.extend(
+                    self.conditions
+                        .behind
+                        .observe(addr.to_string(), true, |_| e),
                 );
                 self.behind.push((addr.to_string(), now));
             }
@@ -602,7 +656,7 @@ impl Replication {
                 .field("max_offset_lag", max)
                 .field("duration_s", duration_s)
                 .field("state", "left");
-            events.push(e);
+            events.extend(self.conditions.behind.observe(addr, false, |_| e));
         }
     }
 }

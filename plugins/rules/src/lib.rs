@@ -31,12 +31,15 @@
 //! no baseline yet, leaves the rule as it was. A field that should be a
 //! number but is not is reported once (warn), and again only after it read
 //! as a number in between.
+//!
+//! A rule entered fires the condition `rule`, keyed by the rule's name, and
+//! the rule left resolves it; the "cannot compare" warning carries none.
 
 use std::collections::BTreeSet;
 
 use lookout_watcher::{
-    Cadence, ConfigKey, Counter, Event, Level, Manifest, Needs, Probe, Setting, Settings, Snapshot,
-    Value, Watch,
+    Cadence, Conditions, ConfigKey, Counter, Event, Level, Manifest, Needs, Probe, Setting,
+    Settings, Snapshot, Value, Watch,
 };
 use toml::de::{DeTable, DeValue};
 
@@ -681,8 +684,9 @@ impl RuleState {
         }
     }
 
-    /// Looks at one poll for `rule`; at most one event.
-    fn observe(&mut self, rule: &Rule, snapshot: &Snapshot) -> Option<Event> {
+    /// Looks at one poll for `rule`; at most one event, with whether the
+    /// rule was entered (`Some(true)`) or left (`Some(false)`) by it.
+    fn observe(&mut self, rule: &Rule, snapshot: &Snapshot) -> Option<(Event, Option<bool>)> {
         let reading = self.read(rule, snapshot);
         let holds = match (&reading, &rule.threshold) {
             (Reading::Nothing, _) => return None,
@@ -694,13 +698,12 @@ impl RuleState {
                     "rule {} cannot compare: {} is `{raw}`, not a number",
                     rule.name, rule.field
                 );
-                return Some(
-                    Event::new(Level::Warn, msg)
-                        .field("rule", rule.name.as_str())
-                        .field("field", rule.field.as_str())
-                        .field("value", raw.as_str())
-                        .field("state", "changed"),
-                );
+                let e = Event::new(Level::Warn, msg)
+                    .field("rule", rule.name.as_str())
+                    .field("field", rule.field.as_str())
+                    .field("value", raw.as_str())
+                    .field("state", "changed");
+                return Some((e, None));
             }
             (Reading::Number(n), Threshold::Number(t)) => rule.op.numbers(*n, *t),
             (Reading::Text(s), Threshold::Text(t)) => match rule.op {
@@ -725,7 +728,10 @@ impl RuleState {
                 "op" => rule.op.as_str().to_string(),
                 _ => self.held.to_string(),
             });
-            Some(self.event(rule, rule.level, msg, &reading, "entered"))
+            Some((
+                self.event(rule, rule.level, msg, &reading, "entered"),
+                Some(true),
+            ))
         } else {
             let held = std::mem::take(&mut self.held);
             if !std::mem::take(&mut self.active) {
@@ -749,7 +755,7 @@ impl RuleState {
             if let Some(f) = e.fields.iter_mut().find(|f| f.name == "polls") {
                 f.value = Value::from(held);
             }
-            Some(e)
+            Some((e, Some(false)))
         }
     }
 
@@ -781,7 +787,13 @@ impl RuleState {
 pub struct Rules {
     rules: Vec<Rule>,
     states: Vec<RuleState>,
+    /// The `rule` condition, keyed by rule name: fired when a rule is
+    /// entered, resolved when it is left.
+    crossed: Conditions<String>,
 }
+
+/// The kind of the condition a rule entered fires.
+pub const CONDITION: &str = "rule";
 
 impl Rules {
     /// A watcher over `config`'s rules, none entered yet.
@@ -790,6 +802,7 @@ impl Rules {
         Rules {
             rules: config.rules,
             states,
+            crossed: Conditions::new(CONDITION),
         }
     }
 
@@ -835,11 +848,17 @@ impl Watch for Rules {
 
     /// Looks at one poll; at most one event per rule, in rule order.
     fn observe(&mut self, snapshot: &Snapshot) -> Vec<Event> {
-        self.rules
-            .iter()
-            .zip(&mut self.states)
-            .filter_map(|(rule, state)| state.observe(rule, snapshot))
-            .collect()
+        let mut events = Vec::new();
+        for (rule, state) in self.rules.iter().zip(&mut self.states) {
+            match state.observe(rule, snapshot) {
+                None => {}
+                Some((e, None)) => events.push(e),
+                Some((e, Some(holds))) => {
+                    events.extend(self.crossed.observe(rule.name.clone(), holds, |_| e));
+                }
+            }
+        }
+        events
     }
 }
 

@@ -50,6 +50,7 @@ pub enum Transition {
 /// assert!(poll(&[("jobs/workers", 700)]).is_empty()); // still firing: said once
 /// assert_eq!(poll(&[("jobs/workers", 3)]), ["jobs/workers caught up"]);
 /// ```
+#[derive(Clone)]
 pub struct Conditions<K> {
     /// The condition's stable name, put on every event.
     kind: String,

@@ -26,14 +26,20 @@
 //! refused) is reported once with the reason, and once when it is readable
 //! again; its groups are forgotten meanwhile. A group that disappears is
 //! forgotten silently, unless one of its conditions was entered: then one
-//! info event says it is gone.
+//! info event says it is gone. The same goes for the groups of a stream
+//! that cannot be read any more.
+//!
+//! Each condition entered fires a condition on its event and leaving it
+//! resolves it: `over-max-lag` and `lag-growing`, keyed by `stream/group`,
+//! and `stream-unavailable`, keyed by the stream. A group gone resolves
+//! what it held (two events with the same message when it held both).
 
 use std::collections::BTreeMap;
 
 use lookout_watcher::format::duration;
 use lookout_watcher::{
-    Cadence, ConfigKey, Event, Level, Manifest, Needs, Probe, Setting, Settings, Snapshot,
-    StreamGroup, Watch, invalid, stream_keys,
+    Cadence, Conditions, ConfigKey, Event, Level, Manifest, Needs, Probe, Setting, Settings,
+    Snapshot, StreamGroup, Watch, invalid, stream_keys,
 };
 
 lookout_watcher::export!(StreamLag);
@@ -184,6 +190,17 @@ struct StreamState {
 pub struct StreamLag {
     config: Config,
     streams: BTreeMap<String, StreamState>,
+    /// `over-max-lag`, keyed by (stream, group).
+    over: Conditions<(String, String)>,
+    /// `lag-growing`, keyed by (stream, group).
+    growing: Conditions<(String, String)>,
+    /// `stream-unavailable`, keyed by stream.
+    unavailable: Conditions<String>,
+}
+
+/// A (stream, group) key as a condition's key: `stream/group`.
+fn group_key(key: &(String, String)) -> String {
+    format!("{}/{}", key.0, key.1)
 }
 
 impl StreamLag {
@@ -192,6 +209,9 @@ impl StreamLag {
         StreamLag {
             config,
             streams: BTreeMap::new(),
+            over: Conditions::with_key_text("over-max-lag", group_key),
+            growing: Conditions::with_key_text("lag-growing", group_key),
+            unavailable: Conditions::new("stream-unavailable"),
         }
     }
 
@@ -268,7 +288,20 @@ impl StreamLag {
             let state = self.observe_group(stream, group, before, now, events);
             current.insert(group.name.clone(), state);
         }
-        for (name, gone) in previous {
+        self.forget_groups(stream, previous, "is gone", events);
+        self.streams.entry(stream.to_string()).or_default().groups = current;
+    }
+
+    /// Groups no longer watched: one info event for each that had a
+    /// condition entered, resolving it (`why`: "is gone").
+    fn forget_groups(
+        &mut self,
+        stream: &str,
+        groups: BTreeMap<String, GroupState>,
+        why: &str,
+        events: &mut Vec<Event>,
+    ) {
+        for (name, gone) in groups {
             let open: Vec<&str> = [
                 gone.over_since_ms.map(|_| "lag above max_lag"),
                 gone.growing.map(|_| "lag growing"),
@@ -280,26 +313,30 @@ impl StreamLag {
                 continue;
             }
             let msg = format!(
-                "consumer group {name} on stream {stream} is gone (it was reported for {})",
+                "consumer group {name} on stream {stream} {why} (it was reported for {})",
                 open.join(" and ")
             );
-            events.push(
-                Event::new(Level::Info, msg)
-                    .field("stream", stream)
-                    .field("group", &name)
-                    .field("lag", gone.lag)
-                    .field("measure", gone.measure.as_str())
-                    .field("max_lag", self.config.max_lag)
-                    .field("state", "left")
-                    .field("condition", "gone"),
-            );
+            let e = Event::new(Level::Info, msg)
+                .field("stream", stream)
+                .field("group", &name)
+                .field("lag", gone.lag)
+                .field("measure", gone.measure.as_str())
+                .field("max_lag", self.config.max_lag)
+                .field("state", "left")
+                .field("condition", "gone");
+            let key = (stream.to_string(), name);
+            let over = self.over.resolve(&key, || e.clone());
+            let growing = self.growing.resolve(&key, || e.clone());
+            if over.is_none() && growing.is_none() {
+                events.push(e);
+            }
+            events.extend(over.into_iter().chain(growing));
         }
-        self.streams.entry(stream.to_string()).or_default().groups = current;
     }
 
     /// One group at one poll: its new state, events pushed.
     fn observe_group(
-        &self,
+        &mut self,
         stream: &str,
         group: &StreamGroup,
         before: Option<GroupState>,
@@ -310,6 +347,7 @@ impl StreamLag {
         let what = measure.as_str();
         let max_lag = self.config.max_lag;
         let name = &group.name;
+        let key = (stream.to_string(), name.clone());
         let mut state = before.unwrap_or(GroupState {
             lag,
             measure,
@@ -332,14 +370,9 @@ impl StreamLag {
                 let msg = format!(
                     "consumer group {name} on stream {stream}: {what} {lag} above max_lag {max_lag}{fallback}"
                 );
-                events.push(self.group_event(
-                    Level::Warn,
-                    msg,
-                    stream,
-                    group,
-                    "entered",
-                    "over_max_lag",
-                ));
+                let e =
+                    self.group_event(Level::Warn, msg, stream, group, "entered", "over_max_lag");
+                events.extend(self.over.observe(key.clone(), true, |_| e));
             }
             (Some(since), false) => {
                 state.over_since_ms = None;
@@ -348,10 +381,10 @@ impl StreamLag {
                     "consumer group {name} on stream {stream}: {what} back to {lag}, at or below max_lag {max_lag}, after {}",
                     duration(lasted)
                 );
-                events.push(
-                    self.group_event(Level::Info, msg, stream, group, "left", "over_max_lag")
-                        .field("duration_ms", lasted),
-                );
+                let e = self
+                    .group_event(Level::Info, msg, stream, group, "left", "over_max_lag")
+                    .field("duration_ms", lasted);
+                events.extend(self.over.observe(key.clone(), false, |_| e));
             }
             _ => {}
         }
@@ -382,11 +415,11 @@ impl StreamLag {
                         "consumer group {name} on stream {stream}: {what} growing for {} polls, {start} -> {lag}{fallback}",
                         state.streak
                     );
-                    events.push(
-                        self.group_event(Level::Warn, msg, stream, group, "entered", "growing")
-                            .field("growing_polls", state.streak)
-                            .field("start_lag", start),
-                    );
+                    let e = self
+                        .group_event(Level::Warn, msg, stream, group, "entered", "growing")
+                        .field("growing_polls", state.streak)
+                        .field("start_lag", start);
+                    events.extend(self.growing.observe(key, true, |_| e));
                 }
             }
             Some(growing) => {
@@ -401,12 +434,12 @@ impl StreamLag {
                         g.peak,
                         duration(lasted)
                     );
-                    events.push(
-                        self.group_event(Level::Info, msg, stream, group, "left", "growing")
-                            .field("start_lag", g.start_lag)
-                            .field("peak_lag", g.peak)
-                            .field("duration_ms", lasted),
-                    );
+                    let e = self
+                        .group_event(Level::Info, msg, stream, group, "left", "growing")
+                        .field("start_lag", g.start_lag)
+                        .field("peak_lag", g.peak)
+                        .field("duration_ms", lasted);
+                    events.extend(self.growing.observe(key, false, |_| e));
                 }
             }
         }
@@ -467,20 +500,25 @@ impl Watch for StreamLag {
             match reading {
                 Err(reason) => {
                     let state = self.streams.entry(stream.to_string()).or_default();
-                    state.groups.clear();
+                    let groups = std::mem::take(&mut state.groups);
                     if state.unavailable.is_none() {
                         state.unavailable = Some((now, reason.to_string()));
-                        events.push(
-                            Event::new(
-                                Level::Warn,
-                                format!("stream {stream} cannot be read: {reason}"),
-                            )
-                            .field("stream", stream)
-                            .field("reason", reason)
-                            .field("state", "entered")
-                            .field("condition", "unavailable"),
-                        );
+                        let e = Event::new(
+                            Level::Warn,
+                            format!("stream {stream} cannot be read: {reason}"),
+                        )
+                        .field("stream", stream)
+                        .field("reason", reason)
+                        .field("state", "entered")
+                        .field("condition", "unavailable");
+                        events.extend(self.unavailable.observe(stream.to_string(), true, |_| e));
                     }
+                    self.forget_groups(
+                        stream,
+                        groups,
+                        "is no longer watched, its stream cannot be read",
+                        &mut events,
+                    );
                 }
                 Ok(groups) => {
                     if let Some((since, _)) = self
@@ -489,19 +527,15 @@ impl Watch for StreamLag {
                         .and_then(|s| s.unavailable.take())
                     {
                         let lasted = elapsed_ms(since, now);
-                        events.push(
-                            Event::new(
-                                Level::Info,
-                                format!(
-                                    "stream {stream} readable again after {}",
-                                    duration(lasted)
-                                ),
-                            )
-                            .field("stream", stream)
-                            .field("state", "left")
-                            .field("condition", "unavailable")
-                            .field("duration_ms", lasted),
-                        );
+                        let e = Event::new(
+                            Level::Info,
+                            format!("stream {stream} readable again after {}", duration(lasted)),
+                        )
+                        .field("stream", stream)
+                        .field("state", "left")
+                        .field("condition", "unavailable")
+                        .field("duration_ms", lasted);
+                        events.extend(self.unavailable.observe(stream.to_string(), false, |_| e));
                     }
                     self.observe_groups(stream, groups, now, &mut events);
                 }

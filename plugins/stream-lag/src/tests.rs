@@ -476,8 +476,17 @@ fn unavailable_stream_forgets_its_groups() {
     let mut w = watcher(10, 2);
     w.observe(&lag(0, 50));
     assert!(w.is_over("jobs", "workers"));
-    w.observe(&gone(1, "ERR no such key"));
+    let events = w.observe(&gone(1, "ERR no such key"));
     assert!(!w.is_over("jobs", "workers"));
+    // The group's condition ends with the stream.
+    assert_eq!(
+        kinds(&events),
+        [("unavailable", "entered"), ("gone", "left")]
+    );
+    assert_eq!(
+        events[1].msg,
+        "consumer group workers on stream jobs is no longer watched, its stream cannot be read (it was reported for lag above max_lag)"
+    );
     // Recreated with the same lag: a fresh group, entered again, and its
     // first poll is a new growth baseline.
     assert_eq!(
@@ -502,15 +511,17 @@ fn a_reported_group_that_disappears_says_so_once() {
         kinds(&w.observe(&lag(1, 50))),
         [("over_max_lag", "entered"), ("growing", "entered")]
     );
+    // One event per condition it resolves, both with the same message.
     let events = w.observe(&snap(2, vec![group("others", 0, Some(0))]));
-    assert_eq!(events.len(), 1);
+    assert_eq!(events.len(), 2);
     let e = &events[0];
     assert_eq!(e.level, Level::Info);
     assert_eq!(
         e.msg,
         "consumer group workers on stream jobs is gone (it was reported for lag above max_lag and lag growing)"
     );
-    assert_eq!(kinds(&events), [("gone", "left")]);
+    assert_eq!(events[1].msg, e.msg);
+    assert_eq!(kinds(&events), [("gone", "left"), ("gone", "left")]);
     assert_eq!(text(e, "group"), "workers");
     assert!(
         w.observe(&snap(3, vec![group("others", 0, Some(0))]))
