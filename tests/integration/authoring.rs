@@ -80,6 +80,56 @@ fn record_then_test_a_watcher_offline() {
     );
 }
 
+/// `lookout test` shows the condition a watcher's event starts or ends,
+/// runbook included, and `--expect` compares it.
+#[test]
+fn test_shows_and_compares_conditions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snapshot = r#"{"instance":"127.0.0.1:6400","taken_at_ms":1,"info":[["clients","connected_clients","1"]],"slowlog":[]}"#;
+    let snapshots = tmp.path().join("snapshots.jsonl");
+    std::fs::write(&snapshots, format!("{snapshot}\n{snapshot}\n")).unwrap();
+    let test = |extra: &[&str]| {
+        let mut cmd = lookout_cmd(tmp.path());
+        cmd.arg("test")
+            .arg(crate::support::fixture("ticker"))
+            .arg("--snapshots")
+            .arg(&snapshots)
+            .args([
+                "--set",
+                "condition=ticking",
+                "--set",
+                "runbook=https://runbooks.example/ticking",
+            ])
+            .args(extra);
+        run_to_end(cmd, Duration::from_secs(60))
+    };
+    let (status, out, err) = test(&[]);
+    assert!(status.success(), "{err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{out}");
+    assert_eq!(
+        events[0]["condition"],
+        serde_json::json!({
+            "kind": "ticking",
+            "key": "tick",
+            "state": "firing",
+            "runbook": "https://runbooks.example/ticking",
+        })
+    );
+    assert_eq!(events[1]["condition"]["state"], "resolved");
+    let expected = tmp.path().join("expected.jsonl");
+    std::fs::write(&expected, &out).unwrap();
+    let (status, _, err) = test(&["--expect", expected.to_str().unwrap()]);
+    assert!(status.success(), "{err}");
+    std::fs::write(&expected, out.replace("\"resolved\"", "\"firing\"")).unwrap();
+    let (status, _, err) = test(&["--expect", expected.to_str().unwrap()]);
+    assert!(!status.success());
+    assert!(err.contains("changed at snapshot 1 (condition):"), "{err}");
+}
+
 /// `--expect` aligns the events: one event missing from the middle of the
 /// golden run, or one more than expected, is reported alone, not as every
 /// later event changed.

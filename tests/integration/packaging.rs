@@ -402,5 +402,5 @@ fn version_names_the_watcher_abi() {
         lookout::WIT_VERSION
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
-    assert!(want.contains("lookout:watcher@0.3.0"), "{want}");
+    assert!(want.contains("lookout:watcher@0.4.0"), "{want}");
 }

@@ -1,5 +1,6 @@
-//! Declared probes (ABI 0.3) in the daemon: a watcher built for 0.2.0
-//! still loads and reports beside 0.3.0 ones; stream-lag and latency,
+//! Declared probes (ABI 0.3) in the daemon: watchers built for 0.2.0 and
+//! 0.3.0 still load and report beside 0.4.0 ones; a watcher's `configure`
+//! narrows the probes the host runs for it; stream-lag and latency,
 //! beside every other bundled watcher, see a real Redis driven into their
 //! conditions; refused probes are not repeated every poll; a probe two
 //! watchers declare runs once per poll; in a Redis Cluster a stream is read
@@ -42,6 +43,133 @@ fn a_watcher_built_for_0_2_0_still_loads_and_reports() {
     // The 0.3.0 watcher beside it gets its probe.
     wait_event(&bus, "latency", "the latency watcher's first word", |e| {
         e["fields"]["state"] == "entered"
+    });
+    assert!(lookout.terminate().success());
+}
+
+/// stream-lag as built for lookout:watcher@0.3.0 (before conditions)
+/// loads unchanged beside watchers built for 0.4.0, gets its probes and
+/// reports its lag, its envelopes without a condition.
+#[test]
+fn a_watcher_built_for_0_3_0_still_loads_and_reports() {
+    let old = repo().join("tests/fixtures/abi-0.3.0/stream-lag.wasm");
+    let tmp = tempfile::tempdir().unwrap();
+    let side = tmp.path().join("stream-lag.toml");
+    std::fs::write(
+        &side,
+        "streams = 'jobs'
+",
+    )
+    .unwrap();
+    let mut check = lookout_cmd(tmp.path());
+    check.arg("check").arg(&old).arg("--config").arg(&side);
+    let (status, out, err) = run_to_end(check, Duration::from_secs(60));
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("built for lookout:watcher@0.3.0"), "{out}");
+    assert!(out.contains("runs probes: XINFO GROUPS jobs"), "{out}");
+
+    let redis = Redis::start(&[]);
+    let bus = Redis::start(&[]);
+    redis_cmd(&redis, &["XADD", "jobs", "*", "n", "0"]);
+    redis_cmd(&redis, &["XGROUP", "CREATE", "jobs", "workers", "$"]);
+    let plugins = plugins_with(tmp.path(), &["latency"], &["ticker"]);
+    std::fs::copy(&old, plugins.join("stream-lag.wasm")).unwrap();
+    let mut lookout = daemon_with_plugins(
+        tmp.path(),
+        &redis,
+        &bus,
+        &plugins,
+        "[watchers.stream-lag]\nstreams = 'jobs'\nmax_lag = 5\ngrowing_polls = 0\n",
+    );
+    for n in 1..=10 {
+        redis_cmd(&redis, &["XADD", "jobs", "*", "n", &n.to_string()]);
+    }
+    let over = wait_event(&bus, "stream-lag", "the 0.3.0 watcher's lag", |e| {
+        e["fields"]["stream"] == "jobs" && e["fields"]["state"] == "entered"
+    });
+    assert_eq!(over["level"], "warn");
+    assert_eq!(over["fields"]["lag"], 10);
+    assert!(over.get("condition").is_none(), "{over}");
+    // The 0.4.0 watchers beside it run too.
+    wait_event(&bus, "latency", "the latency watcher's first word", |e| {
+        e["fields"]["state"] == "entered"
+    });
+    wait_event(&bus, "ticker", "a tick", |_| true);
+    assert!(lookout.terminate().success());
+}
+
+/// A watcher's `configure` narrows its needs: probe-echo told to use only
+/// CLIENT LIST and XINFO GROUPS gets only those, the server is sent no
+/// other probe, `lookout check` says so; a reload with other settings
+/// narrows them again.
+#[test]
+fn configure_narrows_the_probes_the_host_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let side = tmp.path().join("probe-echo.toml");
+    std::fs::write(
+        &side,
+        "streams = 'jobs'\nonly = 'client-list, xinfo-groups'\n",
+    )
+    .unwrap();
+    let mut check = lookout_cmd(tmp.path());
+    check
+        .arg("check")
+        .arg(crate::support::fixture("probe-echo"))
+        .arg("--config")
+        .arg(&side);
+    let (status, out, err) = run_to_end(check, Duration::from_secs(60));
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("runs probes: XINFO GROUPS jobs, CLIENT LIST")
+            || out.contains("runs probes: CLIENT LIST, XINFO GROUPS jobs"),
+        "{out}"
+    );
+
+    let redis = Redis::start(&[]);
+    redis_cmd(&redis, &["XADD", "jobs", "*", "n", "0"]);
+    redis_cmd(&redis, &["XGROUP", "CREATE", "jobs", "workers", "0"]);
+    let bus = Redis::start(&[]);
+    let plugins = plugins_with(tmp.path(), &[], &["probe-echo"]);
+    let mut lookout = daemon_with_plugins(
+        tmp.path(),
+        &redis,
+        &bus,
+        &plugins,
+        "[watchers.probe-echo]\nstreams = 'jobs'\nonly = 'client-list, xinfo-groups'\n",
+    );
+    wait_event(&bus, "probe-echo", "a CLIENT LIST reading", |e| {
+        e["fields"]["kind"] == "client-list"
+    });
+    polls_pass(&redis, 3);
+    let kinds: Vec<Value> = events_of(&bus, "probe-echo")
+        .iter()
+        .map(|e| e["fields"]["kind"].clone())
+        .collect();
+    assert!(
+        kinds
+            .iter()
+            .all(|k| k == "client-list" || k == "xinfo-groups"),
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k == "xinfo-groups"), "{kinds:?}");
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(
+        !stats.contains("cmdstat_cluster|info") && !stats.contains("cmdstat_latency|latest"),
+        "{stats}"
+    );
+
+    // Other settings, reloaded: narrowed to CLUSTER INFO alone.
+    bus_config(
+        tmp.path(),
+        &bus,
+        "",
+        "[watchers.probe-echo]\nstreams = 'jobs'\nonly = 'cluster-info'\n",
+    );
+    wait_event(&bus, "probe-echo", "a CLUSTER INFO reading", |e| {
+        e["fields"]["kind"] == "cluster-info"
     });
     assert!(lookout.terminate().success());
 }

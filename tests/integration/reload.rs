@@ -181,7 +181,7 @@ fn a_bad_new_file_is_reported_once_and_loads_when_fixed() {
     assert_eq!(report["fields"]["file"], path.to_str().unwrap(), "{report}");
     let msg = report["msg"].as_str().unwrap();
     assert!(
-        msg.contains("built for lookout:watcher@0.4.0")
+        msg.contains("built for lookout:watcher@0.5.0")
             && msg.contains(&format!("fix or remove {}", path.display())),
         "{msg}"
     );

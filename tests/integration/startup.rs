@@ -100,7 +100,7 @@ fn invalid_components_are_refused_with_strict() {
             "future",
             Some("future-version"),
             b"",
-            "built for lookout:watcher@0.4.0",
+            "built for lookout:watcher@0.5.0",
         ),
     ];
     for (name, fixture_name, bytes, needle) in cases {
@@ -276,7 +276,7 @@ fn bad_files_are_skipped_and_the_others_run() {
         ("notes", "not a WebAssembly file"),
         ("core", "core WebAssembly module, not a component"),
         ("other", "not a Lookout watcher"),
-        ("future", "built for lookout:watcher@0.4.0"),
+        ("future", "built for lookout:watcher@0.5.0"),
         ("client-delta", "treshold"),
         ("big", "set max_wasm_mib = 3 in [limits.watchers.big]"),
     ];

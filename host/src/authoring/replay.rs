@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::record::{Recorded, read_lines};
 use crate::config::Settings;
+use crate::delivery::envelope::{Condition, ConditionState};
 use crate::redis::declared::{Answer, Ask};
 use crate::redis::probe::Snapshot;
 use crate::sandbox::Engine;
@@ -31,6 +32,35 @@ pub(crate) struct TestEvent {
     pub msg: String,
     /// Fields, without `instance`.
     pub fields: Map<String, Value>,
+    /// The condition the event starts or ends, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<TestCondition>,
+}
+
+/// A condition as `lookout test` prints and compares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TestCondition {
+    /// Its kind.
+    pub kind: String,
+    /// Its key.
+    pub key: String,
+    /// `firing` or `resolved`.
+    pub state: ConditionState,
+    /// Its runbook URL, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<String>,
+}
+
+impl From<Condition> for TestCondition {
+    fn from(c: Condition) -> Self {
+        Self {
+            kind: c.kind,
+            key: c.key,
+            state: c.state,
+            runbook: c.runbook,
+        }
+    }
 }
 
 /// Runs the watcher at `wasm` over `snapshots` in order, in the daemon's
@@ -66,6 +96,7 @@ pub(crate) async fn run_watcher(
             target: e.target,
             msg: e.msg,
             fields: e.fields,
+            condition: e.condition.map(Into::into),
         }));
     }
     Ok(events)
@@ -294,12 +325,15 @@ pub(crate) fn diff(expected: &[TestEvent], actual: &[TestEvent]) -> Option<Strin
     Some(out)
 }
 
-/// What differs between two events of the same slot: `msg` and each
-/// differing field as `fields.NAME`, in name order.
+/// What differs between two events of the same slot: `msg`,
+/// `condition` and each differing field as `fields.NAME`, in name order.
 fn differing(e: &TestEvent, a: &TestEvent) -> Vec<String> {
     let mut parts = Vec::new();
     if e.msg != a.msg {
         parts.push("msg".to_owned());
+    }
+    if e.condition != a.condition {
+        parts.push("condition".to_owned());
     }
     let mut names: Vec<&String> = e.fields.keys().chain(a.fields.keys()).collect();
     names.sort();
@@ -361,6 +395,7 @@ mod tests {
             target: "client-delta".into(),
             msg: msg.into(),
             fields,
+            condition: None,
         }
     }
 
@@ -452,6 +487,36 @@ mod tests {
             ),
             "{out}"
         );
+    }
+
+    /// A condition prints as an object beside the fields, reads back, and
+    /// a changed one is named.
+    #[test]
+    fn a_changed_condition_is_named() {
+        let mut expected = vec![event(0, "a", 1)];
+        expected[0].condition = Some(TestCondition {
+            kind: "over-max-lag".into(),
+            key: "jobs/workers".into(),
+            state: ConditionState::Firing,
+            runbook: None,
+        });
+        let line = json(&expected[0]);
+        assert!(
+            line.ends_with(
+                r#""condition":{"kind":"over-max-lag","key":"jobs/workers","state":"firing"}}"#
+            ),
+            "{line}"
+        );
+        let back: TestEvent = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, expected[0]);
+        let mut actual = expected.clone();
+        actual[0].condition.as_mut().unwrap().state = ConditionState::Resolved;
+        let out = diff(&expected, &actual).unwrap();
+        assert!(
+            out.contains("changed at snapshot 0 (condition):\n"),
+            "{out}"
+        );
+        assert!(!json(&event(0, "a", 1)).contains("condition"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::{Context, Result, anyhow, bail};
 use wasmtime::component::{Component, Linker};
 
-use super::bindings::{v0_2_0, v0_3_0};
+use super::bindings::{v0_2_0, v0_3_0, v0_4_0};
 use super::limits::WatcherLimits;
 use super::store::{FleetBudget, HostState};
 use crate::delivery::envelope::fields;
@@ -19,13 +19,14 @@ use crate::delivery::envelope::{Emitted, Level};
 /// WIT package this host speaks.
 pub const PACKAGE: &str = "lookout:watcher";
 /// Version of [`PACKAGE`].
-pub const VERSION: &str = "0.3.0";
+pub const VERSION: &str = "0.4.0";
 /// The interface a watcher exports.
-pub(crate) const EXPORT: &str = "lookout:watcher/plugin@0.3.0";
-/// Older versions of [`PACKAGE`] this host still loads.
-pub(crate) const LEGACY_VERSION: &str = "0.2.0";
-/// The interface a [`LEGACY_VERSION`] watcher exports.
-pub(crate) const LEGACY_EXPORT: &str = "lookout:watcher/plugin@0.2.0";
+pub(crate) const EXPORT: &str = "lookout:watcher/plugin@0.4.0";
+/// Older versions of [`PACKAGE`] this host still loads, newest first.
+pub(crate) const OLDER_VERSIONS: [&str; 2] = ["0.3.0", "0.2.0"];
+/// The interface prefix every version's watcher exports, followed by
+/// the version.
+const EXPORT_PREFIX: &str = "lookout:watcher/plugin@";
 
 /// A compiled, checked and pre-linked watcher component; cheap to clone and
 /// shared by every target's instances.
@@ -34,13 +35,15 @@ pub struct Compiled {
     pub(crate) pre: Pre,
 }
 
-/// A pre-linked component of either ABI version.
+/// A pre-linked component of one of the ABI versions the host loads.
 #[derive(Clone)]
 pub(crate) enum Pre {
-    /// Built for [`VERSION`].
-    Current(v0_3_0::WatcherPre<HostState>),
-    /// Built for [`LEGACY_VERSION`].
-    Legacy(v0_2_0::WatcherPre<HostState>),
+    /// Built for [`VERSION`], 0.4.0.
+    V0_4_0(v0_4_0::WatcherPre<HostState>),
+    /// Built for 0.3.0, before conditions.
+    V0_3_0(v0_3_0::WatcherPre<HostState>),
+    /// Built for 0.2.0, before declared probes.
+    V0_2_0(v0_2_0::WatcherPre<HostState>),
 }
 
 impl Compiled {
@@ -48,8 +51,9 @@ impl Compiled {
     #[must_use]
     pub fn abi(&self) -> &'static str {
         match self.pre {
-            Pre::Current(_) => VERSION,
-            Pre::Legacy(_) => LEGACY_VERSION,
+            Pre::V0_4_0(_) => VERSION,
+            Pre::V0_3_0(_) => "0.3.0",
+            Pre::V0_2_0(_) => "0.2.0",
         }
     }
 }
@@ -180,7 +184,7 @@ impl Engine {
         let bytes = read_checked(path, max_bytes)?;
         let component = Component::from_binary(&self.engine, &bytes)
             .map_err(|e| anyhow!("{shown}: not a valid WebAssembly component: {e:#}"))?;
-        let legacy = self
+        let version = self
             .check_world(&component)
             .with_context(|| format!("{shown}"))?;
         let pre = self
@@ -188,34 +192,36 @@ impl Engine {
             .instantiate_pre(&component)
             .map_err(|e| anyhow!("{shown}: cannot link: {e:#}"))?;
         let link = |e: wasmtime::Error| anyhow!("{shown}: cannot link: {e:#}");
-        let pre = if legacy {
-            Pre::Legacy(v0_2_0::WatcherPre::new(pre).map_err(link)?)
-        } else {
-            Pre::Current(v0_3_0::WatcherPre::new(pre).map_err(link)?)
+        let pre = match version {
+            "0.2.0" => Pre::V0_2_0(v0_2_0::WatcherPre::new(pre).map_err(link)?),
+            "0.3.0" => Pre::V0_3_0(v0_3_0::WatcherPre::new(pre).map_err(link)?),
+            _ => Pre::V0_4_0(v0_4_0::WatcherPre::new(pre).map_err(link)?),
         };
         Ok(Compiled { pre })
     }
 
-    /// Whether the component is a watcher of [`VERSION`] (`false`) or of
-    /// [`LEGACY_VERSION`] (`true`).
-    fn check_world(&self, component: &Component) -> Result<bool> {
+    /// The version of the watcher the component is: [`VERSION`] or one of
+    /// [`OLDER_VERSIONS`].
+    fn check_world(&self, component: &Component) -> Result<&'static str> {
         let ty = component.component_type();
         let exports: Vec<String> = ty
             .exports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        if exports.iter().any(|e| e == EXPORT) {
-            return Ok(false);
+        for version in std::iter::once(VERSION).chain(OLDER_VERSIONS) {
+            if exports.iter().any(|e| {
+                e.strip_prefix(EXPORT_PREFIX)
+                    .is_some_and(|found| found == version)
+            }) {
+                return Ok(version);
+            }
         }
-        if exports.iter().any(|e| e == LEGACY_EXPORT) {
-            return Ok(true);
-        }
-        let prefix = "lookout:watcher/plugin@";
-        if let Some(found) = exports.iter().find(|e| e.starts_with(prefix)) {
-            let version = &found[prefix.len()..];
+        if let Some(found) = exports.iter().find(|e| e.starts_with(EXPORT_PREFIX)) {
+            let version = &found[EXPORT_PREFIX.len()..];
             bail!(
                 "built for {PACKAGE}@{version}, but this host speaks {PACKAGE}@{VERSION} \
-                 (and loads {LEGACY_VERSION}); rebuild the watcher against wit/ of this Lookout"
+                 (and loads {}); rebuild the watcher against wit/ of this Lookout",
+                OLDER_VERSIONS.join(", ")
             );
         }
         let shown = if exports.is_empty() {

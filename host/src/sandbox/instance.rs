@@ -17,8 +17,9 @@ use wasmtime::Store;
 use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime_wasi::WasiCtx;
 
-use super::bindings::v0_2_0::lookout::watcher::types as old;
-use super::bindings::{v0_2_0, v0_3_0, wit};
+use super::bindings::v0_2_0::lookout::watcher::types as v2;
+use super::bindings::v0_3_0::lookout::watcher::types as v3;
+use super::bindings::{v0_2_0, v0_3_0, v0_4_0, wit};
 use super::engine::{Compiled, Engine, Pre};
 use super::limits::WatcherLimits;
 use super::stdio::LogPipe;
@@ -77,10 +78,11 @@ pub struct Instance {
     deadline: Duration,
 }
 
-/// The exports of an instance of either ABI version.
+/// The exports of an instance of one of the ABI versions.
 enum Live {
-    Current(v0_3_0::Watcher),
-    Legacy(v0_2_0::Watcher),
+    V0_4_0(v0_4_0::Watcher),
+    V0_3_0(v0_3_0::Watcher),
+    V0_2_0(v0_2_0::Watcher),
 }
 
 impl Instance {
@@ -124,12 +126,15 @@ impl Instance {
         let deadline = limits.call_deadline;
         let at = Instant::now() + deadline;
         let built = match &compiled.pre {
-            Pre::Current(pre) => until(at, pre.instantiate_async(&mut store))
+            Pre::V0_4_0(pre) => until(at, pre.instantiate_async(&mut store))
                 .await
-                .map(|r| r.map(Live::Current)),
-            Pre::Legacy(pre) => until(at, pre.instantiate_async(&mut store))
+                .map(|r| r.map(Live::V0_4_0)),
+            Pre::V0_3_0(pre) => until(at, pre.instantiate_async(&mut store))
                 .await
-                .map(|r| r.map(Live::Legacy)),
+                .map(|r| r.map(Live::V0_3_0)),
+            Pre::V0_2_0(pre) => until(at, pre.instantiate_async(&mut store))
+                .await
+                .map(|r| r.map(Live::V0_2_0)),
         };
         match built {
             None => Err(Trap::Deadline(deadline)),
@@ -170,11 +175,17 @@ impl Instance {
     pub async fn describe(&mut self) -> Result<wit::Manifest, Trap> {
         let at = self.refuel();
         let result = match &self.bindings {
-            Live::Current(live) => {
+            Live::V0_4_0(live) => {
                 let plugin = live.lookout_watcher_plugin();
                 until(at, plugin.call_describe(&mut self.store)).await
             }
-            Live::Legacy(live) => {
+            Live::V0_3_0(live) => {
+                let plugin = live.lookout_watcher_plugin();
+                until(at, plugin.call_describe(&mut self.store))
+                    .await
+                    .map(|r| r.map(wit::Manifest::from))
+            }
+            Live::V0_2_0(live) => {
                 let plugin = live.lookout_watcher_plugin();
                 until(at, plugin.call_describe(&mut self.store))
                     .await
@@ -184,25 +195,36 @@ impl Instance {
         self.settle(result)
     }
 
-    /// Calls `configure`; the inner error is the watcher's own message, cut
-    /// to [`MAX_TEXT_BYTES`](super::trap::MAX_TEXT_BYTES).
+    /// Calls `configure`; `Ok(Some(needs))` is what the watcher narrowed
+    /// its manifest's needs to (0.4.0 and later; older watchers narrow
+    /// nothing); the inner error is the watcher's own message, cut to
+    /// [`MAX_TEXT_BYTES`](super::trap::MAX_TEXT_BYTES).
     ///
     /// # Errors
     /// The watcher trapped or overran its deadline.
     pub async fn configure(
         &mut self,
         settings: &[wit::Setting],
-    ) -> Result<Result<(), String>, Trap> {
+    ) -> Result<Result<Option<wit::Needs>, String>, Trap> {
         let at = self.refuel();
         let result = match &self.bindings {
-            Live::Current(live) => {
+            Live::V0_4_0(live) => {
                 let plugin = live.lookout_watcher_plugin();
                 until(at, plugin.call_configure(&mut self.store, settings)).await
             }
-            Live::Legacy(live) => {
+            Live::V0_3_0(live) => {
                 let plugin = live.lookout_watcher_plugin();
-                let settings: Vec<_> = settings.iter().map(old::Setting::from).collect();
-                until(at, plugin.call_configure(&mut self.store, &settings)).await
+                let settings: Vec<_> = settings.iter().map(v3::Setting::from).collect();
+                until(at, plugin.call_configure(&mut self.store, &settings))
+                    .await
+                    .map(|r| r.map(|r| r.map(|()| None)))
+            }
+            Live::V0_2_0(live) => {
+                let plugin = live.lookout_watcher_plugin();
+                let settings: Vec<_> = settings.iter().map(v2::Setting::from).collect();
+                until(at, plugin.call_configure(&mut self.store, &settings))
+                    .await
+                    .map(|r| r.map(|r| r.map(|()| None)))
             }
         };
         Ok(self.settle(result)?.map_err(|reason| clip(&reason)))
@@ -215,13 +237,20 @@ impl Instance {
     pub async fn observe(&mut self, snapshot: &wit::Snapshot) -> Result<Vec<wit::Event>, Trap> {
         let at = self.refuel();
         let result = match &self.bindings {
-            Live::Current(live) => {
+            Live::V0_4_0(live) => {
                 let plugin = live.lookout_watcher_plugin();
                 until(at, plugin.call_observe(&mut self.store, snapshot)).await
             }
-            Live::Legacy(live) => {
+            Live::V0_3_0(live) => {
                 let plugin = live.lookout_watcher_plugin();
-                let snapshot = old::Snapshot::from(snapshot);
+                let snapshot = v3::Snapshot::from(snapshot);
+                until(at, plugin.call_observe(&mut self.store, &snapshot))
+                    .await
+                    .map(|r| r.map(|events| events.into_iter().map(wit::Event::from).collect()))
+            }
+            Live::V0_2_0(live) => {
+                let plugin = live.lookout_watcher_plugin();
+                let snapshot = v2::Snapshot::from(snapshot);
                 until(at, plugin.call_observe(&mut self.store, &snapshot))
                     .await
                     .map(|r| r.map(|events| events.into_iter().map(wit::Event::from).collect()))

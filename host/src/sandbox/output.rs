@@ -1,6 +1,8 @@
 //! What a watcher returns, made safe to publish: events, messages, fields
-//! and text values cut to the watcher's caps, field names checked, with
-//! counts of what was cut. The caps in bytes of JSON are applied where the
+//! and text values cut to the watcher's caps, field names and conditions
+//! checked, with counts of what was cut. An event that starts or ends a
+//! condition is never dropped by the caps: the others go first, and only
+//! its message and fields are cut. The caps in bytes of JSON are applied where the
 //! events are encoded ([`crate::delivery::envelope::Origin::wrap_all`]),
 //! with the caps each event carries from here.
 
@@ -10,10 +12,16 @@ use serde_json::{Map, Value};
 
 use super::limits::WatcherLimits;
 use super::wit;
-use crate::delivery::envelope::{CallCaps, Emitted, HOST_FIELDS, Level};
+use crate::delivery::envelope::{CallCaps, Condition, ConditionState, Emitted, HOST_FIELDS, Level};
 
 /// Longest field name, bytes.
 pub(crate) const MAX_FIELD_NAME_BYTES: usize = 64;
+/// Longest condition kind, bytes.
+pub(crate) const MAX_CONDITION_KIND_BYTES: usize = 64;
+/// Longest condition key, bytes.
+pub(crate) const MAX_CONDITION_KEY_BYTES: usize = 256;
+/// Longest runbook URL, bytes.
+pub(crate) const MAX_RUNBOOK_BYTES: usize = 1024;
 
 /// How much of one call's output was over the caps.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +38,8 @@ pub(crate) struct Cut {
     /// ([`is_field_name`]), one the host sets ([`HOST_FIELDS`]), or one
     /// the event already has.
     pub names: usize,
+    /// Conditions dropped from their events as invalid ([`condition`]).
+    pub conditions: usize,
 }
 
 impl Cut {
@@ -46,6 +56,56 @@ pub(crate) fn is_field_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// The condition a watcher's event names, if it is valid: a kind of 1 to
+/// [`MAX_CONDITION_KIND_BYTES`] lower-case ASCII letters, digits, `-`, `_`
+/// or `.`, a key of at most [`MAX_CONDITION_KEY_BYTES`], a runbook (if
+/// any) an `http://` or `https://` URL of at most [`MAX_RUNBOOK_BYTES`]
+/// without spaces or control characters.
+pub(crate) fn condition(c: wit::Condition) -> Option<Condition> {
+    let kind_ok = (1..=MAX_CONDITION_KIND_BYTES).contains(&c.kind.len())
+        && c.kind.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
+    let runbook_ok = c.runbook.as_deref().is_none_or(|url| {
+        url.len() <= MAX_RUNBOOK_BYTES
+            && (url.starts_with("http://") || url.starts_with("https://"))
+            && !url.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+    });
+    if !kind_ok || c.key.len() > MAX_CONDITION_KEY_BYTES || !runbook_ok {
+        return None;
+    }
+    Some(Condition {
+        kind: c.kind,
+        key: c.key,
+        state: match c.state {
+            wit::ConditionState::Firing => ConditionState::Firing,
+            wit::ConditionState::Resolved => ConditionState::Resolved,
+        },
+        runbook: c.runbook,
+    })
+}
+
+/// Keeps at most `max` of `events`, in their order: every event with a
+/// condition, then as many of the others as there is room for, first
+/// first. Returns how many were dropped.
+fn keep_at_most(events: &mut Vec<wit::Event>, max: usize) -> usize {
+    if events.len() <= max {
+        return 0;
+    }
+    let with = events.iter().filter(|e| e.condition.is_some()).count();
+    let mut room = max.saturating_sub(with);
+    let before = events.len();
+    events.retain(|e| {
+        if e.condition.is_some() {
+            return true;
+        }
+        let keep = room > 0;
+        room = room.saturating_sub(1);
+        keep
+    });
+    before - events.len()
 }
 
 /// Numbers the calls, so that the envelopes of one can be told from the
@@ -68,13 +128,15 @@ pub(crate) fn cap(
         max_envelope_bytes: limits.max_envelope_bytes,
         max_call_bytes: limits.max_call_bytes,
     };
-    if events.len() > limits.max_events {
-        cut.events = events.len() - limits.max_events;
-        events.truncate(limits.max_events);
-    }
+    cut.events = keep_at_most(&mut events, limits.max_events);
     let emitted = events
         .into_iter()
         .map(|mut event| {
+            let condition = event.condition.take().and_then(|c| {
+                let valid = condition(c);
+                cut.conditions += usize::from(valid.is_none());
+                valid
+            });
             if truncate(&mut event.msg, limits.max_msg_bytes) {
                 cut.msgs += 1;
             }
@@ -113,7 +175,7 @@ pub(crate) fn cap(
                 msg: event.msg,
                 fields,
                 call: Some(call),
-                condition: None,
+                condition,
             }
         })
         .collect();
@@ -161,7 +223,104 @@ mod tests {
                     value: wit::Value::Text("é".repeat(100)),
                 })
                 .collect(),
+            condition: None,
         }
+    }
+
+    fn firing(kind: &str, key: &str, runbook: Option<&str>) -> wit::Condition {
+        wit::Condition {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            state: wit::ConditionState::Firing,
+            runbook: runbook.map(str::to_owned),
+        }
+    }
+
+    /// Events with a condition survive `max_events`, the others are cut
+    /// first; their messages are still cut to `max_msg_bytes`.
+    #[test]
+    fn events_with_a_condition_are_never_dropped() {
+        let limits = WatcherLimits {
+            max_events: 2,
+            max_msg_bytes: 10,
+            ..WatcherLimits::default()
+        };
+        let mut events: Vec<wit::Event> = (0..5).map(|i| event(&format!("plain {i}"), 0)).collect();
+        for at in [1, 3, 4] {
+            events[at].condition = Some(firing("over", &format!("k{at}"), None));
+        }
+        events[4].msg = "x".repeat(50);
+        let (out, cut) = cap("w", "w", events, &limits);
+        let keys: Vec<&str> = out
+            .iter()
+            .map(|e| e.condition.as_ref().map_or("-", |c| c.key.as_str()))
+            .collect();
+        assert_eq!(keys, ["k1", "k3", "k4"]);
+        assert_eq!((cut.events, cut.msgs, cut.conditions), (2, 1, 0));
+        assert!(out[2].msg.len() <= 10);
+        // Room left after them goes to the first of the others.
+        let limits = WatcherLimits {
+            max_events: 3,
+            ..limits
+        };
+        let mut events: Vec<wit::Event> = (0..4).map(|i| event(&format!("p{i}"), 0)).collect();
+        events[3].condition = Some(firing("over", "", None));
+        let (out, cut) = cap("w", "w", events, &limits);
+        let msgs: Vec<&str> = out.iter().map(|e| e.msg.as_str()).collect();
+        assert_eq!(msgs, ["p0", "p1", "p3"]);
+        assert_eq!(cut.events, 1);
+    }
+
+    /// A condition with a bad kind, key or runbook is dropped from its
+    /// event, which stays, and counted.
+    #[test]
+    fn invalid_conditions_are_dropped_and_counted() {
+        let long_kind = "k".repeat(MAX_CONDITION_KIND_BYTES);
+        let long_key = "k".repeat(MAX_CONDITION_KEY_BYTES);
+        let long_url = format!("https://x/{}", "a".repeat(MAX_RUNBOOK_BYTES - 10));
+        let valid = [
+            firing("over-max-lag", "jobs/workers", Some("https://runbooks/lag")),
+            firing("a.b_c-9", "", None),
+            firing(&long_kind, &long_key, Some(&long_url)),
+            firing("x", "é any text", Some("http://h/p")),
+        ];
+        for c in valid {
+            let shown = format!("{c:?}");
+            let kept = condition(c).unwrap_or_else(|| panic!("refused {shown}"));
+            assert_eq!(kept.state, ConditionState::Firing);
+        }
+        let invalid = [
+            firing("", "k", None),
+            firing("Over", "k", None),
+            firing("over lag", "k", None),
+            firing(&format!("{long_kind}k"), "k", None),
+            firing("over", &format!("{long_key}k"), None),
+            firing("over", "k", Some("ftp://h/p")),
+            firing("over", "k", Some("javascript:alert(1)")),
+            firing("over", "k", Some("https://h/a b")),
+            firing("over", "k", Some(&format!("{long_url}a"))),
+        ];
+        let events: Vec<wit::Event> = invalid
+            .into_iter()
+            .map(|c| wit::Event {
+                condition: Some(c),
+                ..event("m", 0)
+            })
+            .collect();
+        let (out, cut) = cap("w", "w", events, &WatcherLimits::default());
+        assert_eq!(out.len(), 9);
+        assert!(out.iter().all(|e| e.condition.is_none()));
+        assert_eq!(cut.conditions, 9);
+        assert!(cut.any());
+        let resolved = wit::Condition {
+            state: wit::ConditionState::Resolved,
+            ..firing("over", "k", None)
+        };
+        let kept = condition(resolved).unwrap();
+        assert_eq!(
+            (kept.state, kept.kind.as_str()),
+            (ConditionState::Resolved, "over")
+        );
     }
 
     #[test]
@@ -188,6 +347,7 @@ mod tests {
                 fields: 2,
                 values: 4,
                 names: 0,
+                conditions: 0,
             }
         );
         assert!(out[1].msg.len() <= 10 && out[1].msg.ends_with('…'));
@@ -227,6 +387,7 @@ mod tests {
                     value: wit::Value::Integer(1),
                 })
                 .collect(),
+            condition: None,
         };
         let (out, cut) = cap("w", "w", vec![event], &WatcherLimits::default());
         let kept: Vec<&str> = out[0].fields.keys().map(String::as_str).collect();

@@ -24,7 +24,8 @@ pub struct Spec {
     pub name: String,
     /// The `.wasm` it came from.
     pub file: PathBuf,
-    /// What the watcher said about itself.
+    /// What the watcher said about itself, its needs narrowed to what
+    /// `configure` returned, if it did (see [`narrow`]).
     pub manifest: wit::Manifest,
     /// The settings `configure` accepted; reused for every instance.
     pub settings: Vec<wit::Setting>,
@@ -140,9 +141,15 @@ pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<L
         });
     }
     let resolved = resolve(&manifest, &layers)?;
-    let declared = declared_probes(&manifest, &resolved).map_err(|e| anyhow!("{shown}: {e}"))?;
+    let mut declared =
+        declared_probes(&manifest, &resolved).map_err(|e| anyhow!("{shown}: {e}"))?;
+    let mut manifest = manifest;
     match instance.configure(&resolved).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(None)) => {}
+        Ok(Ok(Some(narrowed))) => {
+            manifest.needs = narrow(&manifest.needs, &narrowed);
+            declared.retain(|(probe, _)| manifest.needs.probes.iter().any(|p| same(p, probe)));
+        }
         Ok(Err(reason)) => bail!("{shown}: watcher {name} rejected its settings: {reason}"),
         Err(trap) => bail!("{shown}: configure() failed: {trap}"),
     }
@@ -185,6 +192,55 @@ pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<L
         instance,
         took: started.elapsed(),
     })
+}
+
+/// The needs of `manifest` that `narrowed` names too, in the manifest's
+/// order: what a watcher's `configure` narrowed its needs to, never more
+/// than its manifest declared (a field, section or probe only `narrowed`
+/// names is ignored).
+pub(crate) fn narrow(manifest: &wit::Needs, narrowed: &wit::Needs) -> wit::Needs {
+    let field = |f: &String| narrowed.info_fields.contains(f);
+    let section = |s: &String| {
+        narrowed
+            .info_sections
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(s))
+    };
+    wit::Needs {
+        info_fields: manifest
+            .info_fields
+            .iter()
+            .filter(|f| field(f))
+            .cloned()
+            .collect(),
+        info_sections: manifest
+            .info_sections
+            .iter()
+            .filter(|s| section(s))
+            .cloned()
+            .collect(),
+        slowlog: manifest.slowlog && narrowed.slowlog,
+        probes: manifest
+            .probes
+            .iter()
+            .filter(|p| narrowed.probes.iter().any(|n| same(n, p)))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Whether two probes are the same (an INFO section compared without
+/// case).
+fn same(a: &wit::Probe, b: &wit::Probe) -> bool {
+    use wit::Probe as P;
+    match (a, b) {
+        (P::LatencyLatest, P::LatencyLatest)
+        | (P::ClientList, P::ClientList)
+        | (P::ClusterInfo, P::ClusterInfo) => true,
+        (P::InfoSection(a), P::InfoSection(b)) => a.eq_ignore_ascii_case(b),
+        (P::XinfoGroups(a), P::XinfoGroups(b)) | (P::XinfoStream(a), P::XinfoStream(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Longest watcher name and config key, bytes.
@@ -464,8 +520,9 @@ impl Spec {
     /// Instantiation or configuration failed.
     pub async fn instantiate(&self, engine: &Engine) -> Result<Instance, Trap> {
         let mut instance = Instance::new(engine, &self.compiled, &self.name, &self.limits).await?;
+        // The same settings narrow the needs as they did at the load.
         match instance.configure(&self.settings).await? {
-            Ok(()) => Ok(instance),
+            Ok(_) => Ok(instance),
             Err(reason) => Err(Trap::Other(format!("rejected its settings: {reason}"))),
         }
     }
@@ -494,6 +551,43 @@ mod tests {
             },
             cadence: wit::Cadence::EveryPoll,
         }
+    }
+
+    /// `configure` narrows the manifest's needs to what both name, never
+    /// more.
+    #[test]
+    fn narrowed_needs_are_the_intersection() {
+        let declared = wit::Needs {
+            info_fields: vec!["used_memory".into(), "maxmemory".into(), "role".into()],
+            info_sections: vec!["keyspace".into()],
+            slowlog: true,
+            probes: vec![
+                wit::Probe::ClientList,
+                wit::Probe::XinfoGroups("streams".into()),
+                wit::Probe::InfoSection("commandstats".into()),
+            ],
+        };
+        let asked = wit::Needs {
+            info_fields: vec!["role".into(), "used_memory".into(), "evicted_keys".into()],
+            info_sections: vec!["Keyspace".into(), "clients".into()],
+            slowlog: false,
+            probes: vec![
+                wit::Probe::InfoSection("CommandStats".into()),
+                wit::Probe::XinfoGroups("other".into()),
+                wit::Probe::ClusterInfo,
+            ],
+        };
+        let kept = narrow(&declared, &asked);
+        assert_eq!(kept.info_fields, ["used_memory", "role"]);
+        assert_eq!(kept.info_sections, ["keyspace"]);
+        assert!(!kept.slowlog);
+        assert_eq!(kept.probes.len(), 1);
+        assert!(matches!(&kept.probes[0], wit::Probe::InfoSection(s) if s == "commandstats"));
+        // Narrowed to the same: nothing changes.
+        let same = narrow(&declared, &declared);
+        assert_eq!(same.info_fields, declared.info_fields);
+        assert_eq!(same.probes.len(), 3);
+        assert!(same.slowlog);
     }
 
     fn refused(change: impl FnOnce(&mut wit::Manifest)) -> String {

@@ -398,8 +398,13 @@ impl Supervisor {
                             format!(
                                 "watcher {name} output over its caps: {} events cut, {} messages \
                                  and {} values truncated, {} fields dropped, {} fields dropped for \
-                                 their names",
-                                cut.events, cut.msgs, cut.values, cut.fields, cut.names
+                                 their names, {} invalid conditions dropped",
+                                cut.events,
+                                cut.msgs,
+                                cut.values,
+                                cut.fields,
+                                cut.names,
+                                cut.conditions
                             ),
                             fields! {
                                 "watcher" => name.clone(),
@@ -408,6 +413,7 @@ impl Supervisor {
                                 "fields_dropped" => cut.fields,
                                 "values_truncated" => cut.values,
                                 "names_dropped" => cut.names,
+                                "conditions_dropped" => cut.conditions,
                             },
                         ));
                     }

@@ -1,8 +1,11 @@
 //! Conveniences on the generated types: `Value` conversions and accessors,
-//! an `Event` builder, and a `Manifest` builder with constructors for its
+//! an `Event` builder (conditions included), and a `Manifest` builder with constructors for its
 //! parts.
 
-use crate::{Cadence, ConfigKey, Event, Field, Level, Manifest, Needs, Probe, Value, ValueKind};
+use crate::{
+    Cadence, Condition, ConditionState, ConfigKey, Event, Field, Level, Manifest, Needs, Probe,
+    Value, ValueKind,
+};
 
 impl From<i64> for Value {
     fn from(v: i64) -> Self {
@@ -147,13 +150,67 @@ impl Field {
 }
 
 impl Event {
-    /// An event with no fields yet.
+    /// An event with no fields yet, about no condition.
     pub fn new(level: Level, msg: impl Into<String>) -> Self {
         Event {
             level,
             msg: msg.into(),
             fields: Vec::new(),
+            condition: None,
         }
+    }
+
+    /// Makes the event start the condition `kind` (a stable name, 1 to 64
+    /// bytes of `[a-z0-9-_.]`, `over-max-lag`) about `key` (what it is
+    /// about within the watcher and target, at most 256 bytes,
+    /// `jobs/workers`; empty when there is one thing). Sent again while the
+    /// condition holds, it only updates the message. The host drops a
+    /// condition with a bad kind, key or runbook from the event and counts
+    /// it in its cut report; it never drops an event with a condition for
+    /// the output caps.
+    ///
+    /// ```
+    /// use lookout_watcher::{ConditionState, Event, Level};
+    ///
+    /// let e = Event::new(Level::Warn, "jobs/workers is 600 entries behind")
+    ///     .firing("over-max-lag", "jobs/workers")
+    ///     .runbook("https://runbooks.example/stream-lag");
+    /// let c = e.condition.as_ref().unwrap();
+    /// assert_eq!((c.kind.as_str(), c.state), ("over-max-lag", ConditionState::Firing));
+    /// ```
+    #[must_use]
+    pub fn firing(self, kind: &str, key: &str) -> Self {
+        self.with_condition(kind, key, ConditionState::Firing)
+    }
+
+    /// Makes the event end the condition `kind` about `key` (see
+    /// [`firing`](Self::firing)).
+    #[must_use]
+    pub fn resolved(self, kind: &str, key: &str) -> Self {
+        self.with_condition(kind, key, ConditionState::Resolved)
+    }
+
+    /// Puts `url` (an `http://` or `https://` URL of at most 1024 bytes:
+    /// where an operator reads what to do) on the event's condition. Call
+    /// it after [`firing`](Self::firing) or [`resolved`](Self::resolved);
+    /// on an event about no condition it does nothing.
+    #[must_use]
+    pub fn runbook(mut self, url: &str) -> Self {
+        if let Some(c) = &mut self.condition {
+            c.runbook = Some(url.to_string());
+        }
+        self
+    }
+
+    fn with_condition(mut self, kind: &str, key: &str, state: ConditionState) -> Self {
+        let runbook = self.condition.take().and_then(|c| c.runbook);
+        self.condition = Some(Condition {
+            kind: kind.to_string(),
+            key: key.to_string(),
+            state,
+            runbook,
+        });
+        self
     }
 
     /// Appends a field; fields keep the order they were added in.

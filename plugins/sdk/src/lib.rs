@@ -1,4 +1,4 @@
-//! SDK for Lookout watchers: the `lookout:watcher@0.3.0` bindings, generated
+//! SDK for Lookout watchers: the `lookout:watcher@0.4.0` bindings, generated
 //! once here for every watcher, plus small helpers for reading INFO fields
 //! and settings, building manifests and events, keeping state between polls
 //! (a [`Counter`], a [`Conditions`] tracker that fires and resolves a
@@ -75,8 +75,9 @@
 //!             cadence: Cadence::EveryPoll,
 //!         }
 //!     }
-//!     fn configure(_settings: Vec<Setting>) -> Result<(), String> {
-//!         Ok(())
+//!     fn configure(_settings: Vec<Setting>) -> Result<Option<Needs>, String> {
+//!         // `Some(needs)` would narrow the manifest's needs to these settings'.
+//!         Ok(None)
 //!     }
 //!     fn observe(snapshot: Snapshot) -> Vec<Event> {
 //!         match snapshot.info_u64("connected_clients") {
@@ -119,9 +120,9 @@ pub use wit_bindgen::rt as __rt;
 
 pub use bindings::exports::lookout::watcher::plugin::Guest;
 pub use bindings::lookout::watcher::types::{
-    Cadence, Client, ConfigKey, Event, Field, InfoField, LatencySpike, Level, Manifest, Needs,
-    Probe, ProbeReading, Reading, Setting, SlowlogEntry, Snapshot, StreamGroup, StreamInfo, Value,
-    ValueKind,
+    Cadence, Client, Condition, ConditionState, ConfigKey, Event, Field, InfoField, LatencySpike,
+    Level, Manifest, Needs, Probe, ProbeReading, Reading, Setting, SlowlogEntry, Snapshot,
+    StreamGroup, StreamInfo, Value, ValueKind,
 };
 
 mod conditions;
@@ -149,6 +150,6 @@ pub use watch::{Exported, Watch};
 /// Invoke it once, in the watcher crate ([`export!`] invokes it for a
 /// [`Watch`]). Gate it with
 /// `#[cfg(target_family = "wasm")]` if the crate is also built natively as a
-/// `cdylib`: the exported names (`lookout:watcher/plugin@0.3.0#observe`) are
+/// `cdylib`: the exported names (`lookout:watcher/plugin@0.4.0#observe`) are
 /// not valid symbols in a native shared library.
 pub use bindings::export_watcher;

@@ -3,7 +3,7 @@
 //!
 //! [`export!`]: crate::export
 
-use crate::{Event, Manifest, Setting, Slot, Snapshot};
+use crate::{Event, Manifest, Needs, Setting, Slot, Snapshot};
 
 /// A watcher: its manifest, how settings build it, and what it makes of
 /// each poll. The state between polls is the value itself.
@@ -12,8 +12,8 @@ use crate::{Event, Manifest, Setting, Slot, Snapshot};
 ///
 /// - `describe` returns [`Watch::manifest`];
 /// - `configure` builds a fresh watcher with [`Watch::from_settings`] and,
-///   when that succeeds, replaces the one kept so far; on error the old one
-///   (and its state) stays;
+///   when that succeeds, replaces the one kept so far and returns its
+///   [`Watch::needs`]; on error the old one (and its state) stays;
 /// - `observe` hands the snapshot to the kept watcher. One that was never
 ///   configured is first built from the defaults, `from_settings(&[])`; if
 ///   the defaults are rejected, nothing is reported until `configure`
@@ -30,6 +30,14 @@ pub trait Watch: Sized + 'static {
 
     /// Looks at one poll, updating the state; the events to report.
     fn observe(&mut self, snapshot: &Snapshot) -> Vec<Event>;
+
+    /// What these settings need of the manifest's needs, if less (`rules`
+    /// reads only the INFO fields its rules name): `configure` returns it
+    /// and the host reads and hands over only what both name, never more
+    /// than the manifest. `None` (the default) keeps the manifest's.
+    fn needs(&self) -> Option<Needs> {
+        None
+    }
 }
 
 /// The watcher an exported component keeps between calls, with the
@@ -75,11 +83,13 @@ impl<W> Default for Exported<W> {
 }
 
 impl<W: Watch> Exported<W> {
-    /// `configure`: a fresh watcher from `settings`, or the error (keeping
-    /// the watcher there was).
-    pub fn configure(&self, settings: &[Setting]) -> Result<(), String> {
-        self.slot.set(Some(W::from_settings(settings)?));
-        Ok(())
+    /// `configure`: a fresh watcher from `settings` and its
+    /// [`Watch::needs`], or the error (keeping the watcher there was).
+    pub fn configure(&self, settings: &[Setting]) -> Result<Option<Needs>, String> {
+        let watcher = W::from_settings(settings)?;
+        let needs = watcher.needs();
+        self.slot.set(Some(watcher));
+        Ok(needs)
     }
 
     /// `observe`: the kept watcher's events, built from the defaults first
@@ -117,7 +127,10 @@ macro_rules! export {
 
                 fn configure(
                     settings: ::std::vec::Vec<$crate::Setting>,
-                ) -> ::std::result::Result<(), ::std::string::String> {
+                ) -> ::std::result::Result<
+                    ::std::option::Option<$crate::Needs>,
+                    ::std::string::String,
+                > {
                     EXPORTED.configure(&settings)
                 }
 
@@ -230,6 +243,38 @@ mod tests {
         assert!(glue.observe(&snap).is_empty());
         glue.configure(&[setting("start", 1i64)]).unwrap();
         assert_eq!(glue.observe(&snap).len(), 1);
+    }
+
+    /// Keeps only the first INFO field when `narrow` is set.
+    struct Narrow(bool);
+
+    impl Watch for Narrow {
+        fn manifest() -> Manifest {
+            Manifest::new("narrow", "1", "").with_needs(Needs::info(&["a", "b"]))
+        }
+
+        fn from_settings(settings: &[Setting]) -> Result<Self, String> {
+            Ok(Narrow(Settings::new(settings).boolean("narrow", false)?))
+        }
+
+        fn observe(&mut self, _snapshot: &Snapshot) -> Vec<Event> {
+            Vec::new()
+        }
+
+        fn needs(&self) -> Option<Needs> {
+            self.0.then(|| Needs::info(&["a"]))
+        }
+    }
+
+    #[test]
+    fn configure_returns_the_narrowed_needs() {
+        let glue = Exported::<Narrow>::new();
+        assert_eq!(glue.configure(&[]), Ok(None));
+        assert_eq!(
+            glue.configure(&[setting("narrow", true)]),
+            Ok(Some(Needs::info(&["a"])))
+        );
+        assert_eq!(Exported::<Counter>::new().configure(&[]), Ok(None));
     }
 
     #[test]
