@@ -249,6 +249,33 @@ mod tests {
         e.get("state").and_then(Value::as_str).unwrap()
     }
 
+    /// `(kind, key, state)` of the event's condition.
+    fn condition(e: &Event) -> Option<(&str, &str, lookout_watcher::ConditionState)> {
+        e.condition
+            .as_ref()
+            .map(|c| (c.kind.as_str(), c.key.as_str(), c.state))
+    }
+
+    #[test]
+    fn entering_fires_the_condition_and_clearing_resolves_it() {
+        use lookout_watcher::ConditionState::{Firing, Resolved};
+        let mut w = watcher(0.9, 1);
+        let on = w.observe(&snap(95, 100));
+        assert_eq!(
+            condition(&on[0]),
+            Some(("memory-pressure", "used_memory_rss", Firing))
+        );
+        // A reminder is about the same episode: no condition of its own.
+        let reminder = w.observe(&snap(96, 100));
+        assert_eq!(state(&reminder[0]), "ongoing");
+        assert_eq!(condition(&reminder[0]), None);
+        let off = w.observe(&snap(50, 100));
+        assert_eq!(
+            condition(&off[0]),
+            Some(("memory-pressure", "used_memory_rss", Resolved))
+        );
+    }
+
     #[test]
     fn manifest_declares_needs_and_config() {
         let m = MemoryPressure::manifest();

@@ -14,6 +14,7 @@
 //! for = 30                      # polls the condition must hold first
 //! level = "warn"                # info | warn | error
 //! message = "{name}: {field} is {value} ({op} {threshold})"
+//! runbook = "https://runbooks.example/memory"  # optional, on the condition
 //! ```
 //!
 //! Measures: `value` is the field as it reads (divided by `divide_by`,
@@ -65,7 +66,7 @@ pub const SECTIONS: [&str; 10] = [
     "errorstats",
 ];
 /// The keys a `[[rule]]` table may have.
-pub const RULE_KEYS: [&str; 9] = [
+pub const RULE_KEYS: [&str; 10] = [
     "name",
     "field",
     "divide_by",
@@ -75,7 +76,10 @@ pub const RULE_KEYS: [&str; 9] = [
     "for",
     "level",
     "message",
+    "runbook",
 ];
+/// Longest `runbook` URL, bytes (what the host accepts on a condition).
+pub const MAX_RUNBOOK_BYTES: usize = 1024;
 /// The placeholders a `message` may use.
 pub const PLACEHOLDERS: [&str; 6] = ["name", "field", "value", "threshold", "op", "polls"];
 
@@ -282,6 +286,8 @@ pub struct Rule {
     pub level: Level,
     /// The message on entering.
     pub message: Template,
+    /// An `http(s)://` URL saying what to do, put on the rule's condition.
+    pub runbook: Option<String>,
 }
 
 impl Rule {
@@ -448,6 +454,18 @@ impl Rule {
             }
         };
         let message = Template::parse(&message).map_err(|e| err("message", e))?;
+        let runbook = text("runbook", "an http:// or https:// URL")?;
+        if let Some(url) = &runbook
+            && (!(url.starts_with("http://") || url.starts_with("https://"))
+                || url.len() > MAX_RUNBOOK_BYTES)
+        {
+            return Err(err(
+                "runbook",
+                format!(
+                    "expected an http:// or https:// URL of at most {MAX_RUNBOOK_BYTES} bytes, got `{url}`"
+                ),
+            ));
+        }
         Ok(Rule {
             name,
             field,
@@ -458,6 +476,7 @@ impl Rule {
             for_polls,
             level,
             message,
+            runbook,
         })
     }
 }
@@ -811,6 +830,30 @@ impl Rules {
         &self.rules
     }
 
+    /// What the rules read, narrower than the manifest's needs: the INFO
+    /// fields they name (and `run_id`, which tells a restart for `delta`
+    /// and `rate`), and CLUSTER INFO only when one names a `cluster_` field
+    /// (`cluster_enabled` is INFO's).
+    pub fn narrowed_needs(&self) -> Needs {
+        let mut fields = BTreeSet::from(["run_id"]);
+        let mut cluster = false;
+        for rule in &self.rules {
+            for field in std::iter::once(&rule.field).chain(&rule.divide_by) {
+                if field.starts_with("cluster_") && field != "cluster_enabled" {
+                    cluster = true;
+                } else {
+                    fields.insert(field.as_str());
+                }
+            }
+        }
+        let needs = Needs::info(&fields.into_iter().collect::<Vec<_>>());
+        if cluster {
+            needs.with_probe(Probe::ClusterInfo)
+        } else {
+            needs
+        }
+    }
+
     /// The names of the rules entered and not yet left.
     pub fn active(&self) -> Vec<&str> {
         self.rules
@@ -854,7 +897,11 @@ impl Watch for Rules {
                 None => {}
                 Some((e, None)) => events.push(e),
                 Some((e, Some(holds))) => {
-                    events.extend(self.crossed.observe(rule.name.clone(), holds, |_| e));
+                    let e = self.crossed.observe(rule.name.clone(), holds, |_| e);
+                    events.extend(e.map(|e| match &rule.runbook {
+                        Some(url) => e.runbook(url),
+                        None => e,
+                    }));
                 }
             }
         }

@@ -183,7 +183,7 @@ fn configure_errors_name_the_rule_and_key() {
     );
     assert_eq!(
         with("tresh = 2"),
-        "rule `mem` key `tresh`: unknown key; expected one of name, field, divide_by, measure, op, threshold, for, level, message"
+        "rule `mem` key `tresh`: unknown key; expected one of name, field, divide_by, measure, op, threshold, for, level, message, runbook"
     );
     assert_eq!(
         replaced("name = \"mem\"\n", ""),
@@ -317,6 +317,76 @@ fn document_shape_errors() {
     assert_eq!(
         Config::from_settings(&[setting("rules", 3i64)]).unwrap_err(),
         "key `rules` must be a text, got an integer 3"
+    );
+}
+
+#[test]
+fn needs_narrow_to_the_fields_the_rules_name() {
+    let w = rules(MEM);
+    assert_eq!(
+        w.narrowed_needs(),
+        Needs::info(&["maxmemory", "run_id", "used_memory"])
+    );
+    let w = rules(
+        r#"
+[[rule]]
+name = "cluster"
+field = "cluster_state"
+op = "!="
+threshold = "ok"
+
+[[rule]]
+name = "enabled"
+field = "cluster_enabled"
+op = "=="
+threshold = 0
+"#,
+    );
+    assert_eq!(
+        w.narrowed_needs(),
+        Needs::info(&["cluster_enabled", "run_id"]).with_probe(Probe::ClusterInfo)
+    );
+    // No rules: only `run_id`.
+    assert_eq!(rules("").narrowed_needs(), Needs::info(&["run_id"]));
+}
+
+#[test]
+fn a_rule_fires_its_condition_when_entered_and_resolves_it_when_left() {
+    use lookout_watcher::ConditionState::{Firing, Resolved};
+    let mut w = rules(MEM);
+    let at = |used: &str| snap(0, &[("used_memory", used), ("maxmemory", "100")]);
+    let condition = |e: &Event| {
+        let c = e.condition.clone().expect("a condition");
+        (c.kind, c.key, c.state)
+    };
+    assert!(w.observe(&at("80")).is_empty());
+    let on = w.observe(&at("75"));
+    assert_eq!(condition(&on[0]), ("rule".into(), "mem".into(), Firing));
+    assert!(w.observe(&at("90")).is_empty());
+    let off = w.observe(&at("10"));
+    assert_eq!(condition(&off[0]), ("rule".into(), "mem".into(), Resolved));
+    assert_eq!(off[0].condition.as_ref().unwrap().runbook, None);
+}
+
+#[test]
+fn a_runbook_goes_on_the_rule_condition() {
+    let url = "https://runbooks.example/mem";
+    let mut w = rules(&format!("{MEM}runbook = \"{url}\"\n"));
+    let at = |used: &str| snap(0, &[("used_memory", used), ("maxmemory", "100")]);
+    w.observe(&at("80"));
+    let on = w.observe(&at("75"));
+    assert_eq!(
+        on[0].condition.as_ref().unwrap().runbook.as_deref(),
+        Some(url)
+    );
+    let off = w.observe(&at("10"));
+    assert_eq!(
+        off[0].condition.as_ref().unwrap().runbook.as_deref(),
+        Some(url)
+    );
+    assert_eq!(
+        err(&format!("{MEM}runbook = \"ftp://x\"\n")),
+        "rule `mem` key `runbook`: expected an http:// or https:// URL of at most 1024 bytes, got `ftp://x`"
     );
 }
 

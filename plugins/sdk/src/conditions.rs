@@ -255,15 +255,28 @@ impl<K: Ord + Clone> Conditions<K> {
 
     /// `event` with this condition's kind, `key` and `transition` on it.
     fn attach(&self, event: Event, key: &K, transition: Transition) -> Event {
-        let _ = (key, transition);
-        event
+        let key = (self.key_text)(key);
+        let event = match transition {
+            Transition::Firing => event.firing(&self.kind, &key),
+            Transition::Resolved => event.resolved(&self.kind, &key),
+        };
+        match &self.runbook {
+            Some(url) => event.runbook(url),
+            None => event,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Level;
+    use crate::{ConditionState, Level};
+
+    /// The event's condition as `(kind, key, state, runbook)`.
+    fn condition(e: &Event) -> (&str, &str, ConditionState, Option<&str>) {
+        let c = e.condition.as_ref().expect("a condition");
+        (&c.kind, &c.key, c.state, c.runbook.as_deref())
+    }
 
     fn msgs(events: &[Event]) -> Vec<&str> {
         events.iter().map(|e| e.msg.as_str()).collect()
@@ -296,6 +309,49 @@ mod tests {
         assert_eq!(c.observe(1, true, ev).unwrap().msg, "on");
         assert!(c.observe(1, true, ev).is_none());
         assert_eq!(c.observe(1, false, ev).unwrap().msg, "off");
+    }
+
+    #[test]
+    fn events_carry_the_condition() {
+        let mut c: Conditions<(String, String)> =
+            Conditions::with_key_text("over-max-lag", |(s, g)| format!("{s}/{g}"));
+        let key = || ("jobs".to_string(), "workers".to_string());
+        let on = c.observe(key(), true, ev).unwrap();
+        assert_eq!(
+            condition(&on),
+            ("over-max-lag", "jobs/workers", ConditionState::Firing, None)
+        );
+        let off = c.observe(key(), false, ev).unwrap();
+        assert_eq!(
+            condition(&off),
+            (
+                "over-max-lag",
+                "jobs/workers",
+                ConditionState::Resolved,
+                None
+            )
+        );
+        // Gone while firing, and resolved by hand: resolved too.
+        c.observe(key(), true, ev);
+        assert!(c.finish(|_| unreachable!()).is_empty());
+        let gone = c.finish(|_| Event::new(Level::Info, "gone"));
+        assert_eq!(condition(&gone[0]).2, ConditionState::Resolved);
+        c.observe(key(), true, ev);
+        let by_hand = c.resolve(&key(), || Event::new(Level::Info, "x")).unwrap();
+        assert_eq!(condition(&by_hand).2, ConditionState::Resolved);
+    }
+
+    #[test]
+    fn the_runbook_goes_on_every_event() {
+        let url = "https://runbooks.example/lag";
+        let mut c = Conditions::new("k").with_runbook(Some(url.to_string()));
+        let on = c.observe("a", true, ev).unwrap();
+        assert_eq!(
+            condition(&on),
+            ("k", "a", ConditionState::Firing, Some(url))
+        );
+        let off = c.observe("a", false, ev).unwrap();
+        assert_eq!(condition(&off).3, Some(url));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Unit tests of the `stream-lag` watcher.
 use lookout_watcher::testing::{SnapshotBuilder, fields, setting};
-use lookout_watcher::{Guest, Value};
+use lookout_watcher::{ConditionState, Guest, Value};
 
 use super::*;
 
@@ -52,6 +52,52 @@ fn kinds(events: &[Event]) -> Vec<(&str, &str)> {
         .iter()
         .map(|e| (text(e, "condition"), text(e, "state")))
         .collect()
+}
+
+/// `(kind, key, firing)` of each event's condition.
+fn conditions(events: &[Event]) -> Vec<(&str, &str, bool)> {
+    events
+        .iter()
+        .map(|e| {
+            let c = e.condition.as_ref().expect("a condition");
+            (
+                c.kind.as_str(),
+                c.key.as_str(),
+                c.state == ConditionState::Firing,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn conditions_fire_and_resolve_per_group_and_stream() {
+    let mut w = watcher(10, 1);
+    w.observe(&lag(0, 1));
+    let both = |firing| {
+        [
+            ("over-max-lag", "jobs/workers", firing),
+            ("lag-growing", "jobs/workers", firing),
+        ]
+    };
+    assert_eq!(conditions(&w.observe(&lag(1, 50))), both(true));
+    assert!(w.observe(&lag(2, 60)).is_empty());
+    assert_eq!(conditions(&w.observe(&lag(3, 5))), both(false));
+    // Gone while holding both: each resolved by an event of its own.
+    assert_eq!(conditions(&w.observe(&lag(4, 60))), both(true));
+    assert_eq!(conditions(&w.observe(&snap(5, Vec::new()))), both(false));
+    // Unreadable: the stream's condition fires, its groups' resolve.
+    w.observe(&lag(6, 60));
+    assert_eq!(
+        conditions(&w.observe(&gone(7, "ERR no such key"))),
+        [
+            ("stream-unavailable", "jobs", true),
+            ("over-max-lag", "jobs/workers", false)
+        ]
+    );
+    assert_eq!(
+        conditions(&w.observe(&lag(8, 0))),
+        [("stream-unavailable", "jobs", false)]
+    );
 }
 
 #[test]
