@@ -75,6 +75,7 @@ class Plugin(exports.Plugin):
                 _LEVELS[e.level],
                 e.msg,
                 [t.Field(name, _to_value(value)) for name, value in e.fields],
+                None,
             )
             for e in _watcher.observe(info)
         ]

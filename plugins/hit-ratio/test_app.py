@@ -81,6 +81,7 @@ class AppTest(unittest.TestCase):
                         t.Field("threshold", t.Value_Float(0.5)),
                         t.Field("state", t.Value_Text("entered")),
                     ],
+                    None,
                 )
             ],
         )
