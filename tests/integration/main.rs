@@ -8,6 +8,7 @@ mod authoring;
 mod budget;
 mod bus;
 mod caps;
+mod conditions;
 mod config;
 mod discovery;
 mod engine;

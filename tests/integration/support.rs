@@ -228,12 +228,16 @@ pub fn envelope_from_stream(map: &std::collections::HashMap<String, String>) -> 
             .unwrap_or_else(|| panic!("stream entry lacks `{key}`: {map:?}"))
             .clone()
     };
+    let condition = map.get("condition").map(|c| {
+        serde_json::from_str::<Value>(c)
+            .unwrap_or_else(|e| panic!("`condition` is not a JSON object string ({e}): {map:?}"))
+    });
     assert_eq!(
         map.len(),
-        10,
-        "stream entry has exactly the 10 envelope keys: {map:?}"
+        10 + usize::from(condition.is_some()),
+        "stream entry has exactly the 10 envelope keys, and `condition` when it has one: {map:?}"
     );
-    serde_json::json!({
+    let mut env = serde_json::json!({
         "v": text("v").parse::<u64>().unwrap(),
         "id": text("id"),
         "ts": text("ts"),
@@ -244,7 +248,11 @@ pub fn envelope_from_stream(map: &std::collections::HashMap<String, String>) -> 
         "target": text("target"),
         "msg": text("msg"),
         "fields": serde_json::from_str::<Value>(&text("fields")).unwrap(),
-    })
+    });
+    if let Some(condition) = condition {
+        env["condition"] = condition;
+    }
+    env
 }
 
 /// Asserts that `env` has the v2 envelope shape.
@@ -252,7 +260,11 @@ pub fn assert_envelope(env: &Value) {
     let obj = env
         .as_object()
         .unwrap_or_else(|| panic!("not an object: {env}"));
-    let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    let keys: Vec<&str> = obj
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "condition")
+        .collect();
     let mut sorted = keys.clone();
     sorted.sort_unstable();
     assert_eq!(

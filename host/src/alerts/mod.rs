@@ -1,9 +1,11 @@
 //! Conditions that fire and resolve: the active set the pollers, the
 //! supervisor and the daemon feed (watchers' conditions and the host's
 //! own), published on a [`Board`] that the Alertmanager sender and the
-//! status page read.
+//! status page read. The set and its rules are in `active`, the `[alerts]`
+//! table in `settings`.
 
-#![allow(dead_code)]
+pub(crate) mod active;
+pub(crate) mod settings;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -37,11 +39,18 @@ pub(crate) struct Alert {
 /// delivered, shared between the one writer (the condition set) and its
 /// readers. A reader takes a [`Board::snapshot`] whenever
 /// [`Board::changed`] wakes it, and at its own cadence.
+///
+/// One fingerprint may be on it twice: a resolution under the labels it
+/// fired with, and the same condition firing anew under other labels (a
+/// changed level or role), as Alertmanager tells alerts by their labels.
 #[derive(Debug, Default)]
 pub(crate) struct Board {
-    alerts: Mutex<BTreeMap<String, Alert>>,
+    alerts: Mutex<BTreeMap<Slot, Alert>>,
     changed: Notify,
 }
+
+/// Where an alert sits on the board: its fingerprint, then its labels.
+type Slot = (String, BTreeMap<String, String>);
 
 impl Board {
     /// An empty board, shared.
@@ -58,17 +67,26 @@ impl Board {
     /// Puts `alert` on the board (replacing the one of its fingerprint) and
     /// wakes the readers.
     pub(crate) fn put(&self, alert: Alert) {
-        self.lock().insert(alert.fingerprint.clone(), alert);
+        let slot = (alert.fingerprint.clone(), alert.labels.clone());
+        self.lock().insert(slot, alert);
         self.changed.notify_waiters();
     }
 
-    /// Takes the resolved alert of `fingerprint` off the board once every
-    /// reader that must deliver it has; an active one stays.
+    /// Takes the resolved alerts of `fingerprint` off the board once every
+    /// reader that must deliver them has; an active one stays.
     pub(crate) fn forget_resolved(&self, fingerprint: &str) {
-        let mut alerts = self.lock();
-        if alerts.get(fingerprint).is_some_and(|a| a.ends_at.is_some()) {
-            alerts.remove(fingerprint);
-        }
+        self.lock()
+            .retain(|(fp, _), a| fp != fingerprint || a.ends_at.is_none());
+    }
+
+    /// Takes the active alert of `fingerprint` off the board without a
+    /// resolution: this process no longer watches what it is about, and
+    /// the one that does fires it. Readers stop re-sending it and let it
+    /// lapse.
+    pub(crate) fn lapse(&self, fingerprint: &str) {
+        self.lock()
+            .retain(|(fp, _), a| fp != fingerprint || a.ends_at.is_some());
+        self.changed.notify_waiters();
     }
 
     /// Completes at the next change of the board.
@@ -76,7 +94,7 @@ impl Board {
         self.changed.notified().await;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Alert>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Slot, Alert>> {
         self.alerts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

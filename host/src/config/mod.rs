@@ -88,6 +88,9 @@ pub struct FileConfig {
     /// TLS settings of every `rediss://` URL, unless overridden.
     #[serde(default)]
     pub tls: Tls,
+    /// When host conditions fire.
+    #[serde(default)]
+    pub alerts: crate::alerts::settings::AlertsFile,
 }
 
 /// Log output format on stderr.
@@ -169,6 +172,8 @@ pub struct Settings {
     pub spool_dir: Option<PathBuf>,
     /// Breaker settings.
     pub breaker: BreakerSettings,
+    /// When host conditions fire (`[alerts]`).
+    pub alerts: crate::alerts::settings::AlertsSettings,
     /// stderr log format.
     pub log_format: LogFormat,
     /// Publishing target.
@@ -256,6 +261,7 @@ impl Settings {
         let buffer = file.buffer.resolve(&origin)?;
         let breaker = file.breaker.resolve(&origin)?;
         let heartbeat = file.heartbeat.resolve(&origin)?;
+        let alerts = file.alerts.resolve(poll_interval, &origin)?;
         let metrics_addr = match o.metrics_addr.as_ref().or(file.metrics_addr.as_ref()) {
             None => None,
             Some(addr) => {
@@ -305,6 +311,7 @@ impl Settings {
             spool_dir: file.buffer.dir,
             buffer,
             breaker,
+            alerts,
             limits,
             watchers: file.watchers,
             config_path: path.map(Path::to_path_buf),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tracing::{error, info, warn};
 
+use crate::alerts::active::Subject;
 use crate::config::Settings;
 use crate::delivery::envelope::fields;
 use crate::delivery::envelope::{Emitted, Envelope, Level, Origin};
@@ -23,7 +24,12 @@ use crate::targets::Target;
 #[derive(Debug, Clone)]
 pub(crate) struct About {
     instance: Arc<str>,
+    /// The target's key (`Target::key`), which conditions' fingerprints
+    /// name; the host name for the process's own.
+    key: Arc<str>,
     labels: Option<Value>,
+    /// The labels as configured or discovered, frozen into alerts.
+    label_map: BTreeMap<String, String>,
 }
 
 impl About {
@@ -31,25 +37,44 @@ impl About {
     pub(crate) fn instance(instance: &str) -> Self {
         Self {
             instance: Arc::from(instance),
+            key: Arc::from(instance),
             labels: None,
+            label_map: BTreeMap::new(),
         }
     }
 
     /// Events about the process itself, not one target: they carry the
     /// origin's instance.
     pub(crate) fn process(origin: &Origin) -> Self {
-        Self::instance(&origin.instance)
+        Self::instance(&origin.instance).keyed(&origin.host)
     }
 
     /// Events about `target`: its address and labels.
     pub(crate) fn target(target: &Target) -> Self {
-        let mut about = Self::instance(&instance_of(&target.url));
+        let mut about = Self::instance(&instance_of(&target.url)).keyed(&target.key());
         about.relabel(&target.labels);
         about
     }
 
+    /// The same, about the target whose key is `key`.
+    #[must_use]
+    pub(crate) fn keyed(mut self, key: &str) -> Self {
+        self.key = Arc::from(key);
+        self
+    }
+
+    /// Whom a condition of these events is about.
+    pub(crate) fn subject(&self) -> Subject<'_> {
+        Subject {
+            target_key: &self.key,
+            instance: &self.instance,
+            labels: &self.label_map,
+        }
+    }
+
     /// Puts `labels` on the events from now on.
     pub(crate) fn relabel(&mut self, labels: &BTreeMap<String, String>) {
+        self.label_map.clone_from(labels);
         self.labels = (!labels.is_empty()).then(|| {
             Value::Object(
                 labels
@@ -63,7 +88,7 @@ impl About {
     /// The envelopes of `events`, stamped by `origin`: labels go in first,
     /// as they count toward the caps in bytes.
     pub(crate) fn envelopes(&self, origin: &Origin, events: Vec<Emitted>) -> Vec<Envelope> {
-        origin.wrap_all(&self.instance, self.labels.as_ref(), events)
+        origin.wrap_all(&self.instance, &self.key, self.labels.as_ref(), events)
     }
 }
 

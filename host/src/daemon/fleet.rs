@@ -25,9 +25,10 @@ use super::inbox::Inbox;
 use super::lateness::Lateness;
 use super::poller::{FirstPoll, Poller};
 use super::start::dial;
+use crate::alerts::active::{Active, Hold, host_condition, kinds};
 use crate::config::Settings;
 use crate::delivery::envelope::fields;
-use crate::delivery::envelope::{Emitted, Level, Origin};
+use crate::delivery::envelope::{ConditionState, Emitted, Level, Origin};
 use crate::delivery::task::Outlet;
 use crate::redis::probe::Prober;
 use crate::sandbox::{Engine, Instance};
@@ -76,6 +77,10 @@ pub(super) struct Kit {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Cancelled on shutdown: every poller's token is a child of it.
     pub shutdown: CancellationToken,
+    /// The active set every poller's conditions go through.
+    pub conditions: Arc<Active>,
+    /// `[alerts] for_s`: how long a host condition holds before it fires.
+    pub for_s: Duration,
 }
 
 /// The pollers, by target key.
@@ -89,6 +94,8 @@ pub(super) struct Fleet {
     found: Vec<Option<Vec<Target>>>,
     /// Each discover entry's failure last reported.
     failing: Vec<Option<String>>,
+    /// Each discover entry's failing, as a condition.
+    failing_for: Vec<Hold>,
     /// Per discover entry, what was said about its answers: nodes outside
     /// `allow` and nodes that cannot be watched (each once), and whether
     /// a cut at `max_nodes` was.
@@ -113,6 +120,7 @@ impl Fleet {
             started: false,
             found: vec![None; discover_entries],
             failing: vec![None; discover_entries],
+            failing_for: vec![Hold::default(); discover_entries],
             said: vec![Said::default(); discover_entries],
             warned_mappings: false,
         }
@@ -160,7 +168,8 @@ impl Fleet {
         .with_offset(offset)
         .with_shared(kit.calls.clone(), kit.lateness.clone())
         .with_snapshot_budget(kit.snapshots.0.clone(), kit.snapshots.1)
-        .with_metrics(kit.metrics.as_ref().map(|m| m.target(&key)));
+        .with_metrics(kit.metrics.as_ref().map(|m| m.target(&key)))
+        .with_conditions(&key, kit.conditions.clone(), kit.for_s);
         let (first, limit) = (kit.first, kit.limit);
         let task_key = key.clone();
         for spec in registry.values().filter(|s| target.runs(&s.name)) {
@@ -251,8 +260,19 @@ impl Fleet {
     /// Queues events about the process itself, not one target.
     async fn publish(&self, events: Vec<Emitted>) {
         let origin = &self.kit.origin;
-        let envelopes = About::process(origin).envelopes(origin, events);
+        let envelopes = self.envelopes(&About::process(origin), events);
         self.kit.outlet.send(envelopes).await;
+    }
+
+    /// The envelopes of `events` about `about`, their conditions taken
+    /// through the active set.
+    fn envelopes(
+        &self,
+        about: &About,
+        events: Vec<Emitted>,
+    ) -> Vec<crate::delivery::envelope::Envelope> {
+        let events = self.kit.conditions.observe(&about.subject(), events);
+        about.envelopes(&self.kit.origin, events)
     }
 
     /// The start-up watchers are ready: every poller starts.
@@ -266,8 +286,11 @@ impl Fleet {
     /// Stops every poller (a watcher call in flight is abandoned) and
     /// waits for them.
     pub(super) async fn stop_all(&mut self) {
-        for running in self.running.values() {
+        for (key, running) in &self.running {
             running.stop.cancel();
+            // Not resolved: the process that watches it next (after a
+            // restart, or the shard that owns it) fires it again.
+            self.kit.conditions.lapse(key);
         }
         while self.polling.join_next().await.is_some() {}
         self.running.clear();
@@ -295,11 +318,23 @@ impl Fleet {
         found: Found,
     ) {
         let how = settings.discover[entry].describe();
-        let origin = self.kit.origin.clone();
-        let screened = self.screened(settings, entry, &found);
-        let mut envelopes = About::process(&origin).envelopes(&origin, screened);
-        let mut tell = |target: &Target, event: Emitted| {
-            envelopes.extend(About::target(target).envelopes(&origin, vec![event]));
+        let mut screened = self.screened(settings, entry, &found);
+        if self.failing_for[entry].clear() {
+            screened.push(host_condition(
+                Level::Info,
+                kinds::DISCOVERY_FAILED,
+                &how,
+                ConditionState::Resolved,
+                format!("discovery answers again: {how}"),
+                fields! {"discover" => how.clone()},
+            ));
+        }
+        let mut envelopes = self.envelopes(&About::process(&self.kit.origin), screened);
+        let (origin, active) = (self.kit.origin.clone(), self.kit.conditions.clone());
+        let mut tell = |target: &Target, events: Vec<Emitted>| {
+            let about = About::target(target);
+            let events = active.observe(&about.subject(), events);
+            envelopes.extend(about.envelopes(&origin, events));
         };
         if let Some(metrics) = &self.kit.metrics {
             metrics.discover_nodes(&how, found.refused.len(), found.cut);
@@ -331,14 +366,17 @@ impl Fleet {
                         .unwrap_or_default();
                     running.target = target.clone();
                     running.inbox.relabel(target.labels.clone());
-                    tell(target, events::target_relabelled(&key, &role, &was, &how));
+                    tell(
+                        target,
+                        vec![events::target_relabelled(&key, &role, &was, &how)],
+                    );
                 }
                 Some(_) => {}
                 None => {
                     let spread = u32::try_from(hashmod(&key, 1000)).unwrap_or(0);
                     let offset = settings.poll_interval * spread / 1000;
                     match self.add(settings, registry, target.clone(), offset, Some(entry)) {
-                        Ok(()) => tell(target, events::target_added(&key, &role, &how)),
+                        Ok(()) => tell(target, vec![events::target_added(&key, &role, &how)]),
                         Err(e) => {
                             warn!(target = %key, "target {key} found by {how} cannot be watched: {e:#}")
                         }
@@ -361,7 +399,10 @@ impl Fleet {
         for key in gone {
             if let Some(running) = self.running.remove(&key) {
                 running.stop.cancel();
-                tell(&running.target, events::target_removed(&key, &how));
+                let why = format!("target {key} removed: {how} no longer lists it");
+                let mut said = vec![events::target_removed(&key, &how)];
+                said.extend(self.kit.conditions.resolve_all(&key, None, &why));
+                tell(&running.target, said);
             }
         }
         self.found[entry] = Some(found);
@@ -435,11 +476,21 @@ impl Fleet {
             "discovery failed for {how}: {text}; its targets keep running, retrying in {:.0}s",
             settings.discover[entry].refresh.as_secs_f64()
         );
-        if self.failing[entry].as_deref() == Some(text.as_str()) {
-            return;
+        let mut said = Vec::new();
+        if self.failing_for[entry].holds(self.kit.for_s) {
+            said.push(host_condition(
+                Level::Error,
+                kinds::DISCOVERY_FAILED,
+                &how,
+                ConditionState::Firing,
+                format!("discovery failing: {how}: {text}"),
+                fields! {"discover" => how.clone(), "error" => text.clone()},
+            ));
         }
-        let event = events::discovery_failed(&how, &text);
-        self.failing[entry] = Some(text);
-        self.publish(vec![event]).await;
+        if self.failing[entry].as_deref() != Some(text.as_str()) {
+            said.insert(0, events::discovery_failed(&how, &text));
+            self.failing[entry] = Some(text);
+        }
+        self.publish(said).await;
     }
 }

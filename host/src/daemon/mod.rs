@@ -4,7 +4,8 @@
 //! (the publisher); `start` checks and prepares everything, `run` starts
 //! the tasks, loads the watchers concurrently, applies reloads and stops
 //! everything on shutdown; `fleet` keeps one poller per target, in step
-//! with `discover`; `events` words what the daemon itself reports.
+//! with `discover`; `events` words what the daemon itself reports;
+//! `conditions` tells the bus's and the outbox's conditions.
 //!
 //! ```text
 //!  watchers/*.wasm ──compile (blocking pool, concurrent)──┐
@@ -15,6 +16,7 @@
 //!                publisher task ── outbox ── breaker ── spool ──► bus
 //! ```
 
+mod conditions;
 pub(crate) mod discover;
 pub(crate) mod events;
 pub(crate) mod fleet;

@@ -15,7 +15,9 @@ use tracing::{error, info, warn};
 use super::events::{self, About};
 use super::inbox::{Change, Desired, Inbox};
 use super::lateness::Lateness;
+use crate::alerts::active::{Active, Hold, RECHECK_POLLS, host_condition, kinds};
 use crate::delivery::envelope::fields;
+use crate::delivery::envelope::{ConditionState, HOST_TARGET};
 use crate::delivery::envelope::{Emitted, Level, Origin};
 use crate::delivery::task::{Outlet, sleep_until};
 use crate::metrics::TargetMetrics;
@@ -65,6 +67,18 @@ pub struct Poller {
     lateness: Arc<Lateness>,
     /// This target's metric handles, with metrics on.
     metrics: Option<Arc<TargetMetrics>>,
+    /// The active set its conditions go through, and how long a host
+    /// condition holds before it fires; `None` outside the daemon.
+    conditions: Option<(Arc<Active>, Duration)>,
+    /// Polls failing to reach the target, and refusing lookout.
+    unreachable: Hold,
+    refusing: Hold,
+    /// Restarted watchers, with the poll by which they must report their
+    /// conditions again.
+    rechecks: std::collections::BTreeMap<String, u64>,
+    /// Host events waiting for the next publish (a watcher unloaded or
+    /// replaced, the target relabelled).
+    queued: Vec<Emitted>,
 }
 
 /// KiB reserved for a target's first snapshot (a default INFO and a few
@@ -104,7 +118,27 @@ impl Poller {
             last_kib: FIRST_SNAPSHOT_KIB,
             lateness: Arc::new(Lateness::default()),
             metrics: None,
+            conditions: None,
+            unreachable: Hold::default(),
+            refusing: Hold::default(),
+            rechecks: std::collections::BTreeMap::new(),
+            queued: Vec::new(),
         }
+    }
+
+    /// Names its target `key` (`Target::key`) in conditions' fingerprints
+    /// and alerts, and takes its events through `active`; host conditions
+    /// fire after holding `for_s`.
+    #[must_use]
+    pub(crate) fn with_conditions(
+        mut self,
+        key: &str,
+        active: Arc<Active>,
+        for_s: Duration,
+    ) -> Self {
+        self.about = self.about.clone().keyed(key);
+        self.conditions = Some((active, for_s));
+        self
     }
 
     /// Counts polls, their duration and lateness, and its watchers' calls
@@ -184,6 +218,10 @@ impl Poller {
                 next_poll = Some(Instant::now() + self.offset);
             }
             self.catch_up(desired);
+            if !self.queued.is_empty() {
+                let queued = std::mem::take(&mut self.queued);
+                self.publish(queued).await;
+            }
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return Ok(()),
@@ -216,6 +254,7 @@ impl Poller {
             let on_time = self.interval.saturating_sub(began.elapsed());
             let wait = match outcome {
                 Ok(()) => {
+                    self.cleared(true, true).await;
                     outage.backoff.reset();
                     if let Some(since) = outage.down_since.take() {
                         self.back_online(since.elapsed()).await;
@@ -230,10 +269,15 @@ impl Poller {
                 }
                 Err(e) if once => return Err(e.into()),
                 Err(ProbeError::Overdue(reason)) => {
+                    self.cleared(true, false).await;
                     self.overdue(reason, &mut outage.slow_since).await;
                     on_time
                 }
-                Err(e) => self.failed_poll(e, &mut outage).await,
+                Err(e) => {
+                    let reached = !matches!(e, ProbeError::Unreachable(_));
+                    self.cleared(reached, false).await;
+                    self.failed_poll(e, &mut outage).await
+                }
             };
             if limit.is_some_and(|limit| done >= limit) {
                 return Ok(());
@@ -249,6 +293,10 @@ impl Poller {
         } = desired;
         if let Some(labels) = labels {
             self.about.relabel(&labels);
+            if let Some((active, _)) = &self.conditions {
+                let relabelled = active.relabelled(&self.about.subject());
+                self.queued.extend(relabelled);
+            }
         }
         if watchers.is_empty() {
             return;
@@ -257,13 +305,60 @@ impl Poller {
             match change {
                 Change::Install(spec, instance) => {
                     self.supervisor.install(spec, instance.map(|i| *i));
+                    self.replaced(&name);
                 }
                 Change::Remove => {
                     self.supervisor.remove(&name);
+                    self.unloaded(&name);
                 }
             }
         }
         self.watchers_changed();
+    }
+
+    /// Watcher `name` was installed: a quarantine of it ends, and the
+    /// conditions of the version it replaces are kept if it reports them
+    /// again within [`RECHECK_POLLS`] polls.
+    fn replaced(&mut self, name: &str) {
+        let Some((active, _)) = &self.conditions else {
+            return;
+        };
+        let key = self.about.subject().target_key.to_owned();
+        if active.is_firing(&key, HOST_TARGET, kinds::WATCHER_QUARANTINED, name) {
+            self.queued.push(host_condition(
+                Level::Info,
+                kinds::WATCHER_QUARANTINED,
+                name,
+                ConditionState::Resolved,
+                format!("watcher {name} runs again: it was replaced or its settings changed"),
+                fields! {"watcher" => name},
+            ));
+        }
+        active.restarted(&key, name);
+        self.rechecks
+            .insert(name.to_owned(), self.polls + RECHECK_POLLS);
+    }
+
+    /// Watcher `name` was unloaded: what it held resolves.
+    fn unloaded(&mut self, name: &str) {
+        let Some((active, _)) = &self.conditions else {
+            return;
+        };
+        let key = self.about.subject().target_key.to_owned();
+        let why = format!("watcher {name} was unloaded");
+        let mut resolved = active.resolve_all(&key, Some(name), &why);
+        if active.is_firing(&key, HOST_TARGET, kinds::WATCHER_QUARANTINED, name) {
+            resolved.push(host_condition(
+                Level::Info,
+                kinds::WATCHER_QUARANTINED,
+                name,
+                ConditionState::Resolved,
+                format!("watcher {name} quarantine ended: {why}"),
+                fields! {"watcher" => name},
+            ));
+        }
+        self.rechecks.remove(name);
+        self.queued.extend(resolved);
     }
 
     /// Runs `spec` on this target from the next poll on.
@@ -332,8 +427,130 @@ impl Poller {
         drop(reserved);
         self.next_probes = Some(next);
         notices.extend(emitted);
+        self.supervised(&mut notices);
         self.publish(notices).await;
         Ok(())
+    }
+
+    /// What the supervisor reported this poll, for the active set: a
+    /// failed watcher restarts (its conditions wait [`RECHECK_POLLS`]
+    /// polls to be reported again), a quarantined one is a condition; and
+    /// the conditions of watchers restarted long enough ago that were not
+    /// reported again resolve.
+    fn supervised(&mut self, events: &mut Vec<Emitted>) {
+        let Some((active, _)) = &self.conditions else {
+            return;
+        };
+        let key = self.about.subject().target_key.to_owned();
+        for event in events.iter_mut() {
+            if event.target != HOST_TARGET || event.condition.is_some() {
+                continue;
+            }
+            let state = event.fields.get("state").and_then(|v| v.as_str());
+            let Some(watcher) = event
+                .fields
+                .get("watcher")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            match state {
+                Some("failed") => {
+                    active.restarted(&key, &watcher);
+                    self.rechecks.insert(watcher, self.polls + RECHECK_POLLS);
+                }
+                Some("quarantined") => {
+                    self.rechecks.remove(&watcher);
+                    event.condition = host_condition(
+                        event.level,
+                        kinds::WATCHER_QUARANTINED,
+                        &watcher,
+                        ConditionState::Firing,
+                        "",
+                        fields! {},
+                    )
+                    .condition;
+                }
+                _ => {}
+            }
+        }
+        let polls = self.polls;
+        let due: Vec<String> = self
+            .rechecks
+            .iter()
+            .filter(|(_, until)| **until <= polls)
+            .map(|(w, _)| w.clone())
+            .collect();
+        for watcher in due {
+            self.rechecks.remove(&watcher);
+            events.extend(active.resolve_pending(&key, &watcher));
+        }
+    }
+
+    /// The poll reached the target (`reached`) or completed (`ok`): the
+    /// conditions that no longer hold resolve.
+    async fn cleared(&mut self, reached: bool, ok: bool) {
+        let instance = self.instance.clone();
+        let key = self.about.subject().target_key.to_owned();
+        let mut resolved = Vec::new();
+        if reached && self.unreachable.clear() {
+            resolved.push(host_condition(
+                Level::Info,
+                kinds::TARGET_UNREACHABLE,
+                &key,
+                ConditionState::Resolved,
+                format!("target {key} reachable again: redis at {instance} answers"),
+                fields! {},
+            ));
+        }
+        if ok && self.refusing.clear() {
+            resolved.push(host_condition(
+                Level::Info,
+                kinds::CONFIGURATION_REFUSED,
+                &key,
+                ConditionState::Resolved,
+                format!("target {key} accepts lookout again: redis at {instance}"),
+                fields! {},
+            ));
+        }
+        if !resolved.is_empty() {
+            self.publish(resolved).await;
+        }
+    }
+
+    /// A host condition `kind` holds for this target (per `hold`): fires
+    /// once it held `for_s`; the wait before the next poll is cut to when
+    /// it would fire.
+    async fn holding(
+        &mut self,
+        kind: &str,
+        msg: String,
+        error: String,
+        wait: Duration,
+    ) -> Duration {
+        let Some((_, for_s)) = self.conditions.clone() else {
+            return wait;
+        };
+        let hold = if kind == kinds::TARGET_UNREACHABLE {
+            &mut self.unreachable
+        } else {
+            &mut self.refusing
+        };
+        if hold.holds(for_s) {
+            let key = self.about.subject().target_key.to_owned();
+            let event = host_condition(
+                Level::Error,
+                kind,
+                &key,
+                ConditionState::Firing,
+                msg,
+                fields! {"error" => error, "for_s" => for_s.as_secs_f64()},
+            );
+            self.publish(vec![event]).await;
+            return wait;
+        }
+        hold.left(for_s).map_or(wait, |left| wait.min(left))
     }
 
     async fn accepted(&mut self) {
@@ -350,6 +567,10 @@ impl Poller {
     }
 
     async fn publish(&mut self, emitted: Vec<Emitted>) {
+        let emitted = match &self.conditions {
+            Some((active, _)) => active.observe(&self.about.subject(), emitted),
+            None => emitted,
+        };
         let envelopes = self.about.envelopes(&self.origin, emitted);
         self.outlet.send(envelopes).await;
     }
@@ -423,6 +644,11 @@ impl Poller {
                     self.publish(vec![event]).await;
                 }
                 let wait = outage.backoff.next_wait();
+                let key = self.about.subject().target_key.to_owned();
+                let msg = format!("target {key} unreachable: redis at {instance} does not answer");
+                let wait = self
+                    .holding(kinds::TARGET_UNREACHABLE, msg, format!("{cause:#}"), wait)
+                    .await;
                 warn!(
                     "redis unreachable at {instance}, retrying in {:.1}s",
                     wait.as_secs_f64()
@@ -438,9 +664,12 @@ impl Poller {
                         fields! {"error" => reason.clone(), "retry_s" => REFUSED_WAIT.as_secs()},
                     );
                     self.publish(vec![event]).await;
-                    self.refused = Some(reason);
+                    self.refused = Some(reason.clone());
                 }
-                REFUSED_WAIT
+                let key = self.about.subject().target_key.to_owned();
+                let msg = format!("target {key} refuses lookout's configuration: {reason}");
+                self.holding(kinds::CONFIGURATION_REFUSED, msg, reason, REFUSED_WAIT)
+                    .await
             }
             other => {
                 let wait = retry_wait();

@@ -17,16 +17,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use super::conditions::BusConditions;
 use super::discover::{Found, refresh};
 use super::events::{self, About};
 use super::fleet::{Fleet, Kit};
 use super::lateness::Lateness;
 use super::poller::FirstPoll;
 use super::{Daemon, Registry, RunMode};
+use crate::alerts::Board;
+use crate::alerts::active::Active;
 use crate::config::Settings;
 use crate::delivery::envelope::{Emitted, Origin};
 use crate::delivery::heartbeat::{self, Beat};
 use crate::delivery::task::{self, Outlet};
+use crate::redis::redact::instance_of;
 use crate::sandbox::Engine;
 use crate::sandbox::engine::{PACKAGE, VERSION};
 use crate::watchers::load::{Loaded, name_of, signature};
@@ -87,11 +91,38 @@ impl Daemon {
             let serving = crate::metrics::serve::serve(listener, metrics, root.child_token());
             tasks.spawn(serving);
         }
+        // The active set of conditions, and the board it publishes for
+        // the alerts' readers.
+        let board = Board::new();
+        let conditions = Active::new(&settings.service, board.clone());
+        // The Alertmanager sender (not on a dry run) reads the board.
+        if let Some(am) = settings.alertmanager.clone()
+            && !mode.dry_run
+        {
+            let service = settings.service.clone();
+            let sending = crate::alerts::alertmanager::sender(
+                am,
+                service,
+                board.clone(),
+                root.child_token(),
+            )?;
+            tasks.spawn(sending);
+        }
+        if let Some(m) = &metrics {
+            m.count_conditions(conditions.clone());
+        }
+        let bus = BusConditions::new(
+            conditions.clone(),
+            origin.clone(),
+            settings.alerts.for_s,
+            instance_of(&settings.publish.url),
+        );
         let (outlet, publishing) = task::spawn_observed(
             publisher,
             publisher_stop.clone(),
             settings.shutdown_grace,
             metrics.clone(),
+            Some(Arc::new(bus)),
         );
         let paths: Vec<PathBuf> = files.iter().map(|(f, _)| f.clone()).collect();
         let names: Vec<String> = paths.iter().map(|f| name_of(f)).collect();
@@ -121,6 +152,8 @@ impl Daemon {
             lateness: Arc::new(Lateness::default()),
             metrics,
             shutdown: root.clone(),
+            conditions,
+            for_s: settings.alerts.for_s,
         };
         let lateness = kit.lateness.clone();
         let mut fleet = Fleet::new(kit, settings.discover.len());

@@ -90,7 +90,6 @@ pub enum ConditionState {
     Resolved,
 }
 
-#[allow(dead_code)]
 impl ConditionState {
     /// Lower-case name used in JSON.
     pub fn as_str(self) -> &'static str {
@@ -135,7 +134,6 @@ pub struct EnvelopeCondition {
 /// The identity of a condition: 16 lower-case hex digits of the MD5 of the
 /// target's key (`Target::key`), the watcher (the envelope `target`), the
 /// kind and the key, joined by NUL bytes.
-#[allow(dead_code)]
 pub(crate) fn fingerprint(target_key: &str, watcher: &str, kind: &str, key: &str) -> String {
     use md5::{Digest, Md5};
     let mut hash = Md5::new();
@@ -242,18 +240,27 @@ impl Origin {
 
     /// Wraps `event`, about the Redis at `instance`, in an envelope
     /// stamped now, fitted to its `max_envelope_bytes` (see
-    /// [`Envelope::fit`]).
+    /// [`Envelope::fit`]); a condition on it is the process's own (its
+    /// fingerprint names this host).
     pub fn wrap(&self, instance: &str, event: Emitted) -> Envelope {
+        let host = self.host.clone();
+        self.wrap_keyed(instance, &host, event)
+    }
+
+    /// [`Self::wrap`] of an event about the target whose key
+    /// (`Target::key`) is `target_key`.
+    fn wrap_keyed(&self, instance: &str, target_key: &str, event: Emitted) -> Envelope {
         let max = event
             .call
             .map_or(self.max_envelope_bytes, |c| c.max_envelope_bytes);
-        let mut envelope = self.stamp_event(instance, event);
+        let mut envelope = self.stamp_event(instance, target_key, event);
         envelope.fit_to(max);
         envelope
     }
 
-    /// Wraps `events`, about the Redis at `instance`, each with `labels`
-    /// in `fields.labels`, fitted to its `max_envelope_bytes`. The
+    /// Wraps `events`, about the Redis at `instance` (the target whose key
+    /// is `target_key`, which conditions' fingerprints name), each with
+    /// `labels` in `fields.labels`, fitted to its `max_envelope_bytes`. The
     /// envelopes of one watcher call (consecutive events with the same
     /// [`CallCaps::call`]) hold at most its `max_call_bytes` of JSON
     /// together, a cut report included: once the next one would not fit,
@@ -264,6 +271,7 @@ impl Origin {
     pub fn wrap_all(
         &self,
         instance: &str,
+        target_key: &str,
         labels: Option<&Value>,
         events: Vec<Emitted>,
     ) -> Vec<Envelope> {
@@ -278,7 +286,7 @@ impl Origin {
                 event.fields.insert("labels".to_owned(), labels.clone());
             }
             let Some(caps) = call else {
-                out.push(self.wrap(instance, event));
+                out.push(self.wrap_keyed(instance, target_key, event));
                 continue;
             };
             let t = tally.get_or_insert_with(|| Tally {
@@ -289,7 +297,7 @@ impl Origin {
                 events: 0,
                 bytes: 0,
             });
-            let mut envelope = self.stamp_event(instance, event);
+            let mut envelope = self.stamp_event(instance, target_key, event);
             if t.events > 0 {
                 // The rest of a cut call: counted as the bytes it would
                 // have taken, without the work of shortening it.
@@ -387,15 +395,25 @@ impl Origin {
         envelope
     }
 
-    /// [`Self::stamp`] of a watcher's or the host's event.
-    fn stamp_event(&self, instance: &str, event: Emitted) -> Envelope {
-        self.stamp(
+    /// [`Self::stamp`] of a watcher's or the host's event, with its
+    /// condition's fingerprint taken over `target_key`.
+    fn stamp_event(&self, instance: &str, target_key: &str, event: Emitted) -> Envelope {
+        let condition = event.condition.map(|c| EnvelopeCondition {
+            fingerprint: fingerprint(target_key, &event.target, &c.kind, &c.key),
+            kind: c.kind,
+            key: c.key,
+            state: c.state,
+            runbook_url: c.runbook,
+        });
+        let mut envelope = self.stamp(
             instance,
             event.level,
             &event.target,
             event.msg,
             event.fields,
-        )
+        );
+        envelope.condition = condition;
+        envelope
     }
 
     fn stamp(
@@ -603,10 +621,11 @@ impl Envelope {
         now
     }
 
-    /// Stream entry fields: one per envelope key, scalars as strings and
-    /// `fields` as a JSON object string.
-    pub fn stream_fields(&self) -> [(&'static str, String); 10] {
-        [
+    /// Stream entry fields: one per envelope key, scalars as strings,
+    /// `fields` and (only when present) `condition` as JSON object
+    /// strings.
+    pub fn stream_fields(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
             ("v", self.v.to_string()),
             ("id", self.id.clone()),
             ("ts", self.ts.clone()),
@@ -620,7 +639,14 @@ impl Envelope {
                 "fields",
                 serde_json::to_string(&self.fields).expect("a JSON map always serialises"),
             ),
-        ]
+        ];
+        if let Some(condition) = &self.condition {
+            out.push((
+                "condition",
+                serde_json::to_string(condition).expect("a condition always serialises"),
+            ));
+        }
+        out
     }
 }
 
@@ -667,6 +693,36 @@ mod tests {
         assert_eq!(map["id"].len(), 36);
         let fields: Value = serde_json::from_str(&map["fields"]).unwrap();
         assert_eq!(fields["n"], 1.5);
+    }
+
+    #[test]
+    fn a_condition_gets_its_fingerprint_and_a_stream_field() {
+        let origin = Origin::new("redis", "h:1");
+        let mut event = Emitted::host(Level::Error, "down", fields! {});
+        event.condition = Some(Condition {
+            kind: "target-unreachable".to_owned(),
+            key: "cache".to_owned(),
+            state: ConditionState::Firing,
+            runbook: Some("https://runbooks.example/down".to_owned()),
+        });
+        let out = origin.wrap_all("h:1", "cache", None, vec![event]);
+        let c = out[0].condition.as_ref().unwrap();
+        assert_eq!(
+            c.fingerprint,
+            fingerprint("cache", HOST_TARGET, "target-unreachable", "cache")
+        );
+        let json: Value = serde_json::from_str(&out[0].to_json()).unwrap();
+        assert_eq!(json["condition"]["state"], "firing");
+        assert_eq!(
+            json["condition"]["runbook_url"],
+            "https://runbooks.example/down"
+        );
+        let map: std::collections::HashMap<_, _> = out[0].stream_fields().into_iter().collect();
+        let back: EnvelopeCondition = serde_json::from_str(&map["condition"]).unwrap();
+        assert_eq!(&back, c);
+        let plain = origin.envelope(Level::Info, "x", "m", fields! {});
+        assert!(plain.stream_fields().iter().all(|(k, _)| *k != "condition"));
+        assert!(!plain.to_json().contains("condition"));
     }
 
     #[test]
@@ -817,7 +873,7 @@ mod tests {
         events.push(Emitted::host(Level::Warn, "after", Map::new()));
         // The next call has a budget of its own.
         events.extend((0..2).map(|_| at_every_cap(8, max_env, max_call)));
-        let out = origin.wrap_all("h:1", Some(&labels), events);
+        let out = origin.wrap_all("h:1", "h:1", Some(&labels), events);
         let first: Vec<&Envelope> = out.iter().take_while(|e| e.target == "encoder").collect();
         let report = &out[first.len()];
         let call_bytes: usize =
@@ -886,7 +942,7 @@ mod tests {
                 }),
             })
             .collect();
-        let out = origin.wrap_all("h:1", None, events);
+        let out = origin.wrap_all("h:1", "h:1", None, events);
         let msgs: Vec<&str> = out.iter().map(|e| e.msg.as_str()).collect();
         assert_eq!(msgs, ["m0", "m1", "m2"]);
         assert!(!out[0].fields.contains_key("labels"));

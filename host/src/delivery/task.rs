@@ -68,6 +68,13 @@ pub(crate) trait Observer: Send + Sync {
     fn spooled(&self, envelopes: usize);
 }
 
+/// Who turns the publisher's state into envelopes of the host's own (its
+/// conditions about the bus and the outbox), which the task queues.
+pub(crate) trait Reporter: Send + Sync {
+    /// The envelopes to queue after a step that left `snapshot`.
+    fn step(&self, snapshot: &Snapshot) -> Vec<Envelope>;
+}
+
 /// A handle to the publisher task; cheap to clone, one per poller.
 #[derive(Clone)]
 pub struct Outlet {
@@ -95,22 +102,24 @@ pub fn spawn(
     stop: CancellationToken,
     grace: Duration,
 ) -> (Outlet, JoinHandle<Stopped>) {
-    start(publisher, stop, grace, None)
+    start(publisher, stop, grace, None, None)
 }
 
 /// [`spawn`], telling `observer` the outbox, deliveries and breaker after
-/// every step.
+/// every step, and queueing what `reporter` makes of them.
 pub(crate) fn spawn_observed<O: Observer + 'static>(
     publisher: Publisher,
     stop: CancellationToken,
     grace: Duration,
     observer: Option<Arc<O>>,
+    reporter: Option<Arc<dyn Reporter>>,
 ) -> (Outlet, JoinHandle<Stopped>) {
     start(
         publisher,
         stop,
         grace,
         observer.map(|o| o as Arc<dyn Observer>),
+        reporter,
     )
 }
 
@@ -119,22 +128,41 @@ fn start(
     stop: CancellationToken,
     grace: Duration,
     observer: Option<Arc<dyn Observer>>,
+    reporter: Option<Arc<dyn Reporter>>,
 ) -> (Outlet, JoinHandle<Stopped>) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let task = tokio::spawn(run(publisher, rx, stop, grace, observer));
+    let watchers = Watchers { observer, reporter };
+    let task = tokio::spawn(run(publisher, rx, stop, grace, watchers));
     (Outlet { tx }, task)
 }
 
-fn observe(observer: Option<&dyn Observer>, publisher: &Publisher) {
-    if let Some(o) = observer {
-        let counts = publisher.counts();
-        o.publisher(&Snapshot {
-            pending: publisher.pending(),
-            pending_bytes: publisher.pending_bytes(),
-            delivered: counts.delivered,
-            dropped: counts.dropped,
-            breaker: publisher.breaker_state(),
-        });
+/// Who is told about the task's steps.
+struct Watchers {
+    observer: Option<Arc<dyn Observer>>,
+    reporter: Option<Arc<dyn Reporter>>,
+}
+
+/// Tells the observer the publisher's state and queues what the reporter
+/// makes of it.
+fn observe(watchers: &Watchers, publisher: &mut Publisher) {
+    if watchers.observer.is_none() && watchers.reporter.is_none() {
+        return;
+    }
+    let counts = publisher.counts();
+    let snapshot = Snapshot {
+        pending: publisher.pending(),
+        pending_bytes: publisher.pending_bytes(),
+        delivered: counts.delivered,
+        dropped: counts.dropped,
+        breaker: publisher.breaker_state(),
+    };
+    if let Some(o) = &watchers.observer {
+        o.publisher(&snapshot);
+    }
+    if let Some(r) = &watchers.reporter {
+        r.step(&snapshot)
+            .into_iter()
+            .for_each(|e| publisher.push(e));
     }
 }
 
@@ -143,9 +171,8 @@ async fn run(
     mut rx: mpsc::Receiver<Vec<Envelope>>,
     stop: CancellationToken,
     grace: Duration,
-    observer: Option<Arc<dyn Observer>>,
+    watchers: Watchers,
 ) -> Stopped {
-    let observer = observer.as_deref();
     // What the spool replayed goes out before anything new is taken in
     // (new envelopes wait in the queue meanwhile), so a replayed full
     // outbox is not pushed out by the new run's first envelopes.
@@ -166,7 +193,7 @@ async fn run(
     }
     let mut staged: Vec<Envelope> = Vec::new();
     'run: loop {
-        observe(observer, &publisher);
+        observe(&watchers, &mut publisher);
         if stop.is_cancelled() {
             break;
         }
@@ -196,7 +223,7 @@ async fn run(
             };
             let more = !staged.is_empty();
             staged.drain(..).for_each(|e| publisher.push(e));
-            observe(observer, &publisher);
+            observe(&watchers, &mut publisher);
             match result {
                 None => break 'run,
                 Some(Ok(_)) if more => continue,
@@ -219,8 +246,15 @@ async fn run(
         batch.into_iter().for_each(|e| publisher.push(e));
     }
     let stopped = drain(&mut publisher, grace).await;
-    observe(observer, &publisher);
-    if let Some(o) = observer {
+    if let Some(o) = &watchers.observer {
+        let counts = publisher.counts();
+        o.publisher(&Snapshot {
+            pending: publisher.pending(),
+            pending_bytes: publisher.pending_bytes(),
+            delivered: counts.delivered,
+            dropped: counts.dropped,
+            breaker: publisher.breaker_state(),
+        });
         o.spooled(stopped.spooled);
     }
     stopped

@@ -23,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::alerts::active::Active;
 use crate::delivery::breaker::State;
 use crate::delivery::envelope::{Emitted, Level};
 use crate::delivery::task::{Observer, Snapshot};
@@ -80,6 +81,12 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    watcher: Text,
+    level: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DiscoverLabels {
     discover: Text,
 }
@@ -126,6 +133,9 @@ pub(crate) struct Metrics {
     breaker_state: Gauge,
     discover_refused: Family<DiscoverLabels, Gauge>,
     discover_cut: Family<DiscoverLabels, Gauge>,
+    conditions_active: Family<ConditionLabels, Gauge>,
+    /// The active set, read at each scrape.
+    conditions: std::sync::OnceLock<Arc<Active>>,
     /// Clocks start here: the `*_ms` fields count from it.
     epoch: Instant,
     /// The poll interval: how stale is stale.
@@ -169,6 +179,8 @@ impl Metrics {
             breaker_state: Gauge::default(),
             discover_refused: Family::default(),
             discover_cut: Family::default(),
+            conditions_active: Family::default(),
+            conditions: std::sync::OnceLock::new(),
             registry: Registry::default(),
             epoch: Instant::now(),
             interval,
@@ -275,6 +287,11 @@ impl Metrics {
             "Nodes the discover entry's last answer listed beyond its `max_nodes`, not watched",
             m.discover_cut.clone(),
         );
+        r.register(
+            "conditions_active",
+            "Conditions firing now (watchers' and the host's own, watcher `lookout`), by level",
+            m.conditions_active.clone(),
+        );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabels {
@@ -297,6 +314,11 @@ impl Metrics {
             .get_or_create(&labels)
             .set(gauge(refused));
         self.discover_cut.get_or_create(&labels).set(gauge(cut));
+    }
+
+    /// Counts the conditions of `active` in `lookout_conditions_active`.
+    pub(crate) fn count_conditions(&self, active: Arc<Active>) {
+        let _ = self.conditions.set(active);
     }
 
     fn now_ms(&self) -> u64 {
@@ -342,6 +364,18 @@ impl Metrics {
     /// # Errors
     /// Formatting failed (it writes to a `String`, so it does not).
     pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
+        if let Some(active) = self.conditions.get() {
+            self.conditions_active.clear();
+            for ((watcher, level), n) in active.counts() {
+                let labels = ConditionLabels {
+                    watcher: watcher.as_str().into(),
+                    level: level.as_str(),
+                };
+                self.conditions_active
+                    .get_or_create(&labels)
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
-use crate::delivery::envelope::{Envelope, Level};
+use crate::delivery::envelope::{Envelope, EnvelopeCondition, Level};
 use crate::untrusted::{escape, is_invisible, json_c1};
 
 /// Why a stream entry is not an envelope.
@@ -44,8 +44,8 @@ pub(crate) fn parse_level(text: &str) -> Result<Level, String> {
 }
 
 /// Rebuilds an envelope from a stream entry's field-value pairs, laid out
-/// as [`Envelope::stream_fields`] writes them: scalars as strings and
-/// `fields` as a JSON object string.
+/// as [`Envelope::stream_fields`] writes them: scalars as strings,
+/// `fields` and (when present) `condition` as JSON object strings.
 ///
 /// # Errors
 /// A key is missing or holds something of the wrong kind.
@@ -81,6 +81,13 @@ pub(crate) fn envelope_from_entry(pairs: &[(String, String)]) -> Result<Envelope
     let fields = get("fields")?;
     let fields = serde_json::from_str::<Map<String, Value>>(fields)
         .map_err(|_| bad("fields", "a JSON object", fields))?;
+    let condition = match get("condition") {
+        Err(_) => None,
+        Ok(text) => Some(
+            serde_json::from_str::<EnvelopeCondition>(text)
+                .map_err(|_| bad("condition", "a condition object", text))?,
+        ),
+    };
     Ok(Envelope {
         v,
         id,
@@ -92,7 +99,7 @@ pub(crate) fn envelope_from_entry(pairs: &[(String, String)]) -> Result<Envelope
         target,
         msg,
         fields,
-        condition: None,
+        condition,
     })
 }
 
@@ -186,8 +193,19 @@ impl Printer {
         let target = escape(&env.target);
         self.instance_width = self.instance_width.max(instance.chars().count());
         self.target_width = self.target_width.max(target.chars().count());
+        // `[firing over-max-lag jobs/workers] `: the condition it starts
+        // or ends.
+        let condition = env.condition.as_ref().map_or_else(String::new, |c| {
+            format!(
+                "{lc}[{} {} {}]{reset} ",
+                c.state.as_str(),
+                escape(&c.kind),
+                escape(&c.key),
+                lc = paint(level_colour(env.level)),
+            )
+        });
         let mut line = format!(
-            "{dim}{time}{reset} {lc}{level:<5}{reset}  {instance:<iw$}  {cyan}{target:<tw$}{reset}  {msg}",
+            "{dim}{time}{reset} {lc}{level:<5}{reset}  {instance:<iw$}  {cyan}{target:<tw$}{reset}  {condition}{msg}",
             dim = paint(DIM),
             time = clock(&env.ts),
             lc = paint(level_colour(env.level)),
@@ -260,6 +278,31 @@ mod tests {
         let origin = Origin::new("redis", "127.0.0.1:6379");
         let env = origin.envelope(Level::Warn, "slowlog", "slow", fields! {"n" => 1.5});
         assert_eq!(envelope_from_entry(&entry(&env)).unwrap(), env);
+    }
+
+    #[test]
+    fn conditions_round_trip_and_show() {
+        let origin = Origin::new("redis", "127.0.0.1:6379");
+        let mut env = origin.envelope(Level::Warn, "stream-lag", "behind", Map::new());
+        env.condition = Some(EnvelopeCondition {
+            kind: "over-max-lag".to_owned(),
+            key: "jobs/\u{1b}[2Jworkers".to_owned(),
+            state: crate::delivery::envelope::ConditionState::Firing,
+            fingerprint: "0123456789abcdef".to_owned(),
+            runbook_url: None,
+        });
+        let back = envelope_from_entry(&entry(&env)).unwrap();
+        assert_eq!(back, env);
+        let line = Printer::new(Format::Human { colour: false }).line(&back);
+        assert!(line.contains("[firing over-max-lag jobs/"), "{line}");
+        assert!(!line.contains('\u{1b}'), "escaped: {line}");
+        let mut pairs = entry(&env);
+        pairs.last_mut().unwrap().1 = "{}".to_owned();
+        let e = envelope_from_entry(&pairs).unwrap_err();
+        assert!(
+            e.to_string().contains("`condition` is not a condition"),
+            "{e}"
+        );
     }
 
     #[test]
