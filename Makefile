@@ -7,10 +7,10 @@ FIXTURES := wrong-world future-version panicker looper ticker slow-ticker memory
 WASM_TARGET := wasm32-wasip2
 CARGO ?= cargo
 
-.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench bench-fleet deps toolchain redis promtool cargo-component clean install
+.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench bench-fleet deps toolchain redis promtool alertmanager cargo-component clean install
 
-## Install what is missing: wasm targets, redis-server, promtool.
-deps: toolchain redis promtool
+## Install what is missing: wasm targets, redis-server, promtool, alertmanager.
+deps: toolchain redis promtool alertmanager
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) \
@@ -28,6 +28,14 @@ promtool:
 		echo "installing promtool from Debian packages (prometheus)"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null; }
+
+## Alertmanager (Debian package prometheus-alertmanager): the alert tests
+## send to a real one.
+alertmanager:
+	@command -v alertmanager >/dev/null || command -v prometheus-alertmanager >/dev/null || { \
+		echo "installing alertmanager from Debian packages (prometheus-alertmanager)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus-alertmanager >/dev/null; }
 
 cargo-component:
 	@command -v cargo-component >/dev/null || $(CARGO) install --locked cargo-component

@@ -4,6 +4,7 @@
 mod fake_resp;
 mod support;
 
+mod alertmanager;
 mod authoring;
 mod budget;
 mod bus;

@@ -36,15 +36,17 @@ enum Uncomment {
     /// Only the defaults: no example line, no example table.
     Defaults,
     /// Every setting and table but these keys and tables (alternatives to
-    /// others: `redis_url` or `[[targets]]`, `every_polls` or `interval_s`).
+    /// others: `redis_url` or `[[targets]]`, `every_polls` or `interval_s`,
+    /// Alertmanager's `bearer_token_file` or `username` and
+    /// `password_file`).
     AllBut(&'static [&'static str]),
 }
 
 /// The two ways to uncomment every setting but one of each pair of
 /// alternatives; together they hold every key.
 const EVERYTHING: [Uncomment; 2] = [
-    Uncomment::AllBut(&["redis_url", "every_polls"]),
-    Uncomment::AllBut(&["[[targets]]", "interval_s"]),
+    Uncomment::AllBut(&["redis_url", "every_polls", "bearer_token_file"]),
+    Uncomment::AllBut(&["[[targets]]", "interval_s", "username", "password_file"]),
 ];
 
 /// The sample with the chosen `# key = value` and `# [table]` lines
