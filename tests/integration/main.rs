@@ -10,6 +10,7 @@ mod budget;
 mod bus;
 mod caps;
 mod conditions;
+mod conditions;
 mod config;
 mod discovery;
 mod engine;

@@ -95,6 +95,19 @@ impl Daemon {
         // the alerts' readers.
         let board = Board::new();
         let conditions = Active::new(&settings.service, board.clone());
+        // The Alertmanager sender (not on a dry run) reads the board.
+        if let Some(am) = settings.alertmanager.clone()
+            && !mode.dry_run
+        {
+            let service = settings.service.clone();
+            let sending = crate::alerts::alertmanager::sender(
+                am,
+                service,
+                board.clone(),
+                root.child_token(),
+            )?;
+            tasks.spawn(sending);
+        }
         if let Some(m) = &metrics {
             m.count_conditions(conditions.clone());
         }
