@@ -10,7 +10,6 @@ mod budget;
 mod bus;
 mod caps;
 mod conditions;
-mod conditions;
 mod config;
 mod discovery;
 mod engine;

@@ -5,6 +5,7 @@
 //! table in `settings`.
 
 pub(crate) mod active;
+pub(crate) mod alertmanager;
 pub(crate) mod settings;
 
 use std::collections::BTreeMap;

@@ -88,6 +88,9 @@ pub struct FileConfig {
     /// TLS settings of every `rediss://` URL, unless overridden.
     #[serde(default)]
     pub tls: Tls,
+    /// Where alerts are sent.
+    #[serde(default)]
+    pub alertmanager: crate::alerts::alertmanager::AlertmanagerFile,
     /// When host conditions fire.
     #[serde(default)]
     pub alerts: crate::alerts::settings::AlertsFile,
@@ -172,6 +175,8 @@ pub struct Settings {
     pub spool_dir: Option<PathBuf>,
     /// Breaker settings.
     pub breaker: BreakerSettings,
+    /// Where alerts are sent (`[alertmanager]`); `None` when nowhere.
+    pub alertmanager: Option<crate::alerts::alertmanager::settings::AlertmanagerSettings>,
     /// When host conditions fire (`[alerts]`).
     pub alerts: crate::alerts::settings::AlertsSettings,
     /// stderr log format.
@@ -261,6 +266,7 @@ impl Settings {
         let buffer = file.buffer.resolve(&origin)?;
         let breaker = file.breaker.resolve(&origin)?;
         let heartbeat = file.heartbeat.resolve(&origin)?;
+        let alertmanager = file.alertmanager.resolve(&origin)?;
         let alerts = file.alerts.resolve(poll_interval, &origin)?;
         let metrics_addr = match o.metrics_addr.as_ref().or(file.metrics_addr.as_ref()) {
             None => None,
@@ -311,6 +317,7 @@ impl Settings {
             spool_dir: file.buffer.dir,
             buffer,
             breaker,
+            alertmanager,
             alerts,
             limits,
             watchers: file.watchers,

@@ -129,6 +129,7 @@ fn tables(s: &Settings, listed_targets: bool) -> Vec<(&'static str, Value)> {
         &s.breaker,
         s.heartbeat.as_deref(),
     ));
+    tables.push(crate::alerts::alertmanager::shown(s.alertmanager.as_ref()));
     tables.push(s.alerts.shown());
     tables.push(("tls", json!(s.tls)));
     tables.push(("limits", s.limits.shown()));
