@@ -61,7 +61,6 @@ impl Board {
 
     /// Every alert on the board: active ones and resolutions still to be
     /// delivered, by fingerprint.
-    #[allow(dead_code)] // until a reader (the Alertmanager sender) is built in
     pub(crate) fn snapshot(&self) -> Vec<Alert> {
         self.lock().values().cloned().collect()
     }
@@ -76,7 +75,6 @@ impl Board {
 
     /// Takes the resolved alerts of `fingerprint` off the board once every
     /// reader that must deliver them has; an active one stays.
-    #[allow(dead_code)] // until a reader (the Alertmanager sender) is built in
     pub(crate) fn forget_resolved(&self, fingerprint: &str) {
         self.lock()
             .retain(|(fp, _), a| fp != fingerprint || a.ends_at.is_none());
@@ -93,7 +91,6 @@ impl Board {
     }
 
     /// Completes at the next change of the board.
-    #[allow(dead_code)] // until a reader (the Alertmanager sender) is built in
     pub(crate) async fn changed(&self) {
         self.changed.notified().await;
     }
