@@ -298,6 +298,16 @@ impl Origin {
                 bytes: 0,
             });
             let mut envelope = self.stamp_event(instance, target_key, event);
+            if envelope.condition.is_some() {
+                // A condition change is never cut: kept, its bytes counted,
+                // the others kept before it cut to make room.
+                t.used += envelope.fit_to(caps.max_envelope_bytes);
+                if t.events > 0 || t.used > caps.max_call_bytes {
+                    self.make_room(instance, labels, t, &mut out);
+                }
+                out.push(envelope);
+                continue;
+            }
             if t.events > 0 {
                 // The rest of a cut call: counted as the bytes it would
                 // have taken, without the work of shortening it.
@@ -308,38 +318,52 @@ impl Origin {
             let len = envelope.fit_to(caps.max_envelope_bytes);
             if t.used + len <= caps.max_call_bytes {
                 t.used += len;
-                t.kept.push(len);
+                t.kept.push((out.len(), len));
                 out.push(envelope);
                 continue;
             }
-            // The first cut: make room for the report, whatever its counts
-            // will be.
-            let room = self
-                .cut_report(
-                    instance,
-                    labels,
-                    &Tally {
-                        events: usize::MAX,
-                        bytes: usize::MAX,
-                        ..t.clone()
-                    },
-                )
-                .map_or(0, |r| r.json_len());
-            while t.used + room > caps.max_call_bytes
-                && let Some(last) = t.kept.pop()
-            {
-                out.pop();
-                t.used -= last;
-                t.events += 1;
-                t.bytes += last;
-            }
+            // The first cut.
             t.events += 1;
             t.bytes += len;
+            self.make_room(instance, labels, t, &mut out);
         }
         if let Some(t) = tally {
             out.extend(self.close(instance, labels, &t));
         }
         out
+    }
+
+    /// Cuts the envelopes of a cut call kept so far, last first, from
+    /// `out` until the call's bytes leave room for its report, whatever
+    /// its counts will be.
+    fn make_room(
+        &self,
+        instance: &str,
+        labels: Option<&Value>,
+        t: &mut Tally,
+        out: &mut Vec<Envelope>,
+    ) {
+        let room = self
+            .cut_report(
+                instance,
+                labels,
+                &Tally {
+                    events: usize::MAX,
+                    bytes: usize::MAX,
+                    ..t.clone()
+                },
+            )
+            .map_or(0, |r| r.json_len());
+        // Kept in output order: the last one is the furthest in `out`, so
+        // removing it leaves the others where they are.
+        while t.used + room > t.caps.max_call_bytes
+            && let Some((at, last)) = t.kept.pop()
+        {
+            out.remove(at);
+            t.used -= last;
+            t.events += 1;
+            t.bytes += last;
+        }
     }
 
     /// The end of a call's envelopes: its cut report, logged, if any were
@@ -447,9 +471,9 @@ struct Tally {
     caps: CallCaps,
     /// The watcher's file name.
     watcher: String,
-    /// Bytes of each envelope of the call kept so far; they are the last
-    /// ones of the output.
-    kept: Vec<usize>,
+    /// Where in the output each envelope of the call kept so far is, and
+    /// its bytes; the envelopes with a condition, never cut, are not here.
+    kept: Vec<(usize, usize)>,
     /// Bytes kept.
     used: usize,
     /// Events cut.
@@ -923,6 +947,39 @@ mod tests {
         );
         let env = Origin::new("redis", "h:1").envelope(Level::Warn, "w", "m", fields! {});
         assert!(!env.to_json().contains("condition"), "absent unless set");
+    }
+
+    /// Envelopes with a condition are never what `max_call_bytes` cuts:
+    /// the others before and after them are, and the report says so.
+    #[test]
+    fn a_condition_is_never_cut_from_a_call() {
+        let origin = Origin::new("redis", "h:1");
+        let (max_env, max_call) = (64 << 10, 256 << 10);
+        let mut events: Vec<Emitted> = (0..20)
+            .map(|_| at_every_cap(9, max_env, max_call))
+            .collect();
+        for (i, at) in [2, 8, 15].into_iter().enumerate() {
+            events[at].condition = Some(Condition {
+                kind: "over".to_owned(),
+                key: format!("k{i}"),
+                state: ConditionState::Firing,
+                runbook: None,
+            });
+        }
+        let out = origin.wrap_all("h:1", "h:1", None, events);
+        let keys: Vec<&str> = out
+            .iter()
+            .filter_map(|e| e.condition.as_ref().map(|c| c.key.as_str()))
+            .collect();
+        assert_eq!(keys, ["k0", "k1", "k2"]);
+        let report = out.last().unwrap();
+        assert_eq!(report.target, HOST_TARGET);
+        let plain = out.iter().filter(|e| e.target == "encoder").count();
+        let cut = report.fields["events_cut"].as_u64().unwrap() as usize;
+        assert_eq!(plain + cut, 20);
+        assert!(out.iter().all(|e| e.json_len() <= max_env));
+        let bytes: usize = out.iter().map(Envelope::json_len).sum();
+        assert!(bytes <= max_call, "{bytes}");
     }
 
     #[test]
