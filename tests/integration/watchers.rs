@@ -273,3 +273,73 @@ fn python_hit_ratio_runs_beside_the_rust_watchers() {
     drop(extra);
     assert!(lookout.terminate().success());
 }
+
+/// A watcher's condition reaches the bus: each envelope of the ticker
+/// fixture told to fire `ticking` carries the top-level `condition`
+/// (kind, key, state, fingerprint, runbook_url), the fingerprint the same
+/// when it fires and when it resolves; its fields stay its own. A bad
+/// condition is dropped from its event, which is still published, and
+/// counted in the cut report.
+#[test]
+fn a_watchers_condition_reaches_the_envelope() {
+    let redis = Redis::start(&[]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["ticker"]);
+    std::fs::copy(
+        crate::support::fixture("ticker"),
+        plugins.join("bad-ticker.wasm"),
+    )
+    .unwrap();
+    let mut lookout = crate::support::daemon_with_plugins(
+        tmp.path(),
+        &redis,
+        &bus,
+        &plugins,
+        "[watchers.ticker]\ncondition = 'ticking'\nrunbook = 'https://runbooks.example/ticking'\n\
+         [watchers.bad-ticker]\ncondition = 'Not A Kind'\n",
+    );
+    let ticks = wait_for(
+        "a firing and a resolved tick",
+        Duration::from_secs(30),
+        || {
+            let ticks = crate::support::events_of(&bus, "ticker");
+            (ticks.iter().any(|e| e["condition"]["state"] == "firing")
+                && ticks.iter().any(|e| e["condition"]["state"] == "resolved"))
+            .then_some(ticks)
+        },
+    );
+    let firing = ticks
+        .iter()
+        .find(|e| e["condition"]["state"] == "firing")
+        .unwrap();
+    let c = &firing["condition"];
+    assert_eq!(c["kind"], "ticking");
+    assert_eq!(c["key"], "tick");
+    assert_eq!(c["runbook_url"], "https://runbooks.example/ticking");
+    let fingerprint = c["fingerprint"].as_str().unwrap();
+    assert_eq!(fingerprint.len(), 16, "{c}");
+    assert!(
+        ticks
+            .iter()
+            .all(|e| e["condition"]["fingerprint"] == fingerprint)
+    );
+    assert!(firing["fields"].get("condition").is_none(), "{firing}");
+
+    let bad = wait_for(
+        "the bad ticker's cut report",
+        Duration::from_secs(30),
+        || {
+            crate::support::events_of(&bus, "lookout")
+                .into_iter()
+                .find(|e| {
+                    e["fields"]["watcher"] == "bad-ticker" && e["fields"]["conditions_dropped"] == 1
+                })
+        },
+    );
+    assert_eq!(bad["level"], "warn");
+    let published = crate::support::events_of(&bus, "bad-ticker");
+    assert!(!published.is_empty());
+    assert!(published.iter().all(|e| e.get("condition").is_none()));
+    assert!(lookout.terminate().success());
+}
