@@ -431,14 +431,6 @@ impl Hold {
         false
     }
 
-    /// How long until it would fire, while it holds and has not fired.
-    pub(crate) fn left(&self, for_s: Duration) -> Option<Duration> {
-        match (self.since, self.fired) {
-            (Some(since), false) => Some(for_s.saturating_sub(since.elapsed())),
-            _ => None,
-        }
-    }
-
     /// It no longer holds: whether it had fired (so it resolves).
     pub(crate) fn clear(&mut self) -> bool {
         let fired = self.fired;
@@ -655,7 +647,6 @@ mod tests {
     fn a_hold_fires_once_after_for_s_and_resolves_only_if_fired() {
         let mut hold = Hold::default();
         assert!(!hold.holds(Duration::from_secs(3600)));
-        assert!(hold.left(Duration::from_secs(3600)).is_some());
         assert!(!hold.clear());
         assert!(hold.holds(Duration::ZERO));
         assert!(!hold.holds(Duration::ZERO));

@@ -2,6 +2,9 @@
 //! publisher task's state after each of its steps: the bus unreachable
 //! (the breaker not closed) and envelopes being dropped (the outbox full),
 //! each firing once it held `[alerts] for_s` and resolving when it ends.
+//! They are on the board (for Alertmanager) at once; their envelopes are
+//! queued once the bus takes envelopes again, so that they never take an
+//! outbox slot from the envelopes waiting for the bus.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -31,6 +34,8 @@ struct Seen {
     dropped: u64,
     /// When the last drop was seen.
     last_drop: Option<Instant>,
+    /// Condition events held until the bus takes envelopes.
+    held: Vec<Emitted>,
 }
 
 impl BusConditions {
@@ -69,7 +74,7 @@ impl Reporter for BusConditions {
                 kinds::BUS_UNREACHABLE,
                 ConditionState::Firing,
                 format!(
-                    "bus at {bus} unreachable for {:.0}s: envelopes wait in the outbox ({} now)",
+                    "bus at {bus} takes no envelopes for {:.0}s: they wait in the outbox ({} now)",
                     for_s.as_secs_f64(),
                     s.pending
                 ),
@@ -106,12 +111,16 @@ impl Reporter for BusConditions {
                 ),
             ));
         }
-        drop(seen);
-        if events.is_empty() {
+        let about = About::process(&self.origin);
+        if !events.is_empty() {
+            let events = self.active.observe(&about.subject(), events);
+            seen.held.extend(events);
+        }
+        if seen.held.is_empty() || !matches!(s.breaker, State::Closed { .. }) {
             return Vec::new();
         }
-        let about = About::process(&self.origin);
-        let events = self.active.observe(&about.subject(), events);
+        let events = std::mem::take(&mut seen.held);
+        drop(seen);
         about.envelopes(&self.origin, events)
     }
 }

@@ -500,7 +500,7 @@ impl Poller {
                 kinds::TARGET_UNREACHABLE,
                 &key,
                 ConditionState::Resolved,
-                format!("target {key} reachable again: redis at {instance} answers"),
+                format!("target {key} is back: redis at {instance} answers"),
                 fields! {},
             ));
         }
@@ -519,9 +519,9 @@ impl Poller {
         }
     }
 
-    /// A host condition `kind` holds for this target (per `hold`): fires
-    /// once it held `for_s`; the wait before the next poll is cut to when
-    /// it would fire.
+    /// A host condition `kind` holds for this target: fires at the first
+    /// failed poll once it held `for_s` (the retries keep their own
+    /// schedule). Gives back `wait`.
     async fn holding(
         &mut self,
         kind: &str,
@@ -548,9 +548,8 @@ impl Poller {
                 fields! {"error" => error, "for_s" => for_s.as_secs_f64()},
             );
             self.publish(vec![event]).await;
-            return wait;
         }
-        hold.left(for_s).map_or(wait, |left| wait.min(left))
+        wait
     }
 
     async fn accepted(&mut self) {
@@ -645,7 +644,7 @@ impl Poller {
                 }
                 let wait = outage.backoff.next_wait();
                 let key = self.about.subject().target_key.to_owned();
-                let msg = format!("target {key} unreachable: redis at {instance} does not answer");
+                let msg = format!("target {key} down: redis at {instance} does not answer");
                 let wait = self
                     .holding(kinds::TARGET_UNREACHABLE, msg, format!("{cause:#}"), wait)
                     .await;
