@@ -831,22 +831,33 @@ impl Rules {
     }
 
     /// What the rules read, narrower than the manifest's needs: the INFO
-    /// fields they name (and `run_id`, which tells a restart for `delta`
-    /// and `rate`), and CLUSTER INFO only when one names a `cluster_` field
-    /// (`cluster_enabled` is INFO's).
+    /// sections holding the fields they name (see [`sections::section_of`];
+    /// every declared section when one is not known), `server` for `run_id`
+    /// (a restart, for `delta` and `rate`), and CLUSTER INFO only when one
+    /// names a `cluster_` field (`cluster_enabled` is INFO's).
     pub fn narrowed_needs(&self) -> Needs {
-        let mut fields = BTreeSet::from(["run_id"]);
+        let mut wanted = BTreeSet::from(["server"]);
         let mut cluster = false;
         for rule in &self.rules {
             for field in std::iter::once(&rule.field).chain(&rule.divide_by) {
                 if field.starts_with("cluster_") && field != "cluster_enabled" {
                     cluster = true;
-                } else {
-                    fields.insert(field.as_str());
+                    continue;
+                }
+                match sections::section_of(field) {
+                    Some(section) => {
+                        wanted.insert(section);
+                    }
+                    None => wanted.extend(SECTIONS),
                 }
             }
         }
-        let needs = Needs::info(&fields.into_iter().collect::<Vec<_>>());
+        let needs = Needs::info(&["run_id"]).with_sections(
+            &SECTIONS
+                .into_iter()
+                .filter(|s| wanted.contains(s))
+                .collect::<Vec<_>>(),
+        );
         if cluster {
             needs.with_probe(Probe::ClusterInfo)
         } else {
@@ -875,7 +886,7 @@ impl Watch for Rules {
         .with_config(vec![ConfigKey::new(
             "rules",
             DEFAULT_RULES,
-            "a TOML document of [[rule]] tables (name, field, divide_by, measure, op, threshold, for, level, message); see rules.example.toml",
+            "a TOML document of [[rule]] tables (name, field, divide_by, measure, op, threshold, for, level, message, runbook); see rules.example.toml",
         )])
         .with_needs(
             Needs::info(&["run_id"])
@@ -887,6 +898,11 @@ impl Watch for Rules {
 
     fn from_settings(settings: &[Setting]) -> Result<Self, String> {
         Config::from_settings(settings).map(Rules::new)
+    }
+
+    /// Only the sections its rules read, see [`Rules::narrowed_needs`].
+    fn needs(&self) -> Option<Needs> {
+        Some(self.narrowed_needs())
     }
 
     /// Looks at one poll; at most one event per rule, in rule order.
@@ -908,6 +924,8 @@ impl Watch for Rules {
         events
     }
 }
+
+pub mod sections;
 
 #[cfg(test)]
 mod tests;

@@ -321,11 +321,11 @@ fn document_shape_errors() {
 }
 
 #[test]
-fn needs_narrow_to_the_fields_the_rules_name() {
-    let w = rules(MEM);
+fn needs_narrow_to_the_sections_the_rules_read() {
+    // used_memory / maxmemory: memory, and server for run_id.
     assert_eq!(
-        w.narrowed_needs(),
-        Needs::info(&["maxmemory", "run_id", "used_memory"])
+        rules(MEM).needs(),
+        Some(Needs::info(&["run_id"]).with_sections(&["server", "memory"]))
     );
     let w = rules(
         r#"
@@ -336,18 +336,43 @@ op = "!="
 threshold = "ok"
 
 [[rule]]
-name = "enabled"
-field = "cluster_enabled"
-op = "=="
-threshold = 0
+name = "link"
+field = "master_link_status"
+op = "!="
+threshold = "up"
 "#,
     );
     assert_eq!(
-        w.narrowed_needs(),
-        Needs::info(&["cluster_enabled", "run_id"]).with_probe(Probe::ClusterInfo)
+        w.needs(),
+        Some(
+            Needs::info(&["run_id"])
+                .with_sections(&["server", "replication"])
+                .with_probe(Probe::ClusterInfo)
+        )
     );
-    // No rules: only `run_id`.
-    assert_eq!(rules("").narrowed_needs(), Needs::info(&["run_id"]));
+    // A field the watcher does not place: every section, as declared.
+    let w =
+        rules("[[rule]]\nname = \"x\"\nfield = \"some_new_field\"\nop = \">\"\nthreshold = 1\n");
+    assert_eq!(
+        w.needs(),
+        Some(Needs::info(&["run_id"]).with_sections(&SECTIONS))
+    );
+    // No rules: run_id only.
+    assert_eq!(
+        rules("").needs(),
+        Some(Needs::info(&["run_id"]).with_sections(&["server"]))
+    );
+    // The shipped example reads its sections and CLUSTER INFO, never more
+    // than the manifest.
+    let example = Config::from_settings(&[setting("rules", example_rules().as_str())]).unwrap();
+    let needs = Rules::new(example).needs().unwrap();
+    assert!(
+        needs
+            .info_sections
+            .iter()
+            .all(|s| SECTIONS.contains(&s.as_str()))
+    );
+    assert!(needs.info_sections.len() < SECTIONS.len(), "{needs:?}");
 }
 
 #[test]
