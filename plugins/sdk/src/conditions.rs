@@ -27,7 +27,7 @@ pub enum Transition {
 /// transitions make events: a key that keeps holding makes none.
 ///
 /// ```
-/// use lookout_watcher::{Conditions, Event, Level, Transition};
+/// use lookout_watcher::{ConditionState, Conditions, Event, Level, Transition};
 ///
 /// // In the watcher's state: fire after 2 polls over, resolve after 1 under.
 /// let mut over = Conditions::new("over-max-lag").with_hysteresis(2, 1);
@@ -49,6 +49,15 @@ pub enum Transition {
 /// assert_eq!(poll(&[("jobs/workers", 600)]), ["jobs/workers is 600 behind"]);
 /// assert!(poll(&[("jobs/workers", 700)]).is_empty()); // still firing: said once
 /// assert_eq!(poll(&[("jobs/workers", 3)]), ["jobs/workers caught up"]);
+///
+/// // Each event carries the condition: kind, key as text, firing or resolved.
+/// let mut link = Conditions::new("master-link-down");
+/// let e = link.observe("master_link_status", true, |_| Event::new(Level::Error, "link down"));
+/// let c = e.unwrap().condition.unwrap();
+/// assert_eq!(
+///     (c.kind.as_str(), c.key.as_str(), c.state),
+///     ("master-link-down", "master_link_status", ConditionState::Firing)
+/// );
 /// ```
 #[derive(Clone)]
 pub struct Conditions<K> {
