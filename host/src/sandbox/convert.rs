@@ -314,7 +314,60 @@ impl From<&wit::Snapshot> for v3::Snapshot {
 
 #[cfg(test)]
 mod tests {
-    use super::{old, wit};
+    use super::{old, v3, wit};
+
+    /// A 0.3.0 watcher keeps its probes, gets every reading, and its
+    /// events start or end no condition.
+    #[test]
+    fn a_0_3_0_watcher_gets_its_readings_and_fires_nothing() {
+        let needs: wit::Needs = v3::Needs {
+            info_fields: Vec::new(),
+            info_sections: Vec::new(),
+            slowlog: false,
+            probes: vec![
+                v3::Probe::XinfoGroups("streams".into()),
+                v3::Probe::ClientList,
+            ],
+        }
+        .into();
+        assert!(matches!(&needs.probes[0], wit::Probe::XinfoGroups(s) if s == "streams"));
+        assert!(matches!(needs.probes[1], wit::Probe::ClientList));
+        let snapshot = wit::Snapshot {
+            instance: "h:1".into(),
+            taken_at_ms: 1,
+            info: Vec::new(),
+            slowlog: None,
+            probes: vec![wit::ProbeReading {
+                probe: wit::Probe::XinfoGroups("streams".into()),
+                key: "jobs".into(),
+                reading: wit::Reading::StreamGroups(vec![wit::StreamGroup {
+                    name: "workers".into(),
+                    consumers: 1,
+                    pending: 2,
+                    last_delivered_id: "1-0".into(),
+                    entries_read: Some(3),
+                    lag: Some(4),
+                }]),
+            }],
+        };
+        let seen = v3::Snapshot::from(&snapshot);
+        assert_eq!(seen.probes[0].key, "jobs");
+        match &seen.probes[0].reading {
+            v3::Reading::StreamGroups(groups) => assert_eq!(groups[0].lag, Some(4)),
+            other => panic!("{other:?}"),
+        }
+        let event: wit::Event = v3::Event {
+            level: v3::Level::Warn,
+            msg: "m".into(),
+            fields: vec![v3::Field {
+                name: "lag".into(),
+                value: v3::Value::Integer(4),
+            }],
+        }
+        .into();
+        assert!(event.condition.is_none());
+        assert!(matches!(event.level, wit::Level::Warn));
+    }
 
     /// A 0.2.0 watcher's manifest reads as one that declares no probes, and
     /// the snapshot it is handed is the current one without the readings.
