@@ -121,6 +121,16 @@ fn a_killed_target_fires_after_for_s_and_resolves_when_back() {
         || host_conditions(&bus, "target-unreachable", "resolved").pop(),
     );
     assert_eq!(resolved["condition"]["fingerprint"], fingerprint.as_str());
+    let back = events_of(&bus, "lookout")
+        .into_iter()
+        .find(|e| e["msg"].as_str().unwrap().starts_with("instance back"))
+        .expect("the outage's end");
+    eprintln!(
+        "target-unreachable: fired {} ms after the first failed poll (for_s 1 s), resolved by the first poll that \
+         reached it again ({} ms from that poll's `instance back` report)",
+        ms_between(&down, &firing),
+        ms_between(&back, &resolved).abs()
+    );
     assert_eq!(resolved["condition"]["key"], instance.as_str());
     assert_eq!(resolved["level"], "info", "{resolved}");
     wait_for("the gauge back to nothing", Duration::from_secs(20), || {
