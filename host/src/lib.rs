@@ -34,11 +34,15 @@
 //!   `diagnose`) and the task that owns them (`task`), heartbeats
 //!   (`heartbeat`), their settings (`settings`).
 //! - `alerts`: conditions that fire and resolve, the watchers' and the
-//!   host's own: the active set and its board (`mod.rs`).
+//!   host's own: the board of alerts (`mod.rs`), the active set and its
+//!   rules (`active`), the `[alerts]` table (`settings`), delivery to
+//!   Alertmanager (`alertmanager`: the sender, its HTTP `client`, the
+//!   `[alertmanager]` table in `settings`).
 //! - `daemon`: the tasks wired together: start-up (`start`), the run loop
-//!   and shutdown (`run`), the host's own events (`events`), one poller per
-//!   watched Redis (`poller`, its desired state in `inbox`, `lateness`),
-//!   the fleet of pollers (`fleet`), discovery refreshes (`discover`).
+//!   and shutdown (`run`), the host's own events (`events`) and conditions
+//!   (`conditions`), one poller per watched Redis (`poller`, its desired
+//!   state in `inbox`, `lateness`), the fleet of pollers (`fleet`),
+//!   discovery refreshes (`discover`).
 //! - `metrics`: the daemon's own metrics (`mod.rs`) and `/metrics`,
 //!   `/healthz` served at `metrics_addr` (`serve`).
 //! - `authoring`: `lookout check` (`check`), `record` (`record`), `test`
