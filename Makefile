@@ -7,10 +7,11 @@ FIXTURES := wrong-world future-version panicker looper ticker slow-ticker memory
 WASM_TARGET := wasm32-wasip2
 CARGO ?= cargo
 
-.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench bench-fleet deps toolchain redis promtool alertmanager cargo-component clean install
+.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench bench-fleet deps toolchain redis promtool alertmanager chromium cargo-component clean install
 
-## Install what is missing: wasm targets, redis-server, promtool, alertmanager.
-deps: toolchain redis promtool alertmanager
+## Install what is missing: wasm targets, redis-server, promtool, alertmanager,
+## chromium.
+deps: toolchain redis promtool alertmanager chromium
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) \
@@ -36,6 +37,14 @@ alertmanager:
 		echo "installing alertmanager from Debian packages (prometheus-alertmanager)"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus-alertmanager >/dev/null; }
+
+## Chromium (Debian package chromium): the status tests load the page in a
+## real headless browser.
+chromium:
+	@command -v chromium >/dev/null || { \
+		echo "installing chromium from Debian packages"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 cargo-component:
 	@command -v cargo-component >/dev/null || $(CARGO) install --locked cargo-component
