@@ -77,6 +77,21 @@ pub(crate) struct TargetsArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct AlertsArgs {
+    /// `IP:PORT` of the daemon's status (its `metrics_addr`) [default: the
+    /// config's `metrics_addr`].
+    #[arg(long)]
+    pub(crate) metrics_addr: Option<String>,
+    /// The daemon's lookout.toml, for its `metrics_addr`.
+    #[arg(long, short = 'c', env = "LOOKOUT_CONFIG", hide_env_values = true)]
+    pub(crate) config: Option<PathBuf>,
+    /// One JSON object per condition, as the API gives it, instead of a
+    /// table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
 pub(crate) struct NewArgs {
     /// The watcher's name: lower-case letters, digits and dashes.
     pub(crate) name: String,

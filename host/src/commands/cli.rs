@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use super::alerts::alerts;
 use super::args::{
-    CheckArgs, ConfigArgs, NewArgs, RecordArgs, RunArgs, SettingsArgs, TailArgs, TargetsArgs,
-    TestArgs,
+    AlertsArgs, CheckArgs, ConfigArgs, NewArgs, RecordArgs, RunArgs, SettingsArgs, TailArgs,
+    TargetsArgs, TestArgs,
 };
 use super::authoring::{check, new, record, test};
 use super::run::{authoring_runtime, run};
@@ -51,6 +52,9 @@ enum Command {
     Config(ConfigArgs),
     /// Follow the envelope stream on the bus and print each envelope.
     Tail(TailArgs),
+    /// Print the active conditions of a running daemon, read from its
+    /// status API at `metrics_addr`.
+    Alerts(AlertsArgs),
 }
 
 /// Parses the command line, runs the subcommand and prints its error, if
@@ -70,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Targets(args) => targets(args, given),
         Command::Config(args) => config(args, given),
         Command::Tail(args) => tail(args, given),
+        Command::Alerts(args) => alerts(args, given),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

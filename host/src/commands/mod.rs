@@ -2,8 +2,10 @@
 //! where each goes ([`cli`]), `lookout run`'s runtime and signals
 //! ([`run`]), the authoring commands, `lookout tail`'s options, and the
 //! subcommands that read the configuration and print what they find
-//! (`lookout targets`, `lookout config`).
+//! (`lookout targets`, `lookout config`), and `lookout alerts`, which asks
+//! a running daemon.
 
+mod alerts;
 mod args;
 mod authoring;
 mod cli;
