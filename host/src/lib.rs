@@ -45,6 +45,10 @@
 //!   discovery refreshes (`discover`).
 //! - `metrics`: the daemon's own metrics (`mod.rs`) and `/metrics`,
 //!   `/healthz` served at `metrics_addr` (`serve`).
+//! - `status`: the status page (`page`) and `/api/v1/status` on
+//!   `metrics_addr`, the model gathered from the metrics, the alerts'
+//!   board and the Alertmanager sender (`mod.rs`), events and poll
+//!   lateness per minute over the last hour (`history`).
 //! - `authoring`: `lookout check` (`check`), `record` (`record`), `test`
 //!   (`replay`) and `new` (`scaffold`).
 //! - `tail`: `lookout tail`, the envelope stream followed (`mod.rs`) and
@@ -70,6 +74,7 @@ mod fdlimit;
 mod metrics;
 mod redis;
 mod sandbox;
+mod status;
 mod tail;
 mod targets;
 mod untrusted;

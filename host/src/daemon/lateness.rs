@@ -1,8 +1,11 @@
 //! How late polls start against their schedule, across every target: a
 //! histogram of millisecond buckets that pollers add to without locking.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::status::history::History;
 
 /// Buckets of one millisecond up to this; later polls share the last one.
 const BUCKETS: usize = 1_000;
@@ -11,6 +14,8 @@ const BUCKETS: usize = 1_000;
 pub struct Lateness {
     buckets: Vec<AtomicU64>,
     max_ms: AtomicU64,
+    /// The status page's per-minute ring, told of each poll too.
+    minutes: Option<Arc<History>>,
 }
 
 impl Default for Lateness {
@@ -18,6 +23,7 @@ impl Default for Lateness {
         Self {
             buckets: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             max_ms: AtomicU64::new(0),
+            minutes: None,
         }
     }
 }
@@ -36,8 +42,19 @@ pub struct Summary {
 }
 
 impl Lateness {
+    /// A histogram that also records into `minutes`, per minute.
+    pub(crate) fn with_minutes(minutes: Option<Arc<History>>) -> Self {
+        Self {
+            minutes,
+            ..Self::default()
+        }
+    }
+
     /// Records one poll that started `late` after it was due.
     pub fn record(&self, late: Duration) {
+        if let Some(minutes) = &self.minutes {
+            minutes.late(late);
+        }
         let ms = u64::try_from(late.as_millis()).unwrap_or(u64::MAX);
         let i = usize::try_from(ms).unwrap_or(BUCKETS).min(BUCKETS);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);

@@ -146,6 +146,8 @@ impl Poller {
     #[must_use]
     pub fn with_metrics(mut self, metrics: Option<Arc<TargetMetrics>>) -> Self {
         if let Some(m) = &metrics {
+            let about = self.about.subject();
+            m.describe(about.instance, about.labels);
             self.supervisor.set_metrics(m.clone());
         }
         self.metrics = metrics;
@@ -293,6 +295,10 @@ impl Poller {
         } = desired;
         if let Some(labels) = labels {
             self.about.relabel(&labels);
+            if let Some(m) = &self.metrics {
+                let about = self.about.subject();
+                m.describe(about.instance, about.labels);
+            }
             if let Some((active, _)) = &self.conditions {
                 let relabelled = active.relabelled(&self.about.subject());
                 self.queued.extend(relabelled);

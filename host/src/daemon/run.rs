@@ -33,6 +33,8 @@ use crate::delivery::task::{self, Outlet};
 use crate::redis::redact::instance_of;
 use crate::sandbox::Engine;
 use crate::sandbox::engine::{PACKAGE, VERSION};
+use crate::status::history::History;
+use crate::status::{BusInfo, Observed, Status};
 use crate::watchers::load::{Loaded, name_of, signature};
 use crate::watchers::reload::{Plan, Stamp, load_each, not_loaded, prepare, stamp};
 use crate::watchers::supervisor::Listed;
@@ -84,29 +86,51 @@ impl Daemon {
             publisher_stop.clone().drop_guard(),
         );
         let (metrics, listener) = metrics.unzip();
-        if let Some(listener) = listener {
-            let listener = tokio::net::TcpListener::from_std(listener)
-                .context("metrics_addr: the listening socket")?;
-            let metrics = metrics.clone().expect("bound with its metrics");
-            let serving = crate::metrics::serve::serve(listener, metrics, root.child_token());
-            tasks.spawn(serving);
-        }
         // The active set of conditions, and the board it publishes for
         // the alerts' readers.
         let board = Board::new();
         let conditions = Active::new(&settings.service, board.clone());
         // The Alertmanager sender (not on a dry run) reads the board.
+        let mut delivered = None;
         if let Some(am) = settings.alertmanager.clone()
             && !mode.dry_run
         {
             let service = settings.service.clone();
-            let sending = crate::alerts::alertmanager::sender(
+            let state = Arc::default();
+            let sending = crate::alerts::alertmanager::reporting(
                 am,
                 service,
                 board.clone(),
                 root.child_token(),
+                Arc::clone(&state),
             )?;
+            delivered = Some(state);
             tasks.spawn(sending);
+        }
+        // With metrics on, the status page: events and lateness per minute.
+        let history = metrics.as_ref().map(|_| Arc::new(History::default()));
+        if let Some(listener) = listener {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .context("metrics_addr: the listening socket")?;
+            let metrics = metrics.clone().expect("bound with its metrics");
+            let status = Status::new(
+                metrics.clone(),
+                board.clone(),
+                history.clone().expect("made with the metrics"),
+                delivered,
+                BusInfo {
+                    instance: instance_of(&settings.publish.url),
+                    outbox_max: settings.buffer.envelopes,
+                    spool_dir: settings.spool_dir.clone(),
+                },
+            );
+            let serving = crate::metrics::serve::serve(
+                listener,
+                metrics,
+                Some(Arc::new(status)),
+                root.child_token(),
+            );
+            tasks.spawn(serving);
         }
         if let Some(m) = &metrics {
             m.count_conditions(conditions.clone());
@@ -121,7 +145,10 @@ impl Daemon {
             publisher,
             publisher_stop.clone(),
             settings.shutdown_grace,
-            metrics.clone(),
+            metrics
+                .clone()
+                .zip(history.clone())
+                .map(|(metrics, history)| Arc::new(Observed { metrics, history })),
             Some(Arc::new(bus)),
         );
         let paths: Vec<PathBuf> = files.iter().map(|(f, _)| f.clone()).collect();
@@ -149,7 +176,7 @@ impl Daemon {
                 let kib = u32::try_from(settings.limits.snapshots_bytes >> 10).unwrap_or(u32::MAX);
                 (Arc::new(Semaphore::new(kib as usize)), kib)
             },
-            lateness: Arc::new(Lateness::default()),
+            lateness: Arc::new(Lateness::with_minutes(history)),
             metrics,
             shutdown: root.clone(),
             conditions,

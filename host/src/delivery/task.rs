@@ -66,6 +66,8 @@ pub(crate) trait Observer: Send + Sync {
     fn publisher(&self, snapshot: &Snapshot);
     /// Envelopes written to the spool at shutdown.
     fn spooled(&self, envelopes: usize);
+    /// Envelopes queued for publishing (every one, the host's included).
+    fn queued(&self, _envelopes: &[Envelope]) {}
 }
 
 /// Who turns the publisher's state into envelopes of the host's own (its
@@ -79,6 +81,8 @@ pub(crate) trait Reporter: Send + Sync {
 #[derive(Clone)]
 pub struct Outlet {
     tx: mpsc::Sender<Vec<Envelope>>,
+    /// Told of every envelope queued here.
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Outlet {
@@ -87,6 +91,9 @@ impl Outlet {
     pub async fn send(&self, envelopes: Vec<Envelope>) {
         if envelopes.is_empty() {
             return;
+        }
+        if let Some(o) = &self.observer {
+            o.queued(&envelopes);
         }
         if let Err(e) = self.tx.send(envelopes).await {
             warn!(lost = e.0.len(), "publisher stopped; envelopes not queued");
@@ -131,9 +138,13 @@ fn start(
     reporter: Option<Arc<dyn Reporter>>,
 ) -> (Outlet, JoinHandle<Stopped>) {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let outlet = Outlet {
+        tx,
+        observer: observer.clone(),
+    };
     let watchers = Watchers { observer, reporter };
     let task = tokio::spawn(run(publisher, rx, stop, grace, watchers));
-    (Outlet { tx }, task)
+    (outlet, task)
 }
 
 /// Who is told about the task's steps.
@@ -160,9 +171,11 @@ fn observe(watchers: &Watchers, publisher: &mut Publisher) {
         o.publisher(&snapshot);
     }
     if let Some(r) = &watchers.reporter {
-        r.step(&snapshot)
-            .into_iter()
-            .for_each(|e| publisher.push(e));
+        let envelopes = r.step(&snapshot);
+        if let (Some(o), false) = (&watchers.observer, envelopes.is_empty()) {
+            o.queued(&envelopes);
+        }
+        envelopes.into_iter().for_each(|e| publisher.push(e));
     }
 }
 

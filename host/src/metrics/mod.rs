@@ -11,10 +11,10 @@
 
 pub(crate) mod serve;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -142,8 +142,8 @@ pub(crate) struct Metrics {
     interval: Duration,
     /// Each polled target's generation (a target started again gets a new
     /// one, so the old poller's late drop leaves the new series alone) and
-    /// when its last poll completed.
-    targets: Mutex<HashMap<String, (u64, Arc<AtomicU64>)>>,
+    /// what its poller last reported (the status page reads it).
+    targets: Mutex<HashMap<String, (u64, Arc<Seen>)>>,
     generation: AtomicU64,
     /// Delivered and dropped so far, as last read from the publisher.
     seen_delivered: AtomicU64,
@@ -332,11 +332,14 @@ impl Metrics {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         // Its first poll is due within one interval.
         let interval_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
-        let clock = Arc::new(AtomicU64::new(self.now_ms().saturating_add(interval_ms)));
+        let seen = Arc::new(Seen {
+            clock: AtomicU64::new(self.now_ms().saturating_add(interval_ms)),
+            ..Seen::default()
+        });
         self.targets
             .lock()
             .expect("not poisoned")
-            .insert(key.to_owned(), (generation, clock.clone()));
+            .insert(key.to_owned(), (generation, seen.clone()));
         Arc::new(TargetMetrics {
             up: self.target_up.get_or_create(&labels).clone(),
             polls: self.polls.get_or_create(&labels).clone(),
@@ -346,7 +349,7 @@ impl Metrics {
             metrics: self.clone(),
             labels,
             generation,
-            clock,
+            seen,
         })
     }
 
@@ -396,7 +399,9 @@ impl Metrics {
             let targets = self.targets.lock().expect("not poisoned");
             let behind = targets
                 .values()
-                .filter(|(_, clock)| now.saturating_sub(clock.load(Ordering::Relaxed)) > stale_ms)
+                .filter(|(_, seen)| {
+                    now.saturating_sub(seen.clock.load(Ordering::Relaxed)) > stale_ms
+                })
                 .count();
             if behind > 0 {
                 reasons.push(format!(
@@ -430,13 +435,111 @@ impl Metrics {
     }
 }
 
+/// `Seen::up` before the first poll ended.
+const STARTING: u8 = 0;
+/// `Seen::up` after a poll that completed.
+const UP: u8 = 1;
+/// `Seen::up` after a poll that failed.
+const DOWN: u8 = 2;
+
+/// What a target's poller last reported, for `/healthz` and the status
+/// page: atomics a poll stores into, and two small maps taken only when a
+/// watcher comes or goes or the target's labels change.
+#[derive(Debug, Default)]
+struct Seen {
+    /// When its last poll completed, in ms from the metrics' epoch (before
+    /// the first: when that one is due).
+    clock: AtomicU64,
+    /// When its last poll ended, in ms since the Unix epoch; 0 before.
+    polled_ms: AtomicU64,
+    /// [`STARTING`], [`UP`] or [`DOWN`].
+    up: AtomicU8,
+    /// How late its last poll started.
+    lateness_ms: AtomicU64,
+    /// Its `host:port` and labels.
+    about: Mutex<(String, BTreeMap<String, String>)>,
+    /// Its watchers' restart counters and quarantine gauges, by name.
+    watchers: Mutex<BTreeMap<String, (Counter, Gauge)>>,
+}
+
+/// One polled target as its poller last reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TargetSeen {
+    pub key: String,
+    pub instance: String,
+    pub labels: BTreeMap<String, String>,
+    /// `None` before its first poll ended; then whether it completed.
+    pub up: Option<bool>,
+    /// When its last poll ended.
+    pub last_poll: Option<SystemTime>,
+    pub lateness_ms: u64,
+    /// Each watcher's name, restarts and whether it is quarantined.
+    pub watchers: Vec<(String, u64, bool)>,
+}
+
+/// What the publisher last reported, for the status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PublisherSeen {
+    /// `closed`, `half-open` or `open`.
+    pub breaker: &'static str,
+    pub outbox: u64,
+    pub dropped: u64,
+}
+
+impl Metrics {
+    /// Every polled target as its poller last reported it, in no order.
+    pub(crate) fn targets_seen(&self) -> Vec<TargetSeen> {
+        let targets = self.targets.lock().expect("not poisoned");
+        targets
+            .iter()
+            .map(|(key, (_, seen))| {
+                let (instance, labels) = seen.about.lock().expect("not poisoned").clone();
+                let polled = seen.polled_ms.load(Ordering::Relaxed);
+                TargetSeen {
+                    key: key.clone(),
+                    instance,
+                    labels,
+                    up: match seen.up.load(Ordering::Relaxed) {
+                        STARTING => None,
+                        code => Some(code == UP),
+                    },
+                    last_poll: (polled > 0).then(|| UNIX_EPOCH + Duration::from_millis(polled)),
+                    lateness_ms: seen.lateness_ms.load(Ordering::Relaxed),
+                    watchers: seen
+                        .watchers
+                        .lock()
+                        .expect("not poisoned")
+                        .iter()
+                        .map(|(name, (restarts, quarantined))| {
+                            (name.clone(), restarts.get(), quarantined.get() != 0)
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The publisher's breaker, outbox and drops as last reported.
+    pub(crate) fn publisher_seen(&self) -> PublisherSeen {
+        PublisherSeen {
+            breaker: match self.breaker_state.get() {
+                0 => "closed",
+                1 => "half-open",
+                _ => "open",
+            },
+            outbox: u64::try_from(self.outbox_envelopes.get()).unwrap_or(0),
+            dropped: self.dropped.get(),
+        }
+    }
+}
+
 /// One target's handles, held by its poller (and its supervisor).
 pub struct TargetMetrics {
     metrics: Arc<Metrics>,
     labels: TargetLabels,
     generation: u64,
-    /// When its last poll completed, in ms from the epoch.
-    clock: Arc<AtomicU64>,
+    /// What its poller last reported.
+    seen: Arc<Seen>,
     up: Gauge,
     polls: Counter,
     probe_errors: Counter,
@@ -449,11 +552,19 @@ impl TargetMetrics {
     pub fn polled(&self, took: Duration, ok: bool) {
         self.polls.inc();
         self.duration.observe(took.as_secs_f64());
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.seen.polled_ms.store(wall, Ordering::Relaxed);
         if ok {
             self.up.set(1);
-            self.clock.store(self.metrics.now_ms(), Ordering::Relaxed);
+            self.seen.up.store(UP, Ordering::Relaxed);
+            self.seen
+                .clock
+                .store(self.metrics.now_ms(), Ordering::Relaxed);
         } else {
             self.up.set(0);
+            self.seen.up.store(DOWN, Ordering::Relaxed);
             self.probe_errors.inc();
         }
     }
@@ -461,6 +572,14 @@ impl TargetMetrics {
     /// A poll started `late` after it was due.
     pub fn late(&self, late: Duration) {
         self.lateness.observe(late.as_secs_f64());
+        let ms = u64::try_from(late.as_millis()).unwrap_or(u64::MAX);
+        self.seen.lateness_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The target is at `instance` (`host:port`) with `labels` (again
+    /// when its labels change).
+    pub(crate) fn describe(&self, instance: &str, labels: &BTreeMap<String, String>) {
+        *self.seen.about.lock().expect("not poisoned") = (instance.to_owned(), labels.clone());
     }
 
     /// The handles of the watcher `name` on this target.
@@ -479,12 +598,19 @@ impl TargetMetrics {
                 })
                 .clone()
         });
+        let restarts = m.watcher_restarts.get_or_create(&labels).clone();
+        let quarantined = m.watcher_quarantined.get_or_create(&labels).clone();
+        self.seen
+            .watchers
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_owned(), (restarts.clone(), quarantined.clone()));
         WatcherMetrics {
             calls: m.watcher_calls.get_or_create(&labels).clone(),
             duration: m.watcher_call_duration.get_or_create(&labels).clone(),
             failures: m.watcher_failures.get_or_create(&labels).clone(),
-            restarts: m.watcher_restarts.get_or_create(&labels).clone(),
-            quarantined: m.watcher_quarantined.get_or_create(&labels).clone(),
+            restarts,
+            quarantined,
             events,
             target: self.clone(),
             labels,
@@ -554,6 +680,11 @@ impl WatcherMetrics {
 impl Drop for WatcherMetrics {
     fn drop(&mut self) {
         let t = &self.target;
+        t.seen
+            .watchers
+            .lock()
+            .expect("not poisoned")
+            .remove(&self.labels.watcher.0);
         let m = &t.metrics;
         if !m.current(&t.labels.target.0, t.generation) {
             return;
@@ -623,7 +754,7 @@ mod tests {
         let m = aged();
         let (a, b) = (m.target("a:1"), m.target("b:1"));
         assert_eq!(m.health(), Ok(()), "first polls are not due yet");
-        a.clock.store(0, Ordering::Relaxed);
+        a.seen.clock.store(0, Ordering::Relaxed);
         let reason = m.health().unwrap_err();
         assert_eq!(
             reason,

@@ -1,6 +1,7 @@
 //! The HTTP endpoint at `metrics_addr`: `GET /metrics` (OpenMetrics text,
 //! which Prometheus scrapes) and `GET /healthz` (200 or 503 with a JSON
-//! reason). HTTP/1 only, one task per connection, on the daemon's runtime.
+//! reason), and whatever [`Pages`] the daemon adds (the status page).
+//! HTTP/1 only, one task per connection, on the daemon's runtime.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,10 +24,27 @@ use super::Metrics;
 /// A client has this long to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `metrics` on `listener` until `stop` is cancelled.
-pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
+/// More `GET` routes beside `/metrics` and `/healthz`, from a module
+/// above this one (the status page), so no import runs back up.
+pub(crate) trait Pages: Send + Sync {
+    /// The reply to `GET path?query`: its content type and body; `None`
+    /// when `path` is not one of these pages.
+    fn get(&self, path: &str, query: Option<&str>) -> Option<(&'static str, String)>;
+}
+
+/// Serves `metrics` and `pages` on `listener` until `stop` is cancelled.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    pages: Option<Arc<dyn Pages>>,
+    stop: CancellationToken,
+) {
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "serving /metrics and /healthz");
+        if pages.is_some() {
+            info!(%addr, "serving the status page (/), /api/v1/status, /metrics and /healthz");
+        } else {
+            info!(%addr, "serving /metrics and /healthz");
+        }
     }
     loop {
         let accepted = tokio::select! {
@@ -42,10 +60,10 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Ca
                 continue;
             }
         };
-        let metrics = metrics.clone();
+        let (metrics, pages) = (metrics.clone(), pages.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let response = respond(&metrics, &req);
+                let response = respond(&metrics, pages.as_deref(), &req);
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = http1::Builder::new()
@@ -57,7 +75,11 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Ca
     }
 }
 
-fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(
+    metrics: &Metrics,
+    pages: Option<&dyn Pages>,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &'static str, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
@@ -72,6 +94,11 @@ fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             "text/plain",
             "GET only\n".to_owned(),
         );
+    }
+    if let Some((content_type, body)) =
+        pages.and_then(|p| p.get(req.uri().path(), req.uri().query()))
+    {
+        return reply(StatusCode::OK, content_type, body);
     }
     match req.uri().path() {
         "/metrics" => match metrics.encode() {

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::pin::{Pin, pin};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
@@ -43,6 +43,54 @@ const ENDS_AFTER_RESENDS: u32 = 4;
 /// The `alertname` of the always-firing alert.
 pub(crate) const WATCHDOG: &str = "Watchdog";
 
+/// How each Alertmanager is doing, as the sender last saw it (the status
+/// page reads it): one entry per configured URL, in their order.
+#[derive(Debug, Default)]
+pub(crate) struct Delivered {
+    peers: Mutex<Vec<PeerState>>,
+}
+
+/// One Alertmanager as the sender last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PeerState {
+    pub url: String,
+    /// When it last took a send.
+    pub last_sent: Option<SystemTime>,
+    /// Its last send failed; it is being retried.
+    pub down: bool,
+    /// Resolutions it has not taken yet.
+    pub pending_resolutions: usize,
+}
+
+impl Delivered {
+    /// Each Alertmanager's state, in the configured order.
+    pub(crate) fn peers(&self) -> Vec<PeerState> {
+        self.peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record(&self, peers: &[Peer], alerts: &[Alert]) {
+        let states = peers
+            .iter()
+            .map(|p| PeerState {
+                url: p.url.to_string(),
+                last_sent: p.last_sent,
+                down: p.retry_at.is_some(),
+                pending_resolutions: alerts
+                    .iter()
+                    .filter(|a| {
+                        a.ends_at
+                            .is_some_and(|at| !p.resolved.contains(&(a.fingerprint.clone(), at)))
+                    })
+                    .count(),
+            })
+            .collect();
+        *self.peers.lock().unwrap_or_else(PoisonError::into_inner) = states;
+    }
+}
+
 /// One Alertmanager and what it has been given.
 struct Peer {
     url: url::Url,
@@ -55,6 +103,8 @@ struct Peer {
     /// Digests of the alerts it took since the last full send: a change
     /// sends only what differs from these.
     sent: HashSet<u64>,
+    /// When it last took a send.
+    last_sent: Option<SystemTime>,
 }
 
 /// What one send to one Alertmanager came to.
@@ -67,16 +117,32 @@ enum Outcome {
     Failed(String),
 }
 
-/// The sender: reads `board` and delivers it to every Alertmanager of
-/// `settings` until `shutdown`. The watchdog alert carries `service`.
+/// [`reporting`] without keeping the Alertmanagers' state.
 ///
 /// # Errors
 /// The TLS configuration cannot be built (an unreadable or bad file).
+#[cfg(test)]
 pub(crate) fn sender(
     settings: AlertmanagerSettings,
     service: String,
     board: Arc<Board>,
     shutdown: CancellationToken,
+) -> Result<impl Future<Output = ()> + Send + 'static> {
+    reporting(settings, service, board, shutdown, Arc::default())
+}
+
+/// The sender: reads `board` and delivers it to every Alertmanager of
+/// `settings` until `shutdown`, keeping each one's state in `delivered`
+/// (the status page reads it). The watchdog alert carries `service`.
+///
+/// # Errors
+/// The TLS configuration cannot be built (an unreadable or bad file).
+pub(crate) fn reporting(
+    settings: AlertmanagerSettings,
+    service: String,
+    board: Arc<Board>,
+    shutdown: CancellationToken,
+    delivered: Arc<Delivered>,
 ) -> Result<impl Future<Output = ()> + Send + 'static> {
     let client = Client::new(&settings)?;
     if settings.tls.insecure() {
@@ -85,7 +151,7 @@ pub(crate) fn sender(
              the path can read and drop the alerts"
         );
     }
-    Ok(run(settings, client, service, board, shutdown))
+    Ok(run(settings, client, service, board, shutdown, delivered))
 }
 
 async fn run(
@@ -94,6 +160,7 @@ async fn run(
     service: String,
     board: Arc<Board>,
     shutdown: CancellationToken,
+    delivered: Arc<Delivered>,
 ) {
     let mut peers: Vec<Peer> = settings
         .urls
@@ -107,8 +174,10 @@ async fn run(
             retry_at: None,
             resolved: HashSet::new(),
             sent: HashSet::new(),
+            last_sent: None,
         })
         .collect();
+    delivered.record(&peers, &[]);
     let watchdog_since = SystemTime::now();
     let urls: Vec<&str> = settings.urls.iter().map(url::Url::as_str).collect();
     info!(
@@ -144,6 +213,7 @@ async fn run(
             () = sending => {}
         }
         forget_delivered(&board, &mut peers, &alerts);
+        delivered.record(&peers, &alerts);
         let retry = peers.iter().filter_map(|p| p.retry_at).min();
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -240,6 +310,7 @@ async fn deliver(
                     info!(url = %peer.url, "Alertmanager answers again; every active alert sent");
                 }
                 peer.backoff.reset();
+                peer.last_sent = Some(SystemTime::now());
                 peer.resolved.extend(resolved);
                 if full {
                     peer.sent.clear();
