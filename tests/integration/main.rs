@@ -28,6 +28,7 @@ mod slowlog;
 mod smoke;
 mod spool;
 mod startup;
+mod status;
 mod tail;
 mod targets;
 mod tls;
