@@ -42,6 +42,12 @@ pub(crate) mod kinds {
     pub(crate) const ENVELOPES_DROPPED: &str = "envelopes-dropped";
 }
 
+/// Most conditions one watcher holds firing on one target: a new one
+/// beyond it is not kept (its event goes out without `condition`, saying
+/// why in `fields.condition_refused`), so a watcher firing a new key every
+/// poll cannot grow the set, the board or Alertmanager without end.
+pub(crate) const MAX_HELD_PER_WATCHER: usize = 1000;
+
 /// Polls a restarted watcher has to fire a condition again before it
 /// resolves.
 pub(crate) const RECHECK_POLLS: u64 = 3;
@@ -109,13 +115,30 @@ impl Active {
         }
         let mut set = self.lock();
         let mut out = Vec::with_capacity(events.len());
-        for event in events {
+        for mut event in events {
             let Some(c) = &event.condition else {
                 out.push(event);
                 continue;
             };
             let fp = fingerprint(subject.target_key, &event.target, &c.kind, &c.key);
             let held = set.entry(subject.target_key.to_owned()).or_default();
+            if c.state == ConditionState::Firing
+                && !held.contains_key(&fp)
+                && held.values().filter(|e| e.watcher == event.target).count()
+                    >= MAX_HELD_PER_WATCHER
+            {
+                event.condition = None;
+                event.fields.insert(
+                    "condition_refused".to_owned(),
+                    format!(
+                        "{} holds {MAX_HELD_PER_WATCHER} conditions firing on this target already",
+                        event.target
+                    )
+                    .into(),
+                );
+                out.push(event);
+                continue;
+            }
             match c.state {
                 ConditionState::Firing => {
                     if let Some(entry) = held.get_mut(&fp) {
@@ -513,6 +536,46 @@ mod tests {
             fingerprint("cache", "stream-lag", "over-max-lag", "jobs/workers")
         );
         assert_eq!(active.counts()[&("stream-lag".to_owned(), Level::Warn)], 1);
+    }
+
+    #[test]
+    fn a_watcher_firing_new_keys_every_poll_is_held_to_its_cap() {
+        let (active, labels) = setup();
+        let s = subject(&labels);
+        for poll in 0..(MAX_HELD_PER_WATCHER / 100 + 2) {
+            let events = (0..100)
+                .map(|i| {
+                    let key = format!("k{poll}-{i}");
+                    event(Level::Warn, "new", &key, ConditionState::Firing, "m")
+                })
+                .collect();
+            active.observe(&s, events);
+        }
+        assert_eq!(active.board().snapshot().len(), MAX_HELD_PER_WATCHER);
+        let out = active.observe(
+            &s,
+            vec![event(
+                Level::Warn,
+                "new",
+                "one-more",
+                ConditionState::Firing,
+                "m",
+            )],
+        );
+        assert!(out[0].condition.is_none());
+        assert!(out[0].fields["condition_refused"].is_string());
+        // One it holds still updates and resolves.
+        let out = active.observe(
+            &s,
+            vec![event(
+                Level::Warn,
+                "new",
+                "k0-0",
+                ConditionState::Resolved,
+                "ok",
+            )],
+        );
+        assert_eq!(states(&out), [ConditionState::Resolved]);
     }
 
     #[test]
