@@ -15,6 +15,7 @@ mod discovery;
 mod engine;
 mod fleet;
 mod heartbeat;
+mod lateness;
 mod liar;
 mod metrics;
 mod outage;

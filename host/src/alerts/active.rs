@@ -40,6 +40,9 @@ pub(crate) mod kinds {
     pub(crate) const BUS_UNREACHABLE: &str = "bus-unreachable";
     /// The outbox is full and drops envelopes.
     pub(crate) const ENVELOPES_DROPPED: &str = "envelopes-dropped";
+    /// Polls start late: the p99 of a window's lateness is over half the
+    /// poll interval (the process has more targets than it polls on time).
+    pub(crate) const POLLS_LATE: &str = "polls-late";
 }
 
 /// Most conditions one watcher holds firing on one target: a new one

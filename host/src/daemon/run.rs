@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use super::conditions::BusConditions;
+use super::conditions::{BusConditions, PollsLate};
 use super::discover::{Found, refresh};
 use super::events::{self, About};
 use super::fleet::{Fleet, Kit};
@@ -183,6 +183,14 @@ impl Daemon {
             for_s: settings.alerts.for_s,
         };
         let lateness = kit.lateness.clone();
+        let polls_late = PollsLate::new(
+            kit.conditions.clone(),
+            origin.clone(),
+            settings.shard,
+            settings.poll_interval,
+            settings.alerts.for_s,
+        );
+        let late_metrics = kit.metrics.clone();
         let mut fleet = Fleet::new(kit, settings.discover.len());
         fleet.start_configured(&settings, &Registry::new())?;
         let (answers_tx, mut answers) = mpsc::channel(settings.discover.len().max(1));
@@ -210,6 +218,13 @@ impl Daemon {
             poll_interval_s: interval.as_secs_f64(),
         };
         let (beats, beats_rx) = watch::channel(beat(fleet.len(), 0));
+        tasks.spawn(polls_late.run(
+            lateness.clone(),
+            beats.subscribe(),
+            outlet.clone(),
+            late_metrics,
+            root.child_token(),
+        ));
         if let Some((conn, key)) = heartbeat {
             info!(key = %key, ttl_s = heartbeat::TTL_S, "heartbeat on the bus");
             tasks.spawn(heartbeat::run(

@@ -119,6 +119,8 @@ pub(crate) struct Metrics {
     probe_errors: Family<TargetLabels, Counter>,
     poll_duration: Histograms<TargetLabels>,
     poll_lateness: Histograms<TargetLabels>,
+    /// The p99 of the last `polls-late` window, every target together.
+    poll_lateness_p99: Gauge<f64, AtomicU64>,
     watcher_calls: Family<WatcherLabels, Counter>,
     watcher_call_duration: Histograms<WatcherLabels>,
     watcher_failures: Family<WatcherLabels, Counter>,
@@ -165,6 +167,7 @@ impl Metrics {
             probe_errors: Family::default(),
             poll_duration: Family::new_with_constructor(durations),
             poll_lateness: Family::new_with_constructor(lateness),
+            poll_lateness_p99: Gauge::default(),
             watcher_calls: Family::default(),
             watcher_call_duration: Family::new_with_constructor(durations),
             watcher_failures: Family::default(),
@@ -216,6 +219,11 @@ impl Metrics {
             "poll_lateness_seconds",
             "How late a poll started against its schedule (from the second poll on)",
             m.poll_lateness.clone(),
+        );
+        r.register(
+            "poll_lateness_p99_seconds",
+            "p99 of how late polls started over the last polls-late window, every target together",
+            m.poll_lateness_p99.clone(),
         );
         r.register(
             "watcher_calls",
@@ -314,6 +322,11 @@ impl Metrics {
             .get_or_create(&labels)
             .set(gauge(refused));
         self.discover_cut.get_or_create(&labels).set(gauge(cut));
+    }
+
+    /// The p99 lateness of the last `polls-late` window.
+    pub(crate) fn lateness_p99(&self, p99: Duration) {
+        self.poll_lateness_p99.set(p99.as_secs_f64());
     }
 
     /// Counts the conditions of `active` in `lookout_conditions_active`.
