@@ -224,18 +224,19 @@ impl Poller {
                 let queued = std::mem::take(&mut self.queued);
                 self.publish(queued).await;
             }
+            let wake = next_poll.map(|at| slot_of(at, self.interval));
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return Ok(()),
                 () = inbox.changed.notified() => continue,
-                () = sleep_until(next_poll) => {}
+                () = sleep_until(wake) => {}
             }
             started = true;
             let began = Instant::now();
             // From the second poll on: the first is due at the target's
             // offset in the first interval, while watchers load and
             // instantiate.
-            if let Some(due) = next_poll
+            if let Some(due) = wake
                 && done > 0
             {
                 let late = began.saturating_duration_since(due);
@@ -253,7 +254,12 @@ impl Poller {
             if let Some(m) = &self.metrics {
                 m.polled(began.elapsed(), outcome.is_ok());
             }
-            let on_time = self.interval.saturating_sub(began.elapsed());
+            // Polls keep to their schedule (the first due time plus whole
+            // intervals), so targets that share a start slot keep sharing
+            // it; a poll that ran past the next due time skips to the one
+            // after, never polling twice in a row to catch up.
+            let scheduled = next_poll.unwrap_or(began);
+            let on_time = next_due(scheduled, self.interval, Instant::now());
             let wait = match outcome {
                 Ok(()) => {
                     self.cleared(true, true).await;
@@ -278,13 +284,13 @@ impl Poller {
                 Err(e) => {
                     let reached = !matches!(e, ProbeError::Unreachable(_));
                     self.cleared(reached, false).await;
-                    self.failed_poll(e, &mut outage).await
+                    Instant::now() + self.failed_poll(e, &mut outage).await
                 }
             };
             if limit.is_some_and(|limit| done >= limit) {
                 return Ok(());
             }
-            next_poll = Some(Instant::now() + wait);
+            next_poll = Some(wait);
         }
     }
 
@@ -694,4 +700,92 @@ struct Outage {
     slow_since: Option<Instant>,
     /// The wait before the next try while unreachable.
     backoff: Backoff,
+}
+
+/// Wake-ups per interval that targets share at most: each target's poll
+/// time is rounded up to one of them, so a process watching thousands of
+/// targets serves many in one wake-up (at the default 5 s interval, a slot
+/// every 10 ms).
+const SLOTS_PER_INTERVAL: u32 = 500;
+
+/// Finest and coarsest start slot.
+const SLOT_MIN: Duration = Duration::from_millis(1);
+const SLOT_MAX: Duration = Duration::from_millis(10);
+
+/// Where every poller's start slots are counted from.
+fn slot_base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// `at` rounded up to the next start slot of a target polled every
+/// `interval`: the time its poller wakes.
+fn slot_of(at: Instant, interval: Duration) -> Instant {
+    let slot = (interval / SLOTS_PER_INTERVAL).clamp(SLOT_MIN, SLOT_MAX);
+    let base = slot_base();
+    let since = at.saturating_duration_since(base).as_nanos();
+    let step = slot.as_nanos();
+    let slots = since.div_ceil(step);
+    let rounded = u64::try_from(slots * step).unwrap_or(u64::MAX);
+    base + Duration::from_nanos(rounded)
+}
+
+/// The due time after `scheduled` for a poll every `interval`, `now`
+/// being when the poll ended: the next whole interval after `scheduled`
+/// that is still ahead.
+fn next_due(scheduled: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = scheduled + interval;
+    if next > now || interval.is_zero() {
+        return next;
+    }
+    let behind = now.duration_since(scheduled).as_nanos();
+    let skip = behind / interval.as_nanos() + 1;
+    let skip = u32::try_from(skip).unwrap_or(u32::MAX);
+    scheduled + interval.saturating_mul(skip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_wake_on_shared_slots() {
+        let interval = Duration::from_secs(5);
+        let at = Instant::now() + Duration::from_millis(1234);
+        let woken = slot_of(at, interval);
+        assert!(
+            woken >= at && woken - at < SLOT_MAX,
+            "rounded up within a slot"
+        );
+        // Due times within one 10 ms slot share a wake-up.
+        let a = slot_of(woken - Duration::from_millis(9), interval);
+        assert_eq!(a, woken);
+        assert_eq!(
+            slot_of(woken, interval),
+            woken,
+            "a slot time is its own slot"
+        );
+        // A 20 ms cadence rounds to the millisecond only.
+        let fast = Duration::from_millis(20);
+        let woken = slot_of(at, fast);
+        assert!(woken >= at && woken - at < SLOT_MIN);
+    }
+
+    #[test]
+    fn polls_keep_their_schedule_and_skip_what_is_past() {
+        let interval = Duration::from_secs(5);
+        let t0 = Instant::now();
+        // On time: the next interval, whenever the poll ended.
+        assert_eq!(
+            next_due(t0, interval, t0 + Duration::from_millis(3)),
+            t0 + interval
+        );
+        // A poll that ran 12 s: the next due time still ahead, on the grid.
+        assert_eq!(
+            next_due(t0, interval, t0 + Duration::from_secs(12)),
+            t0 + interval * 3
+        );
+        // Exactly at the next due time: the one after.
+        assert_eq!(next_due(t0, interval, t0 + interval), t0 + interval * 2);
+    }
 }
