@@ -140,7 +140,7 @@ mod watch;
 pub use conditions::{Conditions, Transition};
 pub use counter::{Change, Counter, Restarts};
 pub use info::{InfoError, Keyspace};
-pub use probes::stream_keys;
+pub use probes::{FieldError, stream_keys};
 pub use settings::{Settings, invalid};
 pub use state::Slot;
 pub use watch::{Exported, Watch};

@@ -4,6 +4,11 @@
 //! Each accessor returns the probe's data, or the reason it is unavailable:
 //! the server refused or does not know the command, the key is missing or
 //! of another type, or the watcher did not declare the probe in `needs`.
+//! Fields kept as text (a `CLIENT LIST` line's, `CLUSTER INFO`'s) are read
+//! as numbers with `field_u64` and `cluster_u64`, whose [`FieldError`] names
+//! the field.
+
+use std::fmt;
 
 use crate::{
     Client, InfoField, LatencySpike, Probe, ProbeReading, Reading, Snapshot, StreamGroup,
@@ -11,7 +16,63 @@ use crate::{
 };
 
 /// Why a probe has no data when the watcher did not declare it.
-pub const NOT_DECLARED: &str = "probe not declared in the watcher's needs";
+pub(crate) const NOT_DECLARED: &str = "probe not declared in the watcher's needs";
+
+/// Why a field of a probe reading could not be read as a number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldError {
+    /// The reading has no field of that name (an older Redis does not print
+    /// it, or the probe was not declared or is unavailable).
+    Missing {
+        /// The reading: `CLIENT LIST`, `CLUSTER INFO`.
+        reading: &'static str,
+        /// The field asked for.
+        field: String,
+    },
+    /// The field is there but its text is not of the expected type.
+    Invalid {
+        /// The reading: `CLIENT LIST`, `CLUSTER INFO`.
+        reading: &'static str,
+        /// The field asked for.
+        field: String,
+        /// Its raw text.
+        value: String,
+        /// What was expected, with an article: "an unsigned integer".
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldError::Missing { reading, field } => {
+                write!(f, "{reading} field `{field}` is missing")
+            }
+            FieldError::Invalid {
+                reading,
+                field,
+                value,
+                expected,
+            } => write!(f, "{reading} field `{field}` is not {expected}: `{value}`"),
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// `raw` (the text of field `field` of `reading`, if present) as a `u64`.
+fn parse_u64(reading: &'static str, field: &str, raw: Option<&str>) -> Result<u64, FieldError> {
+    let raw = raw.map(str::trim).ok_or_else(|| FieldError::Missing {
+        reading,
+        field: field.to_string(),
+    })?;
+    raw.parse().map_err(|_| FieldError::Invalid {
+        reading,
+        field: field.to_string(),
+        value: raw.to_string(),
+        expected: "an unsigned integer",
+    })
+}
 
 /// The stream keys listed in a setting: separated by commas or whitespace,
 /// empty parts skipped, in order. The host reads the setting named by an
@@ -98,7 +159,7 @@ impl Snapshot {
             })
     }
 
-    /// `CLIENT LIST`: every connection, the host's own included.
+    /// `CLIENT LIST`: one [`Client`] per connection.
     pub fn clients(&self) -> Result<&[Client], &str> {
         match self.reading(&Probe::ClientList)? {
             Reading::Clients(clients) => Ok(clients),
@@ -122,15 +183,36 @@ impl Snapshot {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// `CLUSTER INFO` field `name` as an unsigned integer
+    /// (`cluster_slots_fail`, `cluster_known_nodes`).
+    ///
+    /// # Errors
+    /// [`FieldError::Missing`] when CLUSTER INFO was not read or has no such
+    /// field, [`FieldError::Invalid`] when its text is not a number.
+    pub fn cluster_u64(&self, name: &str) -> Result<u64, FieldError> {
+        parse_u64("CLUSTER INFO", name, self.cluster_field(name))
+    }
 }
 
 impl Client {
-    /// A field of the `CLIENT LIST` line by name (`omem`, `user`).
-    pub fn field(&self, name: &str) -> Option<&str> {
+    /// The text of field `name` of the `CLIENT LIST` line (`omem`, `user`),
+    /// if Redis printed it.
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Field `name` of the `CLIENT LIST` line as an unsigned integer
+    /// (`omem`, `qbuf`, `tot-mem`, `sub`).
+    ///
+    /// # Errors
+    /// [`FieldError::Missing`] when the line has no such field (an older
+    /// Redis), [`FieldError::Invalid`] when its text is not a number.
+    pub fn field_u64(&self, name: &str) -> Result<u64, FieldError> {
+        parse_u64("CLIENT LIST", name, self.get(name))
     }
 }
 
@@ -202,6 +284,42 @@ mod tests {
             .build();
         assert_eq!(snap.info_section("ErrorStats").unwrap()[0].value, "count=2");
         assert_eq!(snap.cluster_field("cluster_state"), Some("fail"));
+    }
+
+    #[test]
+    fn numeric_fields_and_errors_that_name_them() {
+        let snap = SnapshotBuilder::new()
+            .cluster_info(&[("cluster_slots_fail", "3"), ("cluster_state", "ok")])
+            .build();
+        assert_eq!(snap.cluster_u64("cluster_slots_fail"), Ok(3));
+        assert_eq!(
+            snap.cluster_u64("cluster_state").unwrap_err().to_string(),
+            "CLUSTER INFO field `cluster_state` is not an unsigned integer: `ok`"
+        );
+        assert_eq!(
+            SnapshotBuilder::new()
+                .build()
+                .cluster_u64("cluster_size")
+                .unwrap_err()
+                .to_string(),
+            "CLUSTER INFO field `cluster_size` is missing"
+        );
+        let c = Client::new(7, "10.0.0.1:5000")
+            .field("omem", 3_212_032)
+            .field("user", "app");
+        assert_eq!(c.field_u64("omem"), Ok(3_212_032));
+        assert_eq!(c.get("user"), Some("app"));
+        assert_eq!(
+            c.field_u64("user").unwrap_err().to_string(),
+            "CLIENT LIST field `user` is not an unsigned integer: `app`"
+        );
+        assert_eq!(
+            c.field_u64("lib-name").unwrap_err(),
+            FieldError::Missing {
+                reading: "CLIENT LIST",
+                field: "lib-name".into()
+            }
+        );
     }
 
     #[test]
