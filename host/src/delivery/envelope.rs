@@ -1,12 +1,20 @@
 //! The wire format: one JSON envelope per event, shared by pub/sub payloads
 //! and stream entries (see `host/schema/envelope.schema.json`), and its
-//! caps in bytes of JSON: per envelope and per watcher call.
+//! caps in bytes of JSON: per envelope and per watcher call. A final
+//! envelope is sealed ([`Sealed`]): its JSON is written once, and every
+//! write after it (outbox, PUBLISH, XADD, spool, stdout) takes those bytes;
+//! [`Origin::seal_all`] applies the caps to the bytes it seals, so an
+//! envelope under its caps is written once and measured on that writing.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+mod sealed;
+
+pub(crate) use sealed::Sealed;
 
 /// Envelope schema version, the `v` field.
 pub(crate) const SCHEMA_VERSION: u32 = 2;
@@ -243,19 +251,27 @@ impl Origin {
     /// [`Envelope::fit`]); a condition on it is the process's own (its
     /// fingerprint names this host).
     pub fn wrap(&self, instance: &str, event: Emitted) -> Envelope {
-        let host = self.host.clone();
-        self.wrap_keyed(instance, &host, event)
+        self.wrap_keyed::<Envelope>(instance, &self.host, event).0
+    }
+
+    /// [`Self::wrap`], sealed: its JSON written once (twice when it had to
+    /// be shortened).
+    pub fn seal(&self, instance: &str, event: Emitted) -> Sealed {
+        self.wrap_keyed::<Sealed>(instance, &self.host, event).0
     }
 
     /// [`Self::wrap`] of an event about the target whose key
-    /// (`Target::key`) is `target_key`.
-    fn wrap_keyed(&self, instance: &str, target_key: &str, event: Emitted) -> Envelope {
+    /// (`Target::key`) is `target_key`, with its bytes of JSON.
+    fn wrap_keyed<T: Fitted>(
+        &self,
+        instance: &str,
+        target_key: &str,
+        event: Emitted,
+    ) -> (T, usize) {
         let max = event
             .call
             .map_or(self.max_envelope_bytes, |c| c.max_envelope_bytes);
-        let mut envelope = self.stamp_event(instance, target_key, event);
-        envelope.fit_to(max);
-        envelope
+        T::fitted(self.stamp_event(instance, target_key, event), max)
     }
 
     /// Wraps `events`, about the Redis at `instance` (the target whose key
@@ -275,6 +291,30 @@ impl Origin {
         labels: Option<&Value>,
         events: Vec<Emitted>,
     ) -> Vec<Envelope> {
+        self.fit_all(instance, target_key, labels, events)
+    }
+
+    /// [`Self::wrap_all`], sealed: each envelope kept is written once
+    /// (twice when it had to be shortened), its bytes counted from that
+    /// writing.
+    pub fn seal_all(
+        &self,
+        instance: &str,
+        target_key: &str,
+        labels: Option<&Value>,
+        events: Vec<Emitted>,
+    ) -> Vec<Sealed> {
+        self.fit_all(instance, target_key, labels, events)
+    }
+
+    /// [`Self::wrap_all`] into envelopes of kind `T`.
+    fn fit_all<T: Fitted>(
+        &self,
+        instance: &str,
+        target_key: &str,
+        labels: Option<&Value>,
+        events: Vec<Emitted>,
+    ) -> Vec<T> {
         let mut out = Vec::with_capacity(events.len());
         let mut tally: Option<Tally> = None;
         for mut event in events {
@@ -286,7 +326,7 @@ impl Origin {
                 event.fields.insert("labels".to_owned(), labels.clone());
             }
             let Some(caps) = call else {
-                out.push(self.wrap_keyed(instance, target_key, event));
+                out.push(self.wrap_keyed(instance, target_key, event).0);
                 continue;
             };
             let t = tally.get_or_insert_with(|| Tally {
@@ -297,11 +337,12 @@ impl Origin {
                 events: 0,
                 bytes: 0,
             });
-            let mut envelope = self.stamp_event(instance, target_key, event);
+            let envelope = self.stamp_event(instance, target_key, event);
             if envelope.condition.is_some() {
                 // A condition change is never cut: kept, its bytes counted,
                 // the others kept before it cut to make room.
-                t.used += envelope.fit_to(caps.max_envelope_bytes);
+                let (envelope, len) = T::fitted(envelope, caps.max_envelope_bytes);
+                t.used += len;
                 if t.events > 0 || t.used > caps.max_call_bytes {
                     self.make_room(instance, labels, t, &mut out);
                 }
@@ -315,7 +356,7 @@ impl Origin {
                 t.bytes += envelope.json_len().min(caps.max_envelope_bytes);
                 continue;
             }
-            let len = envelope.fit_to(caps.max_envelope_bytes);
+            let (envelope, len) = T::fitted(envelope, caps.max_envelope_bytes);
             if t.used + len <= caps.max_call_bytes {
                 t.used += len;
                 t.kept.push((out.len(), len));
@@ -336,15 +377,15 @@ impl Origin {
     /// Cuts the envelopes of a cut call kept so far, last first, from
     /// `out` until the call's bytes leave room for its report, whatever
     /// its counts will be.
-    fn make_room(
+    fn make_room<T>(
         &self,
         instance: &str,
         labels: Option<&Value>,
         t: &mut Tally,
-        out: &mut Vec<Envelope>,
+        out: &mut Vec<T>,
     ) {
         let room = self
-            .cut_report(
+            .cut_report::<Envelope>(
                 instance,
                 labels,
                 &Tally {
@@ -353,7 +394,7 @@ impl Origin {
                     ..t.clone()
                 },
             )
-            .map_or(0, |r| r.json_len());
+            .map_or(0, |(_, len)| len);
         // Kept in output order: the last one is the furthest in `out`, so
         // removing it leaves the others where they are.
         while t.used + room > t.caps.max_call_bytes
@@ -368,8 +409,8 @@ impl Origin {
 
     /// The end of a call's envelopes: its cut report, logged, if any were
     /// cut.
-    fn close(&self, instance: &str, labels: Option<&Value>, t: &Tally) -> Option<Envelope> {
-        let report = self.cut_report(instance, labels, t)?;
+    fn close<T: Fitted>(&self, instance: &str, labels: Option<&Value>, t: &Tally) -> Option<T> {
+        let (report, _) = self.cut_report(instance, labels, t)?;
         tracing::warn!(
             watcher = %t.watcher,
             events = t.events,
@@ -380,8 +421,14 @@ impl Origin {
         Some(report)
     }
 
-    /// The host's report of the envelopes cut from one call, if any were.
-    fn cut_report(&self, instance: &str, labels: Option<&Value>, t: &Tally) -> Option<Envelope> {
+    /// The host's report of the envelopes cut from one call, if any were,
+    /// with its bytes of JSON.
+    fn cut_report<T: Fitted>(
+        &self,
+        instance: &str,
+        labels: Option<&Value>,
+        t: &Tally,
+    ) -> Option<(T, usize)> {
         if t.events == 0 {
             return None;
         }
@@ -402,7 +449,8 @@ impl Origin {
              limits.watchers.{name}.max_call_bytes to keep them",
             t.events, t.bytes
         );
-        Some(self.wrap(instance, Emitted::host(Level::Warn, msg, fields)))
+        let event = Emitted::host(Level::Warn, msg, fields);
+        Some(self.wrap_keyed(instance, &self.host, event))
     }
 
     /// Wraps an event about the process's first instance in an envelope
@@ -465,6 +513,31 @@ impl Origin {
     }
 }
 
+/// What the caps make of an envelope: the envelope shortened to its cap
+/// ([`Envelope`]) or that, sealed ([`Sealed`]).
+trait Fitted: Sized {
+    /// `envelope` shortened to at most `max` bytes of JSON, and its bytes
+    /// of JSON after.
+    fn fitted(envelope: Envelope, max: usize) -> (Self, usize);
+}
+
+impl Fitted for Envelope {
+    /// Measured without being written.
+    fn fitted(mut envelope: Envelope, max: usize) -> (Self, usize) {
+        let len = envelope.fit_to(max);
+        (envelope, len)
+    }
+}
+
+impl Fitted for Sealed {
+    /// Written, and measured on what was written.
+    fn fitted(envelope: Envelope, max: usize) -> (Self, usize) {
+        let sealed = Sealed::fitted(envelope, max);
+        let len = sealed.json().len();
+        (sealed, len)
+    }
+}
+
 /// What [`Origin::wrap_all`] counts of one call.
 #[derive(Debug, Clone)]
 struct Tally {
@@ -494,6 +567,52 @@ impl std::io::Write for Counter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+// Counts the envelopes this thread wrote or measured whole as JSON, for
+// the tests that prove an envelope is written once.
+#[cfg(test)]
+thread_local! {
+    static PASSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One more envelope written or measured whole (counted in tests only).
+fn count_pass() {
+    #[cfg(test)]
+    PASSES.with(|p| p.set(p.get() + 1));
+}
+
+/// How many envelopes this thread wrote or measured whole so far.
+#[cfg(test)]
+pub(crate) fn passes() -> usize {
+    PASSES.with(std::cell::Cell::get)
+}
+
+/// The stream entry as it was built before envelopes were sealed: each
+/// scalar as its string, `fields` and `condition` serialised on their own;
+/// what the sealed entry is held to.
+#[cfg(test)]
+pub(crate) fn stream_fields_anew(e: &Envelope) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        ("v", e.v.to_string()),
+        ("id", e.id.clone()),
+        ("ts", e.ts.clone()),
+        ("service", e.service.clone()),
+        ("host", e.host.clone()),
+        ("level", e.level.as_str().to_owned()),
+        ("pid", e.pid.to_string()),
+        ("target", e.target.clone()),
+        ("msg", e.msg.clone()),
+        (
+            "fields",
+            serde_json::to_string(&e.fields).expect("a map serialises"),
+        ),
+    ];
+    if let Some(c) = &e.condition {
+        let condition = serde_json::to_string(c).expect("a condition serialises");
+        out.push(("condition", condition));
+    }
+    out
 }
 
 /// Bytes of `value`'s JSON.
@@ -578,11 +697,13 @@ fn kept_whole(key: &str) -> bool {
 impl Envelope {
     /// The JSON payload published on the channel.
     pub fn to_json(&self) -> String {
+        count_pass();
         serde_json::to_string(self).expect("an envelope always serialises")
     }
 
-    /// Bytes of [`Self::to_json`].
+    /// Bytes of [`Self::to_json`], measured without writing them.
     pub fn json_len(&self) -> usize {
+        count_pass();
         json_len(self)
     }
 
@@ -647,30 +768,12 @@ impl Envelope {
 
     /// Stream entry fields: one per envelope key, scalars as strings,
     /// `fields` and (only when present) `condition` as JSON object
-    /// strings.
+    /// strings; what [`Sealed::stream_fields`] borrows from a sealed one.
     pub fn stream_fields(&self) -> Vec<(&'static str, String)> {
-        let mut out = vec![
-            ("v", self.v.to_string()),
-            ("id", self.id.clone()),
-            ("ts", self.ts.clone()),
-            ("service", self.service.clone()),
-            ("host", self.host.clone()),
-            ("level", self.level.as_str().to_owned()),
-            ("pid", self.pid.to_string()),
-            ("target", self.target.clone()),
-            ("msg", self.msg.clone()),
-            (
-                "fields",
-                serde_json::to_string(&self.fields).expect("a JSON map always serialises"),
-            ),
-        ];
-        if let Some(condition) = &self.condition {
-            out.push((
-                "condition",
-                serde_json::to_string(condition).expect("a condition always serialises"),
-            ));
-        }
-        out
+        sealed::Wire::of(self)
+            .stream_fields(self)
+            .map(|(key, value)| (key, value.to_owned()))
+            .collect()
     }
 }
 

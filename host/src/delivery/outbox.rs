@@ -3,6 +3,9 @@
 //! the newest envelope and counts it, so that at every moment
 //! `emitted = delivered + buffered + dropped` holds exactly.
 //!
+//! Envelopes are held sealed ([`Sealed`]): their JSON, written once, is
+//! what the byte cap counts, PUBLISH sends and the spool file holds.
+//!
 //! Each envelope is written twice (PUBLISH and XADD); the outbox remembers
 //! which of the two the bus confirmed, so a retry redoes only the other,
 //! and an envelope counts as delivered once both are confirmed. It also
@@ -14,7 +17,7 @@ use std::collections::VecDeque;
 
 use serde::Deserialize;
 
-use crate::delivery::envelope::Envelope;
+use crate::delivery::envelope::{Envelope, Sealed};
 
 /// What to drop when the outbox is full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -96,14 +99,11 @@ impl DropReport {
     }
 }
 
-/// One envelope with its serialized JSON, computed once, and which of its
-/// writes the bus confirmed.
+/// One sealed envelope, and which of its writes the bus confirmed.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
-    /// The envelope.
-    pub envelope: Envelope,
-    /// Its JSON payload.
-    pub json: String,
+    /// The envelope and its JSON payload.
+    pub sealed: Sealed,
     /// PUBLISH confirmed: never sent again.
     pub published: bool,
     /// XADD confirmed: never sent again.
@@ -113,6 +113,16 @@ pub(crate) struct Item {
 }
 
 impl Item {
+    /// The envelope.
+    pub(crate) fn envelope(&self) -> &Envelope {
+        self.sealed.envelope()
+    }
+
+    /// Its JSON payload.
+    pub(crate) fn json(&self) -> &str {
+        self.sealed.json()
+    }
+
     /// Both writes confirmed.
     pub(crate) fn done(&self) -> bool {
         self.published && self.streamed
@@ -154,8 +164,10 @@ impl Outbox {
     }
 
     /// Adds an envelope at the end, applying the drop policy when full.
-    pub fn push(&mut self, envelope: Envelope) {
-        self.push_item(envelope, false);
+    /// An [`Envelope`] is taken as final and sealed here; a [`Sealed`]
+    /// one is kept as it is.
+    pub fn push(&mut self, envelope: impl Into<Sealed>) {
+        self.push_item(envelope.into(), false);
     }
 
     /// Adds an envelope replayed from the spool: it is in the spool file
@@ -163,7 +175,7 @@ impl Outbox {
     pub fn push_replayed(&mut self, envelope: Envelope, published: bool) {
         self.counts.replayed += 1;
         let id = envelope.id.clone();
-        if self.push_item(envelope, published) {
+        if self.push_item(Sealed::new(envelope), published) {
             let item = self.items.back_mut().expect("just pushed");
             item.spooled = true;
             self.spooled += 1;
@@ -174,40 +186,38 @@ impl Outbox {
     }
 
     /// Pushes; returns whether the envelope was kept.
-    fn push_item(&mut self, envelope: Envelope, published: bool) -> bool {
-        let json = envelope.to_json();
+    fn push_item(&mut self, sealed: Sealed, published: bool) -> bool {
         self.counts.emitted += 1;
-        let size = json.len();
+        let size = sealed.json().len();
         let fits = |s: &Self| s.items.len() < s.caps.envelopes && s.bytes + size <= s.caps.bytes;
         match self.caps.policy {
             DropPolicy::DropNewest => {
                 if !fits(self) {
-                    self.note_drop(&envelope.ts);
+                    self.note_drop(&sealed.envelope().ts);
                     return false;
                 }
             }
             DropPolicy::DropOldest => {
                 if size > self.caps.bytes {
                     // Larger than the whole buffer: evicting others would not help.
-                    self.note_drop(&envelope.ts);
+                    self.note_drop(&sealed.envelope().ts);
                     return false;
                 }
                 while !fits(self) {
                     let Some(old) = self.items.pop_front() else {
                         // Larger than the whole buffer: it cannot be kept.
-                        self.note_drop(&envelope.ts);
+                        self.note_drop(&sealed.envelope().ts);
                         return false;
                     };
-                    self.bytes -= old.json.len();
-                    self.note_drop(&old.envelope.ts);
+                    self.bytes -= old.json().len();
+                    self.note_drop(&old.envelope().ts);
                     self.left(old);
                 }
             }
         }
         self.bytes += size;
         self.items.push_back(Item {
-            envelope,
-            json,
+            sealed,
             published,
             streamed: false,
             spooled: false,
@@ -219,7 +229,7 @@ impl Outbox {
     fn left(&mut self, item: Item) {
         if item.spooled {
             self.spooled -= 1;
-            self.notes.settled.push(item.envelope.id);
+            self.notes.settled.push(item.sealed.into_envelope().id);
         }
     }
 
@@ -259,7 +269,7 @@ impl Outbox {
         if publish && !item.published {
             item.published = true;
             if item.spooled {
-                self.notes.published.push(item.envelope.id.clone());
+                self.notes.published.push(item.envelope().id.clone());
             }
         }
         item.streamed |= stream;
@@ -274,7 +284,7 @@ impl Outbox {
         let mut settled = 0;
         for item in front {
             if item.done() {
-                self.bytes -= item.json.len();
+                self.bytes -= item.json().len();
                 self.counts.delivered += 1;
                 settled += 1;
                 self.left(item);
@@ -299,10 +309,7 @@ impl Outbox {
 
     /// JSON of the envelopes not yet in the spool file, oldest first.
     pub fn unspooled(&self) -> impl Iterator<Item = &str> {
-        self.items
-            .iter()
-            .filter(|i| !i.spooled)
-            .map(|i| i.json.as_str())
+        self.items.iter().filter(|i| !i.spooled).map(Item::json)
     }
 
     /// Every envelope held, oldest first, with whether its PUBLISH was
@@ -409,7 +416,7 @@ mod tests {
             o.push(env(n));
             identity(&o);
         }
-        let msgs: Vec<_> = o.front(10).map(|i| i.envelope.msg.clone()).collect();
+        let msgs: Vec<_> = o.front(10).map(|i| i.envelope().msg.clone()).collect();
         assert_eq!(msgs, ["m2", "m3", "m4"]);
         assert_eq!(o.take_drop_report().unwrap().count, 2);
         assert!(o.take_drop_report().is_none());
@@ -429,7 +436,7 @@ mod tests {
             o.push(env(n));
         }
         o.mark_spooled();
-        let ids: Vec<String> = o.front(3).map(|i| i.envelope.id.clone()).collect();
+        let ids: Vec<String> = o.front(3).map(|i| i.envelope().id.clone()).collect();
         // The bus took every PUBLISH and the XADD of the second only.
         for i in 0..3 {
             o.confirm(i, true, i == 1);
@@ -438,7 +445,7 @@ mod tests {
         identity(&o);
         let left: Vec<(String, bool, bool)> = o
             .front(3)
-            .map(|i| (i.envelope.msg.clone(), i.published, i.streamed))
+            .map(|i| (i.envelope().msg.clone(), i.published, i.streamed))
             .collect();
         assert_eq!(
             left,
@@ -476,7 +483,7 @@ mod tests {
             o.push(env(n));
             identity(&o);
         }
-        let msgs: Vec<_> = o.front(10).map(|i| i.envelope.msg.clone()).collect();
+        let msgs: Vec<_> = o.front(10).map(|i| i.envelope().msg.clone()).collect();
         assert_eq!(msgs, ["m0", "m1"]);
         assert!(o.bytes() <= one * 2);
         assert_eq!(o.counts().dropped, 3);

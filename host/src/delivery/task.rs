@@ -3,7 +3,9 @@
 //! draining even while a send is in flight, so a dead or frozen bus never
 //! delays a poll; it publishes as soon as envelopes arrive (unless the
 //! breaker is open), retries on the breaker's schedule, and on shutdown
-//! drains within the grace period and spools what is left.
+//! drains within the grace period and spools what is left. Envelopes are
+//! sealed (their JSON written, once) by the sender, before the queue, so
+//! that work is spread over the pollers rather than piled on this task.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::breaker::State;
-use super::envelope::Envelope;
+use super::envelope::{Envelope, Sealed};
 use super::publisher::Publisher;
 use crate::redis::backoff::retry_wait;
 
@@ -80,14 +82,15 @@ pub(crate) trait Reporter: Send + Sync {
 /// A handle to the publisher task; cheap to clone, one per poller.
 #[derive(Clone)]
 pub struct Outlet {
-    tx: mpsc::Sender<Vec<Envelope>>,
+    tx: mpsc::Sender<Vec<Sealed>>,
     /// Told of every envelope queued here.
     observer: Option<Arc<dyn Observer>>,
 }
 
 impl Outlet {
-    /// Queues `envelopes` behind everything queued before. Returns at once
-    /// unless the queue is full, which only a starved task causes.
+    /// Queues `envelopes` behind everything queued before, sealed here
+    /// (taken as final: their caps applied). Returns at once unless the
+    /// queue is full, which only a starved task causes.
     pub async fn send(&self, envelopes: Vec<Envelope>) {
         if envelopes.is_empty() {
             return;
@@ -95,7 +98,8 @@ impl Outlet {
         if let Some(o) = &self.observer {
             o.queued(&envelopes);
         }
-        if let Err(e) = self.tx.send(envelopes).await {
+        let sealed: Vec<Sealed> = envelopes.into_iter().map(Sealed::new).collect();
+        if let Err(e) = self.tx.send(sealed).await {
             warn!(lost = e.0.len(), "publisher stopped; envelopes not queued");
         }
     }
@@ -181,7 +185,7 @@ fn observe(watchers: &Watchers, publisher: &mut Publisher) {
 
 async fn run(
     mut publisher: Publisher,
-    mut rx: mpsc::Receiver<Vec<Envelope>>,
+    mut rx: mpsc::Receiver<Vec<Sealed>>,
     stop: CancellationToken,
     grace: Duration,
     watchers: Watchers,
@@ -204,7 +208,7 @@ async fn run(
         }
         next_try = (publisher.pending() > 0).then(|| retry_at(&publisher));
     }
-    let mut staged: Vec<Envelope> = Vec::new();
+    let mut staged: Vec<Sealed> = Vec::new();
     'run: loop {
         observe(&watchers, &mut publisher);
         if stop.is_cancelled() {

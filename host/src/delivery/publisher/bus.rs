@@ -6,16 +6,14 @@ use std::future::Future;
 use anyhow::Result;
 
 use super::diagnose::Refusal;
-use crate::delivery::envelope::Envelope;
+use crate::delivery::envelope::Sealed;
 
 /// An envelope of a batch, with which of its two writes the bus already
 /// confirmed (those are not sent again).
 #[derive(Debug, Clone, Copy)]
 pub struct Queued<'a> {
-    /// The envelope.
-    pub envelope: &'a Envelope,
-    /// Its JSON payload.
-    pub json: &'a str,
+    /// The envelope and its JSON payload.
+    pub sealed: &'a Sealed,
     /// Its PUBLISH is confirmed.
     pub published: bool,
     /// Its XADD is confirmed.

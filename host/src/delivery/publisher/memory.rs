@@ -43,7 +43,7 @@ impl Bus for Arc<Mutex<MemoryBus>> {
             if cut.is_some_and(|k| i >= k) {
                 anyhow::bail!("pipeline cut after {}", cut.unwrap_or_default());
             }
-            let envelope = queued.envelope;
+            let envelope = queued.sealed.envelope();
             if !queued.published {
                 match bus.refuse_publish.clone() {
                     Some(code) => replies.refusals.push(refusal("PUBLISH", &code)),

@@ -16,6 +16,10 @@
 //! exists: a policy that can evict the stream, or a stream that vanished,
 //! is reported once each, with an envelope and a log line.
 //!
+//! Each envelope is sealed once ([`Sealed`]) and its JSON reused by every
+//! write: the outbox's byte count, PUBLISH, the stream entry (whose
+//! `fields` and `condition` are slices of it), the spool and stdout.
+//!
 //! Here the outbox, breaker and spool are driven; what a bus must do is
 //! [`Bus`] (bus.rs), the Redis bus and stdout are [`Sink`] (sink.rs), and
 //! what the bus's refusals and warnings say is diagnose.rs.
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 
 use super::breaker::{Breaker, BreakerSettings};
-use super::envelope::{Emitted, Envelope, Level, Origin};
+use super::envelope::{Emitted, Level, Origin, Sealed};
 use super::outbox::{Caps, Counts, Outbox};
 use super::spool::{COMPACT_FLOOR, HEADER, Note, Replay, Spool};
 use crate::delivery::envelope::fields;
@@ -117,7 +121,7 @@ impl<B: Bus> Publisher<B> {
             return 0;
         };
         let record = |json: &str| (HEADER + json.len()) as u64;
-        let live: u64 = self.outbox.all().map(|i| record(&i.json)).sum();
+        let live: u64 = self.outbox.all().map(|i| record(i.json())).sum();
         let notes = self.outbox.notes();
         let more: u64 = self.outbox.unspooled().map(record).sum::<u64>()
             + 40 * (notes.settled.len() + notes.published.len()) as u64;
@@ -126,7 +130,7 @@ impl<B: Bus> Publisher<B> {
             spool.rewrite(
                 self.outbox
                     .all()
-                    .map(|i| (i.envelope.id.as_str(), i.json.as_str(), i.published)),
+                    .map(|i| (i.envelope().id.as_str(), i.json(), i.published)),
                 drops.as_ref(),
             )
         } else {
@@ -135,7 +139,7 @@ impl<B: Bus> Publisher<B> {
                 self.outbox
                     .all()
                     .filter(|i| !i.spooled && i.published)
-                    .map(|i| i.envelope.id.clone()),
+                    .map(|i| i.envelope().id.clone()),
             );
             let note = Note {
                 settled: notes.settled.clone(),
@@ -157,8 +161,11 @@ impl<B: Bus> Publisher<B> {
         self.outbox.spooled()
     }
 
-    /// Queues an envelope behind every older one.
-    pub fn push(&mut self, envelope: Envelope) {
+    /// Queues an envelope behind every older one; an [`Envelope`] is taken
+    /// as final and sealed here (see [`Outbox::push`]).
+    ///
+    /// [`Envelope`]: super::envelope::Envelope
+    pub fn push(&mut self, envelope: impl Into<Sealed>) {
         self.outbox.push(envelope);
     }
 
@@ -311,7 +318,7 @@ impl<B: Bus> Publisher<B> {
                     "policy" => caps.policy.as_str(),
                 },
             );
-            let envelope = self.origin.wrap(&self.origin.instance, event);
+            let envelope = self.origin.seal(&self.origin.instance, event);
             self.outbox.push(envelope);
             // Before the report goes out (or is logged), the spool forgets
             // the dropped envelopes and holds the report instead of the
@@ -370,7 +377,7 @@ impl<B: Bus> Publisher<B> {
     fn warn(&mut self, (msg, fields): Warning) {
         tracing::warn!("{msg}");
         let event = Emitted::host(Level::Warn, msg, fields);
-        let envelope = self.origin.wrap(&self.origin.instance, event);
+        let envelope = self.origin.seal(&self.origin.instance, event);
         self.outbox.push(envelope);
     }
 
@@ -380,8 +387,7 @@ impl<B: Bus> Publisher<B> {
             .outbox
             .front(n)
             .map(|item| Queued {
-                envelope: &item.envelope,
-                json: &item.json,
+                sealed: &item.sealed,
                 published: item.published,
                 streamed: item.streamed,
             })

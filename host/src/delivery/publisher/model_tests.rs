@@ -618,7 +618,7 @@ impl Harness {
             .publisher
             .outbox
             .front(usize::MAX)
-            .map(|item| (item.envelope.clone(), item.json.len()))
+            .map(|item| (item.envelope().clone(), item.json().len()))
             .collect();
         let flags: Vec<(bool, bool)> = self
             .publisher
@@ -977,7 +977,7 @@ fn the_drop_report_names_count_span_and_policy() {
         .front(1)
         .next()
         .expect("report queued")
-        .envelope
+        .envelope()
         .clone();
     check_report(&report, caps, 2);
     assert_eq!(report.fields["first_ts"], sent[2].ts.as_str());
