@@ -4,7 +4,7 @@
 //! not by name; each watcher has its own cursor; refused credentials and
 //! commands are configuration errors.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -105,6 +105,176 @@ fn wait_for_or_last(deadline: Duration, mut check: impl FnMut() -> Vec<u64>) -> 
 fn missing(expected: &BTreeSet<u64>, bus: &Redis) -> Vec<u64> {
     let got = covered(&bus.stream(STREAM), "slowlog");
     expected.difference(&got).copied().collect()
+}
+
+/// `SLOWLOG GET` calls and PINGs (one a poll) `redis` has answered.
+fn gets_and_pings(redis: &Redis) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.conn())
+        .unwrap();
+    let calls = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    };
+    (calls("slowlog|get"), calls("ping"))
+}
+
+/// How many times each SLOWLOG id arrived in an event of the slowlog
+/// watcher deployed as `target` (entries reported one by one).
+fn id_counts(envelopes: &[Value], target: &str) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for e in by_target(envelopes, target) {
+        if let Some(id) = e["fields"]["id"].as_u64() {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Host events saying `slowlog gap`.
+fn gaps(envelopes: &[Value]) -> Vec<Value> {
+    by_target(envelopes, "lookout")
+        .into_iter()
+        .filter(|e| e["msg"].as_str().unwrap().starts_with("slowlog gap"))
+        .collect()
+}
+
+/// Waits until every id in `expected` arrived on `bus`; then each id on
+/// the bus arrived exactly once, and no gap was reported.
+fn each_arrives_once(bus: &Redis, expected: &BTreeSet<u64>) {
+    let counts = wait_for(
+        "every SLOWLOG entry on the bus",
+        Duration::from_secs(30),
+        || {
+            let counts = id_counts(&bus.stream(STREAM), "slowlog");
+            expected
+                .iter()
+                .all(|id| counts.contains_key(id))
+                .then_some(counts)
+        },
+    );
+    let again: Vec<(&u64, &usize)> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        again.is_empty(),
+        "ids that arrived more than once: {again:?}"
+    );
+    let gaps = gaps(&bus.stream(STREAM));
+    assert!(gaps.is_empty(), "{gaps:?}");
+}
+
+/// The daemon watching `watched` every 0.5 s with the slowlog watcher
+/// reporting every entry one by one, publishing to `bus`.
+fn watch_every_entry(tmp: &std::path::Path, watched: &Redis, bus: &Redis) -> Lookout {
+    let config = bus_config(
+        tmp,
+        bus,
+        "slowlog_count = 1024",
+        "[limits]\nmax_events = 1000\n",
+    );
+    let plugins = plugins_with(tmp, &["slowlog"], &[]);
+    std::fs::write(plugins.join("slowlog.toml"), "max_events = 1000\n").unwrap();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--poll-interval",
+        "0.5",
+    ];
+    let lookout = run_lookout(tmp, &watched.url(), &plugins, &args);
+    lookout.wait_started();
+    lookout
+}
+
+/// A busy server with a steady SLOWLOG load (a client 40 times a second,
+/// the test's own INFO reads, the host's commands): after a few polls the
+/// new entries come in the poll's one round trip, its pipeline's SLOWLOG
+/// GET sized from the recent rate. Over 40 polls at most a tenth make a
+/// second read, and every entry arrives exactly once.
+#[test]
+fn a_steady_slowlog_load_takes_one_round_trip_a_poll() {
+    let watched = Redis::start(&[
+        "--slowlog-log-slower-than",
+        "0",
+        "--slowlog-max-len",
+        "100000",
+    ]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lookout = watch_every_entry(tmp.path(), &watched, &bus);
+    let load = Load::start(&watched);
+    polls_pass(&watched, 5);
+    let (gets0, pings0) = gets_and_pings(&watched);
+    wait_for("40 polls under load", Duration::from_secs(90), || {
+        (pings(&watched) >= pings0 + 40).then_some(())
+    });
+    let (gets, pings) = gets_and_pings(&watched);
+    let ran = load.finish();
+    let (polls, reads) = (pings - pings0, gets - gets0);
+    let second = reads.saturating_sub(polls);
+    #[allow(clippy::cast_precision_loss)]
+    let per_poll = reads as f64 / polls as f64;
+    eprintln!(
+        "steady load: {reads} SLOWLOG GETs over {polls} polls ({per_poll:.2} a poll), \
+         {second} second reads"
+    );
+    assert!(
+        second * 10 <= polls,
+        "{second} of {polls} polls made a second SLOWLOG read"
+    );
+    let expected = slowlog_ids(&watched, "app");
+    assert!(expected.len() as u64 >= ran, "the load is in SLOWLOG");
+    each_arrives_once(&bus, &expected);
+    let _ = stop(&mut lookout);
+}
+
+/// A burst far beyond the recent rate (300 commands in one pipeline) is
+/// more than the poll's first SLOWLOG read asks for: it arrives complete,
+/// each entry once, through the poll's second read.
+#[test]
+fn a_burst_beyond_the_estimate_arrives_through_the_second_read() {
+    let watched = Redis::start(&[
+        "--slowlog-log-slower-than",
+        "0",
+        "--slowlog-max-len",
+        "100000",
+    ]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lookout = watch_every_entry(tmp.path(), &watched, &bus);
+    polls_pass(&watched, 4);
+    let (gets0, pings0) = gets_and_pings(&watched);
+    let mut app = watched.conn();
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("app")
+        .exec(&mut app)
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..300 {
+        pipe.cmd("SET").arg(format!("burst:{i}")).arg(i).ignore();
+    }
+    pipe.exec(&mut app).unwrap();
+    wait_for("the burst on the bus", Duration::from_secs(30), || {
+        let burst = by_target(&bus.stream(STREAM), "slowlog")
+            .iter()
+            .filter(|e| {
+                e["fields"]["args"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("SET burst:"))
+            })
+            .count();
+        (burst >= 300).then_some(())
+    });
+    let (gets, pings) = gets_and_pings(&watched);
+    assert!(
+        gets - gets0 > pings - pings0,
+        "a second read: {} SLOWLOG GETs over {} polls",
+        gets - gets0,
+        pings - pings0
+    );
+    each_arrives_once(&bus, &slowlog_ids(&watched, "app"));
+    let _ = stop(&mut lookout);
 }
 
 /// The scenario of a busy server: a steady SLOWLOG load while the bus is

@@ -1,6 +1,7 @@
-//! One poll: PING, INFO, SLOWLOG GET 1 and the declared probes in one
-//! pipeline, then the new SLOWLOG entries, within the poll's deadline; a
-//! refused credential or probe becomes an error or a notice with its fix.
+//! One poll: PING, INFO, a SLOWLOG GET sized for the new entries and the
+//! declared probes in one pipeline, then a second SLOWLOG read only after
+//! a burst, within the poll's deadline; a refused credential or probe
+//! becomes an error or a notice with its fix.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,8 +10,8 @@ use redis::Value;
 
 use super::asks::{Asks, REFUSED_RETRY, Sent};
 use super::info::{Sections, parse_info, parse_info_kept};
-use super::slowlog::{Slowlog, parse_slowlog};
-use super::snapshot::{Notice, Probes, Snapshot};
+use super::slowlog::{Reread, Slowlog, parse_slowlog};
+use super::snapshot::{Notice, Probes, SlowEntry, Snapshot};
 use crate::redis::conn::{Conn, QueryError, text};
 use crate::redis::declared::Ask;
 use crate::redis::endpoint::Endpoint;
@@ -46,7 +47,7 @@ enum Waiting {
     /// Connecting, or the first pipeline (PING first): the server does not
     /// answer.
     Pipeline(String),
-    /// A SLOWLOG read after PING answered.
+    /// A SLOWLOG read after the pipeline (PING) answered.
     Slowlog(u64),
 }
 
@@ -170,8 +171,9 @@ impl Prober {
         self.sections.sections = sections.into_iter().collect();
     }
 
-    /// PINGs and runs the requested INFO and SLOWLOG GET 1 in one
-    /// pipeline, then fetches new SLOWLOG entries if there are any.
+    /// PINGs and runs the requested INFO and a SLOWLOG GET sized from the
+    /// recent polls in one pipeline; reads SLOWLOG again only when that
+    /// answer does not reach back to the last entry read (a burst).
     ///
     /// # Errors
     /// [`ProbeError::Unreachable`] when the connection fails or times out,
@@ -207,8 +209,11 @@ impl Prober {
                 info.arg(section);
             }
         }
+        // The new SLOWLOG entries in this round trip, as many as the recent
+        // polls brought (and some more).
+        let slowlog_ask = self.slowlog.first_ask();
         if probes.slowlog {
-            pipe.cmd("SLOWLOG").arg("GET").arg(1);
+            pipe.cmd("SLOWLOG").arg("GET").arg(slowlog_ask);
         }
         let round = self.asks.round(Instant::now());
         let asked: Vec<Sent> = probes
@@ -300,25 +305,24 @@ impl Prober {
                     if self.slowlog_refused_until.take().is_some() {
                         notices.push(Notice::Allowed);
                     }
-                    let newest = parse_slowlog(
-                        reply
-                            .context("SLOWLOG GET 1 reply")
-                            .map_err(ProbeError::Failed)?,
-                    )
-                    .map_err(ProbeError::Failed)?
-                    .first()
-                    .map(|e| e.id);
+                    let first = reply
+                        .with_context(|| format!("SLOWLOG GET {slowlog_ask} reply"))
+                        .and_then(parse_slowlog)
+                        .map_err(ProbeError::Failed)?;
+                    // This pipeline's INFO says whether the ids started again.
                     if self.slowlog.restarted(&snapshot.info) {
                         self.sections.forget();
                     }
-                    let waiting = &mut self.waiting;
-                    let entries = self
+                    let mut source = Rereads {
+                        conn: &mut self.conn,
+                        waiting: &mut self.waiting,
+                    };
+                    let mut entries = self
                         .slowlog
-                        .read(&mut self.conn, newest, &mut notices, |ask| {
-                            *waiting = Waiting::Slowlog(ask);
-                        })
+                        .read(slowlog_ask, first, &mut notices, &mut source)
                         .await
                         .map_err(ProbeError::Failed)?;
+                    entries.retain(|e| !self.conn.is_own(&e.client_addr, &e.client_name));
                     snapshot.slowlog = Some(entries);
                 }
             }
@@ -359,6 +363,23 @@ impl Prober {
             reason: refusal(&self.conn.redacted_url(), what, &kind, message),
             kind,
         }
+    }
+}
+
+/// A poll's SLOWLOG re-reads on the watched connection, each said in
+/// `waiting` first so an overdue poll names it.
+struct Rereads<'a> {
+    conn: &'a mut Conn,
+    waiting: &'a mut Waiting,
+}
+
+impl Reread for Rereads<'_> {
+    async fn get(&mut self, n: u64) -> anyhow::Result<Vec<SlowEntry>> {
+        *self.waiting = Waiting::Slowlog(n);
+        let mut get = redis::pipe();
+        get.cmd("SLOWLOG").arg("GET").arg(n);
+        let replies = self.conn.query(&get).await.context("SLOWLOG GET")?;
+        parse_slowlog(replies.first().context("SLOWLOG GET reply")?)
     }
 }
 

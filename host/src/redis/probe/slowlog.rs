@@ -3,28 +3,30 @@
 //!
 //! SLOWLOG is read exactly: the ring holds a contiguous range of ids, so a
 //! read that reaches back to the id after the last one seen has every new
-//! entry. Reads ask for a little more than the newest id says (entries
-//! logged between two commands), and ask again when the answer does not
-//! reach back, once per poll at most; what the ring no longer holds, more
-//! than `slowlog_count` can fetch, or what the re-read still misses is
-//! reported as a gap with its ids. A server is not trusted to be a Redis:
-//! repeated ids are read once and reported, ids going back are never
-//! followed, and [`super::Prober::poll_within`] bounds a whole poll's reads in
-//! time.
+//! entry. The first read rides in the poll's pipeline, sized from how many
+//! new ids the recent polls brought, so a steady load costs no round trip
+//! of its own; only when its answer does not reach back (a burst) does the
+//! poll read again, once at most, asking for what the first answer's newest
+//! id says plus a little more (entries logged between the two commands).
+//! What the ring no longer holds, more than `slowlog_count` can fetch, or
+//! what the re-read still misses is reported as a gap with its ids. A
+//! server is not trusted to be a Redis: repeated ids are read once and
+//! reported, ids going back are never followed, and
+//! [`super::Prober::poll_within`] bounds a whole poll's reads in time.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use redis::Value;
 
 use super::snapshot::{Gap, InfoField, Notice, SlowEntry};
-use crate::redis::conn::{Conn, text};
+use crate::redis::conn::text;
 
-/// Entries asked for beyond what the newest id says, for entries logged
-/// between the two SLOWLOG reads.
+/// Entries a re-read asks for beyond what the first answer's newest id
+/// says, for entries logged between the two SLOWLOG reads.
 const SLACK: u64 = 32;
 
-/// SLOWLOG re-reads one poll makes at most, when a read does not reach
-/// back to the last id read (more entries were logged between two
-/// commands than the slack covers). Past it what is missing is a gap: a
+/// SLOWLOG reads one poll makes at most after the one in its pipeline,
+/// when a read does not reach back to the last id read (a burst beyond
+/// what the first read asked for). Past it what is missing is a gap: a
 /// server whose answers never reach back costs a poll this many more
 /// reads, never a loop.
 pub(crate) const SLOWLOG_REREADS: u32 = 1;
@@ -45,6 +47,9 @@ const CLIENT_BYTES: usize = 256;
 enum Cursor {
     /// Nothing read yet from this server: the whole ring is new.
     Unknown,
+    /// Nothing read yet but an empty ring: whatever it holds now is new,
+    /// and few are expected.
+    Empty,
     /// The server restarted: its ids start again at 0.
     FromStart,
     /// Every id up to this one was read.
@@ -60,6 +65,8 @@ pub(super) struct Slowlog {
     /// The server's `run_id` when last read: a new one means a restart.
     run_id: Option<String>,
     cursor: Cursor,
+    /// New ids a poll brought lately: sizes the read in the pipeline.
+    rate: Rate,
 }
 
 impl Slowlog {
@@ -69,6 +76,18 @@ impl Slowlog {
             count,
             run_id: None,
             cursor: Cursor::Unknown,
+            rate: Rate::default(),
+        }
+    }
+
+    /// Entries the SLOWLOG GET in this poll's pipeline asks for: the whole
+    /// ring (up to `count`) from a server not read yet, otherwise what the
+    /// recent polls brought with a margin, 1 on a quiet server.
+    pub(super) fn first_ask(&self) -> u64 {
+        let max = u64::from(self.count);
+        match self.cursor {
+            Cursor::Unknown => max.max(1),
+            Cursor::Empty | Cursor::FromStart | Cursor::After(_) => self.rate.ask(max),
         }
     }
 
@@ -91,71 +110,110 @@ impl Slowlog {
         restarted
     }
 
-    /// The new SLOWLOG entries on `conn`, oldest first, without the
-    /// host's own commands, given the newest id now in the ring; records
-    /// gaps in `notices`. `reading(n)` is told before each SLOWLOG GET n.
+    /// The new SLOWLOG entries, oldest first, given `first`, the answer to
+    /// the pipeline's `SLOWLOG GET ask` ([`Self::first_ask`]), once
+    /// [`Self::restarted`] has seen the same pipeline's INFO. When that
+    /// answer does not reach back to the id after the last one read,
+    /// reads again from `source`, at most [`SLOWLOG_REREADS`] times;
+    /// records gaps in `notices`.
+    ///
+    /// # Errors
+    /// A re-read failed.
     pub(super) async fn read(
         &mut self,
-        conn: &mut Conn,
-        newest: Option<u64>,
+        ask: u64,
+        first: Vec<SlowEntry>,
         notices: &mut Vec<Notice>,
-        mut reading: impl FnMut(u64),
+        source: &mut impl Reread,
     ) -> Result<Vec<SlowEntry>> {
-        let Some(newest) = newest else {
-            // An empty ring: nothing new (SLOWLOG RESET keeps the ids going).
-            return Ok(Vec::new());
-        };
+        let max = u64::from(self.count);
         let from = match self.cursor {
-            Cursor::Unknown => None,
+            Cursor::Unknown | Cursor::Empty => None,
             Cursor::FromStart => Some(0),
             Cursor::After(last) => Some(last + 1),
         };
-        let max = u64::from(self.count);
-        let mut need = match from {
-            None => max,
+        let (mut entries, mut read) = Read::of(first, ask, max, 0);
+        let Some(newest) = entries.last().map(|e| e.id) else {
+            // An empty ring: nothing new (SLOWLOG RESET keeps the ids going).
+            if self.cursor == Cursor::Unknown {
+                self.cursor = Cursor::Empty;
+            }
+            self.rate.observe(0);
+            return Ok(Vec::new());
+        };
+        if from.is_some_and(|from| newest < from) {
             // Nothing new, or ids going back without a restart (not a
             // Redis ring): never followed.
-            Some(from) if newest < from => return Ok(Vec::new()),
-            Some(from) => newest - from + 1,
-        };
-        let mut rereads = 0;
-        let mut entries = loop {
-            let ask = (need + SLACK).min(max);
-            let mut get = redis::pipe();
-            get.cmd("SLOWLOG").arg("GET").arg(ask);
-            reading(ask);
-            let replies = conn.query(&get).await.context("SLOWLOG GET")?;
-            let mut entries = parse_slowlog(replies.first().context("SLOWLOG GET reply")?)?;
-            entries.sort_by_key(|e| e.id);
-            let raw = entries.len();
-            entries.dedup_by_key(|e| e.id);
-            let read = Read {
-                ask,
-                max,
-                got: u64::try_from(raw).unwrap_or(u64::MAX),
-                repeated: entries.len() < raw,
-                rereads,
-            };
+            self.rate.observe(0);
+            return Ok(Vec::new());
+        }
+        loop {
             match read.next(from, &entries) {
-                Next::Done => break entries,
+                Next::Done => break,
                 Next::Gap { first, last, cause } => {
                     notices.push(Notice::Gap { first, last, cause });
-                    break entries;
+                    break;
                 }
                 Next::Again(more) => {
-                    rereads += 1;
-                    need = more;
+                    let ask = more.saturating_add(SLACK).min(max);
+                    (entries, read) = Read::of(source.get(ask).await?, ask, max, read.rereads + 1);
                 }
             }
+        }
+        let top = entries.last().map(|e| e.id);
+        let seen = top.unwrap_or(newest).max(newest);
+        let brought = match self.cursor {
+            Cursor::Unknown => None,
+            Cursor::Empty => Some(u64::try_from(entries.len()).unwrap_or(u64::MAX)),
+            Cursor::FromStart => Some(seen.saturating_add(1)),
+            Cursor::After(last) => Some(seen - last),
         };
-        if let Some(top) = entries.last().map(|e| e.id) {
-            self.cursor = Cursor::After(top.max(newest));
+        if let Some(brought) = brought {
+            self.rate.observe(brought.min(max));
+        }
+        if top.is_some() {
+            self.cursor = Cursor::After(seen);
         }
         if let Some(from) = from {
             entries.retain(|e| e.id >= from);
         }
-        entries.retain(|e| !conn.is_own(&e.client_addr, &e.client_name));
         Ok(entries)
+    }
+}
+
+/// Where a poll's SLOWLOG re-reads come from: the watched connection (or a
+/// test's ring).
+pub(super) trait Reread {
+    /// The answer to `SLOWLOG GET n`.
+    async fn get(&mut self, n: u64) -> Result<Vec<SlowEntry>>;
+}
+
+/// How many new ids a poll brings, learned from the recent polls, to size
+/// the read in the next poll's pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Rate(u64);
+
+impl Rate {
+    /// Takes the new ids one poll brought: a rise at once (a load that
+    /// rose tends to stay), a fall half the way each poll (after a burst
+    /// the first reads shrink back within a few polls).
+    fn observe(&mut self, brought: u64) {
+        self.0 = if brought >= self.0 {
+            brought
+        } else {
+            self.0 - (self.0 - brought).div_ceil(2)
+        };
+    }
+
+    /// Entries the first read asks for, at most `max`: the rate, half
+    /// again for a poll that brings more than the recent ones, and one
+    /// more; 1 on a quiet server.
+    fn ask(self, max: u64) -> u64 {
+        self.0
+            .saturating_add(self.0 / 2)
+            .saturating_add(1)
+            .min(max)
+            .max(1)
     }
 }
 
@@ -181,22 +239,50 @@ enum Next {
     Done,
     /// Done; ids `first..=last` could not be read.
     Gap { first: u64, last: u64, cause: Gap },
-    /// Read again, this many entries (more were logged since the first).
+    /// Read again, this many entries (the answer did not reach back: a
+    /// burst, or entries logged between two reads).
     Again(u64),
 }
 
 impl Read {
-    /// Given the first new id `from` (`None`: nothing read before) and the
-    /// entries read, sorted by id with repeats removed: complete when they
-    /// reach back to `from`; read again at most [`SLOWLOG_REREADS`] times
-    /// when more entries may have arrived; otherwise the ids missed.
+    /// A read of `ask` entries (at most `max` a read) answered `entries`,
+    /// the `rereads`th re-read of its poll: the entries sorted by id with
+    /// repeats removed, and what [`Read::next`] judges them by.
+    fn of(mut entries: Vec<SlowEntry>, ask: u64, max: u64, rereads: u32) -> (Vec<SlowEntry>, Self) {
+        entries.sort_by_key(|e| e.id);
+        let raw = entries.len();
+        entries.dedup_by_key(|e| e.id);
+        let read = Self {
+            ask,
+            max,
+            got: u64::try_from(raw).unwrap_or(u64::MAX),
+            repeated: entries.len() < raw,
+            rereads,
+        };
+        (entries, read)
+    }
+
+    /// Given the first new id `from` (`None`: every entry in the ring is
+    /// new) and the entries read, sorted by id with repeats removed:
+    /// complete when they reach back to `from`, or with `from` unknown
+    /// when the ring held fewer than asked or `max` were read; read again
+    /// at most [`SLOWLOG_REREADS`] times when more entries may be there;
+    /// otherwise the ids missed.
     fn next(self, from: Option<u64>, entries: &[SlowEntry]) -> Next {
-        let (Some(from), Some(oldest), Some(top)) = (
-            from,
-            entries.first().map(|e| e.id),
-            entries.last().map(|e| e.id),
-        ) else {
+        let (Some(oldest), Some(top)) =
+            (entries.first().map(|e| e.id), entries.last().map(|e| e.id))
+        else {
             return Next::Done;
+        };
+        let more_reads = self.rereads < SLOWLOG_REREADS;
+        let Some(from) = from else {
+            // Nothing read before: all are new, as many as one read holds.
+            let full = self.got >= self.ask && self.ask < self.max;
+            return if full && more_reads {
+                Next::Again(self.max)
+            } else {
+                Next::Done
+            };
         };
         if oldest <= from {
             return Next::Done;
@@ -211,7 +297,7 @@ impl Read {
         } else if self.got < self.ask || self.ask >= self.max {
             // The ring no longer holds them, or one read cannot reach.
             gap(Gap::Ring)
-        } else if self.rereads >= SLOWLOG_REREADS {
+        } else if !more_reads {
             gap(Gap::Rereads)
         } else {
             Next::Again(top - from + 1)
@@ -308,127 +394,4 @@ fn cut(mut text: String, max: usize, kept: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slowlog_reply_parses() {
-        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let reply = Value::Array(vec![Value::Array(vec![
-            Value::Int(7),
-            Value::Int(1_700_000_000),
-            Value::Int(1500),
-            Value::Array(vec![bulk("GET"), bulk("k")]),
-            bulk("127.0.0.1:5000"),
-            bulk("app"),
-        ])]);
-        let e = &parse_slowlog(&reply).unwrap()[0];
-        assert_eq!(e.id, 7);
-        assert_eq!(e.duration_us, 1500);
-        assert_eq!(e.args, ["GET", "k"]);
-        assert_eq!(e.client_name, "app");
-        assert!(parse_slowlog(&Value::Int(1)).is_err());
-    }
-
-    fn entries(ids: impl IntoIterator<Item = u64>) -> Vec<SlowEntry> {
-        ids.into_iter()
-            .map(|id| SlowEntry {
-                id,
-                ..SlowEntry::default()
-            })
-            .collect()
-    }
-
-    /// A read that does not reach back is repeated once, then the rest is
-    /// a gap; repeated ids (no ring has them) are a gap at once; a read
-    /// that reaches back, or the first read of a server, is complete.
-    #[test]
-    fn a_slowlog_read_is_repeated_at_most_once() {
-        let first = Read {
-            ask: 42,
-            max: 128,
-            got: 42,
-            repeated: false,
-            rereads: 0,
-        };
-        // Ids 11 and on are new; the read holds 20..=61.
-        let read = entries(20..62);
-        assert_eq!(first.next(Some(11), &read), Next::Again(51));
-        let again = Read {
-            rereads: SLOWLOG_REREADS,
-            ..first
-        };
-        assert_eq!(
-            again.next(Some(11), &read),
-            Next::Gap {
-                first: 11,
-                last: 19,
-                cause: Gap::Rereads
-            }
-        );
-        assert_eq!(again.next(Some(11), &entries(5..50)), Next::Done);
-        assert_eq!(first.next(None, &read), Next::Done, "first read");
-        assert_eq!(first.next(Some(11), &[]), Next::Done, "empty ring");
-        // 42 copies of id 30, read once each.
-        let liar = Read {
-            repeated: true,
-            ..first
-        };
-        assert_eq!(
-            liar.next(Some(11), &entries([30])),
-            Next::Gap {
-                first: 11,
-                last: 29,
-                cause: Gap::Repeated
-            }
-        );
-        let short = Read { got: 10, ..first };
-        assert_eq!(
-            short.next(Some(11), &entries(20..30)),
-            Next::Gap {
-                first: 11,
-                last: 19,
-                cause: Gap::Ring
-            }
-        );
-        let full = Read {
-            ask: 128,
-            got: 128,
-            ..first
-        };
-        assert!(matches!(
-            full.next(Some(11), &entries(200..328)),
-            Next::Gap {
-                cause: Gap::Ring,
-                ..
-            }
-        ));
-    }
-
-    /// Entries are kept at Redis's own bounds: 32 arguments of 128 bytes,
-    /// the last saying how many more; client address and name 256 bytes.
-    #[test]
-    fn slowlog_entries_are_cut_as_redis_cuts_them() {
-        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let long = "é".repeat(500);
-        let mut args = vec![bulk(&long)];
-        args.extend((0..99).map(|i| bulk(&i.to_string())));
-        let reply = Value::Array(vec![Value::Array(vec![
-            Value::Int(1),
-            Value::Int(0),
-            Value::Int(1),
-            Value::Array(args),
-            bulk(&"a".repeat(100_000)),
-            bulk("app"),
-        ])]);
-        let e = &parse_slowlog(&reply).unwrap()[0];
-        assert_eq!(e.args.len(), 32);
-        assert_eq!(e.args[31], "... (69 more arguments)");
-        assert_eq!(e.args[0], format!("{}... (872 more bytes)", "é".repeat(64)));
-        assert_eq!(e.args[1], "0");
-        assert!(e.client_addr.len() < 300, "{}", e.client_addr.len());
-        assert_eq!(e.client_name, "app");
-        let redis_cut = format!("{}... (4000 more bytes)", "x".repeat(128));
-        assert_eq!(cut(redis_cut.clone(), ARG_BYTES, ARG_KEPT), redis_cut);
-    }
-}
+mod tests;
