@@ -5,6 +5,9 @@
 #[allow(dead_code)]
 mod support;
 
+mod compare;
+mod exporter;
+mod measure;
 mod process;
 
 use std::path::Path;
@@ -142,7 +145,8 @@ fn rss_memory_bomb(redis: &Redis, cache: &Path) {
     }
     let config = dir.path().join("lookout.toml");
     std::fs::write(&config, "[limits]\nquarantine_after = 1000\n").unwrap();
-    let rss = stop_rss(
+    let rss = compare::stop_rss(
+        &measure::bins()[0],
         redis,
         cache,
         &[
@@ -206,26 +210,6 @@ fn mean_observe_us(
         }
         start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
     })
-}
-
-/// Runs the daemon to completion with `args` and reads the RSS (KiB) from
-/// its stop line.
-fn stop_rss(redis: &Redis, cache: &Path, args: &[&str]) -> f64 {
-    let mut cmd = lookout_cmd(cache);
-    cmd.arg("run")
-        .args(args)
-        .arg("--cache-dir")
-        .arg(cache)
-        .env("REDIS_URL", redis.url());
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    stderr
-        .lines()
-        .find(|l| l.contains("lookout stopped"))
-        .and_then(|l| l.split("rss_kib=").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no rss in the stop line: {stderr}"))
 }
 
 /// Host CPU time per poll (PING + probes + three watchers + queueing),
@@ -328,13 +312,14 @@ fn startup_times(redis: &Redis) {
     row(
         "start-up to first poll done, warm cache (median of 5)",
         format!("{:.0} ms", warm[2].as_secs_f64() * 1e3),
-        "<= 300 ms",
+        &measure::verdict("<= 300 ms", warm[2] <= Duration::from_millis(300)),
     );
 }
 
 fn rss_after_polls(redis: &Redis, cache: &Path) {
     let plugins = bundled();
-    let rss = stop_rss(
+    let rss = compare::stop_rss(
+        &measure::bins()[0],
         redis,
         cache,
         &[
@@ -349,7 +334,7 @@ fn rss_after_polls(redis: &Redis, cache: &Path) {
     row(
         "RSS after 1,000 polls",
         format!("{:.1} MB", rss / 1024.0),
-        "<= 40 MB",
+        &measure::verdict("<= 40 MB", rss / 1024.0 <= 40.0),
     );
 }
 
@@ -409,7 +394,8 @@ fn python_watcher(redis: &Redis) {
     }
     let plugins = support::bundled(tmp.path());
     std::fs::copy(&wasm, plugins.join("hit-ratio.wasm")).unwrap();
-    let rss = stop_rss(
+    let rss = compare::stop_rss(
+        &measure::bins()[0],
         redis,
         &cache,
         &[
@@ -560,8 +546,19 @@ fn main() {
     // `cargo bench` passes `--bench`; nothing to filter.
     let redis = Redis::start(&[]);
     let cache = tempfile::tempdir().unwrap();
-    println!("| {:<52} | {:>14} | {:>10} |", "measure", "value", "target");
-    println!("|{:-<54}|{:-<16}|{:-<12}|", "", "", "");
+    let bins = measure::bins();
+    if std::env::var_os("LOOKOUT_BINS").is_some() {
+        let names: Vec<&str> = bins.iter().map(|b| b.label.as_str()).collect();
+        measure::header(&format!(
+            "`LOOKOUT_BINS` ({}): each binary, three runs interleaved",
+            names.join(", ")
+        ));
+        table_head();
+        compare::compare(&redis, &bins);
+        return;
+    }
+    measure::header("`make bench`: one target, a loopback redis-server");
+    table_head();
     poll_cpu(&redis, cache.path());
     observe_cost(&redis, cache.path());
     recovery(&redis, cache.path());
@@ -578,8 +575,13 @@ fn main() {
         row(
             &format!("{name}.wasm size"),
             format!("{:.1} KB", size as f64 / 1024.0),
-            "<= 150 KB",
+            &measure::verdict("<= 150 KB", size as f64 / 1024.0 <= 150.0),
         );
     }
-    process::rows(&redis);
+    process::rows(&redis, &bins[0]);
+}
+
+fn table_head() {
+    println!("| {:<52} | {:>14} | {:>10} |", "measure", "value", "target");
+    println!("|{:-<54}|{:-<16}|{:-<12}|", "", "", "");
 }

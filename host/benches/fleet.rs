@@ -1,20 +1,29 @@
 //! `make bench-fleet`: one `lookout` process watching 1 to 10,000 Redis
 //! targets spread over 100 real redis-servers, measured from outside
-//! through /proc, with the seed's Bash tick as the anchor; and, in this
-//! process, what one watcher instance costs in memory.
+//! through /proc (every thread, see `measure.rs`), with what its polls cost
+//! the watched servers (INFO commandstats), the seed's Bash tick and
+//! redis_exporter as anchors in the same run; and, in this process, what
+//! one watcher instance costs in memory. Each row is the median of
+//! `FLEET_RUNS` runs, each with a daemon of its own.
 //!
 //! Environment (for quick runs): `FLEET_ROWS` (target counts, default
-//! `1,100,1000,10000`), `FLEET_WINDOW_S` (measured seconds per row, default
-//! 60), `FLEET_SERVERS` (redis-servers, default 100), `FLEET_INSTANCES`
-//! (in-process instances per watcher, default 1000; 0 skips that part),
-//! `FLEET_LOG_DIR` (a folder to keep each row's daemon log in).
+//! `1,100,1000,10000`), `FLEET_WINDOW_S` (measured seconds per run, default
+//! 60), `FLEET_RUNS` (runs per row, default 3), `FLEET_SERVERS`
+//! (redis-servers, default 100), `FLEET_INSTANCES` (in-process instances per
+//! watcher, default 1000; 0 skips that part), `FLEET_LOG_DIR` (a folder to
+//! keep each run's daemon log in), `LOOKOUT_BINS` (several binaries, each
+//! measured on every row, runs interleaved; see `measure.rs`).
 //! A measurement, not a test: nothing here asserts speed.
 
 #[path = "../../tests/integration/support.rs"]
 #[allow(dead_code)]
 mod support;
 
-#[path = "process.rs"]
+#[allow(dead_code)]
+mod exporter;
+mod fleet_table;
+#[allow(dead_code)]
+mod measure;
 #[allow(dead_code)]
 mod process;
 
@@ -27,12 +36,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fleet_table::{Anchors, Measured, print_runs, print_table, print_targets};
 use lookout::Layout;
 use lookout::load;
 use lookout::{Engine, Instance};
 use lookout::{Overrides, Settings};
 use lookout::{Probes, Snapshot, parse_info};
-use support::{BUNDLED, Redis, lookout_cmd, plugins_dir, wait_for};
+use measure::{Bin, CommandStats, CpuWindow, median, status_kib};
+use support::{BUNDLED, Redis, plugins_dir, wait_for};
 
 /// Seconds between polls of every target, the default.
 const INTERVAL_S: f64 = 5.0;
@@ -47,16 +58,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(default)
-}
-
-/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`, `VmSize`).
-fn status_kib(pid: &str, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Memory mappings of a process: each linear memory and fiber stack adds
@@ -182,9 +183,29 @@ fn servers(count: usize) -> Vec<Redis> {
         .collect()
 }
 
+/// INFO commandstats of all `servers`, summed; `start` as at the start of
+/// a window (see [`CommandStats::start`]).
+fn commandstats(servers: &[Redis], start: bool) -> CommandStats {
+    let mut all = CommandStats::default();
+    for server in servers {
+        let mut conn = server.conn();
+        let stats = if start {
+            CommandStats::start(&mut conn)
+        } else {
+            CommandStats::read(&mut conn)
+        };
+        for (name, (calls, usec)) in stats.0 {
+            let entry = all.0.entry(name).or_default();
+            entry.0 += calls;
+            entry.1 += usec;
+        }
+    }
+    all
+}
+
 /// PINGs answered by all `servers`: one per poll of each target on them.
 fn pings(servers: &[Redis]) -> u64 {
-    servers.iter().map(|s| process::pings(&mut s.conn())).sum()
+    commandstats(servers, false).pings()
 }
 
 /// Envelopes ever added to the bus stream (`entries-added` survives the
@@ -213,20 +234,28 @@ fn envelopes(bus: &Redis) -> u64 {
         .unwrap_or(0)
 }
 
-/// One row of the fleet table.
-struct Row {
-    targets: usize,
-    servers: usize,
-    core_pct: f64,
-    us_per_poll: f64,
-    polls: u64,
-    rss_kib: u64,
-    hwm_kib: u64,
-    lateness: Option<(f64, f64, f64)>,
-    envelopes_per_s: f64,
-    startup_s: f64,
-    mappings: usize,
-    threads: usize,
+/// One run of one row of the fleet table.
+pub(crate) struct Run {
+    pub targets: usize,
+    pub servers: usize,
+    pub core_pct: f64,
+    pub us_per_poll: f64,
+    /// The same from `/proc/PID/stat` clock ticks.
+    pub tick_us_per_poll: f64,
+    /// Microseconds the watched servers spent per target-poll, every
+    /// command Lookout sent (INFO commandstats).
+    pub redis_us_per_poll: f64,
+    /// The same by command: `info 21.4, slowlog|get 1.2, ping 0.4`.
+    pub redis_by_command: String,
+    pub polls: u64,
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+    pub lateness: Option<(f64, f64, f64)>,
+    pub envelopes_per_s: f64,
+    pub startup_s: f64,
+    pub mappings: usize,
+    pub threads: usize,
+    pub threads_gone: usize,
 }
 
 /// A `lookout.toml` with `targets` targets spread over `servers` (target
@@ -302,17 +331,18 @@ fn unfit(targets: usize) -> Option<String> {
     })
 }
 
-/// Runs the release binary on `targets` targets for a warm-up (every
-/// target polled once, then one more interval) and a measured `window`,
-/// then stops it with SIGTERM.
+/// Runs `bin` on `targets` targets for a warm-up (every target polled
+/// once, then one more interval) and a measured `window`, then stops it
+/// with SIGTERM.
 fn measure(
+    bin: &Bin,
     cache: &Path,
     plugins: &Path,
     bus: &Redis,
     all: &[Redis],
     targets: usize,
     window: Duration,
-) -> Row {
+) -> Run {
     let servers = &all[..targets.min(all.len())];
     let tmp = tempfile::tempdir().unwrap();
     let config = config(tmp.path(), plugins, bus, servers, targets);
@@ -321,7 +351,7 @@ fn measure(
     let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let pings_at_spawn = pings(servers);
     let spawned = Instant::now();
-    let mut cmd = lookout_cmd(cache);
+    let mut cmd = bin.command(cache);
     cmd.args(["run", "--config", &config])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -341,14 +371,15 @@ fn measure(
     let startup_s = spawned.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs_f64(INTERVAL_S));
 
-    let ticks = process::process_ticks(daemon.0.id());
-    let polls = pings(servers);
+    let stats = commandstats(servers, true);
     let sent = envelopes(bus);
     let start = Instant::now();
-    std::thread::sleep(window);
-    let ticks = process::process_ticks(daemon.0.id()) - ticks;
+    let mut cpu = CpuWindow::start(daemon.0.id());
+    cpu.run_for(window);
+    let cpu = cpu.finish();
     let elapsed = start.elapsed().as_secs_f64();
-    let polls = pings(servers) - polls;
+    let stats = commandstats(servers, false).since(&stats);
+    let polls = stats.pings();
     let sent = envelopes(bus) - sent;
     let rss_kib = status_kib(&pid, "VmRSS");
     let hwm_kib = status_kib(&pid, "VmHWM");
@@ -362,17 +393,20 @@ fn measure(
     wait_for("lookout to stop", Duration::from_secs(60), || {
         daemon.0.try_wait().unwrap()
     });
-    let cpu_s = ticks as f64 / process::clock_ticks() as f64;
-    // FLEET_LOG_DIR keeps each row's daemon log (JSON lines) for a look.
+    // FLEET_LOG_DIR keeps each run's daemon log (JSON lines) for a look.
     if let Some(dir) = std::env::var_os("FLEET_LOG_DIR") {
-        let kept = std::path::Path::new(&dir).join(format!("lookout-{targets}.log"));
+        let kept = Path::new(&dir).join(format!("lookout-{}-{targets}-{}.log", bin.label, pid));
         std::fs::copy(&log_path, kept).unwrap();
     }
-    Row {
+    let per_poll = |ns: u64| ns as f64 / 1e3 / polls.max(1) as f64;
+    Run {
         targets,
         servers: servers.len(),
-        core_pct: cpu_s / elapsed * 100.0,
-        us_per_poll: cpu_s * 1e6 / polls.max(1) as f64,
+        core_pct: cpu.ns as f64 / 1e9 / elapsed * 100.0,
+        us_per_poll: per_poll(cpu.ns),
+        tick_us_per_poll: per_poll(cpu.tick_ns),
+        redis_us_per_poll: stats.usec() as f64 / polls.max(1) as f64,
+        redis_by_command: stats.breakdown(polls),
         polls,
         rss_kib,
         hwm_kib,
@@ -381,6 +415,7 @@ fn measure(
         startup_s,
         mappings: maps,
         threads,
+        threads_gone: cpu.threads_gone,
     }
 }
 
@@ -391,64 +426,11 @@ fn seed_tick_ms(redis: &Redis) -> f64 {
     for _ in 0..2 {
         process::tick_ms(redis, &python, "");
     }
-    process::median(
+    median(
         (0..10)
             .map(|_| process::tick_ms(redis, &python, ""))
             .collect(),
     )
-}
-
-fn print_table(rows: &[Row], tick_ms: f64) {
-    let one = rows.iter().find(|r| r.targets == 1).map(|r| r.rss_kib);
-    println!(
-        "| targets | servers | % core | us CPU per target-poll | RSS MiB (peak) | KiB per target \
-         | lateness p50/p99 (max) ms | envelopes/s |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        // Per target: the growth over the one-target process when it was
-        // measured, else the whole RSS over the targets.
-        let per_target = match one {
-            Some(base) if r.targets > 1 => {
-                r.rss_kib.saturating_sub(base) as f64 / (r.targets - 1) as f64
-            }
-            _ => r.rss_kib as f64 / r.targets as f64,
-        };
-        let late = r.lateness.map_or_else(
-            || "n/a".to_owned(),
-            |(p50, p99, max)| format!("{p50:.1} / {p99:.1} ({max:.0})"),
-        );
-        println!(
-            "| {} | {} | {:.2} | {:.1} | {:.1} ({:.1}) | {per_target:.1} | {late} | {:.1} |",
-            r.targets,
-            r.servers,
-            r.core_pct,
-            r.us_per_poll,
-            r.rss_kib as f64 / 1024.0,
-            r.hwm_kib as f64 / 1024.0,
-            r.envelopes_per_s,
-        );
-    }
-    if let Some(max) = rows.iter().map(|r| r.targets).max() {
-        for n in [1, max] {
-            println!(
-                "| seed Bash tick x {n} (anchor, same run) | | {:.1} | {:.0} | | | | |",
-                tick_ms * n as f64 / (INTERVAL_S * 1e3) * 100.0,
-                tick_ms * 1e3
-            );
-        }
-    }
-    println!();
-    println!(
-        "| targets | target-polls in window | start-up to every target polled | mappings | threads |"
-    );
-    println!("|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {} | {:.1} s | {} | {} |",
-            r.targets, r.polls, r.startup_s, r.mappings, r.threads
-        );
-    }
 }
 
 fn main() {
@@ -461,19 +443,25 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let window = Duration::from_secs_f64(env_or("FLEET_WINDOW_S", 60.0));
+    let runs: usize = env_or("FLEET_RUNS", 3).max(1);
     let server_count: usize = env_or("FLEET_SERVERS", 100);
     let per_watcher: usize = env_or("FLEET_INSTANCES", 1000);
-    println!(
-        "RLIMIT_NOFILE soft {before} -> {after}; rows {rows:?}, {:.0} s windows, \
-         polls every {INTERVAL_S} s\n",
+    let bins = measure::bins();
+    let several = bins.len() > 1;
+    measure::header(&format!(
+        "`make bench-fleet`: one process, three watchers, every target polled every \
+         {INTERVAL_S} s; rows {rows:?}, median of {runs} runs of {:.0} s each",
         window.as_secs_f64()
-    );
+    ));
+    println!("RLIMIT_NOFILE soft {before} -> {after}\n");
 
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let plugins = support::bundled(tmp.path());
     let bus = Redis::start(&[]);
-    process::warm_cache(&bus, &cache, &plugins);
+    for bin in &bins {
+        process::warm_cache(bin, &bus, &cache, &plugins);
+    }
     if per_watcher > 0 {
         instance_memory(&bus, &cache, per_watcher);
     }
@@ -485,7 +473,11 @@ fn main() {
         "{max} targets need at least {} servers of 100 databases",
         max.div_ceil(100)
     );
-    let tick_ms = seed_tick_ms(&all[0]);
+    let anchors = Anchors {
+        tick_ms: seed_tick_ms(&all[0]),
+        exporter: exporter::windows(&all[0], Duration::from_secs(10))
+            .map(|w| exporter::per_scrape(&w)),
+    };
     let mut measured = Vec::new();
     let mut skipped = Vec::new();
     for &n in &rows {
@@ -493,10 +485,29 @@ fn main() {
             skipped.push(format!("{n} targets: {why}"));
             continue;
         }
-        measured.push(measure(&cache, &plugins, &bus, &all, n, window));
-        eprintln!("fleet: {n} targets measured");
+        let mut row: Vec<Measured> = bins
+            .iter()
+            .map(|bin| Measured {
+                bin: bin.clone(),
+                runs: Vec::new(),
+            })
+            .collect();
+        for run in 0..runs {
+            for m in &mut row {
+                m.runs
+                    .push(measure(&m.bin, &cache, &plugins, &bus, &all, n, window));
+                eprintln!(
+                    "fleet: {n} targets, {}, run {} measured",
+                    m.bin.label,
+                    run + 1
+                );
+            }
+        }
+        measured.extend(row);
     }
-    print_table(&measured, tick_ms);
+    print_table(&measured, &anchors, several);
+    print_targets(&measured, several);
+    print_runs(&measured, several);
     for line in skipped {
         println!("\n{line}");
     }
