@@ -7,7 +7,7 @@ FIXTURES := wrong-world future-version panicker looper ticker slow-ticker memory
 WASM_TARGET := wasm32-wasip2
 CARGO ?= cargo
 
-.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench bench-fleet deps toolchain redis promtool alertmanager chromium cargo-component clean install
+.PHONY: build plugins plugins-component plugins-extra fixtures run test test-unit test-plugins test-golden test-extra lint bench bench-fleet deps toolchain redis promtool redis-exporter alertmanager chromium cargo-component clean install
 
 ## Install what is missing: wasm targets, redis-server, promtool, alertmanager,
 ## chromium.
@@ -29,6 +29,14 @@ promtool:
 		echo "installing promtool from Debian packages (prometheus)"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null; }
+
+## redis_exporter (Debian package prometheus-redis-exporter): the benches
+## measure it beside Lookout on the same redis-server, as an anchor.
+redis-exporter:
+	@command -v prometheus-redis-exporter >/dev/null || command -v redis_exporter >/dev/null || { \
+		echo "installing redis_exporter from Debian packages (prometheus-redis-exporter)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus-redis-exporter >/dev/null; }
 
 ## Alertmanager (Debian package prometheus-alertmanager): the alert tests
 ## send to a real one.
@@ -153,13 +161,16 @@ lint: toolchain
 	cd plugins && $(CARGO) clippy --target $(WASM_TARGET) -- -D warnings
 	cd tests/fixtures && $(CARGO) clippy --target $(WASM_TARGET) -- -D warnings
 
-## Benchmarks against a real local redis-server.
-bench: deps plugins plugins-extra fixtures
+## Benchmarks against a real local redis-server, with redis_exporter and
+## the seed's Bash tick as anchors in the same run. LOOKOUT_BINS=a=PATH,b=PATH
+## measures several lookout binaries side by side instead (host/benches/measure.rs).
+bench: deps redis-exporter plugins plugins-extra fixtures
 	$(CARGO) bench -p lookout --bench bench
 
-## One process watching 1 to 10,000 targets on 100 local redis-servers
-## (FLEET_ROWS=1,100 FLEET_WINDOW_S=10 for a quick run; see host/benches/fleet.rs).
-bench-fleet: deps plugins
+## One process watching 1 to 10,000 targets on 100 local redis-servers, each
+## row the median of 3 runs (FLEET_ROWS=1,1000 FLEET_WINDOW_S=10 FLEET_RUNS=1
+## for a quick run; see host/benches/fleet.rs).
+bench-fleet: deps redis-exporter plugins
 	$(CARGO) bench -p lookout --bench fleet
 
 clean:
