@@ -16,12 +16,44 @@ pub(super) struct Sections {
     located: std::collections::HashMap<String, std::sync::Arc<str>>,
     /// The server takes several sections in one INFO.
     several: bool,
+    /// The last plan and what it was made for (SLOWLOG, CLUSTER INFO,
+    /// CLIENT LIST asked), until the fields or the server change.
+    planned: Option<(Asked, Option<Vec<String>>)>,
 }
 
+/// What a plan is made for: SLOWLOG, CLUSTER INFO and CLIENT LIST asked.
+type Asked = (bool, bool, bool);
+
 impl Sections {
+    /// The fields and sections the watchers read.
+    pub(super) fn want(
+        &mut self,
+        fields: std::collections::BTreeSet<String>,
+        sections: std::collections::BTreeSet<String>,
+    ) {
+        self.fields = fields;
+        self.sections = sections;
+        self.planned = None;
+    }
+
+    /// [`Self::make_plan`], made once for as long as nothing it depends
+    /// on changes: a poll builds no set and no string for it.
+    pub(super) fn plan(
+        &mut self,
+        slowlog: bool,
+        cluster: bool,
+        clients: bool,
+    ) -> Option<&[String]> {
+        let asked = (slowlog, cluster, clients);
+        if self.planned.as_ref().is_none_or(|(made, _)| *made != asked) {
+            self.planned = Some((asked, self.make_plan(slowlog, cluster, clients)));
+        }
+        self.planned.as_ref().and_then(|(_, plan)| plan.as_deref())
+    }
+
     /// The sections to ask for, or `None` for the whole default INFO;
     /// `cluster` adds the `cluster` section (for `cluster_enabled`).
-    pub(super) fn plan(&self, slowlog: bool, cluster: bool, clients: bool) -> Option<Vec<String>> {
+    fn make_plan(&self, slowlog: bool, cluster: bool, clients: bool) -> Option<Vec<String>> {
         if !self.several
             || (self.fields.is_empty() && self.sections.is_empty() && !cluster && !clients)
         {
@@ -46,6 +78,7 @@ impl Sections {
 
     /// Learns where each field is from a full INFO.
     pub(super) fn learn(&mut self, info: &[InfoField]) {
+        self.planned = None;
         self.located = info
             .iter()
             .map(|f| (f.name.clone(), f.section.clone()))
@@ -59,6 +92,7 @@ impl Sections {
 
     /// Forgets what was learnt (a restart may bring another version).
     pub(super) fn forget(&mut self) {
+        self.planned = None;
         self.located.clear();
         self.several = false;
     }
@@ -66,20 +100,27 @@ impl Sections {
 
 /// Parses INFO text into fields tagged with their section.
 pub fn parse_info(text: &str) -> Vec<InfoField> {
-    parse_info_kept(text, |_, _| true)
+    parse_info_kept(text, |_| true, |_| true)
 }
 
-/// Parses an INFO reply, keeping the fields `keep(section, name)` wants;
-/// only those are copied.
-pub(super) fn parse_info_kept(text: &str, keep: impl Fn(&str, &str) -> bool) -> Vec<InfoField> {
+/// Parses an INFO reply, keeping every field of the sections
+/// `whole(section)` wants (asked once per section) and elsewhere the
+/// fields `field(name)` wants; only those are copied.
+pub(super) fn parse_info_kept(
+    text: &str,
+    whole: impl Fn(&str) -> bool,
+    field: impl Fn(&str) -> bool,
+) -> Vec<InfoField> {
     let mut section: std::sync::Arc<str> = std::sync::Arc::from("");
+    let mut all = whole(&section);
     let mut fields = Vec::new();
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
         if let Some(name) = line.strip_prefix("# ") {
             section = std::sync::Arc::from(name.trim().to_ascii_lowercase());
+            all = whole(&section);
         } else if let Some((name, value)) = line.split_once(':')
-            && keep(&section, name)
+            && (all || field(name))
         {
             fields.push(InfoField {
                 section: section.clone(),
@@ -109,33 +150,38 @@ mod tests {
     #[test]
     fn info_is_cut_to_the_sections_holding_the_fields() {
         let full = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc\r\n# Clients\r\nconnected_clients:3\r\n# Memory\r\nused_memory:1\r\n";
-        let mut s = Sections {
-            fields: ["connected_clients".to_owned()].into(),
-            ..Sections::default()
-        };
+        let mut s = Sections::default();
+        s.want(["connected_clients".to_owned()].into(), Default::default());
         assert_eq!(s.plan(false, false, false), None, "nothing located yet");
         s.learn(&parse_info(full));
         assert_eq!(
             s.plan(false, false, false),
-            Some(vec!["clients".to_owned()])
+            Some(&["clients".to_owned()][..])
         );
         assert_eq!(
             s.plan(false, true, false),
-            Some(vec!["clients".to_owned(), "cluster".to_owned()]),
+            Some(&["clients".to_owned(), "cluster".to_owned()][..]),
             "cluster_enabled for CLUSTER INFO"
         );
         assert_eq!(
             s.plan(true, false, false),
-            Some(vec!["clients".to_owned(), "server".to_owned()]),
+            Some(&["clients".to_owned(), "server".to_owned()][..]),
             "run_id for the SLOWLOG cursor"
         );
-        s.fields.insert("master_link_status".to_owned());
+        s.want(
+            [
+                "connected_clients".to_owned(),
+                "master_link_status".to_owned(),
+            ]
+            .into(),
+            Default::default(),
+        );
         assert_eq!(
             s.plan(false, false, false),
             None,
             "a field the server does not show"
         );
-        s.fields.remove("master_link_status");
+        s.want(["connected_clients".to_owned()].into(), Default::default());
         s.learn(&parse_info(&full.replace("7.0.15", "6.2.14")));
         assert_eq!(
             s.plan(false, false, false),

@@ -167,8 +167,8 @@ impl Prober {
         fields: impl IntoIterator<Item = String>,
         sections: impl IntoIterator<Item = String>,
     ) {
-        self.sections.fields = fields.into_iter().collect();
-        self.sections.sections = sections.into_iter().collect();
+        self.sections
+            .want(fields.into_iter().collect(), sections.into_iter().collect());
     }
 
     /// PINGs and runs the requested INFO and a SLOWLOG GET sized from the
@@ -205,10 +205,12 @@ impl Prober {
             .flatten();
         if probes.info {
             let info = pipe.cmd("INFO");
-            for section in sections.iter().flatten() {
+            for section in sections.iter().copied().flatten() {
                 info.arg(section);
             }
         }
+        // Whether INFO is cut down to the sections the watchers read.
+        let cut = sections.is_some();
         // The new SLOWLOG entries in this round trip, as many as the recent
         // polls brought (and some more).
         let slowlog_ask = self.slowlog.first_ask();
@@ -226,7 +228,7 @@ impl Prober {
         } else {
             "not connected within it".to_owned()
         });
-        let replies = self
+        let mut replies = self
             .conn
             .query(&pipe)
             .await
@@ -257,30 +259,35 @@ impl Prober {
         };
         if snapshot.probes.info {
             if let Some(Value::ServerError(e)) = replies.get(1) {
-                if sections.is_some() {
+                if cut {
                     // Refused, perhaps by an older server after a restart:
                     // the whole INFO next time.
                     self.sections.forget();
                 }
                 return Err(self.server_error(e, "INFO"));
             }
-            let info_text = text(replies.get(1))
+            // The reply's own bytes, not a copy of them.
+            let reply = replies.get_mut(1).map(|v| std::mem::replace(v, Value::Nil));
+            let info_text = owned_text(reply)
                 .context("INFO reply")
                 .map_err(ProbeError::Failed)?;
-            if sections.is_none() {
-                snapshot.info = parse_info(&info_text);
-                self.sections.learn(&snapshot.info);
-            } else {
+            if cut {
                 // INFO cut down to the sections read: keep only what the
                 // watchers declared (and `run_id`), not every field.
                 let wanted = &self.sections;
-                snapshot.info = parse_info_kept(&info_text, |section, name| {
-                    name == "run_id"
-                        || name == "cluster_enabled"
-                        || name == "connected_clients"
-                        || wanted.sections.contains(section)
-                        || wanted.fields.contains(name)
-                });
+                snapshot.info = parse_info_kept(
+                    &info_text,
+                    |section| wanted.sections.contains(section),
+                    |name| {
+                        name == "run_id"
+                            || name == "cluster_enabled"
+                            || name == "connected_clients"
+                            || wanted.fields.contains(name)
+                    },
+                );
+            } else {
+                snapshot.info = parse_info(&info_text);
+                self.sections.learn(&snapshot.info);
             }
         }
         self.asks.learn(&snapshot.info);
@@ -380,6 +387,16 @@ impl Reread for Rereads<'_> {
         get.cmd("SLOWLOG").arg("GET").arg(n);
         let replies = self.conn.query(&get).await.context("SLOWLOG GET")?;
         parse_slowlog(replies.first().context("SLOWLOG GET reply")?)
+    }
+}
+
+/// A text reply as a string, taking its bytes rather than copying them
+/// when they are UTF-8.
+fn owned_text(value: Option<Value>) -> anyhow::Result<String> {
+    match value {
+        Some(Value::BulkString(bytes)) => Ok(String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
+        other => text(other.as_ref()),
     }
 }
 
