@@ -652,12 +652,9 @@ fn every_probe_kind_reaches_the_watcher() {
     assert!(detail(&stream).starts_with("groups=1 last="), "{stream}");
     assert_eq!(reading("xinfo-stream", "gone")["ok"], false);
     let clients = reading("client-list", "");
-    assert!(clients["count"].as_i64().unwrap() >= 1, "{clients}");
-    // The host's own connection, named lookout, running this very probe.
-    assert!(
-        detail(&clients).ends_with("flags=N cmd=client|list"),
-        "{clients}"
-    );
+    assert_eq!(clients["ok"], true, "{clients}");
+    // The host's own connection, named lookout, is left out of the reading.
+    assert_eq!(detail(&clients), "", "{clients}");
     let cluster = reading("cluster-info", "");
     assert_eq!(cluster["ok"], false);
     assert!(detail(&cluster).contains("cluster support"), "{cluster}");
@@ -786,13 +783,137 @@ fn a_small_snapshot_budget_makes_targets_take_turns_not_stall() {
                 .then_some(())
         },
     );
-    let lists = events_of(&bus, "probe-echo");
+    // The crowd, without the daemon's own connections (left out).
+    crate::support::wait_for(
+        "the large readings to reach the watchers",
+        Duration::from_secs(60),
+        || {
+            events_of(&bus, "probe-echo")
+                .iter()
+                .any(|e| {
+                    e["fields"]["kind"] == "client-list"
+                        && e["fields"]["count"].as_u64() >= Some(300)
+                })
+                .then_some(())
+        },
+    );
+    assert!(lookout.terminate().success());
+}
+
+/// One CLIENT LIST as the test sees it: each client's `key=value` fields.
+fn client_list(conn: &mut redis::Connection) -> Vec<std::collections::HashMap<String, String>> {
+    let text: String = redis::cmd("CLIENT").arg("LIST").query(conn).unwrap();
+    text.lines()
+        .map(|line| {
+            line.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A CLIENT LIST reading leaves out the process's own connections, known
+/// by client id: the daemon's watcher sees neither the prober's connection
+/// nor, on a shared server, the bus's, but sees another client named
+/// `lookout`; `lookout record` leaves out its own connection and keeps the
+/// daemon's, which are another process's.
+#[test]
+fn client_list_leaves_out_this_process_own_connections() {
+    let redis = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["probe-echo"]);
+    let tables = "[watchers.probe-echo]\nstreams = 'jobs'\nonly = 'client-list'\n";
+    // The bus on the watched server: its connection is the daemon's too.
+    let mut lookout = daemon_with_plugins(tmp.path(), &redis, &redis, &plugins, tables);
+    let is_list = |e: &Value| e["fields"]["kind"] == "client-list" && e["fields"]["ok"] == true;
+    wait_event(&redis, "probe-echo", "a first CLIENT LIST reading", is_list);
+
+    let mut impostor = redis.conn();
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("lookout")
+        .exec(&mut impostor)
+        .unwrap();
+    let impostor_id: u64 = redis::cmd("CLIENT").arg("ID").query(&mut impostor).unwrap();
+    let impostor_id = impostor_id.to_string();
+    let mut conn = redis.conn();
+    // The probe-echo reading: how many clients, and the address of the
+    // first named lookout (the daemon's connections came before the
+    // impostor's). Its count is every client the test lists but the
+    // daemon's (a stream read of the test's may add one for a moment).
+    let (daemon, reading) = crate::support::wait_for(
+        "a reading with the impostor and without the daemon",
+        Duration::from_secs(30),
+        || {
+            let listed = client_list(&mut conn);
+            let addr = listed.iter().find(|c| c["id"] == impostor_id)?["addr"].clone();
+            let daemon: Vec<String> = listed
+                .iter()
+                .filter(|c| c["name"] == "lookout" && c["id"] != impostor_id)
+                .map(|c| c["id"].clone())
+                .collect();
+            let others = listed.len() - daemon.len();
+            events_of(&redis, "probe-echo")
+                .into_iter()
+                .rev()
+                .find(|e| {
+                    is_list(e)
+                        && e["fields"]["detail"]
+                            .as_str()
+                            .is_some_and(|d| d.starts_with(&format!("{addr} ")))
+                        && e["fields"]["count"].as_u64() == u64::try_from(others).ok()
+                })
+                .map(|e| (daemon, e))
+        },
+    );
     assert!(
-        lists
+        daemon.len() >= 2,
+        "the prober's and the bus's connections are listed to others: {daemon:?} {reading}"
+    );
+
+    // `lookout record` of the same server: the daemon's connections are
+    // another process's and stay; its own is left out.
+    let config = tmp.path().join("record.toml");
+    std::fs::write(&config, tables).unwrap();
+    let mut record = lookout_cmd(tmp.path());
+    record
+        .args(["record", "--redis", &redis.url(), "--polls", "1"])
+        .arg("--watcher")
+        .arg(crate::support::fixture("probe-echo"))
+        .arg("--lookout-config")
+        .arg(&config);
+    let (status, out, err) = run_to_end(record, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    let line: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let clients = line["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p[0]["probe"] == "client-list")
+        .unwrap_or_else(|| panic!("no CLIENT LIST in {line}"))[1]["clients"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no clients in {line}"))
+        .clone();
+    let field = |client: &Value, key: &str| -> String {
+        client
+            .as_array()
+            .unwrap()
             .iter()
-            .any(|e| e["fields"]["kind"] == "client-list"
-                && e["fields"]["count"].as_u64() >= Some(300)),
-        "the large readings reached the watchers"
+            .find(|kv| kv[0] == key)
+            .map_or_else(String::new, |kv| kv[1].as_str().unwrap().to_owned())
+    };
+    let mut named: Vec<String> = clients
+        .iter()
+        .filter(|c| field(c, "name") == "lookout")
+        .map(|c| field(c, "id"))
+        .collect();
+    named.sort();
+    let mut expected: Vec<String> = daemon.iter().cloned().chain([impostor_id]).collect();
+    expected.sort();
+    assert_eq!(
+        named, expected,
+        "the daemon's and the impostor's, not the recorder's own: {clients:?}"
     );
     assert!(lookout.terminate().success());
 }

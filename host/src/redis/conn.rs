@@ -1,8 +1,9 @@
 //! Connections to Redis, watched or bus: dialled lazily, named, with
 //! connect and reply timeouts, redialled once when the server closed an
 //! idle connection, and errors that never carry a password. Each
-//! connection learns the address the server sees it from (CLIENT INFO),
-//! so the host's own commands can be told apart in SLOWLOG without
+//! connection learns its client id and the address the server sees it
+//! from (CLIENT INFO), so the host's own commands can be told apart in
+//! SLOWLOG, and its own connections left out of CLIENT LIST, without
 //! trusting a client name anyone can set.
 
 use std::collections::{HashMap, VecDeque};
@@ -24,10 +25,18 @@ pub(crate) const CLIENT_NAME: &str = "lookout";
 /// How many recent connections are remembered per server.
 const OWN_PER_SERVER: usize = 4096;
 
-/// Client addresses (as each server sees them) of this process's recent
-/// connections, watched and bus alike, by the server's own address
-/// (CLIENT INFO `laddr`).
-static OWN: Mutex<Option<HashMap<String, VecDeque<String>>>> = Mutex::new(None);
+/// One of this process's connections as a server sees it (CLIENT INFO).
+#[derive(Debug, PartialEq, Eq)]
+struct Own {
+    /// `addr=`: the client address.
+    addr: String,
+    /// `id=`: the client id, unique while the server runs.
+    id: Option<u64>,
+}
+
+/// This process's recent connections, watched and bus alike, by the
+/// server's own address (CLIENT INFO `laddr`).
+static OWN: Mutex<Option<HashMap<String, VecDeque<Own>>>> = Mutex::new(None);
 
 /// Whether a SLOWLOG entry of `server` from `client_addr` named
 /// `client_name` came from one of this process's connections. The address
@@ -42,33 +51,71 @@ pub(crate) fn is_own(server: &str, client_addr: &str, client_name: &str) -> bool
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     own.as_ref()
         .and_then(|m| m.get(server))
-        .is_some_and(|addrs| addrs.iter().any(|a| a == client_addr))
+        .is_some_and(|conns| conns.iter().any(|c| c.addr == client_addr))
 }
 
-fn remember_own(server: &str, addr: &str) {
+/// Whether the client `id` at `client_addr` of a CLIENT LIST of `server`
+/// (its `laddr`) is one of this process's connections. The id tells it
+/// apart from any other client, whatever its name, even on a Unix socket;
+/// the address too guards against an id of a server since restarted.
+pub(crate) fn is_own_client(server: &str, id: u64, client_addr: &str) -> bool {
+    let own = OWN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    own.as_ref()
+        .and_then(|m| m.get(server))
+        .is_some_and(|conns| {
+            conns
+                .iter()
+                .any(|c| c.id == Some(id) && c.addr == client_addr)
+        })
+}
+
+/// Remembers a connection to `server` (its `laddr`) from `addr` with
+/// client `id`; the oldest of that server is forgotten beyond
+/// [`OWN_PER_SERVER`].
+pub(super) fn remember_own(server: &str, addr: &str, id: Option<u64>) {
     let mut own = OWN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let addrs = own
+    let conns = own
         .get_or_insert_with(HashMap::new)
         .entry(server.to_owned())
         .or_default();
-    if addrs.iter().any(|a| a == addr) {
+    if conns.iter().any(|c| c.addr == addr && c.id == id) {
         return;
     }
-    if addrs.len() == OWN_PER_SERVER {
-        addrs.pop_front();
+    if conns.len() == OWN_PER_SERVER {
+        conns.pop_front();
     }
-    addrs.push_back(addr.to_owned());
+    conns.push_back(Own {
+        addr: addr.to_owned(),
+        id,
+    });
 }
 
-/// The `addr=` and `laddr=` fields of a CLIENT INFO line.
-fn client_addrs(info: &str) -> (Option<&str>, Option<&str>) {
+/// A connection as a CLIENT INFO line describes it.
+#[derive(Debug, PartialEq, Eq)]
+struct Identity<'a> {
+    /// `id=`.
+    id: Option<u64>,
+    /// `addr=`: the client's address as the server sees it.
+    addr: Option<&'a str>,
+    /// `laddr=`: the server's own address for this connection.
+    laddr: Option<&'a str>,
+}
+
+/// The `id=`, `addr=` and `laddr=` fields of a CLIENT INFO line.
+fn identity(info: &str) -> Identity<'_> {
     let field = |key: &str| {
         info.split_ascii_whitespace()
             .find_map(|kv| kv.strip_prefix(key))
     };
-    (field("addr="), field("laddr="))
+    Identity {
+        id: field("id=").and_then(|id| id.parse().ok()),
+        addr: field("addr="),
+        laddr: field("laddr="),
+    }
 }
 
 /// A lazily (re)connected, named connection with connect and reply timeouts.
@@ -169,11 +216,18 @@ impl Conn {
                 }
             }
             let info = text(replies.get(1)).ok();
-            let addrs = info.as_deref().map(client_addrs);
-            match (addrs, replies.get(1)) {
-                (Some((Some(addr), laddr)), _) => {
+            let seen = info.as_deref().map(identity);
+            match (seen, replies.get(1)) {
+                (
+                    Some(Identity {
+                        id,
+                        addr: Some(addr),
+                        laddr,
+                    }),
+                    _,
+                ) => {
                     let server = laddr.unwrap_or(&self.instance).to_owned();
-                    remember_own(&server, addr);
+                    remember_own(&server, addr, id);
                     self.server = Some(server);
                 }
                 (_, other) if !self.unidentified => {
@@ -383,18 +437,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn client_info_addrs() {
+    fn client_info_identity() {
         let line = "id=7 addr=127.0.0.1:50312 laddr=127.0.0.1:6379 fd=8 name=lookout age=0";
         assert_eq!(
-            client_addrs(line),
-            (Some("127.0.0.1:50312"), Some("127.0.0.1:6379"))
+            identity(line),
+            Identity {
+                id: Some(7),
+                addr: Some("127.0.0.1:50312"),
+                laddr: Some("127.0.0.1:6379")
+            }
         );
-        assert_eq!(client_addrs("id=7 x=y"), (None, None));
+        assert_eq!(
+            identity("id=x y=z"),
+            Identity {
+                id: None,
+                addr: None,
+                laddr: None
+            }
+        );
     }
 
     #[test]
     fn own_connections_need_server_address_and_name() {
-        remember_own("10.0.0.1:6379", "10.0.0.9:41000");
+        remember_own("10.0.0.1:6379", "10.0.0.9:41000", Some(3));
         assert!(is_own("10.0.0.1:6379", "10.0.0.9:41000", CLIENT_NAME));
         assert!(
             !is_own("10.0.0.1:6379", "10.0.0.9:41000", "app"),
@@ -497,9 +562,45 @@ mod tests {
             remember_own(
                 &format!("10.1.{}.{}:6379", i / 250, i % 250),
                 "10.9.9.9:5000",
+                Some(i),
             );
         }
         assert!(is_own("10.1.0.0:6379", "10.9.9.9:5000", CLIENT_NAME));
         assert!(is_own("10.1.39.249:6379", "10.9.9.9:5000", CLIENT_NAME));
+        assert!(is_own_client("10.1.39.249:6379", 9_999, "10.9.9.9:5000"));
+    }
+
+    /// In CLIENT LIST, this process's connections are known by id and
+    /// address on their server; on a Unix socket, where every client has
+    /// the same address, by id. Only the newest are remembered.
+    #[test]
+    fn own_clients_are_known_by_id_per_server() {
+        let server = "10.0.0.3:6379";
+        remember_own(server, "10.0.0.9:41000", Some(11));
+        assert!(is_own_client(server, 11, "10.0.0.9:41000"));
+        assert!(!is_own_client(server, 12, "10.0.0.9:41000"), "another id");
+        assert!(
+            !is_own_client(server, 11, "10.0.0.9:41001"),
+            "the id of a server since restarted, from another address"
+        );
+        assert!(!is_own_client("10.0.0.4:6379", 11, "10.0.0.9:41000"));
+
+        let socket = "/run/redis-own-test.sock";
+        for id in 1..=3 {
+            remember_own(socket, "/run/redis-own-test.sock:0", Some(id));
+        }
+        for id in 1..=3 {
+            assert!(is_own_client(socket, id, "/run/redis-own-test.sock:0"));
+        }
+        assert!(!is_own_client(socket, 4, "/run/redis-own-test.sock:0"));
+
+        let busy = "10.0.0.5:6379";
+        let count = u64::try_from(OWN_PER_SERVER).unwrap() + 1;
+        for id in 1..=count {
+            remember_own(busy, "10.0.0.9:41000", Some(id));
+        }
+        assert!(!is_own_client(busy, 1, "10.0.0.9:41000"), "forgotten");
+        assert!(is_own_client(busy, 2, "10.0.0.9:41000"));
+        assert!(is_own_client(busy, count, "10.0.0.9:41000"));
     }
 }

@@ -1,7 +1,8 @@
 //! The declared probes within a poll: what is sent for each (its
 //! commands, TYPE of a key that was missing, or nothing while it is held
-//! back) and what each read, with what the prober keeps between polls
-//! (refusals, missing keys, CLIENT LIST over its limit).
+//! back) and what each read (CLIENT LIST without this process's own
+//! connections), with what the prober keeps between polls (refusals,
+//! missing keys, CLIENT LIST over its limit).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 
 use super::snapshot::InfoField;
-use crate::redis::conn::text;
+use crate::redis::conn::{is_own_client, text};
 use crate::redis::declared::{Answer, Ask, is_noperm};
 use crate::redis::error::ServerKind;
 
@@ -192,6 +193,9 @@ impl Asks {
                 self.max_clients_listed
             ));
         }
+        if let Answer::Clients(listed) = &mut answer {
+            listed.retain(|client| !is_ours(client));
+        }
         if is_noperm(replies.first()) {
             self.held
                 .insert(ask.clone(), (now + REFUSED_RETRY, answer.clone()));
@@ -257,6 +261,28 @@ impl Sent {
     }
 }
 
+/// Whether a CLIENT LIST line is one of this process's own connections
+/// (watched or bus): its `id` and `addr` are those its CLIENT INFO gave on
+/// the server it reached (`laddr`). Left out of the reading, so no watcher
+/// reports the daemon itself; a client that only names itself `lookout` is
+/// an ordinary client.
+fn is_ours(client: &[(String, String)]) -> bool {
+    let field = |key: &str| {
+        client
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    match (
+        field("id").and_then(|id| id.parse().ok()),
+        field("addr"),
+        field("laddr"),
+    ) {
+        (Some(id), Some(addr), Some(laddr)) => is_own_client(laddr, id, addr),
+        _ => false,
+    }
+}
+
 /// Whether an XINFO probe failed because its key is missing or holds
 /// another type: an answer the key's TYPE can keep up to date.
 fn is_absent(ask: &Ask, reply: Option<&Value>) -> bool {
@@ -270,6 +296,39 @@ fn is_absent(ask: &Ask, reply: Option<&Value>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CLIENT LIST hands watchers every client but this process's own
+    /// connections, known by id and address on their server; another
+    /// client named `lookout` stays.
+    #[test]
+    fn own_connections_are_left_out_of_client_list() {
+        crate::redis::conn::remember_own("10.7.0.1:6379", "10.7.0.9:50000", Some(41));
+        let list = "id=41 addr=10.7.0.9:50000 laddr=10.7.0.1:6379 name=lookout cmd=client|list\n\
+                    id=42 addr=10.7.0.8:50001 laddr=10.7.0.1:6379 name=lookout cmd=get\n\
+                    id=41 addr=10.7.0.9:50000 laddr=10.7.0.2:6379 name=lookout cmd=get\n\
+                    id=43 addr=10.7.0.7:50002 laddr=10.7.0.1:6379 name=app cmd=set\n";
+        let replies = [Value::BulkString(list.as_bytes().to_vec())];
+        let mut asks = Asks::default();
+        let answer = asks.answer(&Ask::ClientList, &replies, false, Instant::now());
+        let Answer::Clients(clients) = answer else {
+            panic!("{answer:?}");
+        };
+        let ids: Vec<(&str, &str)> = clients
+            .iter()
+            .map(|c| {
+                let get = |k: &str| c.iter().find(|(key, _)| key == k).unwrap().1.as_str();
+                (get("id"), get("laddr"))
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("42", "10.7.0.1:6379"),
+                ("41", "10.7.0.2:6379"),
+                ("43", "10.7.0.1:6379")
+            ]
+        );
+    }
 
     #[test]
     fn only_a_missing_or_mistyped_stream_key_is_held_for_type() {
