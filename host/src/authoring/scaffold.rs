@@ -2,7 +2,8 @@
 //! `cargo build --target wasm32-wasip2` and `cargo component build`, and
 //! comes with a native unit test and a golden `lookout test` case.
 
-use std::path::{Path, PathBuf};
+use std::fmt::Write as _;
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -36,7 +37,64 @@ const TEMPLATES: &[(&str, &str)] = &[
 
 /// Where this build of Lookout found the SDK crate.
 pub(crate) fn default_sdk() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk")
+    normalise(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk"))
+}
+
+/// `path` without `.` and with each `..` taken out with the name before
+/// it, as Cargo reads a path dependency.
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(part);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The SDK path the new crate at `root` writes: relative when the crate
+/// sits inside the Lookout checkout the SDK belongs to (`CHECKOUT/plugins/sdk`),
+/// so the two move together; absolute otherwise, so the crate can move on
+/// its own. Both absolute and normalised.
+fn sdk_path_for(root: &Path, sdk: &Path) -> PathBuf {
+    let Some(checkout) = sdk.parent().and_then(Path::parent) else {
+        return sdk.to_path_buf();
+    };
+    if checkout.parent().is_none() || !root.starts_with(checkout) {
+        return sdk.to_path_buf();
+    }
+    let common = root
+        .components()
+        .zip(sdk.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let ups = root.components().count() - common;
+    let mut relative: PathBuf = std::iter::repeat_n(Component::ParentDir, ups).collect();
+    relative.extend(sdk.components().skip(common));
+    relative
+}
+
+/// `text` as the inside of a TOML basic string (`"..."`).
+fn toml_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Checks a watcher name: lower-case ASCII letters, digits and dashes,
@@ -78,7 +136,9 @@ fn type_name(name: &str) -> String {
 /// or a file that cannot be written.
 pub(crate) fn new_watcher(name: &str, dir: &Path, sdk: &Path) -> Result<PathBuf> {
     check_name(name)?;
-    let sdk = std::path::absolute(sdk).with_context(|| format!("SDK folder {}", sdk.display()))?;
+    let sdk = std::path::absolute(sdk)
+        .map(|p| normalise(&p))
+        .with_context(|| format!("SDK folder {}", sdk.display()))?;
     let sdk_manifest = sdk.join("Cargo.toml");
     let is_sdk = std::fs::read_to_string(&sdk_manifest)
         .is_ok_and(|text| text.contains("name = \"lookout-watcher\""));
@@ -95,7 +155,17 @@ pub(crate) fn new_watcher(name: &str, dir: &Path, sdk: &Path) -> Result<PathBuf>
             root.display()
         );
     }
-    let sdk_text = sdk.to_string_lossy();
+    let absolute_root = std::path::absolute(&root)
+        .map(|p| normalise(&p))
+        .with_context(|| format!("folder {}", root.display()))?;
+    let sdk_written = sdk_path_for(&absolute_root, &sdk);
+    let Some(sdk_text) = sdk_written.to_str().map(toml_escaped) else {
+        bail!(
+            "SDK folder {}: the path is not UTF-8, which Cargo.toml cannot hold; pass --sdk \
+             with a UTF-8 path",
+            sdk.display()
+        );
+    };
     let fill = |text: &str| {
         text.replace("{{name}}", name)
             .replace("{{type}}", &type_name(name))
@@ -127,6 +197,41 @@ mod tests {
         }
         assert_eq!(type_name("hit-ratio"), "HitRatio");
         assert_eq!(type_name("w2"), "W2");
+    }
+
+    #[test]
+    fn sdk_paths_are_normalised_and_relative_inside_the_checkout() {
+        assert_eq!(
+            normalise(Path::new("/checkout/host/../plugins/./sdk")),
+            Path::new("/checkout/plugins/sdk")
+        );
+        assert_eq!(normalise(Path::new("../a/../b")), Path::new("../b"));
+        assert!(
+            !default_sdk()
+                .components()
+                .any(|c| c == Component::ParentDir)
+        );
+        let sdk = Path::new("/checkout/plugins/sdk");
+        for (root, written) in [
+            ("/checkout/my-watcher", "../plugins/sdk"),
+            ("/checkout/plugins/my-watcher", "../sdk"),
+            ("/checkout/work/a/my-watcher", "../../../plugins/sdk"),
+            ("/elsewhere/my-watcher", "/checkout/plugins/sdk"),
+            ("/checkout-2/my-watcher", "/checkout/plugins/sdk"),
+        ] {
+            assert_eq!(
+                sdk_path_for(Path::new(root), sdk),
+                Path::new(written),
+                "{root}"
+            );
+        }
+        assert_eq!(
+            sdk_path_for(Path::new("/w/x"), Path::new("/plugins/sdk")),
+            Path::new("/plugins/sdk"),
+            "a checkout at / is not one"
+        );
+        assert_eq!(toml_escaped(r#"/a "b"\c"#), r#"/a \"b\"\\c"#);
+        assert_eq!(toml_escaped("a\nb"), "a\\u000Ab");
     }
 
     #[test]
