@@ -343,6 +343,7 @@ fn lookout_config_gives_check_and_test_the_daemons_limits() {
         .arg(dir.join("golden/snapshots.jsonl"))
         .arg("--expect")
         .arg(dir.join("golden/expected.jsonl"))
+        .arg("--print")
         .arg("--cache-dir")
         .arg(&cache);
     let (status, out, err) = run_to_end(cmd, Duration::from_secs(300));
@@ -488,4 +489,251 @@ fn out_of_range_flags_are_refused_by_name() {
             "{text}: {err}"
         );
     }
+}
+
+/// The SDK path a crate made by `lookout new` depends on.
+fn sdk_dependency(root: &std::path::Path) -> String {
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("lookout-watcher = { path = \""))
+        .and_then(|rest| rest.strip_suffix("\" }"))
+        .unwrap_or_else(|| panic!("no SDK path in {manifest}"))
+        .to_owned()
+}
+
+/// `lookout new` writes the SDK path normalised: relative when the crate
+/// sits inside the checkout the SDK belongs to (so it still builds when
+/// the checkout moves), absolute otherwise; `--sdk` and `LOOKOUT_SDK` are
+/// taken as given, and so is the SDK this binary was built beside.
+#[test]
+fn new_writes_a_normalised_sdk_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let checkout = tmp.path().join("checkout");
+    let sdk = checkout.join("plugins/sdk");
+    std::fs::create_dir_all(&sdk).unwrap();
+    std::fs::write(
+        sdk.join("Cargo.toml"),
+        "[package]\nname = \"lookout-watcher\"\n",
+    )
+    .unwrap();
+    let new = |name: &str, dir: &std::path::Path, sdk: Option<&std::path::Path>, env: bool| {
+        let mut cmd = lookout_cmd(tmp.path());
+        cmd.arg("new").arg(name).arg("--dir").arg(dir);
+        match (sdk, env) {
+            (Some(sdk), true) => {
+                cmd.env("LOOKOUT_SDK", sdk);
+            }
+            (Some(sdk), false) => {
+                cmd.arg("--sdk").arg(sdk);
+            }
+            (None, _) => {}
+        }
+        let (status, out, err) = run_to_end(cmd, Duration::from_secs(30));
+        assert!(status.success(), "{out}{err}");
+        dir.join(name)
+    };
+
+    // Inside the checkout: relative, and still right once it moved.
+    let inside = new(
+        "inside",
+        &checkout.join("work"),
+        Some(&checkout.join("work/../plugins/./sdk")),
+        false,
+    );
+    assert_eq!(sdk_dependency(&inside), "../../plugins/sdk");
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&checkout, &moved).unwrap();
+    assert!(
+        moved
+            .join("work/inside/../../plugins/sdk/Cargo.toml")
+            .is_file()
+    );
+
+    // Outside it: absolute and normalised, from LOOKOUT_SDK as from --sdk.
+    let outside = tmp.path().join("outside");
+    let from_env = new(
+        "from-env",
+        &outside,
+        Some(&moved.join("work/../plugins/sdk")),
+        true,
+    );
+    let absolute = moved.join("plugins/sdk").display().to_string();
+    assert_eq!(sdk_dependency(&from_env), absolute);
+    let from_flag = new(
+        "from-flag",
+        &outside,
+        Some(&moved.join("plugins/sdk/.")),
+        false,
+    );
+    assert_eq!(sdk_dependency(&from_flag), absolute);
+
+    // The SDK of this checkout: absolute and normalised from outside it,
+    // relative from inside it.
+    let plugins_sdk = crate::support::repo().join("plugins/sdk");
+    let same_sdk = |path: &std::path::Path| {
+        assert_eq!(
+            std::fs::canonicalize(path).unwrap(),
+            std::fs::canonicalize(&plugins_sdk).unwrap()
+        );
+    };
+    let default = new("default", &outside, None, false);
+    let written = sdk_dependency(&default);
+    assert!(
+        written.starts_with('/') && !written.contains("/../") && !written.contains("/./"),
+        "{written}"
+    );
+    same_sdk(std::path::Path::new(&written));
+    let within = tempfile::tempdir_in(crate::support::repo().join("target")).unwrap();
+    let default = new("default", within.path(), None, false);
+    let written = sdk_dependency(&default);
+    assert!(
+        written.starts_with("../") && written.ends_with("plugins/sdk"),
+        "{written}"
+    );
+    same_sdk(&default.join(&written));
+}
+
+/// `lookout test --expect` prints only the comparison (its `ok:` line or
+/// the diff); `--print` prints the events too, as `lookout test` does
+/// without `--expect`; `--help` says so.
+#[test]
+fn test_expect_prints_only_the_comparison() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snapshot = r#"{"instance":"127.0.0.1:6400","taken_at_ms":1,"info":[["clients","connected_clients","1"]],"slowlog":[]}"#;
+    let snapshots = tmp.path().join("snapshots.jsonl");
+    std::fs::write(&snapshots, format!("{snapshot}\n{snapshot}\n")).unwrap();
+    let expected = tmp.path().join("expected.jsonl");
+    let test = |extra: &[&str]| {
+        let mut cmd = lookout_cmd(tmp.path());
+        cmd.arg("test")
+            .arg(crate::support::fixture("ticker"))
+            .arg("--snapshots")
+            .arg(&snapshots)
+            .args(["--set", "condition=ticking"])
+            .args(extra);
+        run_to_end(cmd, Duration::from_secs(60))
+    };
+    let (status, events, err) = test(&[]);
+    assert!(status.success(), "{err}");
+    assert_eq!(events.lines().count(), 2, "{events}");
+    std::fs::write(&expected, &events).unwrap();
+    let expect = expected.to_str().unwrap();
+
+    let (status, out, err) = test(&["--expect", expect]);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "", "only the comparison");
+    assert!(err.contains("ok: 2 events match"), "{err}");
+    let (status, out, err) = test(&["--expect", expect, "--print"]);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, events);
+    assert!(err.contains("ok: 2 events match"), "{err}");
+
+    std::fs::write(&expected, events.replace("\"resolved\"", "\"firing\"")).unwrap();
+    let (status, out, err) = test(&["--expect", expect]);
+    assert!(!status.success());
+    assert_eq!(out, "", "only the comparison");
+    assert!(err.contains("changed at snapshot 1 (condition):"), "{err}");
+
+    let mut help = lookout_cmd(tmp.path());
+    help.args(["test", "--help"]);
+    let (status, out, err) = run_to_end(help, Duration::from_secs(30));
+    assert!(status.success(), "{err}");
+    assert!(out.contains("--print"), "{out}");
+}
+
+/// A bad key in a watcher's standalone settings file (`--config FILE` of
+/// `check` and `test`, or `NAME.toml` beside the `.wasm`) or in `--set` is
+/// named by that file or flag, not as a `[watchers.NAME]` table; one in a
+/// daemon's lookout.toml still is.
+#[test]
+fn standalone_settings_errors_name_their_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snapshots = tmp.path().join("snapshots.jsonl");
+    std::fs::write(
+        &snapshots,
+        "{\"instance\":\"127.0.0.1:6400\",\"taken_at_ms\":1,\"info\":[],\"slowlog\":[]}\n",
+    )
+    .unwrap();
+    let settings = tmp.path().join("ticker-settings.toml");
+    std::fs::write(&settings, "treshold = 3\n").unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut cmd = lookout_cmd(tmp.path());
+        cmd.args(args);
+        let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+        assert!(!status.success(), "{args:?}: {out}");
+        err
+    };
+    let ticker = crate::support::fixture("ticker");
+    let test = |extra: &[&std::ffi::OsStr]| {
+        let mut args = vec![
+            "test".as_ref(),
+            ticker.as_os_str(),
+            "--snapshots".as_ref(),
+            snapshots.as_os_str(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let file = settings.display().to_string();
+
+    let err = run(&[
+        "check".as_ref(),
+        ticker.as_os_str(),
+        "--config".as_ref(),
+        settings.as_os_str(),
+    ]);
+    assert!(
+        err.contains(&format!("{file}: unknown key `treshold`")),
+        "{err}"
+    );
+    assert!(!err.contains("[watchers."), "{err}");
+    let err = test(&["--config".as_ref(), settings.as_os_str()]);
+    assert!(
+        err.contains(&format!("{file}: unknown key `treshold`")),
+        "{err}"
+    );
+    assert!(!err.contains("[watchers."), "{err}");
+    let err = test(&["--set".as_ref(), "treshold=3".as_ref()]);
+    assert!(err.contains("--set: unknown key `treshold`"), "{err}");
+    assert!(!err.contains("[watchers."), "{err}");
+
+    // Beside the .wasm.
+    let beside = tmp.path().join("beside");
+    std::fs::create_dir_all(&beside).unwrap();
+    let wasm = beside.join("ticker.wasm");
+    std::fs::copy(&ticker, &wasm).unwrap();
+    std::fs::write(beside.join("ticker.toml"), "treshold = 3\n").unwrap();
+    let side = beside.join("ticker.toml").display().to_string();
+    let err = run(&["check".as_ref(), wasm.as_os_str()]);
+    assert!(
+        err.contains(&format!("{side}: unknown key `treshold`")),
+        "{err}"
+    );
+    assert!(!err.contains("[watchers."), "{err}");
+
+    // A daemon's lookout.toml names its table; the standalone file beside
+    // it keeps its own name.
+    let daemon = tmp.path().join("lookout.toml");
+    std::fs::write(&daemon, "[watchers.ticker]\ntreshold = 3\n").unwrap();
+    let err = test(&["--lookout-config".as_ref(), daemon.as_os_str()]);
+    assert!(
+        err.contains(&format!(
+            "{} [watchers.ticker]: unknown key `treshold`",
+            daemon.display()
+        )),
+        "{err}"
+    );
+    std::fs::write(&daemon, "[watchers.ticker]\ncondition = 'ticking'\n").unwrap();
+    let err = test(&[
+        "--lookout-config".as_ref(),
+        daemon.as_os_str(),
+        "--config".as_ref(),
+        settings.as_os_str(),
+    ]);
+    assert!(
+        err.contains(&format!("{file}: unknown key `treshold`")),
+        "{err}"
+    );
+    assert!(!err.contains("[watchers."), "{err}");
 }

@@ -9,16 +9,21 @@ use anyhow::Result;
 use crate::config::Settings;
 use crate::sandbox::Engine;
 use crate::sandbox::limits::Cadence;
-use crate::watchers::load::load;
-use crate::watchers::settings::{kind_name, show};
+use crate::watchers::load::load_with;
+use crate::watchers::settings::{Layer, kind_name, show};
 
-/// Loads and configures the watcher at `path` and describes it.
+/// Loads and configures the watcher at `path` and describes it; `own`:
+/// its settings given on the command line, over all others.
 ///
 /// # Errors
 /// Anything that would stop the daemon from running this watcher.
-pub(crate) async fn check(path: &Path, settings: &Settings) -> Result<String> {
+pub(crate) async fn check(
+    path: &Path,
+    settings: &Settings,
+    own: Option<&Layer<'_>>,
+) -> Result<String> {
     let engine = Engine::new(settings.cache_dir.as_deref())?;
-    let watcher = load(&engine, path, settings).await?.spec;
+    let watcher = load_with(&engine, path, settings, own).await?.spec;
     let m = &watcher.manifest;
     let mut out = String::new();
     let _ = writeln!(

@@ -15,7 +15,8 @@ use crate::delivery::envelope::{Condition, ConditionState};
 use crate::redis::declared::{Answer, Ask};
 use crate::redis::probe::Snapshot;
 use crate::sandbox::Engine;
-use crate::watchers::load::load;
+use crate::watchers::load::load_with;
+use crate::watchers::settings::Layer;
 use crate::watchers::supervisor::Supervisor;
 
 /// An event as `lookout test` prints and compares it (no timestamp).
@@ -68,17 +69,19 @@ impl From<Condition> for TestCondition {
 /// event, then the watcher is rebuilt). Recordings made by several
 /// `lookout record` runs each start with the resident SLOWLOG ring; the
 /// replay hands each entry over once per Redis run (`run_id`), as one
-/// daemon running through all of them would.
+/// daemon running through all of them would. `own`: its settings given on
+/// the command line, over all others.
 ///
 /// # Errors
 /// The watcher cannot be loaded or configured.
 pub(crate) async fn run_watcher(
     wasm: &Path,
     settings: &Settings,
+    own: Option<&Layer<'_>>,
     snapshots: &[Recorded],
 ) -> Result<Vec<TestEvent>> {
     let engine = Engine::new(settings.cache_dir.as_deref())?;
-    let loaded = load(&engine, wasm, settings).await?;
+    let loaded = load_with(&engine, wasm, settings, own).await?;
     let needs = loaded.spec.probes().asks.clone();
     let mut supervisor = Supervisor::new(engine, settings.poll_interval);
     supervisor.install(loaded.spec, Some(loaded.instance));

@@ -149,9 +149,14 @@ pub(crate) struct TestArgs {
     /// One setting, `key=value` (repeatable).
     #[arg(long)]
     pub(crate) set: Vec<String>,
-    /// Expected events (JSON lines); exit non-zero with a diff when they differ.
+    /// Expected events (JSON lines): print only the comparison (one `ok:`
+    /// line, or a diff and exit non-zero when they differ).
     #[arg(long)]
     pub(crate) expect: Option<PathBuf>,
+    /// With --expect, print the events too (JSON lines on stdout), as
+    /// without it.
+    #[arg(long)]
+    pub(crate) print: bool,
     /// Compiled-watcher cache folder [default: $XDG_CACHE_HOME/lookout].
     #[arg(long)]
     pub(crate) cache_dir: Option<PathBuf>,

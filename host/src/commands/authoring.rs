@@ -8,61 +8,79 @@ use clap::ArgMatches;
 use super::args::{CheckArgs, NewArgs, RecordArgs, SettingsArgs, TestArgs};
 use super::run::{authoring_runtime, init_logging};
 use crate::config::Settings;
+use crate::watchers::settings::Layer;
 
 pub(crate) fn check(args: CheckArgs, given: &ArgMatches) -> Result<()> {
-    let settings = authoring_settings(
+    let (settings, own) = authoring_settings(
         given,
         args.lookout_config,
         args.cache_dir,
-        &args.file,
         args.config.as_deref(),
         &[],
     )?;
     init_logging(settings.log_format);
-    let report =
-        authoring_runtime()?.block_on(crate::authoring::check::check(&args.file, &settings))?;
+    let report = authoring_runtime()?.block_on(crate::authoring::check::check(
+        &args.file,
+        &settings,
+        own.as_ref().map(Own::layer).as_ref(),
+    ))?;
     print!("{report}");
     Ok(())
 }
 
+/// A watcher's own settings given to `check` or `test`: a standalone
+/// `NAME.toml` (`--config`) or the `--set` flags, named so in errors.
+struct Own {
+    /// The file, or `--set`.
+    origin: String,
+    /// The settings.
+    table: toml::Table,
+}
+
+impl Own {
+    fn layer(&self) -> Layer<'_> {
+        Layer {
+            origin: self.origin.clone(),
+            table: &self.table,
+        }
+    }
+}
+
 /// Settings for `check` and `test`: the daemon's lookout.toml when given
-/// (limits, cache, `[watchers.NAME]`), then the watcher's own settings from
-/// `NAME.toml` or `--set`, which win.
+/// (limits, cache, `[watchers.NAME]`), and apart from them the watcher's
+/// own settings from `NAME.toml` (`--config`) or `--set`, which win.
 fn authoring_settings(
     given: &ArgMatches,
     lookout_config: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
-    file: &std::path::Path,
     config: Option<&std::path::Path>,
     sets: &[String],
-) -> Result<Settings> {
-    let mut settings = SettingsArgs {
+) -> Result<(Settings, Option<Own>)> {
+    let settings = SettingsArgs {
         config: lookout_config,
         cache_dir,
         ..SettingsArgs::default()
     }
     .load(given)?;
-    let name = file
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if let Some(path) = config {
+    let own = if let Some(path) = config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        settings.watchers.entry(name).or_default().extend(table);
-        settings.config_path = Some(path.to_path_buf());
-    } else if !sets.is_empty() {
-        settings
-            .watchers
-            .entry(name)
-            .or_default()
-            .extend(crate::authoring::replay::parse_sets(sets)?);
-        settings.config_path = Some(PathBuf::from("--set"));
-    }
-    Ok(settings)
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end())
+        })?;
+        Some(Own {
+            origin: path.display().to_string(),
+            table,
+        })
+    } else if sets.is_empty() {
+        None
+    } else {
+        Some(Own {
+            origin: "--set".to_owned(),
+            table: crate::authoring::replay::parse_sets(sets)?,
+        })
+    };
+    Ok((settings, own))
 }
 
 pub(crate) fn record(args: RecordArgs, given: &ArgMatches) -> Result<()> {
@@ -99,21 +117,27 @@ pub(crate) fn record(args: RecordArgs, given: &ArgMatches) -> Result<()> {
 
 pub(crate) fn test(args: TestArgs, given: &ArgMatches) -> Result<()> {
     use std::io::Write;
-    let settings = authoring_settings(
+    let (settings, own) = authoring_settings(
         given,
         args.lookout_config,
         args.cache_dir,
-        &args.file,
         args.config.as_deref(),
         &args.set,
     )?;
     let snapshots = crate::authoring::record::read_snapshots(&args.snapshots)?;
     let events = authoring_runtime()?.block_on(crate::authoring::replay::run_watcher(
-        &args.file, &settings, &snapshots,
+        &args.file,
+        &settings,
+        own.as_ref().map(Own::layer).as_ref(),
+        &snapshots,
     ))?;
-    let mut out = std::io::stdout().lock();
-    for event in &events {
-        writeln!(out, "{}", serde_json::to_string(event)?)?;
+    // With --expect only the comparison is printed, unless --print.
+    if args.expect.is_none() || args.print {
+        let mut out = std::io::stdout().lock();
+        for event in &events {
+            writeln!(out, "{}", serde_json::to_string(event)?)?;
+        }
+        out.flush()?;
     }
     if let Some(expected) = &args.expect {
         if let Some(diff) = crate::authoring::replay::compare(&events, expected)? {

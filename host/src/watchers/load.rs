@@ -95,6 +95,21 @@ pub(crate) fn signature(path: &Path, settings: &Settings) -> Result<u64> {
 /// Any reason the daemon would refuse to run it; the message names the
 /// file, and the key for a bad setting.
 pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<Loaded> {
+    load_with(engine, path, settings, None).await
+}
+
+/// As [`load`], with `given` settings over all the others, under their
+/// own origin: the standalone `NAME.toml` (`--config`) or the `--set`
+/// flags of `lookout check` and `lookout test`.
+///
+/// # Errors
+/// As [`load`]; a bad setting of `given` is named by its origin.
+pub(crate) async fn load_with(
+    engine: &Engine,
+    path: &Path,
+    settings: &Settings,
+    given: Option<&Layer<'_>>,
+) -> Result<Loaded> {
     let started = Instant::now();
     let name = name_of(path);
     let shown = path.display();
@@ -138,6 +153,12 @@ pub async fn load(engine: &Engine, path: &Path, settings: &Settings) -> Result<L
         layers.push(Layer {
             origin: format!("{file} [watchers.{name}]"),
             table,
+        });
+    }
+    if let Some(given) = given {
+        layers.push(Layer {
+            origin: given.origin.clone(),
+            table: given.table,
         });
     }
     let resolved = resolve(&manifest, &layers)?;
