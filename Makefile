@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
-WATCHERS := slowlog client-delta memory-pressure stream-lag latency replication persistence evictions rules
+WATCHERS := slowlog client-delta memory-pressure stream-lag latency replication persistence evictions rules client-buffers
 FIXTURES := wrong-world future-version panicker looper ticker slow-ticker memory-bomb recurse event-flood huge-string chatty file-open env-read sleeper impostor long-manifest long-error probe-echo slowlog-trap encoder hog
 WASM_TARGET := wasm32-wasip2
 CARGO ?= cargo
