@@ -21,7 +21,7 @@ use super::lateness::{Lateness, Since, Summary};
 use crate::alerts::active::{Active, Hold, host_condition, kinds};
 use crate::delivery::breaker::State;
 use crate::delivery::envelope::fields;
-use crate::delivery::envelope::{ConditionState, Emitted, Envelope, Level, Origin};
+use crate::delivery::envelope::{ConditionState, Emitted, Level, Origin, Sealed};
 use crate::delivery::heartbeat::Beat;
 use crate::delivery::task::{Outlet, Reporter, Snapshot};
 use crate::metrics::Metrics;
@@ -63,7 +63,7 @@ impl BusConditions {
 }
 
 impl Reporter for BusConditions {
-    fn step(&self, s: &Snapshot) -> Vec<Envelope> {
+    fn step(&self, s: &Snapshot) -> Vec<Sealed> {
         let mut seen = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (bus, for_s) = (self.bus.as_str(), self.for_s);
         let mut events: Vec<Emitted> = Vec::new();

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::alerts::active::Subject;
 use crate::config::Settings;
 use crate::delivery::envelope::fields;
-use crate::delivery::envelope::{Emitted, Envelope, Level, Origin};
+use crate::delivery::envelope::{Emitted, Level, Origin, Sealed};
 use crate::redis::probe::{Gap, Notice, SLOWLOG_REREADS};
 use crate::redis::redact::{instance_of, redact_url};
 use crate::targets::Target;
@@ -85,10 +85,10 @@ impl About {
         });
     }
 
-    /// The envelopes of `events`, stamped by `origin`: labels go in first,
-    /// as they count toward the caps in bytes.
-    pub(crate) fn envelopes(&self, origin: &Origin, events: Vec<Emitted>) -> Vec<Envelope> {
-        origin.wrap_all(&self.instance, &self.key, self.labels.as_ref(), events)
+    /// The envelopes of `events`, stamped by `origin` and sealed: labels go
+    /// in first, as they count toward the caps in bytes.
+    pub(crate) fn envelopes(&self, origin: &Origin, events: Vec<Emitted>) -> Vec<Sealed> {
+        origin.seal_all(&self.instance, &self.key, self.labels.as_ref(), events)
     }
 }
 

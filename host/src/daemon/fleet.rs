@@ -270,7 +270,7 @@ impl Fleet {
         &self,
         about: &About,
         events: Vec<Emitted>,
-    ) -> Vec<crate::delivery::envelope::Envelope> {
+    ) -> Vec<crate::delivery::envelope::Sealed> {
         let events = self.kit.conditions.observe(&about.subject(), events);
         about.envelopes(&self.kit.origin, events)
     }

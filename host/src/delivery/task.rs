@@ -3,8 +3,8 @@
 //! draining even while a send is in flight, so a dead or frozen bus never
 //! delays a poll; it publishes as soon as envelopes arrive (unless the
 //! breaker is open), retries on the breaker's schedule, and on shutdown
-//! drains within the grace period and spools what is left. Envelopes are
-//! sealed (their JSON written, once) by the sender, before the queue, so
+//! drains within the grace period and spools what is left. Envelopes come
+//! sealed (their JSON written, once, when their caps were applied), so
 //! that work is spread over the pollers rather than piled on this task.
 
 use std::pin::pin;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::breaker::State;
-use super::envelope::{Envelope, Sealed};
+use super::envelope::Sealed;
 use super::publisher::Publisher;
 use crate::redis::backoff::retry_wait;
 
@@ -69,14 +69,14 @@ pub(crate) trait Observer: Send + Sync {
     /// Envelopes written to the spool at shutdown.
     fn spooled(&self, envelopes: usize);
     /// Envelopes queued for publishing (every one, the host's included).
-    fn queued(&self, _envelopes: &[Envelope]) {}
+    fn queued(&self, _envelopes: &[Sealed]) {}
 }
 
 /// Who turns the publisher's state into envelopes of the host's own (its
 /// conditions about the bus and the outbox), which the task queues.
 pub(crate) trait Reporter: Send + Sync {
     /// The envelopes to queue after a step that left `snapshot`.
-    fn step(&self, snapshot: &Snapshot) -> Vec<Envelope>;
+    fn step(&self, snapshot: &Snapshot) -> Vec<Sealed>;
 }
 
 /// A handle to the publisher task; cheap to clone, one per poller.
@@ -88,18 +88,16 @@ pub struct Outlet {
 }
 
 impl Outlet {
-    /// Queues `envelopes` behind everything queued before, sealed here
-    /// (taken as final: their caps applied). Returns at once unless the
-    /// queue is full, which only a starved task causes.
-    pub async fn send(&self, envelopes: Vec<Envelope>) {
+    /// Queues `envelopes` behind everything queued before. Returns at once
+    /// unless the queue is full, which only a starved task causes.
+    pub(crate) async fn send(&self, envelopes: Vec<Sealed>) {
         if envelopes.is_empty() {
             return;
         }
         if let Some(o) = &self.observer {
             o.queued(&envelopes);
         }
-        let sealed: Vec<Sealed> = envelopes.into_iter().map(Sealed::new).collect();
-        if let Err(e) = self.tx.send(sealed).await {
+        if let Err(e) = self.tx.send(envelopes).await {
             warn!(lost = e.0.len(), "publisher stopped; envelopes not queued");
         }
     }

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::delivery::envelope::Envelope;
+use crate::delivery::envelope::Sealed;
 #[cfg(any(doc, test))]
 use crate::delivery::envelope::Level;
 
@@ -59,10 +59,10 @@ fn minute_of(at: SystemTime) -> u64 {
 
 impl History {
     /// Counts `envelopes`, queued now.
-    pub(crate) fn queued(&self, envelopes: &[Envelope]) {
+    pub(crate) fn queued(&self, envelopes: &[Sealed]) {
         let slot = self.slot(minute_of(SystemTime::now()));
         for e in envelopes {
-            slot.events[e.level as usize].fetch_add(1, Ordering::Relaxed);
+            slot.events[e.envelope().level as usize].fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -25,7 +25,7 @@ use crate::alerts::Alert;
 use crate::alerts::Board;
 use crate::alerts::active::kinds;
 use crate::alerts::alertmanager::{Delivered, PeerState};
-use crate::delivery::envelope::{Envelope, HOST_TARGET, Level};
+use crate::delivery::envelope::{HOST_TARGET, Level, Sealed};
 use crate::delivery::task::{Observer, Snapshot};
 use crate::metrics::serve::Pages;
 use crate::metrics::{Metrics, PublisherSeen, TargetSeen};
@@ -132,7 +132,7 @@ impl Observer for Observed {
         self.metrics.spooled(envelopes);
     }
 
-    fn queued(&self, envelopes: &[Envelope]) {
+    fn queued(&self, envelopes: &[Sealed]) {
         self.history.queued(envelopes);
     }
 }
