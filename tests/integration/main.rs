@@ -9,6 +9,7 @@ mod authoring;
 mod budget;
 mod bus;
 mod caps;
+mod client_buffers;
 mod conditions;
 mod config;
 mod discovery;

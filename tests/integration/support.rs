@@ -60,7 +60,7 @@ pub fn fixture(name: &str) -> PathBuf {
 pub const BUNDLED: [&str; 3] = ["slowlog", "client-delta", "memory-pressure"];
 
 /// Every bundled watcher, those reading declared probes included.
-pub const ALL_WATCHERS: [&str; 9] = [
+pub const ALL_WATCHERS: [&str; 10] = [
     "slowlog",
     "client-delta",
     "memory-pressure",
@@ -70,6 +70,7 @@ pub const ALL_WATCHERS: [&str; 9] = [
     "persistence",
     "evictions",
     "rules",
+    "client-buffers",
 ];
 
 /// A plugins folder in `tmp` holding copies of the bundled watchers only
