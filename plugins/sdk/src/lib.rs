@@ -92,7 +92,9 @@
 //! ```
 //!
 //! The crate compiles on the native target too, so watcher logic is tested
-//! with a plain `cargo test`.
+//! with a plain `cargo test`. `docs/sdk.md` in the Lookout checkout is the
+//! reference of every public item, readable without building anything (a
+//! test keeps it naming them all).
 
 // Lets the generated code name this crate by its public path, the same way
 // it does when the export macro expands inside a watcher crate.

@@ -159,7 +159,8 @@ impl Snapshot {
             })
     }
 
-    /// `CLIENT LIST`: one [`Client`] per connection.
+    /// `CLIENT LIST`: one [`Client`] per connection, the reading process's
+    /// own connections left out (the daemon's, or `lookout record`'s).
     pub fn clients(&self) -> Result<&[Client], &str> {
         match self.reading(&Probe::ClientList)? {
             Reading::Clients(clients) => Ok(clients),
