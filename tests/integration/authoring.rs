@@ -244,15 +244,31 @@ fn every_bundled_watcher_keeps_its_golden_case_in_its_folder() {
     }
 }
 
-/// The shell blocks of README.md marked `<!-- tutorial -->`, in order.
+/// README.md's tutorial as script lines, in order: the shell blocks marked
+/// `<!-- tutorial -->` as they are, and each block marked
+/// `<!-- tutorial: PATH -->` written to PATH (a here-document).
 fn readme_tutorial() -> Vec<String> {
     let readme = std::fs::read_to_string(crate::support::repo().join("README.md")).unwrap();
     let mut lines = Vec::new();
     let mut rest = readme.as_str();
-    while let Some(at) = rest.find("<!-- tutorial -->\n```sh\n") {
-        let block = &rest[at + "<!-- tutorial -->\n```sh\n".len()..];
+    while let Some(at) = rest.find("<!-- tutorial") {
+        let (marker, after) = rest[at..]
+            .split_once(" -->\n```")
+            .expect("a tutorial marker is followed by a code block");
+        let (fence, block) = after.split_once('\n').unwrap();
         let end = block.find("\n```").expect("tutorial block is closed");
-        lines.extend(block[..end].lines().map(str::to_owned));
+        let body = block[..end].lines().map(str::to_owned);
+        match marker.strip_prefix("<!-- tutorial: ") {
+            None => {
+                assert_eq!(fence, "sh", "a tutorial block to run is sh");
+                lines.extend(body);
+            }
+            Some(path) => {
+                lines.push(format!("cat > {path} <<'TUTORIAL_FILE'"));
+                lines.extend(body);
+                lines.push("TUTORIAL_FILE".to_owned());
+            }
+        }
         rest = &block[end..];
     }
     assert!(lines.len() > 10, "README has the tutorial blocks");
@@ -261,7 +277,10 @@ fn readme_tutorial() -> Vec<String> {
 
 /// "Write a watcher" in README.md, run as written: `lookout new`, both
 /// builds, check, the golden test, a recording, then the component dropped
-/// into a running daemon's plugins folder until its event is on the stream.
+/// into a running daemon's plugins folder until its event is on the stream;
+/// then the second example, a CLIENT LIST watcher written from README, its
+/// unit test, its build, and a recording of a subscriber that stops reading
+/// and goes, in which it warns once and resolves once.
 #[test]
 fn readme_tutorial_runs_as_written() {
     let redis = Redis::start(&[]);
@@ -291,6 +310,30 @@ fn readme_tutorial_runs_as_written() {
     assert!(status.success(), "tutorial failed:\n{out}\n{err}");
     assert!(out.contains("ok: configured"), "{out}");
     assert!(out.contains("watching Redis"), "{out}");
+    let expected = std::fs::read_to_string(work.join("buffers/golden/expected.jsonl")).unwrap();
+    let buffers: Vec<serde_json::Value> = expected
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let conditions: Vec<_> = buffers
+        .iter()
+        .map(|e| (e["level"].as_str(), e["condition"]["state"].as_str()))
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            (Some("warn"), Some("firing")),
+            (Some("info"), Some("resolved"))
+        ],
+        "{expected}"
+    );
+    assert!(
+        buffers[0]["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains(": output at ")),
+        "{expected}"
+    );
+    assert!(out.contains(") gone"), "{out}");
 
     let events = redis.stream("logs:stream:redis");
     let mine: Vec<_> = crate::support::by_target(&events, "my-watcher");
