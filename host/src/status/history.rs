@@ -7,9 +7,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::delivery::envelope::Sealed;
 #[cfg(any(doc, test))]
 use crate::delivery::envelope::Level;
+use crate::delivery::envelope::Sealed;
 
 /// Minutes kept.
 pub(crate) const MINUTES: usize = 60;
