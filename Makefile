@@ -69,7 +69,9 @@ build: toolchain plugins
 ## Install as a service (see README "Running as a service"):
 ##   $(PREFIX)/bin/lookout, the bundled watchers in $(PREFIX)/lib/lookout/plugins,
 ##   the systemd unit in $(PREFIX)/lib/systemd/system (its /usr/local paths set
-##   to PREFIX) and /etc/lookout/lookout.toml unless one is there already.
+##   to PREFIX), README.md and docs/ in $(PREFIX)/share/doc/lookout (the pages
+##   `lookout --help` names) and /etc/lookout/lookout.toml unless one is there
+##   already.
 ## DESTDIR stages it elsewhere. INSTALL_DEPS= installs what is built without
 ## building; LOOKOUT_BIN picks the binary.
 PREFIX ?= /usr/local
@@ -83,6 +85,9 @@ install: $(INSTALL_DEPS)
 	for w in $(WATCHERS); do install -m 644 plugins/$$w.wasm $(DESTDIR)$(PREFIX)/lib/lookout/plugins/ || exit 1; done
 	sed 's|/usr/local|$(PREFIX)|g' packaging/lookout.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/lookout.service
 	chmod 644 $(DESTDIR)$(PREFIX)/lib/systemd/system/lookout.service
+	install -d $(DESTDIR)$(PREFIX)/share/doc/lookout/docs
+	install -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/lookout/
+	install -m 644 $(wildcard docs/*.md docs/*.png) $(DESTDIR)$(PREFIX)/share/doc/lookout/docs/
 	@if [ -e $(DESTDIR)/etc/lookout/lookout.toml ]; then \
 		echo "kept $(DESTDIR)/etc/lookout/lookout.toml (the sample is packaging/lookout.toml)"; \
 	else \

@@ -16,6 +16,7 @@ mod discovery;
 mod engine;
 mod fleet;
 mod heartbeat;
+mod help;
 mod lateness;
 mod liar;
 mod metrics;

@@ -24,9 +24,28 @@ static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// Where the documentation is, at the end of `lookout --help`.
+const DOCS: &str = "\
+Docs: README.md, and docs/ with one page per question (docs/install.md,
+docs/configuration.md, docs/targets.md, docs/alerts.md, docs/writing-watchers.md,
+...), in the Lookout source tree; `make install` puts them in
+PREFIX/share/doc/lookout (/usr/local/share/doc/lookout by default).";
+
+/// The `Docs:` line at the end of a subcommand's help: the pages that
+/// explain it, by their path in the source tree and under the installed
+/// documentation.
+macro_rules! docs {
+    ($first:literal $(, $page:literal)*) => {
+        concat!(
+            "Docs: ", $first, $(", ", $page,)*
+            "\n(in the Lookout source tree, or PREFIX/share/doc/lookout when installed)"
+        )
+    };
+}
+
 /// Redis watcher host: polls Redis and runs WebAssembly watcher components.
 #[derive(Parser)]
-#[command(version = VERSION.as_str(), about, args_override_self = true)]
+#[command(version = VERSION.as_str(), about, args_override_self = true, after_help = DOCS)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,25 +54,34 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Watch a Redis and publish what the watchers report.
+    #[command(after_help = docs!("docs/configuration.md", "docs/targets.md", "docs/delivery.md"))]
     Run(RunArgs),
     /// Load a watcher as the daemon would, print its manifest, configure it.
+    #[command(after_help = docs!("docs/writing-watchers.md"))]
     Check(CheckArgs),
     /// Record snapshots of a Redis as JSON lines on stdout.
+    #[command(after_help = docs!("docs/writing-watchers.md"))]
     Record(RecordArgs),
     /// Run a watcher over recorded snapshots and print (or check) its events.
+    #[command(after_help = docs!("docs/writing-watchers.md"))]
     Test(TestArgs),
     /// Create a new watcher crate from a template.
+    #[command(after_help = docs!("docs/writing-watchers.md"))]
     New(NewArgs),
     /// Print the targets (after discovery), their labels and whether this
     /// shard watches each.
+    #[command(after_help = docs!("docs/targets.md"))]
     Targets(TargetsArgs),
     /// Print the settings `lookout run` would use with the same flags,
     /// environment and file, each with where it came from.
+    #[command(after_help = docs!("docs/configuration.md"))]
     Config(ConfigArgs),
     /// Follow the envelope stream on the bus and print each envelope.
+    #[command(after_help = docs!("docs/delivery.md"))]
     Tail(TailArgs),
     /// Print the active conditions of a running daemon, read from its
     /// status API at `metrics_addr`.
+    #[command(after_help = docs!("docs/alerts.md", "docs/metrics.md"))]
     Alerts(AlertsArgs),
 }
 
