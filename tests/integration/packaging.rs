@@ -1,7 +1,8 @@
 //! Running as a service: the sample `packaging/lookout.toml` holds every
-//! config key with its real default, the README's configuration reference
-//! names the same keys as the code, `make install` puts the files where the
-//! README says, and `--version` names the watcher ABI.
+//! config key with its real default, the configuration reference in
+//! `docs/configuration.md` names the same keys as the code, `make install`
+//! puts the files where `docs/install.md` says, and `--version` names the
+//! watcher ABI.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -233,13 +234,13 @@ fn keys_in(
     }
 }
 
-/// The keys of the README's "### Configuration reference" table: the first
-/// backticked name of each row.
-fn readme_keys() -> BTreeSet<String> {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let (_, section) = readme
-        .split_once("\n### Configuration reference\n")
-        .expect("README.md has a `### Configuration reference` section");
+/// The keys of the "## Configuration reference" table in
+/// `docs/configuration.md`: the first backticked name of each row.
+fn reference_keys() -> BTreeSet<String> {
+    let page = std::fs::read_to_string(repo().join("docs/configuration.md")).unwrap();
+    let (_, section) = page
+        .split_once("\n## Configuration reference\n")
+        .expect("docs/configuration.md has a `## Configuration reference` section");
     section
         .lines()
         .skip(1)
@@ -249,9 +250,9 @@ fn readme_keys() -> BTreeSet<String> {
         .collect()
 }
 
-/// Every key the code accepts is in the README's configuration reference
-/// and in the sample config, and neither names a key the code does not
-/// accept.
+/// Every key the code accepts is in the configuration reference
+/// (`docs/configuration.md`) and in the sample config, and neither names a
+/// key the code does not accept.
 #[test]
 fn readme_sample_and_code_name_the_same_config_keys() {
     let code = code_keys();
@@ -264,16 +265,16 @@ fn readme_sample_and_code_name_the_same_config_keys() {
         assert!(code.contains(key), "{key} missing from {code:?}");
     }
     assert!(code.contains("watchers.NAME") && code.contains("limits.watchers.NAME"));
-    let readme = readme_keys();
+    let reference = reference_keys();
     assert_eq!(
-        readme.difference(&code).collect::<Vec<_>>(),
+        reference.difference(&code).collect::<Vec<_>>(),
         Vec::<&String>::new(),
-        "README keys the code does not accept"
+        "keys of docs/configuration.md's configuration reference the code does not accept"
     );
     assert_eq!(
-        code.difference(&readme).collect::<Vec<_>>(),
+        code.difference(&reference).collect::<Vec<_>>(),
         Vec::<&String>::new(),
-        "keys missing from README's configuration reference"
+        "keys missing from the configuration reference in docs/configuration.md (one row each)"
     );
     let mut sample = BTreeSet::new();
     for which in EVERYTHING {
@@ -326,7 +327,7 @@ fn reference_key(key: &str, code: &BTreeSet<String>) -> Option<String> {
 
 /// `make install DESTDIR=... PREFIX=/usr` (without building) puts the
 /// binary, the bundled watchers, the unit (its paths under PREFIX) and the
-/// sample config where README.md says, and keeps an existing config.
+/// sample config where docs/install.md says, and keeps an existing config.
 #[test]
 fn make_install_puts_the_files_where_documented() {
     plugins_dir();
