@@ -244,13 +244,14 @@ fn every_bundled_watcher_keeps_its_golden_case_in_its_folder() {
     }
 }
 
-/// README.md's tutorial as script lines, in order: the shell blocks marked
+/// The tutorial in docs/writing-watchers.md as script lines, in order: the shell blocks marked
 /// `<!-- tutorial -->` as they are, and each block marked
 /// `<!-- tutorial: PATH -->` written to PATH (a here-document).
 fn readme_tutorial() -> Vec<String> {
-    let readme = std::fs::read_to_string(crate::support::repo().join("README.md")).unwrap();
+    let page =
+        std::fs::read_to_string(crate::support::repo().join("docs/writing-watchers.md")).unwrap();
     let mut lines = Vec::new();
-    let mut rest = readme.as_str();
+    let mut rest = page.as_str();
     while let Some(at) = rest.find("<!-- tutorial") {
         let (marker, after) = rest[at..]
             .split_once(" -->\n```")
@@ -271,14 +272,17 @@ fn readme_tutorial() -> Vec<String> {
         }
         rest = &block[end..];
     }
-    assert!(lines.len() > 10, "README has the tutorial blocks");
+    assert!(
+        lines.len() > 10,
+        "docs/writing-watchers.md has the tutorial blocks"
+    );
     lines
 }
 
-/// "Write a watcher" in README.md, run as written: `lookout new`, both
+/// "Write a watcher" in docs/writing-watchers.md, run as written: `lookout new`, both
 /// builds, check, the golden test, a recording, then the component dropped
 /// into a running daemon's plugins folder until its event is on the stream;
-/// then the second example, a CLIENT LIST watcher written from README, its
+/// then the second example, a CLIENT LIST watcher written from the page, its
 /// unit test, its build, and a recording of a subscriber that stops reading
 /// and goes, in which it warns once and resolves once.
 #[test]
