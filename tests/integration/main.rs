@@ -13,6 +13,7 @@ mod client_buffers;
 mod conditions;
 mod config;
 mod discovery;
+mod docs;
 mod engine;
 mod fleet;
 mod heartbeat;

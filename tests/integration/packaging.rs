@@ -284,6 +284,28 @@ fn readme_sample_and_code_name_the_same_config_keys() {
     assert_eq!(sample, code, "keys of packaging/lookout.toml");
 }
 
+/// The `lookout.toml` examples of README's quick start (every `toml` block
+/// of README.md) load as written.
+#[test]
+fn readme_quick_start_configs_load() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("\n```").next().unwrap())
+        .collect();
+    assert!(
+        blocks.len() >= 2,
+        "README's quick start has its lookout.toml examples"
+    );
+    for block in blocks {
+        let tmp = tempfile::tempdir().unwrap();
+        if let Err(e) = load(tmp.path(), block) {
+            panic!("this lookout.toml of README.md does not load: {e:#}\n{block}");
+        }
+    }
+}
+
 /// `lookout config` lists every key the code accepts and no other: with
 /// every line of the sample uncommented, each key it shows, named as the
 /// configuration reference names it (`targets[0].url` is `targets.url`,
