@@ -56,7 +56,7 @@ chromium:
 
 ## cargo-component built without LTO, with parallel codegen and light
 ## optimisation: it only packages watchers here, so its own speed does not
-## matter, and the install is about a quarter shorter (README).
+## matter, and the install is about a quarter shorter (README.md).
 cargo-component:
 	@command -v cargo-component >/dev/null || \
 		CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
@@ -66,7 +66,7 @@ cargo-component:
 build: toolchain plugins
 	$(CARGO) build --release -p lookout
 
-## Install as a service (see README "Running as a service"):
+## Install as a service (see docs/install.md, "Running as a service"):
 ##   $(PREFIX)/bin/lookout, the bundled watchers in $(PREFIX)/lib/lookout/plugins,
 ##   the systemd unit in $(PREFIX)/lib/systemd/system (its /usr/local paths set
 ##   to PREFIX), README.md and docs/ in $(PREFIX)/share/doc/lookout (the pages

@@ -367,14 +367,14 @@ fn refused_and_pointless_probes_are_not_repeated_every_poll() {
 /// host asks their TYPE (which cannot fail) instead of XINFO (an error
 /// reply counted in the server's error statistics every poll). Once they
 /// hold streams, XINFO reads them again and the watcher says so. The
-/// daemon runs as README's ACL user with the probe rules.
+/// daemon runs as the ACL user of docs/tls.md with the probe rules.
 #[test]
 fn a_missing_stream_key_does_not_fail_a_command_every_poll() {
     let redis = Redis::start(&[]);
     let bus = Redis::start(&[]);
     redis_cmd(&redis, &["SET", "text", "not a stream"]);
     let tmp = tempfile::tempdir().unwrap();
-    // The README's ACL user, with the probe rules, for these two streams.
+    // The ACL user of docs/tls.md, with the probe rules, for these two streams.
     let mut lookout = daemon_as_user(
         tmp.path(),
         &redis,

@@ -732,11 +732,11 @@ fn a_wrong_password_is_a_configuration_error() {
     let _ = stop(&mut lookout);
 }
 
-/// The watched Redis's user for Lookout (README: ACL rules).
+/// The watched Redis's user for Lookout (docs/tls.md: ACL rules).
 const WATCHED_ACL: &str =
     "on >watch-pw -@all +ping +info +slowlog|get +client|setname +client|info";
 
-/// The bus's user for Lookout (README: ACL rules).
+/// The bus's user for Lookout (docs/tls.md: ACL rules).
 const BUS_ACL: &str = "on >bus-pw -@all +publish +xadd +info +exists +set +del +client|setname \
      +client|info ~logs:stream:* ~lookout:heartbeat:* &logs.redis.*";
 
@@ -749,7 +749,7 @@ fn acl(redis: &Redis, user: &str, rules: &str) {
     cmd.exec(&mut redis.conn()).unwrap();
 }
 
-/// With exactly the README's ACL users (watched and bus), slowlog events
+/// With exactly the ACL users of docs/tls.md (watched and bus), slowlog events
 /// arrive; without `+slowlog|get` the SLOWLOG probe is switched off with one
 /// error event while the other watchers keep their cadence.
 #[test]

@@ -423,7 +423,7 @@ fn files_copied_in_during_start_up_are_loaded() {
 }
 
 /// What `make test` leaves in `plugins/`: the bundled watchers and the
-/// 17.5 MiB Python hit-ratio, within the default 32 MiB file cap. README's
+/// 17.5 MiB Python hit-ratio, within the default 32 MiB file cap. The docs'
 /// `lookout run` (no lookout.toml) starts all four, with no error.
 #[test]
 fn readme_run_starts_after_make_test() {

@@ -232,7 +232,7 @@ fn refused(ask: &Ask, e: &redis::ServerError) -> String {
     let message = reply_line(e);
     if ServerKind::from(e) == ServerKind::NoPerm {
         format!(
-            "{} refused: {message}; grant it to this user (README: ACL rules)",
+            "{} refused: {message}; grant it to this user (docs/tls.md: ACL rules)",
             ask.command()
         )
     } else {

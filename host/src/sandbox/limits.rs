@@ -281,7 +281,7 @@ fn shown(l: &WatcherLimits) -> Value {
 }
 
 /// Accepted range of every numeric key, inclusive, with its unit; the
-/// README's `[limits]` section documents the same table.
+/// docs/untrusted.md documents the same table.
 pub(crate) const RANGES: [(&str, i64, i64, &str); 14] = [
     ("call_deadline_ms", 1, 600_000, "milliseconds"),
     ("memory_mib", 1, 4096, "MiB"),

@@ -405,7 +405,7 @@ fn refusal(url: &str, what: &str, kind: &ServerKind, message: &str) -> String {
     let fix = if kind.is_auth() {
         "check the user and password in the URL"
     } else {
-        "grant the command to this user (README: ACL rules)"
+        "grant the command to this user (docs/tls.md: ACL rules)"
     };
     format!("redis at {url} refused {what}: {message}; {fix}")
 }
