@@ -172,17 +172,24 @@ impl CommandStats {
     /// only the commands others sent in between. (Redis adds a command's
     /// time once it has answered, so the start read would otherwise land
     /// in the window: about as dear as a poll's INFO, which matters when a
-    /// window holds few polls.) Its cost is taken from a read just before
-    /// it, the same command.
+    /// window holds few polls.) Its cost is the least of two reads just
+    /// before it, the same command (a poll's INFO landing between two of
+    /// them makes that pair's cost the mean of the calls).
     pub fn start(conn: &mut redis::Connection) -> Self {
-        let first = Self::read(conn);
-        let mut second = Self::read(conn);
-        let (calls, usec) = second.0.get("info").copied().unwrap_or_default();
-        let (c0, u0) = first.0.get("info").copied().unwrap_or_default();
-        // Only our read in between, usually; else the mean INFO call.
-        let own = (usec - u0) / (calls - c0).max(1);
-        second.0.insert("info".to_owned(), (calls + 1, usec + own));
-        second
+        let info = |stats: &Self| stats.0.get("info").copied().unwrap_or_default();
+        let reads = [Self::read(conn), Self::read(conn), Self::read(conn)];
+        let own = reads
+            .windows(2)
+            .map(|pair| {
+                let ((c0, u0), (c1, u1)) = (info(&pair[0]), info(&pair[1]));
+                u1.saturating_sub(u0) / c1.saturating_sub(c0).max(1)
+            })
+            .min()
+            .unwrap_or(0);
+        let [.., mut last] = reads;
+        let (calls, usec) = info(&last);
+        last.0.insert("info".to_owned(), (calls + 1, usec + own));
+        last
     }
 
     /// What ran between `before` and `self`.
