@@ -224,7 +224,7 @@ impl Poller {
                 let queued = std::mem::take(&mut self.queued);
                 self.publish(queued).await;
             }
-            let wake = next_poll.map(|at| slot_of(at, self.interval));
+            let wake = next_poll;
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return Ok(()),
@@ -255,9 +255,9 @@ impl Poller {
                 m.polled(began.elapsed(), outcome.is_ok());
             }
             // Polls keep to their schedule (the first due time plus whole
-            // intervals), so targets that share a start slot keep sharing
-            // it; a poll that ran past the next due time skips to the one
-            // after, never polling twice in a row to catch up.
+            // intervals), so a target's polls do not drift later by the
+            // time each takes; a poll that ran past the next due time skips
+            // to the one after, never polling twice in a row to catch up.
             let scheduled = next_poll.unwrap_or(began);
             let on_time = next_due(scheduled, self.interval, Instant::now());
             let wait = match outcome {
@@ -702,34 +702,6 @@ struct Outage {
     backoff: Backoff,
 }
 
-/// Wake-ups per interval that targets share at most: each target's poll
-/// time is rounded up to one of them, so a process watching thousands of
-/// targets serves many in one wake-up (at the default 5 s interval, a slot
-/// every 10 ms).
-const SLOTS_PER_INTERVAL: u32 = 500;
-
-/// Finest and coarsest start slot.
-const SLOT_MIN: Duration = Duration::from_millis(1);
-const SLOT_MAX: Duration = Duration::from_millis(10);
-
-/// Where every poller's start slots are counted from.
-fn slot_base() -> Instant {
-    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
-
-/// `at` rounded up to the next start slot of a target polled every
-/// `interval`: the time its poller wakes.
-fn slot_of(at: Instant, interval: Duration) -> Instant {
-    let slot = (interval / SLOTS_PER_INTERVAL).clamp(SLOT_MIN, SLOT_MAX);
-    let base = slot_base();
-    let since = at.saturating_duration_since(base).as_nanos();
-    let step = slot.as_nanos();
-    let slots = since.div_ceil(step);
-    let rounded = u64::try_from(slots * step).unwrap_or(u64::MAX);
-    base + Duration::from_nanos(rounded)
-}
-
 /// The due time after `scheduled` for a poll every `interval`, `now`
 /// being when the poll ended: the next whole interval after `scheduled`
 /// that is still ahead.
@@ -747,29 +719,6 @@ fn next_due(scheduled: Instant, interval: Duration, now: Instant) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn polls_wake_on_shared_slots() {
-        let interval = Duration::from_secs(5);
-        let at = Instant::now() + Duration::from_millis(1234);
-        let woken = slot_of(at, interval);
-        assert!(
-            woken >= at && woken - at < SLOT_MAX,
-            "rounded up within a slot"
-        );
-        // Due times within one 10 ms slot share a wake-up.
-        let a = slot_of(woken - Duration::from_millis(9), interval);
-        assert_eq!(a, woken);
-        assert_eq!(
-            slot_of(woken, interval),
-            woken,
-            "a slot time is its own slot"
-        );
-        // A 20 ms cadence rounds to the millisecond only.
-        let fast = Duration::from_millis(20);
-        let woken = slot_of(at, fast);
-        assert!(woken >= at && woken - at < SLOT_MIN);
-    }
 
     #[test]
     fn polls_keep_their_schedule_and_skip_what_is_past() {
