@@ -14,37 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::measure::{CommandStats, Cpu, CpuWindow, median};
+pub use crate::measure::{exporter_program as program, exporter_version as version};
 use crate::support::{Redis, free_port, wait_for};
-
-/// The exporter's program: Debian names it `prometheus-redis-exporter`,
-/// upstream `redis_exporter`.
-pub fn program() -> Option<PathBuf> {
-    ["prometheus-redis-exporter", "redis_exporter"]
-        .iter()
-        .find_map(|name| {
-            let out = Command::new("sh")
-                .args(["-c", &format!("command -v {name}")])
-                .output()
-                .ok()?;
-            let path = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-            (!path.is_empty()).then(|| PathBuf::from(path))
-        })
-}
-
-/// Its version, as `-version` prints it (`1.45.0-2+b4`).
-pub fn version() -> Option<String> {
-    let out = Command::new(program()?).arg("-version").output().ok()?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let after = text.split("Exporter ").nth(1)?;
-    Some(
-        after
-            .split_whitespace()
-            .next()?
-            .trim_matches('"')
-            .to_owned(),
-    )
-}
 
 /// A running exporter, killed on drop.
 struct Exporter {

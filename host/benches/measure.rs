@@ -350,7 +350,7 @@ pub fn header(title: &str) {
         .find_map(|w| w.strip_prefix("v="))
         .unwrap_or(&redis)
         .to_owned();
-    let exporter = crate::exporter::version().unwrap_or_else(|| "not installed".to_owned());
+    let exporter = exporter_version().unwrap_or_else(|| "not installed".to_owned());
     let repo = support::repo();
     let repo = repo.to_str().unwrap();
     let commit = first_line("git", &["-C", repo, "rev-parse", "--short", "HEAD"]);
@@ -374,4 +374,37 @@ pub fn header(title: &str) {
         }
     );
     println!();
+}
+
+/// redis_exporter's program: Debian names it `prometheus-redis-exporter`,
+/// upstream `redis_exporter`.
+pub fn exporter_program() -> Option<PathBuf> {
+    ["prometheus-redis-exporter", "redis_exporter"]
+        .iter()
+        .find_map(|name| {
+            let out = Command::new("sh")
+                .args(["-c", &format!("command -v {name}")])
+                .output()
+                .ok()?;
+            let path = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+            (!path.is_empty()).then(|| PathBuf::from(path))
+        })
+}
+
+/// Its version, as `-version` prints it (`1.45.0-2+b4`).
+pub fn exporter_version() -> Option<String> {
+    let out = Command::new(exporter_program()?)
+        .arg("-version")
+        .output()
+        .ok()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let after = text.split("Exporter ").nth(1)?;
+    Some(
+        after
+            .split_whitespace()
+            .next()?
+            .trim_matches('"')
+            .to_owned(),
+    )
 }
