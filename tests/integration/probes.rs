@@ -81,9 +81,7 @@ fn a_watcher_built_for_0_3_0_still_loads_and_reports() {
         &plugins,
         "[watchers.stream-lag]\nstreams = 'jobs'\nmax_lag = 5\ngrowing_polls = 0\n",
     );
-    for n in 1..=10 {
-        redis_cmd(&redis, &["XADD", "jobs", "*", "n", &n.to_string()]);
-    }
+    add_ten_entries(&redis);
     let over = wait_event(&bus, "stream-lag", "the 0.3.0 watcher's lag", |e| {
         e["fields"]["stream"] == "jobs" && e["fields"]["state"] == "entered"
     });
@@ -214,9 +212,7 @@ fn stream_lag_and_latency_see_their_conditions() {
         "{missing}"
     );
 
-    for n in 1..=10 {
-        redis_cmd(&redis, &["XADD", "jobs", "*", "n", &n.to_string()]);
-    }
+    add_ten_entries(&redis);
     let over = wait_event(&bus, "stream-lag", "lag over max_lag", |e| {
         e["fields"]["stream"] == "jobs" && e["fields"]["state"] == "entered"
     });
@@ -457,9 +453,7 @@ fn stream_lag_in_a_cluster_reads_each_stream_on_its_node() {
     for node in &cluster.nodes {
         polls_pass(node, 2);
     }
-    for n in 1..=10 {
-        redis_cmd(owner, &["XADD", "jobs", "*", "n", &n.to_string()]);
-    }
+    add_ten_entries(owner);
     let over = wait_event(&bus, "stream-lag", "lag over max_lag", |e| {
         e["fields"]["condition"] == "over_max_lag"
     });
@@ -474,6 +468,22 @@ fn stream_lag_in_a_cluster_reads_each_stream_on_its_node() {
     let all = events_of(&bus, "stream-lag");
     assert_eq!(all.len(), 1, "only the serving master reports: {all:?}");
     assert!(lookout.terminate().success());
+}
+
+/// Adds ten entries to `jobs` in one MULTI/EXEC, so no poll sees a lag
+/// between the old one and ten more.
+fn add_ten_entries(redis: &Redis) {
+    let mut adds = redis::pipe();
+    adds.atomic();
+    for n in 1..=10 {
+        adds.cmd("XADD")
+            .arg("jobs")
+            .arg("*")
+            .arg("n")
+            .arg(n)
+            .ignore();
+    }
+    adds.exec(&mut redis.conn()).expect("XADD ten entries");
 }
 
 /// Calls of `command` on `redis` so far (`INFO commandstats`).
