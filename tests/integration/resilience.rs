@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    Redis, bundled, by_target, free_port, lookout_cmd, run_lookout, run_to_end, wait_for,
+    Redis, bundled, bus_config, by_target, events_of, free_port, lookout_cmd, pings, plugins_with,
+    run_lookout, run_to_end, wait_event, wait_for,
 };
 
 /// Seconds in a "retrying in 3.7s" log line.
@@ -95,6 +96,67 @@ fn redis_restart_is_survived_and_slowlog_resets() {
         "ids restart after a Redis restart: {id} vs {max_before}"
     );
     assert!(lookout.alive());
+    assert!(lookout.terminate().success());
+}
+
+/// A reply that comes after `response_timeout` (the watched server blocked
+/// by DEBUG SLEEP) is never taken for a later call's: the poll that waited
+/// fails, the target is reported unreachable once and reachable again,
+/// the slow command arrives once as a slowlog event with its own
+/// arguments, and the polls after it read what they asked for.
+#[test]
+fn a_late_reply_is_never_read_as_a_later_ones() {
+    let redis = Redis::start(&[
+        "--enable-debug-command",
+        "yes",
+        "--slowlog-log-slower-than",
+        "100000",
+    ]);
+    let bus = Redis::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &["slowlog"], &[]);
+    let config = bus_config(tmp.path(), &bus, "response_timeout = 0.3", "");
+    let mut lookout = run_lookout(
+        tmp.path(),
+        &redis.url(),
+        &plugins,
+        &["--config", config.to_str().unwrap()],
+    );
+    lookout.wait_started();
+    let start = pings(&redis);
+    wait_for("three polls", Duration::from_secs(20), || {
+        (pings(&redis) >= start + 3).then_some(())
+    });
+    redis::cmd("DEBUG")
+        .arg("SLEEP")
+        .arg("1")
+        .exec(&mut redis.conn())
+        .unwrap();
+    wait_event(&bus, "lookout", "the target back", |e| {
+        e["msg"].as_str().unwrap_or("").contains("reachable again")
+    });
+    let slow = wait_event(&bus, "slowlog", "the DEBUG SLEEP entry", |e| {
+        e["fields"]["args"] == "DEBUG SLEEP 1"
+    });
+    assert!(
+        slow["fields"]["duration_us"].as_u64().unwrap() >= 900_000,
+        "{slow}"
+    );
+    let back = pings(&redis);
+    wait_for("ten polls after it", Duration::from_secs(20), || {
+        (pings(&redis) >= back + 10).then_some(())
+    });
+    assert_eq!(lookout.stderr.matching("redis lost at").len(), 1);
+    let lost = events_of(&bus, "lookout")
+        .into_iter()
+        .filter(|e| e["msg"].as_str().unwrap_or("").contains("unreachable"))
+        .count();
+    assert_eq!(lost, 1, "one outage, reported once");
+    let slow = events_of(&bus, "slowlog")
+        .into_iter()
+        .filter(|e| e["fields"]["args"] == "DEBUG SLEEP 1")
+        .count();
+    assert_eq!(slow, 1, "the entry once");
     assert!(lookout.terminate().success());
 }
 

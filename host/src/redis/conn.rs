@@ -4,7 +4,9 @@
 //! connection learns its client id and the address the server sees it
 //! from (CLIENT INFO), so the host's own commands can be told apart in
 //! SLOWLOG, and its own connections left out of CLIENT LIST, without
-//! trusting a client name anyone can set.
+//! trusting a client name anyone can set. A connection's reads and writes
+//! run inside the calls that use it, on the caller's task: no task of its
+//! own, no hop between tasks for a reply.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -12,10 +14,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use redis::Value;
-use redis::aio::MultiplexedConnection;
 
 use super::endpoint::Endpoint;
 use super::error::{ServerKind, io_kind, tls_error};
+use super::link::Link;
 use super::redact::{instance_of, redact_text};
 use super::tls::TlsFault;
 
@@ -121,10 +123,13 @@ fn identity(info: &str) -> Identity<'_> {
 /// A lazily (re)connected, named connection with connect and reply timeouts.
 pub struct Conn {
     endpoint: Endpoint,
-    config: redis::AsyncConnectionConfig,
+    /// Upper bound for the dial (TCP and TLS).
+    connect_timeout: Duration,
+    /// Upper bound for a call's replies.
+    response_timeout: Duration,
     /// Upper bound for connecting plus the handshake.
     connect_budget: Duration,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Link>,
     /// `host:port`, for messages.
     pub instance: String,
     /// The server's address as it sees itself (CLIENT INFO `laddr`), once
@@ -159,16 +164,14 @@ impl Conn {
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Result<Self> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(response_timeout));
-        endpoint.client(config.clone())?;
+        endpoint.dialer()?;
         let url = &endpoint.url;
         let insecure =
             url.starts_with("rediss:") && (endpoint.tls.insecure() || url.ends_with("#insecure"));
         Ok(Self {
             endpoint: endpoint.clone(),
-            config,
+            connect_timeout,
+            response_timeout,
             connect_budget: connect_timeout + response_timeout * 2,
             conn: None,
             instance: instance_of(url),
@@ -185,23 +188,26 @@ impl Conn {
     ///
     /// # Errors
     /// Connecting or authenticating failed or timed out.
-    async fn get(&mut self) -> Result<&mut MultiplexedConnection, QueryError> {
+    async fn get(&mut self) -> Result<&mut Link, QueryError> {
         if self.conn.is_none() {
-            let (client, config, cert) =
-                self.endpoint.client(self.config.clone()).map_err(|e| {
-                    QueryError::down(redact_text(&format!("{e:#}"), &self.endpoint.url))
-                })?;
-            self.client_cert = cert;
+            let dialer = self.endpoint.dialer().map_err(|e| {
+                QueryError::down(redact_text(&format!("{e:#}"), &self.endpoint.url))
+            })?;
+            self.client_cert = dialer.client_cert;
+            let mut hello = redis::pipe();
+            hello.cmd("CLIENT").arg("SETNAME").arg(CLIENT_NAME);
+            hello.cmd("CLIENT").arg("INFO");
             let dial = async {
-                let mut conn = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                let mut hello = redis::pipe();
-                hello.ignore_errors();
-                hello.cmd("CLIENT").arg("SETNAME").arg(CLIENT_NAME);
-                hello.cmd("CLIENT").arg("INFO");
-                let replies: Vec<Value> = hello.query_async(&mut conn).await?;
-                Ok::<_, redis::RedisError>((conn, replies))
+                let stream = tokio::time::timeout(self.connect_timeout, dialer.dial())
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                Link::open(
+                    stream,
+                    dialer.info.redis_settings(),
+                    Some(self.response_timeout),
+                    &hello,
+                )
+                .await
             };
             let (conn, replies) = tokio::time::timeout(self.connect_budget, dial)
                 .await
@@ -354,8 +360,8 @@ impl Conn {
     }
 
     async fn query_once(&mut self, pipe: &redis::Pipeline) -> Result<Vec<Value>, QueryError> {
-        let conn = self.get().await?;
-        match pipe.query_async::<Vec<Value>>(conn).await {
+        let link = self.get().await?;
+        match pipe.query_async::<Vec<Value>>(link).await {
             Ok(values) => Ok(values),
             Err(e) => {
                 let error = self.error(&e);

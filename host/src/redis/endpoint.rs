@@ -3,15 +3,15 @@
 //! dial so a rotated password is picked up), and for a discovered node the
 //! addresses it may resolve to.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 
 use super::allow::Allow;
+use super::dial::{Dialer, Resolver};
 use super::redact::redact_url;
-use super::tls::{Pin, Tls};
+use super::tls::{Tls, TlsDial};
 
 /// Credentials given beside a URL rather than in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -146,17 +146,18 @@ impl Endpoint {
         }
     }
 
-    /// A client for this endpoint, reading the certificate, key and
-    /// password files now, with the connection settings it needs; and
-    /// whether a client certificate is presented.
+    /// What a dial of this endpoint needs, reading the certificate, key
+    /// and password files now.
     ///
     /// # Errors
     /// The URL does not parse, or a file cannot be read.
-    pub fn client(
-        &self,
-        config: redis::AsyncConnectionConfig,
-    ) -> Result<(redis::Client, redis::AsyncConnectionConfig, bool)> {
-        let (mut info, files, pin) = self.tls.client(&self.url)?;
+    pub fn dialer(&self) -> Result<Dialer> {
+        let TlsDial {
+            mut info,
+            config,
+            pin,
+            client_cert,
+        } = self.tls.client(&self.url)?;
         if !self.auth.is_empty() {
             let mut redis = info.redis_settings().clone();
             if let Some(user) = &self.auth.username {
@@ -167,67 +168,14 @@ impl Endpoint {
             }
             info = info.set_redis_settings(redis);
         }
-        let cert = files.has_client_cert();
-        let client = files
-            .build(info, &self.url)
-            .context("building the client")?;
-        let config = if pin.is_some() || self.allow.is_some() {
-            config.set_dns_resolver(Resolver {
+        Ok(Dialer {
+            info,
+            tls: config,
+            client_cert,
+            resolver: Resolver {
                 pin,
                 allow: self.allow.clone(),
-            })
-        } else {
-            config
-        };
-        Ok((client, config, cert))
-    }
-}
-
-/// Resolves host names as the system does, with two twists: the name a
-/// certificate is checked against (`tls.server_name`) resolves to the
-/// URL's host, and a discovered node's addresses outside its entry's
-/// `allow` are dropped (none left: the dial fails, naming them).
-struct Resolver {
-    pin: Option<Pin>,
-    allow: Option<Arc<Allow>>,
-}
-
-impl redis::io::AsyncDNSResolver for Resolver {
-    fn resolve<'a, 'b: 'a>(
-        &'a self,
-        host: &'b str,
-        port: u16,
-    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = SocketAddr> + Send + 'a>> {
-        let target = match &self.pin {
-            Some(pin) if host == pin.name => pin.host.as_str(),
-            _ => host,
-        };
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target, port)).await?.collect();
-            let Some(allow) = self.allow.as_deref().filter(|a| !a.is_seed(target)) else {
-                return Ok(
-                    Box::new(addrs.into_iter()) as Box<dyn Iterator<Item = SocketAddr> + Send>
-                );
-            };
-            let (kept, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
-                addrs.into_iter().partition(|a| allow.address(a.ip()));
-            if kept.is_empty() {
-                let shown: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{target} resolves to {}, outside the discover entry's `allow`; not \
-                         dialled",
-                        if shown.is_empty() {
-                            "no address".to_owned()
-                        } else {
-                            shown.join(", ")
-                        }
-                    ),
-                )
-                .into());
-            }
-            Ok(Box::new(kept.into_iter()) as Box<dyn Iterator<Item = SocketAddr> + Send>)
+            },
         })
     }
 }

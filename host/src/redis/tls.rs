@@ -5,8 +5,11 @@
 //! `insecure`, checks nothing.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
 
 use super::redact::redact_text;
@@ -88,21 +91,26 @@ impl Tls {
         Ok(())
     }
 
-    /// A redis client for `url` with these settings (they matter only for
-    /// `rediss://` URLs; others get a plain client), reading the
-    /// certificate and key files now, and the name to resolve to the URL's
-    /// host when `server_name` differs from it.
+    /// How to reach `url` with these settings (they matter only for
+    /// `rediss://` URLs): its connection info, and for TLS the rustls
+    /// configuration (certificate and key files read now) and the name
+    /// to resolve to the URL's host when `server_name` differs from it.
     ///
     /// # Errors
     /// The URL does not parse, or a file cannot be read.
-    pub fn client(&self, url: &str) -> Result<(redis::ConnectionInfo, TlsFiles, Option<Pin>)> {
+    pub fn client(&self, url: &str) -> Result<TlsDial> {
         let bad = |e: &dyn std::fmt::Display| {
             anyhow!("bad Redis URL: {}", redact_text(&e.to_string(), url))
         };
         let parsed = url::Url::parse(url).map_err(|e| bad(&e))?;
         if parsed.scheme() != "rediss" {
             let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| bad(&e))?;
-            return Ok((skip_lib_name(info), TlsFiles::default(), None));
+            return Ok(TlsDial {
+                info: skip_lib_name(info),
+                config: None,
+                pin: None,
+                client_cert: false,
+            });
         }
         let mut shown = parsed.clone();
         // `#insecure` is how redis-rs takes "verify nothing".
@@ -115,66 +123,142 @@ impl Tls {
         }
         let info =
             redis::IntoConnectionInfo::into_connection_info(shown.as_str()).map_err(|e| bad(&e))?;
-        let info = skip_lib_name(info);
-        let client_tls = match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                client_cert: pem("cert_file", cert)?,
-                client_key: pem("key_file", key)?,
-            }),
-            _ => None,
+        let insecure = matches!(
+            info.addr(),
+            redis::ConnectionAddr::TcpTls { insecure: true, .. }
+        );
+        let table = Tls {
+            insecure: Some(insecure),
+            ..self.clone()
         };
-        let root_cert = self
-            .ca_file
-            .as_deref()
-            .map(|f| pem("ca_file", f))
-            .transpose()?;
+        let config = table.rustls_config("tls")?;
         let pin = self.server_name.as_ref().map(|name| Pin {
             name: name.clone(),
             host: real_host,
         });
-        Ok((
-            info,
-            TlsFiles {
-                client_tls,
-                root_cert,
-            },
+        Ok(TlsDial {
+            info: skip_lib_name(info),
+            config: Some(Arc::new(config)),
             pin,
-        ))
+            client_cert: self.cert_file.is_some() && self.key_file.is_some(),
+        })
     }
 }
 
-/// The certificate files of a `[tls]` table, read.
-#[derive(Default)]
-pub struct TlsFiles {
-    client_tls: Option<redis::ClientTlsConfig>,
-    root_cert: Option<Vec<u8>>,
-}
-
-impl TlsFiles {
-    /// A client for `info` trusting and presenting these certificates.
+impl Tls {
+    /// The rustls configuration of this table, for `table` (the key the
+    /// messages name: `tls`, `alertmanager.tls`): its CA or the system's
+    /// roots, its client certificate, or no verification with `insecure`.
+    /// The files are read now.
     ///
     /// # Errors
-    /// A certificate or key does not parse.
-    pub fn build(self, info: redis::ConnectionInfo, url: &str) -> Result<redis::Client> {
-        if self.client_tls.is_some() || self.root_cert.is_some() {
-            redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: self.client_tls,
-                    root_cert: self.root_cert,
-                },
-            )
-            .map_err(|e| anyhow!("TLS settings for {}: {e}", redact_text(url, url)))
+    /// A file cannot be read or does not parse, or there is no CA to
+    /// trust; the message names the key and the file.
+    pub fn rustls_config(&self, table: &str) -> Result<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = if self.insecure() {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
         } else {
-            Ok(redis::Client::open(info)?)
-        }
+            let mut roots = rustls::RootCertStore::empty();
+            match &self.ca_file {
+                Some(path) => {
+                    let file = || format!("{table}.ca_file: {}", path.display());
+                    for cert in CertificateDer::pem_file_iter(path)
+                        .with_context(|| format!("{table}.ca_file: reading {}", path.display()))?
+                    {
+                        roots.add(cert.with_context(file)?).with_context(file)?;
+                    }
+                }
+                None => {
+                    let found = rustls_native_certs::load_native_certs();
+                    roots.add_parsable_certificates(found.certs);
+                }
+            }
+            if roots.is_empty() {
+                bail!("no CA certificate to trust; set {table}.ca_file");
+            }
+            builder.with_root_certificates(roots)
+        };
+        Ok(match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                let certs = CertificateDer::pem_file_iter(cert)
+                    .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                    .with_context(|| format!("{table}.cert_file: reading {}", cert.display()))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .with_context(|| format!("{table}.key_file: reading {}", key.display()))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .with_context(|| format!("{table}.cert_file and {table}.key_file"))?
+            }
+            _ => builder.with_no_client_auth(),
+        })
+    }
+}
+
+/// `insecure = true`: any certificate is taken, signatures still checked
+/// for the handshake's sake.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
-    /// Whether a client certificate is presented.
-    #[must_use]
-    pub fn has_client_cert(&self) -> bool {
-        self.client_tls.is_some()
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// What a dial of one URL needs from its `[tls]` table.
+pub struct TlsDial {
+    /// The URL's connection info: address, database, credentials.
+    pub info: redis::ConnectionInfo,
+    /// For `rediss://`: the rustls configuration.
+    pub config: Option<Arc<rustls::ClientConfig>>,
+    /// The certificate's name when it is not the URL's host.
+    pub pin: Option<Pin>,
+    /// Whether a client certificate is presented.
+    pub client_cert: bool,
 }
 
 /// Connect to `host` while checking the certificate against `name`.

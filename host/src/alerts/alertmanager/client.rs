@@ -6,16 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::settings::{AlertmanagerSettings, Credentials};
-use crate::redis::tls::Tls;
 
 /// Most bytes of a reply body read (and kept for a log line).
 const MAX_REPLY_BYTES: usize = 64 * 1024;
@@ -48,9 +46,7 @@ impl Client {
     /// when no `ca_file` is given.
     pub(crate) fn new(settings: &AlertmanagerSettings) -> Result<Self> {
         let tls = if settings.urls.iter().any(|u| u.scheme() == "https") {
-            Some(Arc::new(
-                tls_config(&settings.tls).context("alertmanager.tls")?,
-            ))
+            Some(Arc::new(settings.tls.rustls_config("alertmanager.tls")?))
         } else {
             None
         };
@@ -167,102 +163,6 @@ where
     .await;
     driving.abort();
     result
-}
-
-/// The rustls configuration of `tls`: its CA or the system's roots, its
-/// client certificate, or no verification with `insecure`.
-fn tls_config(tls: &Tls) -> Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let builder = if tls.insecure() {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match &tls.ca_file {
-            Some(path) => {
-                for cert in CertificateDer::pem_file_iter(path)
-                    .with_context(|| format!("ca_file: reading {}", path.display()))?
-                {
-                    let cert = cert.with_context(|| format!("ca_file: {}", path.display()))?;
-                    roots
-                        .add(cert)
-                        .with_context(|| format!("ca_file: {}", path.display()))?;
-                }
-            }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                roots.add_parsable_certificates(found.certs);
-            }
-        }
-        if roots.is_empty() {
-            bail!("no CA certificate to trust; set alertmanager.tls.ca_file");
-        }
-        builder.with_root_certificates(roots)
-    };
-    Ok(match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let certs = CertificateDer::pem_file_iter(cert)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .with_context(|| format!("cert_file: reading {}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .with_context(|| format!("key_file: reading {}", key.display()))?;
-            builder.with_client_auth_cert(certs, key)?
-        }
-        _ => builder.with_no_client_auth(),
-    })
-}
-
-/// `insecure = true`: any certificate is taken, signatures still checked
-/// for the handshake's sake.
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Standard base64 with padding, for the basic-auth header.
