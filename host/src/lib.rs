@@ -15,7 +15,8 @@
 //! - `discovery`: the nodes of a Redis Cluster (`cluster`) or a Sentinel
 //!   set (`sentinel`).
 //! - `redis`: Redis I/O: connections with timeouts and the redial-once
-//!   rule (`conn`), where and how to dial (`endpoint`, `tls`, `allow`),
+//!   rule (`conn`), read and written on the caller's task (`link`), where
+//!   and how to dial (`endpoint`, `dial`, `tls`, `allow`),
 //!   typed server errors (`error`), the probes that build a snapshot
 //!   (`probe`: `snapshot`, `info`, `slowlog`, `asks`, `prober`) and the
 //!   declared ones (`declared`), `backoff`, password redaction (`redact`).

@@ -1,5 +1,5 @@
-//! Redis I/O: connections (lazy dial, timeouts, the redial-once rule),
-//! the probes that build a snapshot (declared probes among them), backoff while a Redis is unreachable,
+//! Redis I/O: the dial (TCP, TLS, Unix sockets) and connections read on
+//! the caller's task (lazy dial, timeouts, the redial-once rule), the probes that build a snapshot (declared probes among them), backoff while a Redis is unreachable,
 //! redaction of passwords, typed errors, and TLS.
 
 pub(crate) mod allow;
