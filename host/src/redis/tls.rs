@@ -173,10 +173,7 @@ impl Tls {
                         roots.add(cert.with_context(file)?).with_context(file)?;
                     }
                 }
-                None => {
-                    let found = rustls_native_certs::load_native_certs();
-                    roots.add_parsable_certificates(found.certs);
-                }
+                None => roots.roots.extend(system_roots().iter().cloned()),
             }
             if roots.is_empty() {
                 bail!("no CA certificate to trust; set {table}.ca_file");
@@ -197,6 +194,19 @@ impl Tls {
             _ => builder.with_no_client_auth(),
         })
     }
+}
+
+/// The system's CA certificates, read once: parsing them costs
+/// milliseconds, and a fleet of `rediss://` targets dials thousands of
+/// times.
+fn system_roots() -> &'static [rustls::pki_types::TrustAnchor<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<rustls::pki_types::TrustAnchor<'static>>> =
+        std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        roots.roots
+    })
 }
 
 /// `insecure = true`: any certificate is taken, signatures still checked
