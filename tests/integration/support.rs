@@ -111,11 +111,15 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Below the kernel's ephemeral range (32768 and up by default): a port
+    // from there can be taken by another test's outgoing connection between
+    // this check and the server's bind.
+    loop {
+        let port = rand::random_range(10_000..30_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A real redis-server, killed on drop.
@@ -129,18 +133,60 @@ pub struct Redis {
 
 impl Redis {
     /// Starts a redis-server with extra `--key value` arguments.
+    /// A server whose port (or any port among `extra`) was taken meanwhile
+    /// exits at once; it is started again on other free ports.
     pub fn start(extra: &[&str]) -> Self {
-        let mut redis = Self {
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        redis.spawn();
-        redis
+        for _ in 0..4 {
+            let mut redis = Self {
+                port: free_port(),
+                dir: tempfile::tempdir().unwrap(),
+                child: None,
+                extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            };
+            if redis.try_spawn() {
+                return redis;
+            }
+        }
+        panic!("redis-server {extra:?} exits at start on four free ports");
+    }
+
+    /// Starts the server; false when it exited before answering PING.
+    fn try_spawn(&mut self) -> bool {
+        self.launch();
+        let url = self.url();
+        let child = self.child.as_mut().unwrap();
+        let up = wait_for(
+            "redis-server to answer PING",
+            Duration::from_secs(10),
+            || {
+                if child.try_wait().ok().flatten().is_some() {
+                    return Some(false);
+                }
+                let client = redis::Client::open(url.as_str()).ok()?;
+                let mut conn = client
+                    .get_connection_with_timeout(Duration::from_millis(200))
+                    .ok()?;
+                redis::cmd("PING")
+                    .query::<String>(&mut conn)
+                    .ok()
+                    .map(|_| true)
+            },
+        );
+        if !up {
+            self.child = None;
+        }
+        up
     }
 
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "redis-server on port {} exited at start",
+            self.port
+        );
+    }
+
+    fn launch(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
@@ -152,18 +198,6 @@ impl Redis {
             .spawn()
             .expect("redis-server must be installed: run `make deps`");
         self.child = Some(child);
-        let url = self.url();
-        wait_for(
-            "redis-server to answer PING",
-            Duration::from_secs(10),
-            || {
-                let client = redis::Client::open(url.as_str()).ok()?;
-                let mut conn = client
-                    .get_connection_with_timeout(Duration::from_millis(200))
-                    .ok()?;
-                redis::cmd("PING").query::<String>(&mut conn).ok()
-            },
-        );
     }
 
     /// `redis://127.0.0.1:PORT`.
