@@ -105,7 +105,7 @@ fn redis_restart_is_survived_and_slowlog_resets() {
 /// the slow command arrives once as a slowlog event with its own
 /// arguments, and the polls after it read what they asked for.
 #[test]
-fn a_late_reply_is_never_read_as_a_later_ones() {
+fn a_late_reply_is_never_read_as_a_later_calls() {
     let redis = Redis::start(&[
         "--enable-debug-command",
         "yes",
