@@ -730,6 +730,17 @@ fn a_wrong_password_is_a_configuration_error() {
     });
     assert!(line.contains("NOAUTH"), "{line}");
     let _ = stop(&mut lookout);
+
+    // No password and a database: SELECT is refused with NOAUTH, the same
+    // refusal.
+    let db = format!("{}/2", watched.url());
+    let mut lookout = run_lookout(tmp.path(), &db, &plugins, &["--dry-run"]);
+    let line = wait_for("the refusal", Duration::from_secs(30), || {
+        lookout.stderr.matching("refused").pop()
+    });
+    assert!(line.contains("NOAUTH"), "{line}");
+    assert!(lookout.stderr.matching("unreachable").is_empty());
+    let _ = stop(&mut lookout);
 }
 
 /// The watched Redis's user for Lookout (docs/tls.md: ACL rules).

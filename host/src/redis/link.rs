@@ -16,6 +16,14 @@ use tokio::io::AsyncWriteExt;
 
 use super::dial::Stream;
 
+/// The first command of a handshake.
+enum Setup {
+    /// AUTH, or HELLO 3 with AUTH.
+    Auth,
+    /// HELLO 3 without credentials.
+    Resp3,
+}
+
 /// An open connection to one Redis.
 pub(crate) struct Link {
     stream: Stream,
@@ -53,25 +61,27 @@ impl Link {
             broken: false,
         };
         let mut setup = redis::pipe();
-        let resp3 = settings.protocol().supports_resp3();
-        let auth = if resp3 {
+        // What the first setup reply answers, if any.
+        let first_reply = if settings.protocol().supports_resp3() {
             let hello3 = setup.cmd("HELLO").arg(3);
             if let Some(password) = settings.password() {
                 hello3
                     .arg("AUTH")
                     .arg(settings.username().unwrap_or("default"))
                     .arg(password);
+                Some(Setup::Auth)
+            } else {
+                Some(Setup::Resp3)
             }
-            true
         } else if let Some(password) = settings.password() {
             let auth = setup.cmd("AUTH");
             if let Some(user) = settings.username() {
                 auth.arg(user);
             }
             auth.arg(password);
-            true
+            Some(Setup::Auth)
         } else {
-            false
+            None
         };
         if settings.db() != 0 {
             setup.cmd("SELECT").arg(settings.db());
@@ -82,18 +92,33 @@ impl Link {
         let mut replies = link.exchange(&packed, 0, first + hello.len()).await?;
         let hello_replies = replies.split_off(first);
         let mut setup_replies = replies.into_iter();
-        if auth && let Some(Value::ServerError(_)) = setup_replies.next() {
-            return Err(RedisError::from((
-                ErrorKind::AuthenticationFailed,
-                "Password authentication failed",
-            )));
+        if let Some(step) = first_reply
+            && let Some(Value::ServerError(e)) = setup_replies.next()
+        {
+            return Err(match step {
+                // As redis-rs says it: the server's words may echo the user.
+                Setup::Auth => RedisError::from((
+                    ErrorKind::AuthenticationFailed,
+                    "Password authentication failed",
+                )),
+                Setup::Resp3 => RedisError::from((
+                    ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                    "Redis server refused HELLO 3 (protocol=resp3 in the URL)",
+                    e.details().unwrap_or_default().to_owned(),
+                )),
+            });
         }
         if let Some(Value::ServerError(e)) = setup_replies.next() {
-            return Err(RedisError::from((
-                ErrorKind::Server(redis::ServerErrorKind::ResponseError),
-                "Redis server refused to switch database",
-                e.details().unwrap_or_default().to_owned(),
-            )));
+            // NOAUTH, NOPERM...: the server's own error, so its kind is
+            // known; otherwise what failed.
+            return Err(match Value::ServerError(e.clone()).extract_error() {
+                Err(own) if e.code() != "ERR" => own,
+                _ => RedisError::from((
+                    ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                    "Redis server refused to switch database",
+                    e.details().unwrap_or_default().to_owned(),
+                )),
+            });
         }
         Ok((link, hello_replies))
     }
