@@ -349,6 +349,49 @@ fn a_megabyte_error_reply_is_cut_and_escaped() {
     }
 }
 
+/// A server that answers INFO with 192 MiB (more than any honest reply) is
+/// read no further than 64 MiB a call: the poll fails naming the server and
+/// the bound, the connection is dropped, and the daemon's peak memory stays
+/// below the reply's size.
+#[test]
+fn a_reply_past_64_mib_breaks_the_connection() {
+    let huge = bulk(vec![b'x'; 192 << 20]);
+    let liar = FakeRedis::start("127.0.0.1", move |args| {
+        let info = args
+            .first()
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"INFO"));
+        info.then(|| huge.clone())
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugins_with(tmp.path(), &[], &["ticker"]);
+    // A poll interval that leaves the read its whole response timeout.
+    let mut cmd = lookout_cmd(tmp.path());
+    cmd.args(["run", "--poll-interval", "5", "--dry-run", "--plugins"])
+        .arg(&plugins)
+        .env("REDIS_URL", liar.url());
+    let mut lookout = Lookout::spawn(cmd);
+    let line = wait_for("the bounded read", Duration::from_secs(60), || {
+        lookout
+            .stderr
+            .matching("more than 64 MiB")
+            .into_iter()
+            .next()
+    });
+    assert!(line.contains(&liar.addr()), "{line}");
+    wait_for("a second INFO sent", Duration::from_secs(60), || {
+        (liar.count(&["INFO"]) >= 2).then_some(())
+    });
+    let peak_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", lookout.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kib < 176 * 1024, "peak RSS {peak_kib} KiB");
+    assert!(lookout.alive());
+    assert!(lookout.terminate().success());
+}
+
 /// A node announced at a link-local address with a zone (`fe80::1%eth0`)
 /// is skipped with a warning naming it, and the seed is still listed; so
 /// is an allowed name that fits no URL (`bad host.example.com`); a node

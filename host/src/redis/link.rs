@@ -12,9 +12,15 @@ use std::time::Duration;
 use combine::parser::combinator::AnySendSyncPartialState;
 use combine::stream::{Decoder, PointerOffset};
 use redis::{ErrorKind, RedisError, RedisResult, Value};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::dial::Stream;
+
+/// Most bytes one call reads from a server: far above any honest reply
+/// (a whole SLOWLOG ring is at most 512 KiB, CLIENT LIST is skipped over
+/// `max_clients_listed`), so a server that sends without end breaks its
+/// connection instead of filling the host's memory.
+pub(crate) const MAX_REPLY_BYTES: u64 = 64 << 20;
 
 /// The first command of a handshake.
 enum Setup {
@@ -143,9 +149,24 @@ impl Link {
             self.stream.write_all(packed).await?;
             self.stream.flush().await?;
             let mut replies = Vec::with_capacity(count);
+            let mut capped = (&mut self.stream).take(MAX_REPLY_BYTES);
             for n in 0..offset + count {
                 let value =
-                    redis::parse_redis_value_async(&mut self.decoder, &mut self.stream).await?;
+                    match redis::parse_redis_value_async(&mut self.decoder, &mut capped).await {
+                        Ok(value) => value,
+                        Err(_) if capped.limit() == 0 => {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!(
+                                    "the server sent more than {} MiB for one call; connection \
+                                 dropped",
+                                    MAX_REPLY_BYTES >> 20
+                                ),
+                            )
+                            .into());
+                        }
+                        Err(e) => return Err(e),
+                    };
                 if n >= offset {
                     replies.push(value);
                 }
