@@ -204,7 +204,7 @@ impl Conn {
                 Link::open(
                     stream,
                     dialer.info.redis_settings(),
-                    Some(self.response_timeout),
+                    self.response_timeout,
                     &hello,
                 )
                 .await

@@ -36,7 +36,7 @@ pub(crate) struct Link {
     /// Bytes read and not yet parsed, and a reply parsed half way.
     decoder: Decoder<AnySendSyncPartialState, PointerOffset<[u8]>>,
     /// The longest a call waits for its replies.
-    response_timeout: Option<Duration>,
+    response_timeout: Duration,
     /// The database selected at the handshake.
     db: i64,
     /// A call started and did not finish: what the stream holds next is
@@ -56,7 +56,7 @@ impl Link {
     pub(crate) async fn open(
         stream: Stream,
         settings: &redis::RedisConnectionInfo,
-        response_timeout: Option<Duration>,
+        response_timeout: Duration,
         hello: &redis::Pipeline,
     ) -> RedisResult<(Self, Vec<Value>)> {
         let mut link = Self {
@@ -151,37 +151,33 @@ impl Link {
             let mut replies = Vec::with_capacity(count);
             let mut capped = (&mut self.stream).take(MAX_REPLY_BYTES);
             for n in 0..offset + count {
-                let value =
-                    match redis::parse_redis_value_async(&mut self.decoder, &mut capped).await {
-                        Ok(value) => value,
-                        Err(_) if capped.limit() == 0 => {
-                            return Err(std::io::Error::new(
-                                std::io::ErrorKind::InvalidData,
-                                format!(
-                                    "the server sent more than {} MiB for one call; connection \
-                                 dropped",
-                                    MAX_REPLY_BYTES >> 20
-                                ),
-                            )
-                            .into());
-                        }
-                        Err(e) => return Err(e),
-                    };
+                let value = redis::parse_redis_value_async(&mut self.decoder, &mut capped)
+                    .await
+                    .map_err(|e| if capped.limit() == 0 { too_long() } else { e })?;
                 if n >= offset {
                     replies.push(value);
                 }
             }
             Ok::<_, RedisError>(replies)
         };
-        let replies = match self.response_timeout {
-            Some(limit) => tokio::time::timeout(limit, round_trip).await.map_err(|_| {
-                RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-            })?,
-            None => round_trip.await,
-        }?;
+        let replies = tokio::time::timeout(self.response_timeout, round_trip)
+            .await
+            .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
         self.broken = false;
         Ok(replies)
     }
+}
+
+/// A read cut at [`MAX_REPLY_BYTES`].
+fn too_long() -> RedisError {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "the server sent more than {} MiB for one call; connection dropped",
+            MAX_REPLY_BYTES >> 20
+        ),
+    )
+    .into()
 }
 
 impl redis::aio::ConnectionLike for Link {
